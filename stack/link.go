@@ -1,0 +1,245 @@
+package stack
+
+import (
+	"sync"
+	"sync/atomic"
+
+	"gvisor.dev/gvisor/pkg/buffer"
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+	gstack "gvisor.dev/gvisor/pkg/tcpip/stack"
+)
+
+// linkEndpoint is the stack's only NIC. Outbound packets go through a
+// bounded queue that blocks when full (gVisor's channel endpoint drops
+// instead, which costs retransmissions and throughput), drained by one
+// writer goroutine into the Wire. Inbound packets arrive through deliver,
+// from whatever carries the target's answers (TUN reader, relay).
+type linkEndpoint struct {
+	wire   Wire
+	mtu    atomic.Uint32
+	gso    bool
+	queue  chan *gstack.PacketBuffer
+	closed chan struct{}
+	done   chan struct{}
+
+	mu         sync.RWMutex
+	dispatcher gstack.NetworkDispatcher
+
+	writeErrors atomic.Uint64
+	written     atomic.Uint64
+	delivered   atomic.Uint64
+	malformed   atomic.Uint64
+	onWriteErr  func(error)
+	closeOnce   sync.Once
+}
+
+var (
+	_ gstack.LinkEndpoint = (*linkEndpoint)(nil)
+	_ gstack.GSOEndpoint  = (*linkEndpoint)(nil)
+)
+
+// gsoMaxSize is the largest super-packet handed to the wire: the IPv4 total
+// length limit. Tailscale measured 64 KiB GSO at ~5x the throughput of the
+// 32 KiB channel endpoint.
+const gsoMaxSize = 1<<16 - 1
+
+func newLinkEndpoint(w Wire, mtu uint32, queueLen int, gso bool, onWriteErr func(error)) *linkEndpoint {
+	e := &linkEndpoint{
+		wire:       w,
+		gso:        gso,
+		queue:      make(chan *gstack.PacketBuffer, queueLen),
+		closed:     make(chan struct{}),
+		done:       make(chan struct{}),
+		onWriteErr: onWriteErr,
+	}
+	e.mtu.Store(mtu)
+	go e.writeLoop()
+	return e
+}
+
+// writeLoop is the only writer of the wire, so wires need no locking.
+func (e *linkEndpoint) writeLoop() {
+	defer close(e.done)
+	var bufs [][]byte
+	for {
+		var pkt *gstack.PacketBuffer
+		select {
+		case pkt = <-e.queue:
+		case <-e.closed:
+			// Drain what gVisor already handed over so refs are released.
+			for {
+				select {
+				case pkt = <-e.queue:
+					pkt.DecRef()
+				default:
+					return
+				}
+			}
+		}
+		bufs = pkt.AsSlices()
+		if err := e.wire.WritePacket(bufs, gsoOf(pkt)); err != nil {
+			e.writeErrors.Add(1)
+			if e.onWriteErr != nil {
+				e.onWriteErr(err)
+			}
+		} else {
+			e.written.Add(1)
+		}
+		clear(bufs)
+		pkt.DecRef()
+	}
+}
+
+func gsoOf(pkt *gstack.PacketBuffer) GSO {
+	o := pkt.GSOOptions
+	g := GSO{NeedsCsum: o.NeedsCsum, CsumOffset: o.CsumOffset, MSS: o.MSS, CsumStart: o.L3HdrLen}
+	switch o.Type {
+	case gstack.GSOTCPv4:
+		g.Type = GSOTCPv4
+	case gstack.GSOTCPv6:
+		g.Type = GSOTCPv6
+	default:
+		return GSO{}
+	}
+	g.HdrLen = uint16(pkt.HeaderSize())
+	return g
+}
+
+// WritePackets implements stack.LinkWriter.WritePackets. It blocks while
+// the queue is full; that is the backpressure gVisor's TCP sees.
+func (e *linkEndpoint) WritePackets(pkts gstack.PacketBufferList) (int, tcpip.Error) {
+	n := 0
+	for _, pkt := range pkts.AsSlice() {
+		select {
+		case <-e.closed:
+			if n == 0 {
+				return 0, &tcpip.ErrClosedForSend{}
+			}
+			return n, nil
+		default:
+		}
+		select {
+		case e.queue <- pkt.IncRef():
+			n++
+		case <-e.closed:
+			pkt.DecRef()
+			if n == 0 {
+				return 0, &tcpip.ErrClosedForSend{}
+			}
+			return n, nil
+		}
+	}
+	return n, nil
+}
+
+// deliver hands one IP packet (starting at the IP header) to the stack as
+// if it had arrived from the wire. b is copied.
+func (e *linkEndpoint) deliver(b []byte) bool {
+	if len(b) == 0 {
+		e.malformed.Add(1)
+		return false
+	}
+	var proto tcpip.NetworkProtocolNumber
+	switch header.IPVersion(b) {
+	case header.IPv4Version:
+		proto = header.IPv4ProtocolNumber
+	case header.IPv6Version:
+		proto = header.IPv6ProtocolNumber
+	default:
+		e.malformed.Add(1)
+		return false
+	}
+	e.mu.RLock()
+	d := e.dispatcher
+	e.mu.RUnlock()
+	if d == nil {
+		return false
+	}
+	pkt := gstack.NewPacketBuffer(gstack.PacketBufferOptions{Payload: buffer.MakeWithData(b)})
+	d.DeliverNetworkPacket(proto, pkt)
+	pkt.DecRef()
+	e.delivered.Add(1)
+	return true
+}
+
+// MTU implements stack.LinkEndpoint.MTU.
+func (e *linkEndpoint) MTU() uint32 { return e.mtu.Load() }
+
+// SetMTU implements stack.LinkEndpoint.SetMTU.
+func (e *linkEndpoint) SetMTU(mtu uint32) { e.mtu.Store(mtu) }
+
+// MaxHeaderLength implements stack.LinkEndpoint.MaxHeaderLength. Packets
+// start at the IP header.
+func (*linkEndpoint) MaxHeaderLength() uint16 { return 0 }
+
+// LinkAddress implements stack.LinkEndpoint.LinkAddress.
+func (*linkEndpoint) LinkAddress() tcpip.LinkAddress { return "" }
+
+// SetLinkAddress implements stack.LinkEndpoint.SetLinkAddress.
+func (*linkEndpoint) SetLinkAddress(tcpip.LinkAddress) {}
+
+// Capabilities implements stack.LinkEndpoint.Capabilities. RX checksum
+// offload: the TUN hands us kernel packets with partial checksums, and
+// relayed header-only responses carry zero-filled payloads whose checksum
+// cannot match; both were validated (or are trusted) before they got here.
+func (*linkEndpoint) Capabilities() gstack.LinkEndpointCapabilities {
+	return gstack.CapabilityRXChecksumOffload
+}
+
+// Attach implements stack.LinkEndpoint.Attach.
+func (e *linkEndpoint) Attach(d gstack.NetworkDispatcher) {
+	e.mu.Lock()
+	e.dispatcher = d
+	e.mu.Unlock()
+}
+
+// IsAttached implements stack.LinkEndpoint.IsAttached.
+func (e *linkEndpoint) IsAttached() bool {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	return e.dispatcher != nil
+}
+
+// Wait implements stack.LinkEndpoint.Wait.
+func (e *linkEndpoint) Wait() {
+	select {
+	case <-e.closed:
+		<-e.done
+	default:
+	}
+}
+
+// ARPHardwareType implements stack.LinkEndpoint.ARPHardwareType.
+func (*linkEndpoint) ARPHardwareType() header.ARPHardwareType { return header.ARPHardwareNone }
+
+// AddHeader implements stack.LinkEndpoint.AddHeader.
+func (*linkEndpoint) AddHeader(*gstack.PacketBuffer) {}
+
+// ParseHeader implements stack.LinkEndpoint.ParseHeader.
+func (*linkEndpoint) ParseHeader(*gstack.PacketBuffer) bool { return true }
+
+// Close implements stack.LinkEndpoint.Close.
+func (e *linkEndpoint) Close() {
+	e.closeOnce.Do(func() { close(e.closed) })
+	<-e.done
+}
+
+// SetOnCloseAction implements stack.LinkEndpoint.SetOnCloseAction.
+func (*linkEndpoint) SetOnCloseAction(func()) {}
+
+// GSOMaxSize implements stack.GSOEndpoint.GSOMaxSize.
+func (e *linkEndpoint) GSOMaxSize() uint32 {
+	if !e.gso {
+		return 0
+	}
+	return gsoMaxSize
+}
+
+// SupportedGSO implements stack.GSOEndpoint.SupportedGSO.
+func (e *linkEndpoint) SupportedGSO() gstack.SupportedGSO {
+	if !e.gso {
+		return gstack.GSONotSupported
+	}
+	return gstack.HostGSOSupported
+}
