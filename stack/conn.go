@@ -66,11 +66,35 @@ var gonetErrs = map[string]error{
 type Conn struct {
 	*gonet.TCPConn
 	ep          tcpip.Endpoint
+	wq          *waiter.Queue
 	local, peer netip.AddrPort
 }
 
 func newConn(wq *waiter.Queue, ep tcpip.Endpoint, local, peer netip.AddrPort) *Conn {
-	return &Conn{TCPConn: gonet.NewTCPConn(wq, ep), ep: ep, local: local, peer: peer}
+	return &Conn{TCPConn: gonet.NewTCPConn(wq, ep), ep: ep, wq: wq, local: local, peer: peer}
+}
+
+// Discard waits until the target sent something and consumes all of it
+// without copying, returning how many bytes it was. A replayer that only
+// counts answers holds no read buffer while a session idles. It returns
+// io.EOF after the target's FIN.
+func (c *Conn) Discard() (int, error) {
+	entry, ready := waiter.NewChannelEntry(waiter.ReadableEvents)
+	c.wq.EventRegister(&entry)
+	defer c.wq.EventUnregister(&entry)
+	for {
+		res, err := c.ep.Read(io.Discard, tcpip.ReadOptions{})
+		if _, ok := err.(*tcpip.ErrWouldBlock); ok {
+			<-ready
+			continue
+		}
+		if err != nil {
+			return 0, fmt.Errorf("read %v from %v: %w", c.peer, c.local, convertErr(err))
+		}
+		// Reading opens the receive window; tell auto-tuning, as gonet does.
+		c.ep.ModerateRecvBuf(res.Count)
+		return res.Count, nil
+	}
 }
 
 // Local is the forged client address the connection is bound to.

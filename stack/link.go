@@ -91,18 +91,25 @@ func (e *linkEndpoint) writeLoop() {
 	}
 }
 
+// gsoOf describes the work the wire must finish on pkt. Only a packet
+// whose payload exceeds the MSS is marked for segmentation: the kernel
+// rejects (EINVAL) GSO-marked packets it cannot segment, such as the
+// payload-less RST gVisor sends from SYN-SENT, whose MSS is still 0.
 func gsoOf(pkt *gstack.PacketBuffer) GSO {
 	o := pkt.GSOOptions
-	g := GSO{NeedsCsum: o.NeedsCsum, CsumOffset: o.CsumOffset, MSS: o.MSS, CsumStart: o.L3HdrLen}
-	switch o.Type {
-	case gstack.GSOTCPv4:
-		g.Type = GSOTCPv4
-	case gstack.GSOTCPv6:
-		g.Type = GSOTCPv6
-	default:
+	if o.Type == gstack.GSONone || !o.NeedsCsum {
 		return GSO{}
 	}
-	g.HdrLen = uint16(pkt.HeaderSize())
+	g := GSO{NeedsCsum: true, CsumStart: o.L3HdrLen, CsumOffset: o.CsumOffset, HdrLen: uint16(pkt.HeaderSize())}
+	if payload := pkt.Size() - pkt.HeaderSize(); o.MSS > 0 && payload > int(o.MSS) {
+		g.MSS = o.MSS
+		switch o.Type {
+		case gstack.GSOTCPv4:
+			g.Type = GSOTCPv4
+		case gstack.GSOTCPv6:
+			g.Type = GSOTCPv6
+		}
+	}
 	return g
 }
 

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"sync/atomic"
 	"time"
 
 	"gvisor.dev/gvisor/pkg/tcpip"
@@ -143,8 +144,12 @@ func New(cfg Config, w Wire, log *slog.Logger) (*Stack, error) {
 		}
 	}
 
+	var warned atomic.Bool
 	st.link = newLinkEndpoint(w, cfg.MTU, cfg.QueueLen, cfg.GSO, func(err error) {
-		log.Debug("wire write failed", "err", err)
+		// gVisor retransmits what the wire lost; say it once, count the rest.
+		if !warned.Swap(true) {
+			log.Warn("wire write failed; further failures are counted in the summary", "err", err)
+		}
 	})
 	if err := s.CreateNIC(nicID, st.link); err != nil {
 		st.link.Close()

@@ -1,0 +1,50 @@
+# stackcopy — see README.md. `make demo` and `make test` need root (network
+# namespaces, TUN devices); as another user they re-run themselves through sudo.
+
+GO        ?= go
+BIN       := bin
+VERSION   := $(shell git describe --always --dirty 2>/dev/null || echo dev)
+LDFLAGS   := -s -w -X main.version=$(VERSION)
+export CGO_ENABLED := 0
+
+.PHONY: all build test unit lab check demo bench fuzz clean
+
+all: build
+
+build:
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/stackcopy ./cmd/stackcopy
+	$(GO) build -trimpath -o $(BIN)/recorder ./netns-tests/cmd/recorder
+
+ifneq ($(shell id -u),0)
+test demo bench lab:
+	@echo "make $@ needs root (network namespaces, veth, TUN); re-running through sudo"
+	sudo env "PATH=$$PATH" "HOME=$$HOME" "GOPATH=$$($(GO) env GOPATH)" "GOCACHE=$$($(GO) env GOCACHE)" "GOMODCACHE=$$($(GO) env GOMODCACHE)" $(MAKE) $@
+else
+# Everything: static checks, unit tests (race detector), then the lab.
+test: check unit lab
+
+unit:
+	CGO_ENABLED=1 $(GO) test -race -count=1 -timeout 10m $$($(GO) list ./... | grep -v /netns-tests)
+
+lab: build
+	$(GO) test -count=1 -timeout 25m -v ./netns-tests/...
+
+demo: build
+	$(GO) run ./netns-tests/cmd/demo -stackcopy $(BIN)/stackcopy -recorder $(BIN)/recorder
+
+bench: build
+	$(GO) run ./netns-tests/cmd/bench -stackcopy $(BIN)/stackcopy -recorder $(BIN)/recorder
+endif
+
+check:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed: $$out"; exit 1; fi
+	$(GO) vet ./...
+	$(GO) tool staticcheck ./...
+
+
+fuzz:
+	$(GO) test ./mirror/ -run XXX -fuzz FuzzOpenFile -fuzztime 60s
+	$(GO) test ./mirror/ -run XXX -fuzz FuzzTracker -fuzztime 60s
+
+clean:
+	rm -rf $(BIN)

@@ -1,0 +1,208 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/spf13/pflag"
+
+	"github.com/stackcopy/stackcopy/mirror"
+)
+
+var version = "dev" // set with -ldflags "-X main.version=..."
+
+var errHelp = errors.New("help requested")
+
+type config struct {
+	transfers  mirror.Transfers
+	pool       *mirror.ClientPool
+	percent    int
+	inputs     []string
+	output     string
+	tunName    string
+	noRoutes   bool
+	speed      float64
+	loops      int
+	timeout    time.Duration
+	turnWait   time.Duration
+	noWait     bool
+	mtu        int
+	cc         string
+	rack       bool
+	sendBuf    int
+	statsJSON  string
+	logFile    string
+	verbose    int
+	version    bool
+	txqueuelen int
+}
+
+const usageHead = `Usage: stackcopy -x TRANSFER -i CAPTURE [options]
+
+Replays every TCP session of a pcap/pcapng capture to a test server. Each
+session is a real TCP connection opened by a userspace TCP stack (gVisor)
+from the session's original client address, so the target sees the real
+client IPs, real handshakes, windows, SACK and retransmissions, and any
+upload size. Packets leave through a TUN device; stackcopy routes the forged
+client addresses into it so the target's answers come back to the stack.
+
+Examples:
+  # replay web traffic captured on port 80 to a test server
+  stackcopy -x 80-198.18.2.2:80 -i capture.pcap
+
+  # port 8080 on the target, twice the captured pace, three passes
+  stackcopy -x 80-198.18.2.2:8080 -i capture.pcap --speed 2 --loop 3
+
+  # only traffic that went to 198.18.1.1:6379; clients folded onto a pool
+  stackcopy -x 198.18.1.1:6379-198.18.2.3:6379 -c 198.18.5.x -i redis.pcapng
+
+  # as fast as the target answers, half of the sessions, no turn waiting
+  stackcopy -x 80-198.18.2.2:80 -i capture.pcap --speed 0 -r 50 -W
+
+Options:
+`
+
+const usageTail = `
+Turns: a session's client bytes are cut into turns wherever the captured
+server spoke in between. A turn is sent only after the target answered the
+previous one (as many bytes as the captured answer, or a shorter answer
+followed by --quiet silence, or --turn-wait passed), so request/response
+protocols are not pipelined and server-first protocols (SMTP, MySQL) wait
+for the target's greeting. -W turns this off.
+
+The target host must route the forged client addresses back to this host,
+e.g. on the target: ip route add 198.18.1.0/24 via <this host>. This host
+needs net.ipv4.ip_forward=1; stackcopy checks and names the fix.
+
+tcpcopy flags not here yet: -s, -C (intercept channels), -n, -f, -m, -D,
+-F, -O, -P; live capture (-i IFACE) and raw egress (-o raw|IFACE) come with
+intercept. -a is spelled --speed, -T is --loop, -M is --mtu.
+
+Exit status: 0 every session completed; 3 some sessions did not complete
+(see the summary); 1 stackcopy could not do its job; 2 bad usage.
+`
+
+// durationSeconds accepts tcpcopy's plain seconds ("120") or a Go
+// duration ("1m30s", "500ms").
+type durationSeconds struct{ d *time.Duration }
+
+func (v durationSeconds) String() string {
+	if v.d == nil {
+		return ""
+	}
+	return v.d.String()
+}
+
+func (v durationSeconds) Set(s string) error {
+	if n, err := strconv.ParseFloat(s, 64); err == nil {
+		if n < 0 {
+			return fmt.Errorf("negative duration %q", s)
+		}
+		*v.d = time.Duration(n * float64(time.Second))
+		return nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		return fmt.Errorf("%q is neither seconds nor a duration like 90s or 500ms", s)
+	}
+	if d < 0 {
+		return fmt.Errorf("negative duration %q", s)
+	}
+	*v.d = d
+	return nil
+}
+
+func (durationSeconds) Type() string { return "duration" }
+
+func parseFlags(args []string, stderr io.Writer) (*config, error) {
+	c := &config{}
+	fs := pflag.NewFlagSet("stackcopy", pflag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.SortFlags = false
+	var transfer, clients string
+	c.timeout = 120 * time.Second
+	c.turnWait = 2 * time.Second
+	fs.StringVarP(&transfer, "transfer", "x", "", "what to replay where: [onlineIP:]onlinePort-targetIP:targetPort[,...]")
+	fs.StringSliceVarP(&c.inputs, "input", "i", nil, "capture file(s) to replay (pcap or pcapng; Ethernet, Linux SLL/SLL2 or raw IP)")
+	fs.StringVarP(&c.output, "output", "o", "tun", "egress: tun")
+	fs.StringVar(&c.tunName, "tun", "stackcopy0", "name of the TUN device to create")
+	fs.BoolVar(&c.noRoutes, "no-routes", false, "do not route forged client addresses into the TUN (you route them)")
+	fs.StringVarP(&clients, "clients", "c", "", "rewrite client addresses onto this pool: IP,IP,... or a.b.c.x (.1-.254)")
+	fs.IntVarP(&c.percent, "percentage", "r", 100, "replay this percentage of sessions (stable hash of client ip:port)")
+	fs.Float64VarP(&c.speed, "speed", "a", 1, "pace: captured gaps divided by this; 0 = as fast as the target answers")
+	fs.IntVarP(&c.loops, "loop", "T", 1, "replay the capture this many times")
+	fs.VarP(durationSeconds{&c.timeout}, "timeout", "t", "end a session with no progress for this long (seconds or 90s, 2m)")
+	fs.Var(durationSeconds{&c.turnWait}, "turn-wait", "longest wait for the target's answer before the next turn is sent anyway")
+	fs.BoolVarP(&c.noWait, "no-wait", "W", false, "send each turn without waiting for the target's answer")
+	fs.IntVarP(&c.mtu, "mtu", "M", 1500, "MTU towards the target (the MSS follows)")
+	fs.StringVar(&c.cc, "cc", "reno", "congestion control of the forged clients: reno or cubic")
+	fs.BoolVar(&c.rack, "rack", true, "RACK loss detection (--rack=false for classic dupack recovery)")
+	fs.IntVar(&c.sendBuf, "send-buffer", 4<<20, "largest send buffer per session in bytes (memory per uploading session)")
+	fs.IntVar(&c.txqueuelen, "txqueuelen", 10000, "TUN transmit queue length")
+	fs.StringVar(&c.statsJSON, "stats-json", "", "also write the summary as JSON to this file")
+	fs.StringVarP(&c.logFile, "log", "l", "", "log to this file instead of stderr")
+	fs.CountVarP(&c.verbose, "verbose", "v", "more logging (-vv for per-session debug)")
+	fs.BoolVarP(&c.version, "version", "V", false, "print the version")
+	help := fs.BoolP("help", "h", false, "this help")
+
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if *help {
+		fmt.Fprint(stderr, usageHead)
+		fmt.Fprint(stderr, fs.FlagUsages())
+		fmt.Fprint(stderr, usageTail)
+		return nil, errHelp
+	}
+	if c.version {
+		return c, nil
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected argument %q (captures go with -i)", fs.Arg(0))
+	}
+	if transfer == "" {
+		return nil, errors.New("-x/--transfer is required, e.g. -x 80-198.18.2.2:80")
+	}
+	ts, err := mirror.ParseTransfers(transfer)
+	if err != nil {
+		return nil, fmt.Errorf("-x: %w", err)
+	}
+	c.transfers = ts
+	if len(c.inputs) == 0 {
+		return nil, errors.New("-i/--input is required: a pcap or pcapng file to replay")
+	}
+	if clients != "" {
+		var targets []netip.Addr
+		for _, t := range ts {
+			targets = append(targets, t.Target.Addr())
+		}
+		if c.pool, err = mirror.ParseClientPool(clients, targets...); err != nil {
+			return nil, fmt.Errorf("-c: %w", err)
+		}
+	}
+	switch {
+	case c.percent < 1 || c.percent > 100:
+		return nil, fmt.Errorf("-r: %d is not a percentage from 1 to 100", c.percent)
+	case c.speed < 0:
+		return nil, fmt.Errorf("--speed: %v is negative (0 means as fast as the target answers)", c.speed)
+	case c.loops < 1:
+		return nil, fmt.Errorf("--loop: %d, want at least 1", c.loops)
+	case c.mtu < 576 || c.mtu > 65535:
+		return nil, fmt.Errorf("-M: MTU %d out of range 576..65535", c.mtu)
+	case c.cc != "reno" && c.cc != "cubic":
+		return nil, fmt.Errorf("--cc: %q, want reno or cubic", c.cc)
+	case c.sendBuf < 16<<10:
+		return nil, fmt.Errorf("--send-buffer: %d bytes is below 16 KiB", c.sendBuf)
+	case len(c.tunName) == 0 || len(c.tunName) > 15 || strings.ContainsAny(c.tunName, "/ "):
+		return nil, fmt.Errorf("--tun: %q is not a valid interface name (1-15 characters)", c.tunName)
+	}
+	if c.output != "tun" {
+		return nil, fmt.Errorf("-o: %q: only tun egress is available in this version", c.output)
+	}
+	return c, nil
+}

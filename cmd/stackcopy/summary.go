@@ -1,0 +1,94 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/stackcopy/stackcopy/mirror"
+	"github.com/stackcopy/stackcopy/mirror/replay"
+	"github.com/stackcopy/stackcopy/stack"
+)
+
+// summary is what stackcopy reports at the end, as text and as JSON.
+type summary struct {
+	inputs  []string
+	loops   int
+	start   time.Time
+	elapsed time.Duration
+	routes  int
+
+	capture mirror.SourceStats
+	tracker mirror.TrackerStats
+	replay  replay.Stats
+	stack   stack.Stats
+}
+
+func (s *summary) addPass(c mirror.SourceStats, t mirror.TrackerStats) {
+	s.capture.Packets += c.Packets
+	s.capture.TCP += c.TCP
+	s.capture.NonTCP += c.NonTCP
+	s.capture.IPv6 += c.IPv6
+	s.capture.Fragments += c.Fragments
+	s.capture.Malformed += c.Malformed
+	s.capture.Truncated += c.Truncated
+	s.tracker.Sessions += t.Sessions
+	s.tracker.MidStream += t.MidStream
+	s.tracker.Gaps += t.Gaps
+	s.tracker.Duplicates += t.Duplicates
+	s.tracker.OutOfOrder += t.OutOfOrder
+	s.tracker.Retransmits += t.Retransmits
+	s.tracker.Conflicts += t.Conflicts
+	s.tracker.Ignored += t.Ignored
+}
+
+// allCompleted: every session the replayer was given ended as captured.
+func (s *summary) allCompleted() bool {
+	r := s.replay
+	return r.Completed+r.ClientResets == r.Sessions && r.Sessions > 0
+}
+
+func (s *summary) print(w io.Writer) {
+	r, c, t, st := s.replay, s.capture, s.tracker, s.stack
+	fmt.Fprintf(w, "stackcopy: replayed %s (%d pass%s) in %.2fs\n", strings.Join(s.inputs, ", "), s.loops, plural(s.loops, "es"), s.elapsed.Seconds())
+	fmt.Fprintf(w, "  sessions  %d replayed: %d completed, %d client-reset, %d target-reset, %d refused, %d timed-out, %d capture-gap, %d failed\n",
+		r.Sessions, r.Completed, r.ClientResets, r.TargetResets, r.Refused, r.TimedOut, r.Gaps, r.Failed)
+	fmt.Fprintf(w, "  skipped   %d mid-stream (no SYN captured), %d not matching -x, %d sampled out (-r), %d IPv6 segments, %d fragments\n",
+		t.MidStream, r.Unmatched, r.SampledOut, c.IPv6, c.Fragments)
+	fmt.Fprintf(w, "  bytes     %d client bytes sent, %d response bytes received\n", r.BytesSent, r.BytesReceived)
+	fmt.Fprintf(w, "  turns     %d waited for the target's answer, %d sent unanswered after --turn-wait\n", r.Turns, r.TurnsUnanswered)
+	fmt.Fprintf(w, "  stack     %d segments sent, %d retransmitted, %d RTO timeouts, %d ports remapped, %d forged clients routed, %d wire write errors\n",
+		st.SegmentsSent, st.Retransmits, st.Timeouts, r.PortsRemapped, s.routes, st.WriteErrors)
+	fmt.Fprintf(w, "  capture   %d packets, %d TCP, %d other, %d malformed, %d cut by snaplen; %d duplicate, %d out-of-order, %d conflicting segments\n",
+		c.Packets, c.TCP, c.NonTCP, c.Malformed, c.Truncated, t.Duplicates, t.OutOfOrder, t.Conflicts)
+}
+
+func plural(n int, suffix string) string {
+	if n == 1 {
+		return ""
+	}
+	return suffix
+}
+
+func (s *summary) writeJSON(path string) error {
+	b, err := json.MarshalIndent(struct {
+		Inputs  []string            `json:"inputs"`
+		Loops   int                 `json:"loops"`
+		Seconds float64             `json:"seconds"`
+		Routes  int                 `json:"routes"`
+		Replay  replay.Stats        `json:"replay"`
+		Capture mirror.SourceStats  `json:"capture"`
+		Tracker mirror.TrackerStats `json:"tracker"`
+		Stack   stack.Stats         `json:"stack"`
+	}{s.inputs, s.loops, s.elapsed.Seconds(), s.routes, s.replay, s.capture, s.tracker, s.stack}, "", "  ")
+	if err != nil {
+		return fmt.Errorf("--stats-json: %w", err)
+	}
+	if err := os.WriteFile(path, append(b, '\n'), 0o644); err != nil {
+		return fmt.Errorf("--stats-json: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,612 @@
+// Package replay turns the session events of a capture into real TCP
+// connections to the target: one goroutine per session dials from the
+// (possibly rewritten) captured client address, writes the client's bytes
+// turn by turn, drains and counts the target's answers, and replays the
+// client's FIN or RST.
+package replay
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/stackcopy/stackcopy/mirror"
+)
+
+// Conn is what the replayer needs of a forged connection. *stack.Conn
+// satisfies it.
+type Conn interface {
+	io.WriteCloser
+	// Discard waits for the target's next bytes and consumes them,
+	// returning how many; io.EOF after the target's FIN.
+	Discard() (int, error)
+	CloseWrite() error // replays the client's FIN
+	Abort()            // replays the client's RST
+}
+
+// DialFunc opens a connection from the forged src to dst. A zero src port
+// asks for any free port.
+type DialFunc func(ctx context.Context, src, dst netip.AddrPort) (Conn, error)
+
+// Errors the dialer wraps, so the replayer can count failures by cause
+// without importing the stack.
+type Errors struct {
+	PortInUse, Reset, Refused, Timeout error
+}
+
+// Config says what to replay where, and how.
+type Config struct {
+	// Transfers maps captured server addresses to targets (tcpcopy -x).
+	Transfers mirror.Transfers
+	// Pool rewrites client addresses (tcpcopy -c); nil keeps them.
+	Pool *mirror.ClientPool
+	// Speed scales the captured pace: 2 replays twice as fast; 0 sends each
+	// turn as soon as the target answered the previous one.
+	Speed float64
+	// NoWait sends the next turn without waiting for the target's answer
+	// (tcpcopy -W).
+	NoWait bool
+	// TurnWait bounds how long a turn waits for the target's answer before
+	// it is sent anyway (counted in Stats.TurnsUnanswered).
+	TurnWait time.Duration
+	// Quiet is how long the target must be silent before a shorter answer
+	// than the captured one counts as complete.
+	Quiet time.Duration
+	// Idle ends a session that made no progress for this long (tcpcopy -t).
+	Idle time.Duration
+	// DialTimeout bounds the handshake.
+	DialTimeout time.Duration
+	// QueueBytes bounds the captured bytes buffered per session; the
+	// capture reader blocks beyond it.
+	QueueBytes int
+	// Errors classifies dial and I/O errors.
+	Errors Errors
+	// Keep samples sessions (tcpcopy -r); nil keeps all.
+	Keep func(mirror.SessionKey) bool
+}
+
+// DefaultConfig returns the defaults documented in --help.
+func DefaultConfig() Config {
+	return Config{
+		TurnWait:    2 * time.Second,
+		Quiet:       20 * time.Millisecond,
+		Idle:        120 * time.Second,
+		DialTimeout: 10 * time.Second,
+		QueueBytes:  4 << 20,
+	}
+}
+
+// Stats counts sessions by outcome and bytes moved. Every session the
+// replayer was given ends in exactly one of the outcome counters.
+type Stats struct {
+	Sessions        uint64 // sessions opened (SYN captured, matched by -x)
+	Unmatched       uint64 // sessions whose server matched no -x entry
+	SampledOut      uint64 // sessions left out by Keep (-r)
+	Completed       uint64 // all client bytes delivered, ended as captured
+	ClientResets    uint64 // all bytes before the client's RST delivered, RST replayed
+	TargetResets    uint64 // the target reset or closed before all bytes were delivered
+	Refused         uint64 // the target refused the connection
+	TimedOut        uint64 // handshake or idle timeout (-t)
+	Gaps            uint64 // the capture missed client bytes: aborted, not replayed wrong
+	Failed          uint64 // other dial or write errors
+	BytesSent       uint64 // client bytes written to targets
+	BytesReceived   uint64 // response bytes drained from targets
+	Turns           uint64 // turns that waited for the target's answer
+	TurnsUnanswered uint64 // turns sent after TurnWait without an answer
+	PortsRemapped   uint64 // captured client port busy: the stack chose another
+}
+
+// Replayer implements mirror.Sink.
+type Replayer struct {
+	cfg  Config
+	dial DialFunc
+	log  *slog.Logger
+	ctx  context.Context
+
+	mu       sync.Mutex
+	sessions map[mirror.SessionKey]*session
+	wg       sync.WaitGroup
+
+	// Pacing: capture time base and wall-clock base (see due).
+	base0 time.Time
+	wall0 time.Time
+
+	s struct {
+		sessions, unmatched, sampled, completed, clientResets, targetResets, refused, timedOut,
+		gaps, failed, sent, received, turns, unanswered, remapped atomic.Uint64
+	}
+}
+
+// New makes a replayer. ctx ends every session early when cancelled.
+func New(ctx context.Context, cfg Config, dial DialFunc, log *slog.Logger) *Replayer {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	def := DefaultConfig()
+	if cfg.QueueBytes <= 0 {
+		cfg.QueueBytes = def.QueueBytes
+	}
+	if cfg.Quiet <= 0 {
+		cfg.Quiet = def.Quiet
+	}
+	if cfg.DialTimeout <= 0 {
+		cfg.DialTimeout = def.DialTimeout
+	}
+	return &Replayer{cfg: cfg, dial: dial, log: log, ctx: ctx, sessions: make(map[mirror.SessionKey]*session)}
+}
+
+// Rebase restarts the pacing clock: the next event is due now. Call it at
+// the start of each loop over a capture.
+func (r *Replayer) Rebase() {
+	r.mu.Lock()
+	r.base0 = time.Time{}
+	r.mu.Unlock()
+}
+
+// lookahead is how far the capture reader may run ahead of the replay
+// clock, so sessions have their next events queued before they are due
+// without the whole capture being read into memory.
+const lookahead = 500 * time.Millisecond
+
+// due returns when an event captured at t must be acted on.
+func (r *Replayer) due(t time.Time) time.Time {
+	if r.cfg.Speed <= 0 {
+		return time.Time{}
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.base0.IsZero() {
+		r.base0, r.wall0 = t, time.Now()
+	}
+	return r.wall0.Add(time.Duration(float64(t.Sub(r.base0)) / r.cfg.Speed))
+}
+
+// Event implements mirror.Sink. It blocks while the session's queue is full
+// and, when pacing, until the event is nearly due.
+func (r *Replayer) Event(k mirror.SessionKey, ev mirror.Event) {
+	at := r.due(ev.Time)
+	if !at.IsZero() {
+		if d := time.Until(at) - lookahead; d > 0 {
+			select {
+			case <-time.After(d):
+			case <-r.ctx.Done():
+			}
+		}
+	}
+	r.mu.Lock()
+	s := r.sessions[k]
+	if ev.Kind == mirror.EvOpen {
+		s = nil
+		delete(r.sessions, k)
+		target, ok := r.cfg.Transfers.Match(k.Server)
+		if !ok {
+			r.mu.Unlock()
+			r.s.unmatched.Add(1)
+			return
+		}
+		if r.cfg.Keep != nil && !r.cfg.Keep(k) {
+			r.mu.Unlock()
+			r.s.sampled.Add(1)
+			return
+		}
+		s = r.newSession(k, target)
+		r.sessions[k] = s
+		r.mu.Unlock()
+		r.s.sessions.Add(1)
+		r.wg.Add(1)
+		go func() {
+			defer r.wg.Done()
+			s.run()
+			r.mu.Lock()
+			if r.sessions[k] == s {
+				delete(r.sessions, k)
+			}
+			r.mu.Unlock()
+		}()
+		s.push(ev, at)
+		return
+	}
+	r.mu.Unlock()
+	if s == nil {
+		return // unmatched session, or one that already ended
+	}
+	s.push(ev, at)
+}
+
+// CloseInput says the capture is over: sessions without a captured ending
+// finish their last turn and close.
+func (r *Replayer) CloseInput() {
+	r.mu.Lock()
+	all := make([]*session, 0, len(r.sessions))
+	for _, s := range r.sessions {
+		all = append(all, s)
+	}
+	r.mu.Unlock()
+	for _, s := range all {
+		s.push(mirror.Event{Kind: evEndOfInput}, time.Time{})
+	}
+}
+
+// Wait blocks until every session has ended.
+func (r *Replayer) Wait() { r.wg.Wait() }
+
+// Stats returns the counters so far.
+func (r *Replayer) Stats() Stats {
+	return Stats{
+		Sessions: r.s.sessions.Load(), Unmatched: r.s.unmatched.Load(), SampledOut: r.s.sampled.Load(), Completed: r.s.completed.Load(),
+		ClientResets: r.s.clientResets.Load(), TargetResets: r.s.targetResets.Load(), Refused: r.s.refused.Load(),
+		TimedOut: r.s.timedOut.Load(), Gaps: r.s.gaps.Load(), Failed: r.s.failed.Load(),
+		BytesSent: r.s.sent.Load(), BytesReceived: r.s.received.Load(), Turns: r.s.turns.Load(),
+		TurnsUnanswered: r.s.unanswered.Load(), PortsRemapped: r.s.remapped.Load(),
+	}
+}
+
+// evEndOfInput is a replayer-internal event kind: the capture ended.
+const evEndOfInput mirror.EventKind = 255
+
+type queued struct {
+	ev mirror.Event
+	at time.Time
+}
+
+type session struct {
+	r      *Replayer
+	key    mirror.SessionKey
+	src    netip.AddrPort
+	target netip.AddrPort
+
+	mu     sync.Mutex
+	cond   *sync.Cond
+	q      []queued
+	bytes  int
+	closed bool // run has returned: push drops
+
+	// Written by the drain goroutine, read by run.
+	rcvd     atomic.Uint64
+	lastRcv  atomic.Int64 // unix nanos of the last answer byte
+	rcvErr   error        // set before rcvDone is closed
+	rcvDone  chan struct{}
+	progress chan struct{} // poked on every answer read
+}
+
+func (r *Replayer) newSession(k mirror.SessionKey, target netip.AddrPort) *session {
+	src := k.Client
+	if r.cfg.Pool != nil {
+		src = netip.AddrPortFrom(r.cfg.Pool.Map(src.Addr()), src.Port())
+	}
+	s := &session{r: r, key: k, src: src, target: target, rcvDone: make(chan struct{}), progress: make(chan struct{}, 1)}
+	s.cond = sync.NewCond(&s.mu)
+	return s
+}
+
+func (s *session) push(ev mirror.Event, at time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for !s.closed && s.bytes > 0 && s.bytes+len(ev.Data) > s.r.cfg.QueueBytes {
+		s.cond.Wait()
+	}
+	if s.closed {
+		return
+	}
+	s.q = append(s.q, queued{ev, at})
+	s.bytes += len(ev.Data)
+	s.cond.Broadcast()
+}
+
+// next returns the next queued event, waiting up to idle for one.
+func (s *session) next(idle time.Duration) (queued, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.q) == 0 {
+		// sync.Cond has no timeout; a timer broadcast stands in for one.
+		t := time.AfterFunc(idle, func() {
+			s.mu.Lock()
+			s.cond.Broadcast()
+			s.mu.Unlock()
+		})
+		deadline := time.Now().Add(idle)
+		for len(s.q) == 0 && time.Now().Before(deadline) && s.r.ctx.Err() == nil {
+			s.cond.Wait()
+		}
+		t.Stop()
+		if len(s.q) == 0 {
+			return queued{}, false
+		}
+	}
+	q := s.q[0]
+	s.q[0] = queued{}
+	s.q = s.q[1:]
+	s.bytes -= len(q.ev.Data)
+	s.cond.Broadcast()
+	return q, true
+}
+
+func (s *session) finish() {
+	s.mu.Lock()
+	s.closed = true
+	s.q = nil
+	s.bytes = 0
+	s.cond.Broadcast()
+	s.mu.Unlock()
+}
+
+type outcome int
+
+const (
+	outCompleted outcome = iota
+	outClientReset
+	outTargetReset
+	outRefused
+	outTimedOut
+	outGap
+	outFailed
+)
+
+func (s *session) count(o outcome, err error) {
+	st := &s.r.s
+	switch o {
+	case outCompleted:
+		st.completed.Add(1)
+	case outClientReset:
+		st.clientResets.Add(1)
+	case outTargetReset:
+		st.targetResets.Add(1)
+	case outRefused:
+		st.refused.Add(1)
+	case outTimedOut:
+		st.timedOut.Add(1)
+	case outGap:
+		st.gaps.Add(1)
+	default:
+		st.failed.Add(1)
+	}
+	if err != nil {
+		s.r.log.Debug("session ended", "client", s.key.Client, "forged", s.src, "target", s.target, "outcome", o, "err", err)
+	}
+}
+
+func (s *session) classify(err error) outcome {
+	e := s.r.cfg.Errors
+	switch {
+	case e.Reset != nil && errors.Is(err, e.Reset), errors.Is(err, io.EOF), errors.Is(err, io.ErrClosedPipe):
+		return outTargetReset
+	case e.Refused != nil && errors.Is(err, e.Refused):
+		return outRefused
+	case e.Timeout != nil && errors.Is(err, e.Timeout), errors.Is(err, context.DeadlineExceeded):
+		return outTimedOut
+	}
+	return outFailed
+}
+
+func (s *session) waitUntil(at time.Time) {
+	if at.IsZero() {
+		return
+	}
+	if d := time.Until(at); d > 0 {
+		select {
+		case <-time.After(d):
+		case <-s.r.ctx.Done():
+		}
+	}
+}
+
+// run replays the session's events and counts its outcome once.
+func (s *session) run() {
+	defer s.finish()
+	cfg := &s.r.cfg
+	idle := cfg.Idle
+	if idle <= 0 {
+		idle = 24 * time.Hour
+	}
+	first, ok := s.next(idle)
+	if !ok || first.ev.Kind != mirror.EvOpen {
+		s.count(outFailed, errors.New("session without open"))
+		return
+	}
+	s.waitUntil(first.at)
+	conn, err := s.dial()
+	if err != nil {
+		s.count(s.classify(err), err)
+		return
+	}
+	go s.drain(conn)
+	defer conn.Close()
+
+	mark := uint64(0)   // answer bytes before the current turn's first write
+	wrote := false      // the current turn has written bytes
+	var pendingTurn int // captured answer size the next data must wait for
+	waitTurn := false
+
+	for {
+		q, ok := s.next(idle)
+		if !ok {
+			if s.r.ctx.Err() != nil {
+				conn.Abort()
+				s.count(outFailed, s.r.ctx.Err())
+				return
+			}
+			conn.Abort()
+			s.count(outTimedOut, fmt.Errorf("no captured activity for %v", idle))
+			return
+		}
+		ev := q.ev
+		switch ev.Kind {
+		case mirror.EvTurn:
+			waitTurn, pendingTurn = true, ev.ServerBytes
+		case mirror.EvData:
+			if waitTurn {
+				s.awaitAnswer(mark, pendingTurn)
+				waitTurn = false
+				wrote = false
+			}
+			s.waitUntil(q.at)
+			if !wrote {
+				mark = s.rcvd.Load()
+				wrote = true
+			}
+			if err := s.write(conn, ev.Data); err != nil {
+				s.count(s.classify(err), err)
+				return
+			}
+		case mirror.EvFin:
+			s.waitUntil(q.at)
+			if err := conn.CloseWrite(); err != nil {
+				s.count(s.classify(err), err)
+				return
+			}
+			s.count(s.awaitClose(conn, idle), nil)
+			return
+		case mirror.EvRst:
+			s.waitUntil(q.at)
+			conn.Abort()
+			s.count(outClientReset, nil)
+			return
+		case mirror.EvGap:
+			conn.Abort()
+			s.count(outGap, errors.New(ev.Reason))
+			s.r.log.Warn("session aborted: capture gap", "client", s.key.Client, "server", s.key.Server, "reason", ev.Reason)
+			return
+		case mirror.EvServerClose:
+			// The target's own close decides; the captured one is informational.
+		case evEndOfInput:
+			// The capture ended without the client closing: let the last
+			// turn be answered, then close as a polite client would.
+			if wrote && !cfg.NoWait {
+				s.awaitAnswer(mark, 1)
+			}
+			conn.CloseWrite()
+			s.count(s.awaitClose(conn, min(idle, cfg.TurnWait+time.Second)), nil)
+			return
+		}
+		select {
+		case <-s.rcvDone:
+			if s.rcvErr != nil && !errors.Is(s.rcvErr, io.EOF) {
+				// The target reset while we still had events to replay.
+				s.count(s.classify(s.rcvErr), s.rcvErr)
+				return
+			}
+		default:
+		}
+	}
+}
+
+func (s *session) dial() (Conn, error) {
+	ctx, cancel := context.WithTimeout(s.r.ctx, s.r.cfg.DialTimeout)
+	defer cancel()
+	conn, err := s.r.dial(ctx, s.src, s.target)
+	if err != nil && s.r.cfg.Errors.PortInUse != nil && errors.Is(err, s.r.cfg.Errors.PortInUse) {
+		// The captured 4-tuple is still taken (TIME_WAIT, a loop over the
+		// same capture, -c folding clients): keep the address, let the
+		// stack pick a free port.
+		s.r.s.remapped.Add(1)
+		conn, err = s.r.dial(ctx, netip.AddrPortFrom(s.src.Addr(), 0), s.target)
+	}
+	return conn, err
+}
+
+func (s *session) write(c Conn, b []byte) error {
+	for len(b) > 0 {
+		n, err := c.Write(b)
+		s.r.s.sent.Add(uint64(n))
+		if err != nil {
+			return err
+		}
+		b = b[n:]
+	}
+	return nil
+}
+
+// drain reads and counts everything the target sends. gVisor only opens
+// its receive window as the application reads, so a replayer that stops
+// reading would stall the target.
+func (s *session) drain(c Conn) {
+	for {
+		n, err := c.Discard()
+		if n > 0 {
+			s.rcvd.Add(uint64(n))
+			s.r.s.received.Add(uint64(n))
+			s.lastRcv.Store(time.Now().UnixNano())
+			select {
+			case s.progress <- struct{}{}:
+			default:
+			}
+		}
+		if err != nil {
+			s.rcvErr = err
+			close(s.rcvDone)
+			return
+		}
+	}
+}
+
+// awaitAnswer waits until the target answered the turn that started at
+// mark: want bytes (the captured answer's size), or at least one byte and
+// then a quiet spell, or the target closed, or TurnWait passed.
+func (s *session) awaitAnswer(mark uint64, want int) {
+	cfg := &s.r.cfg
+	if cfg.NoWait {
+		return
+	}
+	s.r.s.turns.Add(1)
+	if want <= 0 {
+		want = 1
+	}
+	limit := time.NewTimer(cfg.TurnWait)
+	defer limit.Stop()
+	for {
+		got := s.rcvd.Load() - mark
+		if got >= uint64(want) {
+			return
+		}
+		var quiet <-chan time.Time
+		if got > 0 {
+			since := time.Since(time.Unix(0, s.lastRcv.Load()))
+			if since >= cfg.Quiet {
+				return
+			}
+			quiet = time.After(cfg.Quiet - since)
+		}
+		select {
+		case <-s.progress:
+		case <-quiet:
+		case <-s.rcvDone:
+			return
+		case <-limit.C:
+			s.r.s.unanswered.Add(1)
+			return
+		case <-s.r.ctx.Done():
+			return
+		}
+	}
+}
+
+// awaitClose waits for the target to close after the client's FIN and
+// reports how the session ended.
+func (s *session) awaitClose(c Conn, idle time.Duration) outcome {
+	t := time.NewTimer(idle)
+	defer t.Stop()
+	select {
+	case <-s.rcvDone:
+		if s.rcvErr != nil && !errors.Is(s.rcvErr, io.EOF) {
+			// A RST after every client byte and FIN was delivered is how
+			// many servers end a session; the replay itself was complete.
+			if o := s.classify(s.rcvErr); o != outTargetReset {
+				return o
+			}
+		}
+		return outCompleted
+	case <-t.C:
+		// Everything was delivered; the target just kept the session open.
+		c.Abort()
+		return outCompleted
+	case <-s.r.ctx.Done():
+		c.Abort()
+		return outFailed
+	}
+}

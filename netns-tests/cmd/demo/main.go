@@ -1,0 +1,213 @@
+// Command demo shows stackcopy's main job on the built-in lab: it builds a
+// two-namespace lab (a replay host and a target), starts a recording
+// target server, replays the bundled capture testdata/demo.pcap through
+// stackcopy and prints stackcopy's summary and what the target received.
+//
+// With -make-pcap it instead rebuilds that capture: real curl clients
+// talking to a real nginx in a lab, captured with tcpdump.
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"time"
+
+	"github.com/stackcopy/stackcopy/netns-tests/lab"
+	"github.com/stackcopy/stackcopy/netns-tests/recorder"
+)
+
+func main() {
+	stackcopy := flag.String("stackcopy", "bin/stackcopy", "stackcopy binary")
+	rec := flag.String("recorder", "bin/recorder", "recorder binary")
+	pcap := flag.String("pcap", "testdata/demo.pcap", "capture to replay")
+	makePcap := flag.Bool("make-pcap", false, "capture real curl → nginx traffic in a lab into -pcap instead")
+	flag.Parse()
+	var err error
+	if *makePcap {
+		err = capture(*pcap)
+	} else {
+		err = demo(*stackcopy, *rec, *pcap)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "demo:", err)
+		os.Exit(1)
+	}
+}
+
+var (
+	onlineAddr = netip.MustParseAddr("198.18.1.1")
+	replayAddr = netip.MustParseAddr("198.18.2.1")
+	targetAddr = netip.MustParseAddr("198.18.2.2")
+)
+
+func abs(p string) (string, error) {
+	a, err := filepath.Abs(p)
+	if err != nil {
+		return "", err
+	}
+	if _, err := os.Stat(a); err != nil {
+		return "", err
+	}
+	return a, nil
+}
+
+func demo(stackcopyBin, recorderBin, pcap string) error {
+	if err := lab.CheckRoot(); err != nil {
+		return err
+	}
+	var err error
+	for _, p := range []*string{&stackcopyBin, &recorderBin, &pcap} {
+		if *p, err = abs(*p); err != nil {
+			return err
+		}
+	}
+	l, err := lab.New("demo")
+	if err != nil {
+		return err
+	}
+	defer l.Close()
+	replay, err := l.Host("replay")
+	if err != nil {
+		return err
+	}
+	target, err := l.Host("target")
+	if err != nil {
+		return err
+	}
+	if _, _, err := l.Link(replay, netip.PrefixFrom(replayAddr, 24), target, netip.PrefixFrom(targetAddr, 24)); err != nil {
+		return err
+	}
+	// The target routes the forged clients back to the replay host, which
+	// forwards into stackcopy's TUN.
+	if err := target.AddRoute(netip.MustParsePrefix("198.18.1.0/24"), replayAddr); err != nil {
+		return err
+	}
+	if err := replay.Sysctl("net.ipv4.ip_forward", "1"); err != nil {
+		return err
+	}
+	listen := netip.AddrPortFrom(targetAddr, 8080)
+	logPath := filepath.Join(l.Dir(), "target.jsonl")
+	if _, err := target.Start(recorderBin, "-listen", listen.String(), "-mode", "http", "-log", logPath); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := target.WaitListening(ctx, listen); err != nil {
+		return err
+	}
+
+	fmt.Printf("lab: replay host %s (%s) ── target %s (%s), target routes 198.18.1.0/24 back via %s\n\n",
+		replay.Name(), replayAddr, target.Name(), targetAddr, replayAddr)
+	args := []string{"netns", "exec", replay.Name(), stackcopyBin, "-x", "80-" + listen.String(), "-i", pcap}
+	fmt.Printf("$ stackcopy -x 80-%s -i %s\n", listen, filepath.Base(pcap))
+	rctx, rcancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer rcancel()
+	cmd := exec.CommandContext(rctx, "ip", args...)
+	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+	runErr := cmd.Run()
+
+	// The recorder logs a connection once the client closed it.
+	time.Sleep(500 * time.Millisecond)
+	recs, sums, err := recorder.ReadLog(logPath)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	fmt.Printf("\ntarget %s received %d requests on %d connections:\n", listen, len(recs), len(sums))
+	for _, r := range recs {
+		fmt.Printf("  %-21s #%d %7d bytes  sha256 %.16s  %s\n", r.Client, r.Index, r.Bytes, r.SHA256, r.Line)
+	}
+	if runErr != nil {
+		return fmt.Errorf("stackcopy: %w", runErr)
+	}
+	return nil
+}
+
+// capture records real curl → nginx sessions from three client addresses.
+func capture(out string) error {
+	if err := lab.CheckRoot(); err != nil {
+		return err
+	}
+	l, err := lab.New("mkdemo")
+	if err != nil {
+		return err
+	}
+	defer l.Close()
+	client, err := l.Host("client")
+	if err != nil {
+		return err
+	}
+	online, err := l.Host("online")
+	if err != nil {
+		return err
+	}
+	clients := []netip.Addr{netip.MustParseAddr("198.18.1.10"), netip.MustParseAddr("198.18.1.11"), netip.MustParseAddr("198.18.1.12")}
+	clientIf, onlineIf, err := l.Link(client, netip.PrefixFrom(clients[0], 24), online, netip.PrefixFrom(onlineAddr, 24))
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	for _, a := range clients[1:] {
+		if _, err := client.Exec(ctx, "ip", "addr", "add", netip.PrefixFrom(a, 24).String(), "dev", clientIf); err != nil {
+			return err
+		}
+	}
+	root := filepath.Join(l.Dir(), "www")
+	if err := os.MkdirAll(root, 0o755); err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(root, "index.html"), []byte("<h1>hello from the online server</h1>\n"), 0o644); err != nil {
+		return err
+	}
+	img := make([]byte, 40_000)
+	rand.Read(img)
+	if err := os.WriteFile(filepath.Join(root, "logo.png"), img, 0o644); err != nil {
+		return err
+	}
+	if _, err := lab.StartNginx(online, netip.AddrPortFrom(onlineAddr, 80), root); err != nil {
+		return err
+	}
+	tmp := filepath.Join(l.Dir(), "demo.pcap")
+	capt, err := online.Capture(onlineIf, "tcp port 80", tmp)
+	if err != nil {
+		return err
+	}
+	base := "http://" + onlineAddr.String() + "/"
+	runs := [][]string{
+		{"--interface", clients[0].String(), "-o", "/dev/null", "-o", "/dev/null", base + "index.html", base + "logo.png"},
+		{"--interface", clients[1].String(), "-o", "/dev/null", "-d", "user=demo&action=login", base + "index.html"},
+		{"--interface", clients[2].String(), "-o", "/dev/null", "-o", "/dev/null", "-o", "/dev/null", base + "index.html", base + "logo.png", base + "missing"},
+	}
+	for _, r := range runs {
+		if _, err := client.Exec(ctx, append([]string{"curl", "-sS"}, r...)...); err != nil {
+			return err
+		}
+		time.Sleep(200 * time.Millisecond) // a visible gap between sessions at --speed 1
+	}
+	if dropped, err := capt.Stop(); err != nil || dropped != 0 {
+		return fmt.Errorf("tcpdump: %d dropped, %v", dropped, err)
+	}
+	src, err := os.Open(tmp)
+	if err != nil {
+		return err
+	}
+	defer src.Close()
+	dst, err := os.Create(out)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(dst, src); err != nil {
+		dst.Close()
+		return err
+	}
+	fmt.Println("wrote", out)
+	return dst.Close()
+}

@@ -1,0 +1,382 @@
+package netnstests
+
+import (
+	"crypto/rand"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/gopacket"
+	"github.com/google/gopacket/pcapgo"
+
+	"github.com/stackcopy/stackcopy/netns-tests/lab"
+)
+
+// captureCurlNginx captures real curl traffic to nginx: nClients client
+// addresses, each running one curl with several keep-alive requests (GETs
+// of files of different sizes and a POST). It returns the pcap path and the
+// number of requests nginx served.
+func captureCurlNginx(t *testing.T, c *captureLab) (string, int) {
+	t.Helper()
+	root := filepath.Join(c.l.Dir(), "www")
+	if err := os.MkdirAll(root, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	sizes := map[string]int{"small.txt": 100, "page.html": 20_000, "big.bin": 300_000}
+	for name, n := range sizes {
+		b := make([]byte, n)
+		rand.Read(b)
+		if err := os.WriteFile(filepath.Join(root, name), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	post := filepath.Join(c.l.Dir(), "post.bin")
+	body := make([]byte, 50_000)
+	rand.Read(body)
+	if err := os.WriteFile(post, body, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	online := netip.AddrPortFrom(onlineAddr, 80)
+	ng, err := lab.StartNginx(c.online, online, root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pcap := filepath.Join(c.l.Dir(), "http.pcap")
+	capt, err := c.online.Capture(c.onlineIf, "tcp port 80", pcap)
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := "http://" + online.String() + "/"
+	for i, a := range c.clients {
+		// One curl = one keep-alive connection with 4 requests; the last
+		// client's connection also posts a body.
+		args := []string{"curl", "-sS", "-o", "/dev/null", "-o", "/dev/null", "-o", "/dev/null", "--interface", a.String(),
+			base + "small.txt", base + "page.html", base + "big.bin"}
+		if i%2 == 1 {
+			args = append(args, "-o", "/dev/null", "--data-binary", "@"+post, base+"small.txt")
+		} else {
+			args = append(args, "-o", "/dev/null", base+"small.txt?again")
+		}
+		mustExec(t, c.client, args...)
+	}
+	dropped, err := capt.Stop()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if dropped != 0 {
+		t.Fatalf("tcpdump dropped %d packets: the capture is not a faithful input", dropped)
+	}
+	acc, err := ng.AccessLog()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pcap, len(acc)
+}
+
+// TestReplayHTTPKeepAlive: real curl → nginx traffic, captured, is replayed
+// to a recording target. Every request arrives from its original client
+// address, byte-identical, in per-session order, and never before the
+// target answered the previous one.
+func TestReplayHTTPKeepAlive(t *testing.T) {
+	l := lab.NewT(t)
+	c := newCaptureLab(t, l, 6)
+	pcap, served := captureCurlNginx(t, c)
+	if served != 6*4 {
+		t.Fatalf("nginx served %d requests, want %d", served, 6*4)
+	}
+	streams := clientStreams(t, pcap, netip.AddrPortFrom(onlineAddr, 80))
+	if len(streams) != 6 {
+		t.Fatalf("capture holds %d client sessions, want 6", len(streams))
+	}
+
+	r := newReplayLab(t, l)
+	// The target answers after 50 ms: a replayer that did not wait for the
+	// answer would have sent the next request by then (recorded as early).
+	logPath := startRecorder(t, r.target, netip.AddrPortFrom(targetAddr, 8080), "http", "-delay", "50ms")
+	res := runStackcopy(t, r.replay, 2*time.Minute, "-x", "80-198.18.2.2:8080", "-i", pcap, "--speed", "0")
+	if res.exit != 0 {
+		t.Fatalf("stackcopy exit %d, want 0", res.exit)
+	}
+	if s := res.stats.Replay; s.Sessions != 6 || s.Completed != 6 {
+		t.Fatalf("replay stats %+v: want 6 sessions, 6 completed", s)
+	}
+	recs, sums := readRecords(t, logPath, 6, 10*time.Second)
+	if len(sums) != 6 {
+		t.Fatalf("target saw %d connections, want 6", len(sums))
+	}
+	got := map[netip.AddrPort][]expectedRequest{}
+	for _, rec := range recs {
+		if rec.Early {
+			t.Errorf("request %d from %v reached the target before the answer to the previous one", rec.Index, rec.Client)
+		}
+		if rec.Error != "" {
+			t.Errorf("target recorded a broken request from %v: %s", rec.Client, rec.Error)
+		}
+		if rec.Index != len(got[rec.Client]) {
+			t.Errorf("request from %v: index %d out of order", rec.Client, rec.Index)
+		}
+		got[rec.Client] = append(got[rec.Client], expectedRequest{rec.Bytes, rec.SHA256})
+	}
+	total := 0
+	for client, stream := range streams {
+		want := httpRequests(t, stream)
+		total += len(want)
+		g := got[client]
+		if len(g) != len(want) {
+			t.Errorf("client %v: target got %d requests from the original address, want %d", client, len(g), len(want))
+			continue
+		}
+		for i := range want {
+			if g[i] != want[i] {
+				t.Errorf("client %v request %d: target got %d bytes sha %.12s, captured %d bytes sha %.12s", client, i, g[i].bytes, g[i].sha256, want[i].bytes, want[i].sha256)
+			}
+		}
+	}
+	if total != served {
+		t.Errorf("capture holds %d requests, nginx served %d", total, served)
+	}
+	if s := res.stats.Replay; s.Turns < uint64(total-6) {
+		t.Errorf("only %d turns waited for an answer, want at least %d", s.Turns, total-6)
+	}
+}
+
+// TestReplayServerFirst: an SMTP session (the server speaks first) captured
+// from real curl is replayed to a target that greets only after 300 ms; the
+// replayer must wait for the greeting and then send every command intact.
+func TestReplayServerFirst(t *testing.T) {
+	l := lab.NewT(t)
+	c := newCaptureLab(t, l, 1)
+	online := netip.AddrPortFrom(onlineAddr, 25)
+	onlineLog := startRecorder(t, c.online, online, "smtp")
+	mail := filepath.Join(l.Dir(), "mail.txt")
+	if err := os.WriteFile(mail, []byte("Subject: replay\r\n\r\nhello from the lab\r\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	pcap := filepath.Join(l.Dir(), "smtp.pcap")
+	capt, err := c.online.Capture(c.onlineIf, "tcp port 25", pcap)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustExec(t, c.client, "curl", "-sS", "--mail-from", "a@example.com", "--mail-rcpt", "b@example.com",
+		"-T", mail, "smtp://"+online.String()+"/lab")
+	if _, err := capt.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	want, wantSums := readRecords(t, onlineLog, 1, 5*time.Second)
+	if len(wantSums) != 1 || len(want) < 4 {
+		t.Fatalf("online recorder logged %d records, %d connections", len(want), len(wantSums))
+	}
+
+	r := newReplayLab(t, l)
+	targetLog := startRecorder(t, r.target, netip.AddrPortFrom(targetAddr, 25), "smtp", "-greet-delay", "300ms")
+	res := runStackcopy(t, r.replay, time.Minute, "-x", "25-198.18.2.2:25", "-i", pcap, "--speed", "0")
+	if res.exit != 0 {
+		t.Fatalf("stackcopy exit %d, want 0", res.exit)
+	}
+	got, _ := readRecords(t, targetLog, 1, 10*time.Second)
+	if len(got) != len(want) {
+		t.Fatalf("target recorded %d commands, online server %d", len(got), len(want))
+	}
+	for i := range want {
+		if got[i].Early {
+			t.Errorf("command %d (%s) reached the target before its answer/greeting", i, got[i].Line)
+		}
+		if got[i].Bytes != want[i].Bytes || got[i].SHA256 != want[i].SHA256 || got[i].Client != want[i].Client {
+			t.Errorf("command %d: target got %q from %v (%d bytes), online got %q from %v (%d bytes)",
+				i, got[i].Line, got[i].Client, got[i].Bytes, want[i].Line, want[i].Client, want[i].Bytes)
+		}
+	}
+}
+
+// TestReplayLargeUploadWithLoss: a 256 MiB upload captured from real curl
+// is replayed while the target's ingress drops 5% of packets at random; the
+// body arrives with the identical sha256.
+func TestReplayLargeUploadWithLoss(t *testing.T) {
+	l := lab.NewT(t)
+	c := newCaptureLab(t, l, 1)
+	online := netip.AddrPortFrom(onlineAddr, 80)
+	onlineLog := startRecorder(t, c.online, online, "http")
+	upload := filepath.Join(l.Dir(), "upload.bin")
+	f, err := os.Create(upload)
+	if err != nil {
+		t.Fatal(err)
+	}
+	chunk := make([]byte, 1<<20)
+	for i := 0; i < 256; i++ {
+		rand.Read(chunk)
+		f.Write(chunk)
+	}
+	f.Close()
+	pcap := filepath.Join(l.Dir(), "upload.pcap")
+	capt, err := c.online.Capture(c.onlineIf, "tcp port 80", pcap)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A bounded rate keeps tcpdump from dropping (its drops would be capture
+	// holes, which stackcopy reports instead of replaying).
+	mustExec(t, c.client, "curl", "-sS", "-o", "/dev/null", "--limit-rate", "400M", "-H", "Expect:",
+		"--data-binary", "@"+upload, "http://"+online.String()+"/upload")
+	dropped, err := capt.Stop()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if dropped != 0 {
+		t.Fatalf("tcpdump dropped %d packets", dropped)
+	}
+	want, _ := readRecords(t, onlineLog, 1, 10*time.Second)
+	if len(want) != 1 || want[0].BodySHA256 != fileSHA(t, upload) {
+		t.Fatalf("online recorder did not get the upload intact: %+v", want)
+	}
+
+	r := newReplayLab(t, l)
+	targetLog := startRecorder(t, r.target, netip.AddrPortFrom(targetAddr, 80), "http")
+	if err := r.target.IPTables("-A", "INPUT", "-p", "tcp", "--dport", "80", "-m", "statistic", "--mode", "random", "--probability", "0.05", "-j", "DROP"); err != nil {
+		t.Fatal(err)
+	}
+	res := runStackcopy(t, r.replay, 8*time.Minute, "-x", "80-198.18.2.2:80", "-i", pcap, "--speed", "0")
+	if res.exit != 0 {
+		t.Fatalf("stackcopy exit %d, want 0", res.exit)
+	}
+	got, _ := readRecords(t, targetLog, 1, 30*time.Second)
+	if len(got) != 1 {
+		t.Fatalf("target recorded %d requests, want 1", len(got))
+	}
+	if got[0].SHA256 != want[0].SHA256 || got[0].Bytes != want[0].Bytes || got[0].BodySHA256 != want[0].BodySHA256 {
+		t.Fatalf("upload differs: target %d bytes sha %s, captured %d bytes sha %s", got[0].Bytes, got[0].SHA256, want[0].Bytes, want[0].SHA256)
+	}
+	if got[0].Client != want[0].Client {
+		t.Errorf("upload arrived from %v, captured client %v", got[0].Client, want[0].Client)
+	}
+	drops, err := r.target.IPTablesOutput("-L", "INPUT", "-v", "-n", "-x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("target INPUT counters:\n%s", drops)
+	if res.stats.Stack.Retransmits == 0 {
+		t.Errorf("no retransmissions with 5%% loss on the path: was loss applied?")
+	}
+}
+
+// TestReplayCaptureHole: a client segment missing from the capture makes
+// its session abort with a counted gap; the requests before the hole
+// arrive intact, nothing after it is sent with wrong bytes, and the other
+// sessions are unaffected.
+func TestReplayCaptureHole(t *testing.T) {
+	l := lab.NewT(t)
+	c := newCaptureLab(t, l, 3)
+	pcap, _ := captureCurlNginx(t, c)
+	streams := clientStreams(t, pcap, netip.AddrPortFrom(onlineAddr, 80))
+
+	// Drop the first client segment of the second request of client .11.
+	victim := netip.AddrPortFrom(c.clients[1], 0)
+	holed := filepath.Join(l.Dir(), "holed.pcap")
+	removed := cutSecondRequest(t, pcap, holed, victim.Addr())
+
+	r := newReplayLab(t, l)
+	logPath := startRecorder(t, r.target, netip.AddrPortFrom(targetAddr, 80), "http")
+	res := runStackcopy(t, r.replay, 2*time.Minute, "-x", "80-198.18.2.2:80", "-i", holed, "--speed", "0")
+	if res.exit != 3 {
+		t.Errorf("stackcopy exit %d, want 3 (not every session completed)", res.exit)
+	}
+	if s := res.stats.Replay; s.Gaps != 1 || s.Completed != 2 {
+		t.Errorf("replay stats %+v: want 1 capture gap, 2 completed", s)
+	}
+	if !strings.Contains(res.stdout, "1 capture-gap") {
+		t.Errorf("summary does not report the gap:\n%s", res.stdout)
+	}
+	recs, _ := readRecords(t, logPath, 3, 10*time.Second)
+	for client, stream := range streams {
+		want := httpRequests(t, stream)
+		var got []expectedRequest
+		for _, rec := range recs {
+			if rec.Client == client && rec.Error == "" {
+				got = append(got, expectedRequest{rec.Bytes, rec.SHA256})
+			}
+		}
+		if client.Addr() == victim.Addr() {
+			if len(got) != 1 || got[0] != want[0] {
+				t.Errorf("holed session %v: target got %v, want only the first request %v (removed %d bytes)", client, got, want[0], removed)
+			}
+			continue
+		}
+		if len(got) != len(want) {
+			t.Errorf("session %v: target got %d requests, want %d", client, len(got), len(want))
+		}
+	}
+}
+
+// cutSecondRequest copies a pcap leaving out the client segment that starts
+// the victim's second request. It returns the payload bytes removed.
+func cutSecondRequest(t *testing.T, in, out string, victim netip.Addr) int {
+	t.Helper()
+	f, err := os.Open(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	r, err := pcapgo.NewReader(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o, err := os.Create(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer o.Close()
+	w := pcapgo.NewWriter(o)
+	if err := w.WriteFileHeader(r.Snaplen(), r.LinkType()); err != nil {
+		t.Fatal(err)
+	}
+	payloads, removed := 0, 0
+	src := gopacket.NewPacketSource(r, r.LinkType())
+	for p := range src.Packets() {
+		if ip, tcp := ipTCP(p); ip != nil && tcp != nil && netip.AddrFrom4([4]byte(ip.SrcIP.To4())) == victim && tcp.DstPort == 80 && len(tcp.Payload) > 0 {
+			payloads++
+			if payloads == 2 {
+				removed = len(tcp.Payload)
+				continue
+			}
+		}
+		if err := w.WritePacket(p.Metadata().CaptureInfo, p.Data()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if removed == 0 {
+		t.Fatal("victim has no second request segment")
+	}
+	return removed
+}
+
+// TestCorruptCaptureIsOneLineError: a truncated pcap stops stackcopy with
+// one line naming the file and the offset, before any TUN is created.
+func TestCorruptCaptureIsOneLineError(t *testing.T) {
+	l := lab.NewT(t)
+	c := newCaptureLab(t, l, 1)
+	pcap, _ := captureCurlNginx(t, c)
+	b, err := os.ReadFile(pcap)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cut := filepath.Join(l.Dir(), "cut.pcap")
+	if err := os.WriteFile(cut, b[:len(b)*2/3], 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r := newReplayLab(t, l)
+	startRecorder(t, r.target, netip.AddrPortFrom(targetAddr, 80), "http")
+	res := runStackcopy(t, r.replay, time.Minute, "-x", "80-198.18.2.2:80", "-i", cut, "--speed", "0")
+	if res.exit == 0 {
+		t.Fatal("stackcopy succeeded on a truncated capture")
+	}
+	lines := strings.Split(strings.TrimSpace(res.stderr), "\n")
+	if len(lines) != 1 || !strings.Contains(lines[0], cut) || !strings.Contains(lines[0], "offset") {
+		t.Fatalf("want one error line naming %s and the offset, got:\n%s", cut, res.stderr)
+	}
+	links := string(mustExec(t, r.replay, "ip", "-o", "link"))
+	routes := string(mustExec(t, r.replay, "ip", "route"))
+	if strings.Contains(links, "stackcopy0") || strings.Contains(routes, "198.18.1.") {
+		t.Errorf("stackcopy left a TUN or routes behind:\n%s\n%s", links, routes)
+	}
+}
