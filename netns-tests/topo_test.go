@@ -105,6 +105,7 @@ func newCaptureLab(t *testing.T, l *lab.Lab, nClients int) *captureLab {
 type replayLab struct {
 	l              *lab.Lab
 	replay, target *lab.Host
+	replayIf       string
 	targetIf       string
 }
 
@@ -118,11 +119,11 @@ func newReplayLab(t *testing.T, l *lab.Lab) *replayLab {
 	if r.target, err = l.Host("target"); err != nil {
 		t.Fatal(err)
 	}
-	_, targetIf, err := l.Link(r.replay, netip.PrefixFrom(replayAddr, 24), r.target, netip.PrefixFrom(targetAddr, 24))
+	replayIf, targetIf, err := l.Link(r.replay, netip.PrefixFrom(replayAddr, 24), r.target, netip.PrefixFrom(targetAddr, 24))
 	if err != nil {
 		t.Fatal(err)
 	}
-	r.targetIf = targetIf
+	r.replayIf, r.targetIf = replayIf, targetIf
 	for _, p := range []netip.Prefix{clientNet, poolNet} {
 		if err := r.target.AddRoute(p, replayAddr); err != nil {
 			t.Fatal(err)

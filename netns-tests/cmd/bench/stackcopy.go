@@ -1,0 +1,114 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+)
+
+// scStats is the part of stackcopy's --stats-json the bench reads.
+type scStats struct {
+	Seconds float64 `json:"seconds"`
+	Replay  struct {
+		Sessions, Completed, ClientResets, TargetResets, Refused, TimedOut, Gaps, Failed uint64
+		BytesSent, BytesReceived, TurnsUnanswered, PortsRemapped                         uint64
+	} `json:"replay"`
+	Stack struct {
+		SegmentsSent, Retransmits, FastRetransmits, Timeouts, WriteErrors uint64
+	} `json:"stack"`
+}
+
+// outcomes is a one-line account of how the sessions ended.
+func (s *scStats) outcomes() string {
+	r := s.Replay
+	return fmt.Sprintf("%d sessions: %d completed, %d client-reset, %d target-reset, %d refused, %d timed-out, %d gap, %d failed",
+		r.Sessions, r.Completed, r.ClientResets, r.TargetResets, r.Refused, r.TimedOut, r.Gaps, r.Failed)
+}
+
+// scRun is one finished stackcopy run.
+type scRun struct {
+	stats    scStats
+	exitCode int
+	cpu      time.Duration
+	wall     time.Duration
+	stdout   string
+	stderr   string
+}
+
+// summaryLines picks the stack, skipped and any drop lines of stackcopy's
+// printed summary.
+func (r *scRun) summaryLines() []string {
+	var out []string
+	for _, l := range strings.Split(r.stdout, "\n") {
+		t := strings.TrimSpace(l)
+		if strings.HasPrefix(t, "stack ") || strings.HasPrefix(t, "skipped ") || strings.Contains(t, "drop") {
+			out = append(out, "    stackcopy: "+t)
+		}
+	}
+	return out
+}
+
+// problem describes anything abnormal about the run, or "".
+func (r *scRun) problem(wantSessions uint64) string {
+	var p []string
+	if r.exitCode != 0 {
+		p = append(p, fmt.Sprintf("exit status %d", r.exitCode))
+	}
+	if r.stats.Replay.Completed != wantSessions || r.stats.Replay.Sessions != wantSessions {
+		p = append(p, r.stats.outcomes())
+	}
+	if s := strings.TrimSpace(r.stderr); s != "" {
+		p = append(p, "stderr: "+firstLines(s, 5))
+	}
+	return strings.Join(p, "; ")
+}
+
+func firstLines(s string, n int) string {
+	lines := strings.Split(s, "\n")
+	if len(lines) > n {
+		lines = append(lines[:n], fmt.Sprintf("… (%d more lines)", len(lines)-n))
+	}
+	return strings.Join(lines, " | ")
+}
+
+// stackcopyArgs are the arguments of a replay of pcap to the target port.
+func (b *bench) stackcopyArgs(pcap string, port int, statsPath string, extra ...string) []string {
+	args := []string{"-x", fmt.Sprintf("80-%s:%d", targetAddr(), port), "-i", pcap, "--stats-json", statsPath}
+	return append(args, extra...)
+}
+
+// runStackcopy replays pcap in the replay namespace and waits for it, at
+// most timeout (then SIGTERM, SIGKILL 10 s later).
+func (b *bench) runStackcopy(ctx context.Context, timeout time.Duration, name, pcap string, port int, extra ...string) (*scRun, error) {
+	statsPath := fmt.Sprintf("%s/%s.stats.json", b.dir, name)
+	_ = os.Remove(statsPath)
+	rctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	c, err := startChild(rctx, b.replay, b.cfg.stackcopy, b.stackcopyArgs(pcap, port, statsPath, extra...)...)
+	if err != nil {
+		return nil, err
+	}
+	<-c.done
+	r := &scRun{exitCode: c.exitCode(), cpu: c.cpu(), wall: c.wall, stdout: c.stdout.String(), stderr: c.stderr.String()}
+	if rctx.Err() != nil {
+		return r, fmt.Errorf("stackcopy %s: still running after %v, stopped: %s%s", name, timeout, firstLines(r.stdout, 8), outputTail(r.stderr))
+	}
+	if err := readStats(statsPath, &r.stats); err != nil {
+		return r, fmt.Errorf("stackcopy %s (exit status %d): %w%s", name, r.exitCode, err, outputTail(r.stderr))
+	}
+	return r, nil
+}
+
+func readStats(path string, s *scStats) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("--stats-json: %w", err)
+	}
+	if err := json.Unmarshal(b, s); err != nil {
+		return fmt.Errorf("--stats-json %s: %w", path, err)
+	}
+	return nil
+}
