@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 
@@ -142,4 +143,20 @@ func readSysctl(path string) (string, error) {
 		return "", fmt.Errorf("read sysctl %s: %w", strings.ReplaceAll(path, "/", "."), err)
 	}
 	return strings.TrimSpace(string(b)), nil
+}
+
+// Drops reads the kernel's drop counters of the device: packets the kernel
+// could not queue towards the stack (tx_dropped: the transmit queue was
+// full) and packets written by the stack it refused (rx_dropped).
+func (d *Device) Drops() (tx, rx uint64) {
+	name := d.link.Attrs().Name
+	read := func(what string) uint64 {
+		b, err := os.ReadFile("/sys/class/net/" + name + "/statistics/" + what)
+		if err != nil {
+			return 0
+		}
+		v, _ := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64)
+		return v
+	}
+	return read("tx_dropped"), read("rx_dropped")
 }

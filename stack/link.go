@@ -3,6 +3,7 @@ package stack
 import (
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"gvisor.dev/gvisor/pkg/buffer"
 	"gvisor.dev/gvisor/pkg/tcpip"
@@ -18,7 +19,7 @@ import (
 type linkEndpoint struct {
 	wire   Wire
 	mtu    atomic.Uint32
-	gso    bool
+	gso    GSOMode
 	queue  chan *gstack.PacketBuffer
 	closed chan struct{}
 	done   chan struct{}
@@ -44,7 +45,7 @@ var (
 // 32 KiB channel endpoint.
 const gsoMaxSize = 1<<16 - 1
 
-func newLinkEndpoint(w Wire, mtu uint32, queueLen int, gso bool, onWriteErr func(error)) *linkEndpoint {
+func newLinkEndpoint(w Wire, mtu uint32, queueLen int, gso GSOMode, onWriteErr func(error)) *linkEndpoint {
 	e := &linkEndpoint{
 		wire:       w,
 		gso:        gso,
@@ -61,34 +62,82 @@ func newLinkEndpoint(w Wire, mtu uint32, queueLen int, gso bool, onWriteErr func
 // writeLoop is the only writer of the wire, so wires need no locking.
 func (e *linkEndpoint) writeLoop() {
 	defer close(e.done)
-	var bufs [][]byte
+	var co *coalescer
+	var scratch []byte
+	if e.gso == GSOCoalesce {
+		co, scratch = newCoalescer(), make([]byte, 0, gsoMaxSize)
+	}
 	for {
 		var pkt *gstack.PacketBuffer
 		select {
 		case pkt = <-e.queue:
 		case <-e.closed:
-			// Drain what gVisor already handed over so refs are released.
+			// Write what gVisor already handed over: at shutdown that is
+			// the RSTs of every aborted session, and a target that never
+			// gets them keeps the sessions open. The wire closes after.
 			for {
 				select {
 				case pkt = <-e.queue:
+					e.write(pkt.AsSlices(), gsoOf(pkt))
 					pkt.DecRef()
 				default:
 					return
 				}
 			}
 		}
-		bufs = pkt.AsSlices()
-		if err := e.wire.WritePacket(bufs, gsoOf(pkt)); err != nil {
-			e.writeErrors.Add(1)
-			if e.onWriteErr != nil {
-				e.onWriteErr(err)
+		// Take everything queued now: consecutive segments of a burst can
+		// then be merged into one write.
+		for pkt != nil {
+			if co != nil {
+				e.coalesce(co, pkt, scratch)
+			} else {
+				e.write(pkt.AsSlices(), gsoOf(pkt))
 			}
-		} else {
-			e.written.Add(1)
+			pkt.DecRef()
+			select {
+			case pkt = <-e.queue:
+			default:
+				pkt = nil
+			}
 		}
-		clear(bufs)
-		pkt.DecRef()
+		if co != nil && co.pending() {
+			e.flush(co)
+		}
 	}
+}
+
+func (e *linkEndpoint) coalesce(co *coalescer, pkt *gstack.PacketBuffer, scratch []byte) {
+	b := scratch[:0]
+	for _, s := range pkt.AsSlices() {
+		b = append(b, s...)
+	}
+	now := time.Now()
+	if co.add(b, now) {
+		return
+	}
+	if co.pending() {
+		e.flush(co)
+		if co.add(b, now) {
+			return
+		}
+	}
+	e.write([][]byte{b}, GSO{})
+}
+
+func (e *linkEndpoint) flush(co *coalescer) {
+	b, gso := co.take()
+	e.write([][]byte{b}, gso)
+}
+
+func (e *linkEndpoint) write(bufs [][]byte, gso GSO) {
+	if err := e.wire.WritePacket(bufs, gso); err != nil {
+		e.writeErrors.Add(1)
+		if e.onWriteErr != nil {
+			e.onWriteErr(err)
+		}
+		return
+	}
+	e.written.Add(1)
 }
 
 // gsoOf describes the work the wire must finish on pkt. Only a packet
@@ -237,7 +286,7 @@ func (*linkEndpoint) SetOnCloseAction(func()) {}
 
 // GSOMaxSize implements stack.GSOEndpoint.GSOMaxSize.
 func (e *linkEndpoint) GSOMaxSize() uint32 {
-	if !e.gso {
+	if e.gso != GSOHost {
 		return 0
 	}
 	return gsoMaxSize
@@ -245,8 +294,8 @@ func (e *linkEndpoint) GSOMaxSize() uint32 {
 
 // SupportedGSO implements stack.GSOEndpoint.SupportedGSO.
 func (e *linkEndpoint) SupportedGSO() gstack.SupportedGSO {
-	if !e.gso {
-		return gstack.GSONotSupported
+	if e.gso == GSOHost {
+		return gstack.HostGSOSupported
 	}
-	return gstack.HostGSOSupported
+	return gstack.GSONotSupported
 }

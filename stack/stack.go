@@ -32,9 +32,8 @@ const nicID tcpip.NICID = 1
 type Config struct {
 	// MTU of the path towards the target; the MSS follows from it.
 	MTU uint32
-	// GSO lets gVisor build 64 KiB TCP super-packets that the wire (the
-	// kernel behind a TUN) segments. Wires that cannot segment turn it off.
-	GSO bool
+	// GSO says who cuts TCP data into MSS-sized packets.
+	GSO GSOMode
 	// QueueLen bounds the outbound queue; when full, gVisor blocks instead
 	// of dropping.
 	QueueLen int
@@ -55,6 +54,8 @@ type Config struct {
 	MaxRetries int
 	// MaxRTO caps the retransmission backoff.
 	MaxRTO time.Duration
+	// MinRTO floors the retransmission timeout (Linux: 200 ms).
+	MinRTO time.Duration
 }
 
 // DefaultConfig is tuned for replaying many sessions, including large
@@ -62,7 +63,7 @@ type Config struct {
 func DefaultConfig() Config {
 	return Config{
 		MTU:               1500,
-		GSO:               true,
+		GSO:               GSOCoalesce,
 		QueueLen:          1024,
 		SendBuffer:        1 << 20,
 		SendBufferMax:     4 << 20,
@@ -73,8 +74,23 @@ func DefaultConfig() Config {
 		TimeWait:          time.Second,
 		MaxRetries:        10,
 		MaxRTO:            10 * time.Second,
+		MinRTO:            200 * time.Millisecond,
 	}
 }
+
+// GSOMode says who segments outbound TCP data.
+type GSOMode uint8
+
+const (
+	// GSOOff: gVisor sends MSS-sized packets, one wire write each.
+	GSOOff GSOMode = iota
+	// GSOCoalesce: gVisor sends MSS-sized packets; the link merges runs of
+	// them into super-packets the wire's kernel segments (see coalescer).
+	GSOCoalesce
+	// GSOHost: gVisor builds 64 KiB super-packets itself. Fastest on a
+	// clean path, but gVisor recovers losses inside them poorly.
+	GSOHost
+)
 
 // Stack is one gVisor stack acting as every forged client.
 type Stack struct {
@@ -124,6 +140,7 @@ func New(cfg Config, w Wire, log *slog.Logger) (*Stack, error) {
 	tw := tcpip.TCPTimeWaitTimeoutOption(cfg.TimeWait)
 	retries := tcpip.TCPMaxRetriesOption(cfg.MaxRetries)
 	maxRTO := tcpip.TCPMaxRTOOption(cfg.MaxRTO)
+	minRTO := tcpip.TCPMinRTOOption(cfg.MinRTO)
 	delay := tcpip.TCPDelayEnabled(false)
 	opts := []struct {
 		name string
@@ -134,6 +151,7 @@ func New(cfg Config, w Wire, log *slog.Logger) (*Stack, error) {
 		{"TIME_WAIT timeout", &tw},
 		{"max retries", &retries},
 		{"max RTO", &maxRTO},
+		{"min RTO", &minRTO},
 		{"Nagle", &delay},
 		{"send buffer", &tcpip.TCPSendBufferSizeRangeOption{Min: tcp.MinBufferSize, Default: cfg.SendBuffer, Max: cfg.SendBufferMax}},
 		{"receive buffer", &tcpip.TCPReceiveBufferSizeRangeOption{Min: tcp.MinBufferSize, Default: cfg.ReceiveBuffer, Max: cfg.ReceiveBufferMax}},

@@ -64,7 +64,7 @@ func newPair(t *testing.T) (*Stack, *peer) {
 	p.s.SetRouteTable([]tcpip.Route{{Destination: header.IPv4EmptySubnet, NIC: 1}})
 
 	cfg := DefaultConfig()
-	cfg.GSO = false
+	cfg.GSO = GSOOff
 	st, err := New(cfg, p, nil)
 	if err != nil {
 		t.Fatal(err)

@@ -34,6 +34,8 @@ type config struct {
 	mtu        int
 	cc         string
 	rack       bool
+	gso        string
+	minRTO     time.Duration
 	sendBuf    int
 	statsJSON  string
 	logFile    string
@@ -71,7 +73,7 @@ const usageTail = `
 Turns: a session's client bytes are cut into turns wherever the captured
 server spoke in between. A turn is sent only after the target answered the
 previous one (as many bytes as the captured answer, or a shorter answer
-followed by --quiet silence, or --turn-wait passed), so request/response
+followed by 20 ms of silence, or --turn-wait passed), so request/response
 protocols are not pipelined and server-first protocols (SMTP, MySQL) wait
 for the target's greeting. -W turns this off.
 
@@ -142,6 +144,9 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.IntVarP(&c.mtu, "mtu", "M", 1500, "MTU towards the target (the MSS follows)")
 	fs.StringVar(&c.cc, "cc", "reno", "congestion control of the forged clients: reno or cubic")
 	fs.BoolVar(&c.rack, "rack", true, "RACK loss detection (--rack=false for classic dupack recovery)")
+	fs.StringVar(&c.gso, "gso", "coalesce", "segmentation: coalesce (stack sends MSS segments, runs merged for the kernel to cut), host (stack sends 64 KiB super-packets: fast, poor loss recovery), off")
+	c.minRTO = 200 * time.Millisecond
+	fs.Var(durationSeconds{&c.minRTO}, "min-rto", "floor of the forged clients' retransmission timeout")
 	fs.IntVar(&c.sendBuf, "send-buffer", 4<<20, "largest send buffer per session in bytes (memory per uploading session)")
 	fs.IntVar(&c.txqueuelen, "txqueuelen", 10000, "TUN transmit queue length")
 	fs.StringVar(&c.statsJSON, "stats-json", "", "also write the summary as JSON to this file")
@@ -200,6 +205,9 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 		return nil, fmt.Errorf("--send-buffer: %d bytes is below 16 KiB", c.sendBuf)
 	case len(c.tunName) == 0 || len(c.tunName) > 15 || strings.ContainsAny(c.tunName, "/ "):
 		return nil, fmt.Errorf("--tun: %q is not a valid interface name (1-15 characters)", c.tunName)
+	}
+	if c.gso != "coalesce" && c.gso != "host" && c.gso != "off" {
+		return nil, fmt.Errorf("--gso: %q, want coalesce, host or off", c.gso)
 	}
 	if c.output != "tun" {
 		return nil, fmt.Errorf("-o: %q: only tun egress is available in this version", c.output)

@@ -79,6 +79,15 @@ func replayOffline(ctx context.Context, cfg *config, stderr io.Writer) (*summary
 	scfg.MTU = uint32(cfg.mtu)
 	scfg.CongestionControl = cfg.cc
 	scfg.RACK = cfg.rack
+	switch cfg.gso {
+	case "host":
+		scfg.GSO = stack.GSOHost
+	case "coalesce":
+		scfg.GSO = stack.GSOCoalesce
+	case "off":
+		scfg.GSO = stack.GSOOff
+	}
+	scfg.MinRTO = cfg.minRTO
 	scfg.SendBufferMax = cfg.sendBuf
 	scfg.SendBuffer = min(scfg.SendBuffer, cfg.sendBuf)
 	st, err := stack.New(scfg, tun, log)
@@ -152,6 +161,7 @@ func replayOffline(ctx context.Context, cfg *config, stderr io.Writer) (*summary
 	sum.replay = rp.Stats()
 	sum.stack = st.Stats()
 	sum.routes = dev.Routes()
+	sum.tunTxDrops, sum.tunRxDrops = dev.Drops()
 	if readErr != nil {
 		return sum, readErr
 	}

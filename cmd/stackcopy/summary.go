@@ -21,6 +21,8 @@ type summary struct {
 	elapsed time.Duration
 	routes  int
 
+	tunTxDrops, tunRxDrops uint64
+
 	capture mirror.SourceStats
 	tracker mirror.TrackerStats
 	replay  replay.Stats
@@ -62,6 +64,7 @@ func (s *summary) print(w io.Writer) {
 	fmt.Fprintf(w, "  turns     %d waited for the target's answer, %d sent unanswered after --turn-wait\n", r.Turns, r.TurnsUnanswered)
 	fmt.Fprintf(w, "  stack     %d segments sent, %d retransmitted, %d RTO timeouts, %d ports remapped, %d forged clients routed, %d wire write errors\n",
 		st.SegmentsSent, st.Retransmits, st.Timeouts, r.PortsRemapped, s.routes, st.WriteErrors)
+	fmt.Fprintf(w, "  tun       %d answers dropped by the kernel (txqueue full), %d forged packets refused\n", s.tunTxDrops, s.tunRxDrops)
 	fmt.Fprintf(w, "  capture   %d packets, %d TCP, %d other, %d malformed, %d cut by snaplen; %d duplicate, %d out-of-order, %d conflicting segments\n",
 		c.Packets, c.TCP, c.NonTCP, c.Malformed, c.Truncated, t.Duplicates, t.OutOfOrder, t.Conflicts)
 }
@@ -73,17 +76,30 @@ func plural(n int, suffix string) string {
 	return suffix
 }
 
+// summaryJSON is the --stats-json document.
+type summaryJSON struct {
+	Inputs  []string            `json:"inputs"`
+	Loops   int                 `json:"loops"`
+	Seconds float64             `json:"seconds"`
+	Routes  int                 `json:"routes"`
+	TUN     tunJSON             `json:"tun"`
+	Replay  replay.Stats        `json:"replay"`
+	Capture mirror.SourceStats  `json:"capture"`
+	Tracker mirror.TrackerStats `json:"tracker"`
+	Stack   stack.Stats         `json:"stack"`
+}
+
+type tunJSON struct {
+	TxDrops uint64 `json:"tx_drops"`
+	RxDrops uint64 `json:"rx_drops"`
+}
+
 func (s *summary) writeJSON(path string) error {
-	b, err := json.MarshalIndent(struct {
-		Inputs  []string            `json:"inputs"`
-		Loops   int                 `json:"loops"`
-		Seconds float64             `json:"seconds"`
-		Routes  int                 `json:"routes"`
-		Replay  replay.Stats        `json:"replay"`
-		Capture mirror.SourceStats  `json:"capture"`
-		Tracker mirror.TrackerStats `json:"tracker"`
-		Stack   stack.Stats         `json:"stack"`
-	}{s.inputs, s.loops, s.elapsed.Seconds(), s.routes, s.replay, s.capture, s.tracker, s.stack}, "", "  ")
+	b, err := json.MarshalIndent(summaryJSON{
+		Inputs: s.inputs, Loops: s.loops, Seconds: s.elapsed.Seconds(), Routes: s.routes,
+		TUN:    tunJSON{s.tunTxDrops, s.tunRxDrops},
+		Replay: s.replay, Capture: s.capture, Tracker: s.tracker, Stack: s.stack,
+	}, "", "  ")
 	if err != nil {
 		return fmt.Errorf("--stats-json: %w", err)
 	}

@@ -455,6 +455,11 @@ func (s *session) run() {
 				return
 			}
 		case mirror.EvFin:
+			if waitTurn {
+				// The client closed after it got its answer: so do we, or
+				// the target sees a client that gave up early.
+				s.awaitAnswer(mark, pendingTurn)
+			}
 			s.waitUntil(q.at)
 			if err := conn.CloseWrite(); err != nil {
 				s.count(s.classify(err), err)
@@ -463,6 +468,9 @@ func (s *session) run() {
 			s.count(s.awaitClose(conn, idle), nil)
 			return
 		case mirror.EvRst:
+			if waitTurn {
+				s.awaitAnswer(mark, pendingTurn)
+			}
 			s.waitUntil(q.at)
 			conn.Abort()
 			s.count(outClientReset, nil)
@@ -473,7 +481,13 @@ func (s *session) run() {
 			s.r.log.Warn("session aborted: capture gap", "client", s.key.Client, "server", s.key.Server, "reason", ev.Reason)
 			return
 		case mirror.EvServerClose:
-			// The target's own close decides; the captured one is informational.
+			// The target's own close decides; the captured one is
+			// informational, except that after a captured server RST the
+			// tracker sends nothing more: end like a capture that ended.
+			if ev.Reason != mirror.ReasonServerRST {
+				break
+			}
+			fallthrough
 		case evEndOfInput:
 			// The capture ended without the client closing: let the last
 			// turn be answered, then close as a polite client would.

@@ -22,15 +22,17 @@ type memSample struct {
 	stopped    bool // exited within the grace period after SIGTERM
 	exitCode   int
 	summary    []string
+	net        string // drops and TCP counters while the sessions opened
+	leftover   string // target connections the client left open after it exited
 }
 
 func (m memSample) String() string {
-	s := fmt.Sprintf("%d sessions: VmRSS %.1f MiB, Slab %+.1f MiB (SUnreclaim %+.1f MiB), all open after %.1fs, exited %.1fs after SIGTERM",
-		m.count, mib(m.rss), mib(m.slabDelta), mib(m.unrecDelta), m.ready.Seconds(), m.stopTook.Seconds())
+	s := fmt.Sprintf("%d sessions: VmRSS %.1f MiB, Slab %+.1f MiB (SUnreclaim %+.1f MiB), all open after %.1fs, exited %.1fs after SIGTERM (status %d)",
+		m.count, mib(m.rss), mib(m.slabDelta), mib(m.unrecDelta), m.ready.Seconds(), m.stopTook.Seconds(), m.exitCode)
 	if !m.stopped {
 		s += " (did not exit: killed)"
 	}
-	return s
+	return s + "\n      " + m.net
 }
 
 func mib(n int64) float64 { return float64(n) / (1 << 20) }
@@ -88,6 +90,11 @@ func (b *bench) idle(ctx context.Context) (result, error) {
 	if err != nil {
 		return res, err
 	}
+	for _, m := range []memSample{sc1, scN, k1, kN} {
+		if m.leftover != "" {
+			notes = append(notes, m.leftover)
+		}
+	}
 	for _, m := range []memSample{sc1, scN} {
 		if !m.stopped || m.stopTook > 5*time.Second {
 			notes = append(notes, fmt.Sprintf("  stackcopy with %d sessions took %.1fs to exit after SIGTERM (killed: %v)", m.count, m.stopTook.Seconds(), !m.stopped))
@@ -127,7 +134,14 @@ func (b *bench) measureMem(ctx context.Context, who string, count int, start fun
 	if err := b.waitHTTPIdle(ctx, 0); err != nil {
 		return m, err
 	}
+	// Sockets of the previous run are freed lazily (RCU, TIME_WAIT):
+	// start from a Slab that stopped moving.
+	settleSlab(ctx)
 	before, err := meminfo("Slab", "SUnreclaim")
+	if err != nil {
+		return m, err
+	}
+	n0, err := b.snapshot(ctx)
 	if err != nil {
 		return m, err
 	}
@@ -139,6 +153,7 @@ func (b *bench) measureMem(ctx context.Context, who string, count int, start fun
 		return m, err
 	}
 	defer c.terminate(5 * time.Second)
+	w := watchNetDev(c)
 	err = poll(ctx, 60*time.Second, 50*time.Millisecond, fmt.Sprintf("%d idle sessions of %s on the target", count, who), func() (bool, error) {
 		if c.exited() {
 			return false, fmt.Errorf("%s exited early (status %d): %s%s", c.what, c.exitCode(), firstLines(c.stdout.String(), 8), outputTail(c.stderr.String()))
@@ -176,6 +191,14 @@ func (b *bench) measureMem(ctx context.Context, who string, count int, start fun
 		return m, fmt.Errorf("%s: only %d of %d sessions still open on the target after sampling", who, st.IdleOpen, count)
 	}
 	m.rss, m.slabDelta, m.unrecDelta = medianInt(rss), medianInt(slab), medianInt(unrec)
+	n1, err := b.snapshot(ctx)
+	if err != nil {
+		return m, err
+	}
+	m.net = n1.since(n0, b.replayIf, b.targetIf)
+	if tun, ok := w.get(tunName); ok && who == "stackcopy" {
+		m.net = "TUN " + tunName + " " + tun.String() + ", " + m.net
+	}
 	m.stopTook, m.stopped = c.terminate(20 * time.Second)
 	m.exitCode = c.exitCode()
 	if who == "stackcopy" {
@@ -184,9 +207,31 @@ func (b *bench) measureMem(ctx context.Context, who string, count int, start fun
 	}
 	b.logf("idle %s %d: VmRSS %.1f MiB, Slab %+.1f MiB, exit after SIGTERM %.1fs", who, count, mib(m.rss), mib(m.slabDelta), m.stopTook.Seconds())
 	if err := b.waitHTTPIdle(ctx, 0); err != nil {
+		m.leftover = fmt.Sprintf("  %s with %d sessions, after it exited on SIGTERM: %v", who, count, err)
 		b.logf("idle %s %d: %v", who, count, err)
 	}
 	return m, nil
+}
+
+// settleSlab waits (at most 10 s) until the machine's Slab moved less than
+// 256 KiB in half a second.
+func settleSlab(ctx context.Context) {
+	prev, err := meminfo("Slab")
+	if err != nil {
+		return
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) && ctx.Err() == nil {
+		time.Sleep(500 * time.Millisecond)
+		cur, err := meminfo("Slab")
+		if err != nil {
+			return
+		}
+		if d := cur["Slab"] - prev["Slab"]; d < 256<<10 && d > -256<<10 {
+			return
+		}
+		prev = cur
+	}
 }
 
 func medianInt(xs []int64) int64 {

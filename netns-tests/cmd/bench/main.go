@@ -79,7 +79,7 @@ func parseFlags(args []string) (*config, error) {
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	c := &config{}
 	fs.StringVar(&c.stackcopy, "stackcopy", "bin/stackcopy", "stackcopy binary")
-	fs.StringVar(&c.recorder, "recorder", "bin/recorder", "recorder binary (accepted for `make bench`; the bench serves the target itself)")
+	fs.StringVar(&c.recorder, "recorder", "bin/recorder", "recorder binary (accepted so that make bench can pass it; unused: the bench serves the target itself)")
 	only := fs.String("only", "", "run only these workloads: upload, short, idle (comma-separated)")
 	fs.BoolVar(&c.quick, "quick", false, "smaller sizes for a smoke run: 64 MiB upload, 300 short sessions, 1000 idle sessions")
 	fs.IntVar(&c.runs, "runs", 3, "runs per side for upload and short (interleaved; the median is printed)")
@@ -308,7 +308,7 @@ func (b *bench) setup(ctx context.Context) error {
 
 // printTable writes the result table and the details.
 func printTable(w io.Writer, cfg *config, results []result, took time.Duration) {
-	const format = "%-32s %-17s %-17s %-8s %-14s %s\n"
+	const format = "%-34s %-17s %-17s %-8s %-11s %s\n"
 	fmt.Fprintln(w)
 	fmt.Fprintf(w, format, "workload", "stackcopy", "kernel TCP", "ratio", "target", "")
 	for _, r := range results {

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"strconv"
@@ -330,4 +331,94 @@ func counterDelta(a, b map[string]uint64, names ...string) string {
 		return "none"
 	}
 	return strings.Join(parts, ", ")
+}
+
+// procNetDev reads the interface counters of pid's network namespace from
+// /proc/PID/net/dev (no process spawned, so it can poll during a run).
+func procNetDev(pid int) (map[string]linkStats, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/net/dev", pid))
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]linkStats)
+	for _, line := range strings.Split(string(b), "\n") {
+		name, rest, ok := strings.Cut(line, ":")
+		if !ok {
+			continue
+		}
+		f := strings.Fields(rest)
+		if len(f) < 16 {
+			continue
+		}
+		var v [16]uint64
+		for i := range v {
+			v[i], _ = strconv.ParseUint(f[i], 10, 64)
+		}
+		// rx: bytes packets errs drop ...; tx from field 8: bytes packets errs drop ...
+		out[strings.TrimSpace(name)] = linkStats{RxDropped: v[3], RxErrors: v[2], TxDropped: v[11], TxErrors: v[10]}
+	}
+	return out, nil
+}
+
+// devWatcher polls a child's /proc/PID/net/dev every 25 ms until it exits
+// and keeps the last reading: stackcopy's TUN disappears with it, so its
+// counters can only be read while it runs.
+type devWatcher struct {
+	mu   sync.Mutex
+	last map[string]linkStats
+	done chan struct{}
+}
+
+func watchNetDev(c *child) *devWatcher {
+	w := &devWatcher{last: make(map[string]linkStats), done: make(chan struct{})}
+	go func() {
+		defer close(w.done)
+		t := time.NewTicker(25 * time.Millisecond)
+		defer t.Stop()
+		for {
+			// Merge: an interface that disappeared (the TUN closed
+			// before exit) keeps its last counters.
+			if m, err := procNetDev(c.pid()); err == nil {
+				w.mu.Lock()
+				maps.Copy(w.last, m)
+				w.mu.Unlock()
+			}
+			select {
+			case <-c.done:
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	return w
+}
+
+// get returns the last counters of ifname seen (ok false if never seen).
+func (w *devWatcher) get(ifname string) (linkStats, bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	s, ok := w.last[ifname]
+	return s, ok
+}
+
+// softnetDrops sums the dropped column of /proc/net/softnet_stat (per-CPU
+// backlog overflows, machine-wide).
+func softnetDrops() (uint64, error) {
+	b, err := os.ReadFile("/proc/net/softnet_stat")
+	if err != nil {
+		return 0, err
+	}
+	var sum uint64
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 2 {
+			continue
+		}
+		n, err := strconv.ParseUint(f[1], 16, 64)
+		if err != nil {
+			return 0, fmt.Errorf("/proc/net/softnet_stat: %w", err)
+		}
+		sum += n
+	}
+	return sum, nil
 }

@@ -97,6 +97,8 @@ type serverStatus struct {
 
 // server is the state of a server role.
 type server struct {
+	answer []byte // httpAnswer(), built once
+
 	mu    sync.Mutex
 	conns map[*net.TCPConn]struct{}
 	log   *json.Encoder
@@ -148,7 +150,7 @@ func roleServer(name string, args []string, serve serveFunc) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	s := &server{conns: make(map[*net.TCPConn]struct{})}
+	s := &server{answer: httpAnswer(), conns: make(map[*net.TCPConn]struct{})}
 	if *logPath != "" {
 		f, err := os.OpenFile(*logPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
 		if err != nil {
@@ -283,7 +285,7 @@ func serveHTTP(s *server, c *net.TCPConn, accepted time.Time) (int64, time.Durat
 			return n, time.Since(accepted), errors.New("request head over 64 KiB")
 		}
 	}
-	if _, err := c.Write(httpAnswer()); err != nil {
+	if _, err := c.Write(s.answer); err != nil {
 		return n, time.Since(accepted), err
 	}
 	s.answered.Add(1)

@@ -28,6 +28,9 @@ func (s *scStats) outcomes() string {
 		r.Sessions, r.Completed, r.ClientResets, r.TargetResets, r.Refused, r.TimedOut, r.Gaps, r.Failed)
 }
 
+// tunName is stackcopy's default TUN device.
+const tunName = "stackcopy0"
+
 // scRun is one finished stackcopy run.
 type scRun struct {
 	stats    scStats
@@ -36,6 +39,16 @@ type scRun struct {
 	wall     time.Duration
 	stdout   string
 	stderr   string
+	tun      linkStats // stackcopy's TUN, last seen while it ran
+	tunSeen  bool
+}
+
+// tunLine reports the TUN's drop counters as last seen.
+func (r *scRun) tunLine() string {
+	if !r.tunSeen {
+		return "TUN stackcopy0 not seen"
+	}
+	return "TUN stackcopy0 " + r.tun.String()
 }
 
 // summaryLines picks the stack, skipped and any drop lines of stackcopy's
@@ -44,7 +57,7 @@ func (r *scRun) summaryLines() []string {
 	var out []string
 	for _, l := range strings.Split(r.stdout, "\n") {
 		t := strings.TrimSpace(l)
-		if strings.HasPrefix(t, "stack ") || strings.HasPrefix(t, "skipped ") || strings.Contains(t, "drop") {
+		if strings.HasPrefix(t, "stack ") || strings.HasPrefix(t, "skipped ") || strings.HasPrefix(t, "tun ") || strings.Contains(t, "drop") {
 			out = append(out, "    stackcopy: "+t)
 		}
 	}
@@ -91,8 +104,11 @@ func (b *bench) runStackcopy(ctx context.Context, timeout time.Duration, name, p
 	if err != nil {
 		return nil, err
 	}
+	w := watchNetDev(c)
 	<-c.done
+	<-w.done
 	r := &scRun{exitCode: c.exitCode(), cpu: c.cpu(), wall: c.wall, stdout: c.stdout.String(), stderr: c.stderr.String()}
+	r.tun, r.tunSeen = w.get(tunName)
 	if rctx.Err() != nil {
 		return r, fmt.Errorf("stackcopy %s: still running after %v, stopped: %s%s", name, timeout, firstLines(r.stdout, 8), outputTail(r.stderr))
 	}

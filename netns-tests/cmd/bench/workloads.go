@@ -51,6 +51,50 @@ func sizeStr(n int64) string {
 	return fmt.Sprintf("%d B", n)
 }
 
+// tcpCounters are the /proc/net/{snmp,netstat} counters worth reporting
+// when they grow during a run (loss, drops, backlog overflows).
+func tcpCounters() []string {
+	return []string{"Tcp.RetransSegs", "TcpExt.TCPLossProbes", "TcpExt.TCPFastRetrans", "TcpExt.TCPSlowStartRetrans",
+		"TcpExt.TCPTimeouts", "TcpExt.TCPSpuriousRTOs", "TcpExt.TCPDSACKRecv", "TcpExt.TCPSACKReorder",
+		"TcpExt.ListenOverflows", "TcpExt.ListenDrops", "TcpExt.SyncookiesSent", "TcpExt.TCPBacklogDrop",
+		"TcpExt.TCPRcvQDrop", "TcpExt.PruneCalled", "TcpExt.RcvPruned", "TcpExt.TCPOFODrop", "TcpExt.TCPZeroWindowDrop",
+		"TcpExt.TCPDSACKOldSent", "TcpExt.TCPDSACKOfoSent"}
+}
+
+// netSnapshot is the drop and TCP counters of both hosts at one moment.
+type netSnapshot struct {
+	replay, target map[string]uint64
+	replayIf       linkStats
+	targetIf       linkStats
+	softnet        uint64
+}
+
+func (b *bench) snapshot(ctx context.Context) (netSnapshot, error) {
+	var s netSnapshot
+	var err error
+	if s.replay, err = netCounters(ctx, b.replay); err != nil {
+		return s, err
+	}
+	if s.target, err = netCounters(ctx, b.target); err != nil {
+		return s, err
+	}
+	if s.replayIf, err = readLinkStats(ctx, b.replay, b.replayIf); err != nil {
+		return s, err
+	}
+	if s.targetIf, err = readLinkStats(ctx, b.target, b.targetIf); err != nil {
+		return s, err
+	}
+	s.softnet, err = softnetDrops()
+	return s, err
+}
+
+// since describes what grew from s0 to s.
+func (s netSnapshot) since(s0 netSnapshot, replayIf, targetIf string) string {
+	return fmt.Sprintf("replay %s %s, target %s %s, softnet backlog drops %d; TCP counters: replay %s; target %s",
+		replayIf, s.replayIf.sub(s0.replayIf), targetIf, s.targetIf.sub(s0.targetIf), s.softnet-s0.softnet,
+		counterDelta(s0.replay, s.replay, tcpCounters()...), counterDelta(s0.target, s.target, tcpCounters()...))
+}
+
 // clientRole runs a kernel client role of the bench in the replay
 // namespace and returns its printed result and rusage.
 func (b *bench) clientRole(ctx context.Context, timeout time.Duration, role string, args ...string) (clientResult, *child, error) {
@@ -100,17 +144,25 @@ func (b *bench) upload(ctx context.Context) (result, error) {
 	}
 
 	target := netip.AddrPortFrom(targetAddr(), uploadPort).String()
-	var scG, kG []float64
-	var scLine, kLine, notes []string
-	var scRetr, kRetr []float64
+	var scG, kG, scRetr, kRetr []float64
+	var scLine, kLine, netLines, notes []string
+	timeout := 30*time.Second + time.Duration(size/(20<<20))*time.Second // ≥ 20 MiB/s
 	for i := 1; i <= b.cfg.runs; i++ {
 		// stackcopy
-		timeout := 30*time.Second + time.Duration(size/(20<<20))*time.Second // ≥ 20 MiB/s
+		s0, err := b.snapshot(ctx)
+		if err != nil {
+			return res, err
+		}
 		r, err := b.runStackcopy(ctx, timeout, fmt.Sprintf("upload-%d", i), pcap, uploadPort, "--speed", "0")
 		if err != nil {
 			return res, err
 		}
 		rec, err := b.sinkRecord(ctx, size)
+		s1, serr := b.snapshot(ctx)
+		if serr != nil {
+			return res, serr
+		}
+		netLines = append(netLines, fmt.Sprintf("  run %d stackcopy: %s, %s", i, r.tunLine(), s1.since(s0, b.replayIf, b.targetIf)))
 		if p := r.problem(1); p != "" {
 			notes = append(notes, fmt.Sprintf("  stackcopy upload run %d: %s", i, p))
 		}
@@ -125,19 +177,16 @@ func (b *bench) upload(ctx context.Context) (result, error) {
 		}
 
 		// kernel
-		before, err := netCounters(ctx, b.replay)
-		if err != nil {
-			return res, err
-		}
 		kr, c, err := b.clientRole(ctx, timeout, "upload", "-connect", target, "-bytes", strconv.FormatInt(size, 10))
 		if err != nil {
 			return res, err
 		}
-		after, err := netCounters(ctx, b.replay)
-		if err != nil {
-			return res, err
-		}
 		rec, err = b.sinkRecord(ctx, size)
+		s2, serr := b.snapshot(ctx)
+		if serr != nil {
+			return res, serr
+		}
+		netLines = append(netLines, fmt.Sprintf("  run %d kernel:    %s", i, s2.since(s1, b.replayIf, b.targetIf)))
 		if kr.Answer != uploadAnswer {
 			notes = append(notes, fmt.Sprintf("  kernel upload run %d: answer %q", i, kr.Answer))
 		}
@@ -145,7 +194,7 @@ func (b *bench) upload(ctx context.Context) (result, error) {
 			notes = append(notes, fmt.Sprintf("  kernel upload run %d: %v", i, err))
 		} else {
 			g := float64(rec.Bytes) * 8 / rec.Seconds / 1e9
-			retr := after["Tcp.RetransSegs"] - before["Tcp.RetransSegs"]
+			retr := s2.replay["Tcp.RetransSegs"] - s1.replay["Tcp.RetransSegs"]
 			kG = append(kG, g)
 			kRetr = append(kRetr, float64(retr))
 			kLine = append(kLine, fmt.Sprintf("%.2f (%.2fs, %d retransmits, cpu %.2fs)", g, rec.Seconds, retr, c.cpu().Seconds()))
@@ -170,6 +219,7 @@ func (b *bench) upload(ctx context.Context) (result, error) {
 		"upload: Gbit/s = bytes × 8 / (target sink's accept → client EOF time); runs interleaved stackcopy, kernel, ...",
 		"  stackcopy runs: "+strings.Join(scLine, ", "),
 		"  kernel runs:    "+strings.Join(kLine, ", "))
+	res.details = append(res.details, netLines...)
 	res.details = append(res.details, notes...)
 	return res, nil
 }
@@ -216,13 +266,12 @@ func (b *bench) short(ctx context.Context) (result, error) {
 	}
 	target := netip.AddrPortFrom(targetAddr(), httpPort).String()
 	type side struct {
-		rate, cpu        []float64
-		completed        []int
-		runs, drops, net []string
+		rate, cpu []float64
+		completed []int
+		runs, net []string
 	}
 	var sc, k side
 	var notes []string
-	counters := []string{"TcpExt.ListenOverflows", "TcpExt.ListenDrops", "TcpExt.SyncookiesSent", "TcpExt.TCPTimeouts", "Tcp.RetransSegs", "TcpExt.TCPBacklogDrop"}
 	measure := func(s *side, name string, fn func() (secs float64, cpu time.Duration, completed int, err error)) error {
 		if err := b.waitHTTPIdle(ctx, 0); err != nil {
 			return err
@@ -231,15 +280,7 @@ func (b *bench) short(ctx context.Context) (result, error) {
 		if err != nil {
 			return err
 		}
-		l0, err := readLinkStats(ctx, b.replay, b.replayIf)
-		if err != nil {
-			return err
-		}
-		t0, err := netCounters(ctx, b.target)
-		if err != nil {
-			return err
-		}
-		r0, err := netCounters(ctx, b.replay)
+		n0, err := b.snapshot(ctx)
 		if err != nil {
 			return err
 		}
@@ -254,15 +295,7 @@ func (b *bench) short(ctx context.Context) (result, error) {
 		if err != nil {
 			return err
 		}
-		l1, err := readLinkStats(ctx, b.replay, b.replayIf)
-		if err != nil {
-			return err
-		}
-		t1, err := netCounters(ctx, b.target)
-		if err != nil {
-			return err
-		}
-		r1, err := netCounters(ctx, b.replay)
+		n1, err := b.snapshot(ctx)
 		if err != nil {
 			return err
 		}
@@ -274,8 +307,7 @@ func (b *bench) short(ctx context.Context) (result, error) {
 		srvDone := st1.Completed - st0.Completed
 		s.runs = append(s.runs, fmt.Sprintf("%.0f/s %.0fµs (%.2fs, cpu %.2fs, %d completed, target completed %d, failed %d)",
 			rate, us, secs, cpu.Seconds(), completed, srvDone, st1.Failed-st0.Failed))
-		s.drops = append(s.drops, "replay "+b.replayIf+" "+l1.sub(l0).String())
-		s.net = append(s.net, "target "+counterDelta(t0, t1, counters...)+"; replay "+counterDelta(r0, r1, counters...))
+		s.net = append(s.net, n1.since(n0, b.replayIf, b.targetIf))
 		b.logf("short %s: %.0f sessions/s, %.0f µs CPU/session, %d/%d completed", name, rate, us, completed, n)
 		return nil
 	}
@@ -289,6 +321,7 @@ func (b *bench) short(ctx context.Context) (result, error) {
 				notes = append(notes, fmt.Sprintf("  stackcopy short run %d: %s", i, p))
 			}
 			notes = append(notes, r.summaryLines()...)
+			notes = append(notes, fmt.Sprintf("    stackcopy short run %d: %s", i, r.tunLine()))
 			return r.stats.Seconds, r.cpu, int(r.stats.Replay.Completed), nil
 		})
 		if err != nil {
@@ -341,9 +374,9 @@ func (b *bench) short(ctx context.Context) (result, error) {
 	for i := range sc.runs {
 		res.details = append(res.details,
 			fmt.Sprintf("  run %d stackcopy: %s", i+1, sc.runs[i]),
-			fmt.Sprintf("         drops: %s; counters: %s", sc.drops[i], sc.net[i]),
+			fmt.Sprintf("         %s", sc.net[i]),
 			fmt.Sprintf("  run %d kernel:    %s", i+1, k.runs[i]),
-			fmt.Sprintf("         drops: %s; counters: %s", k.drops[i], k.net[i]))
+			fmt.Sprintf("         %s", k.net[i]))
 	}
 	res.details = append(res.details, dedupe(notes)...)
 	return res, nil

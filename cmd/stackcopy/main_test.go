@@ -1,0 +1,100 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// These tests stop before any TUN or route is touched: they are safe as
+// root in the root namespace. Replays are tested in netns-tests.
+
+func TestBadUsageNamesTheFlag(t *testing.T) {
+	tests := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"-i", "x.pcap"}, "-x/--transfer is required"},
+		{[]string{"-x", "80-198.18.2.2:80"}, "-i/--input is required"},
+		{[]string{"-x", "80-nowhere", "-i", "x.pcap"}, "-x:"},
+		{[]string{"-x", "80-198.18.2.2:80", "-i", "x.pcap", "-r", "0"}, "-r: 0 is not a percentage"},
+		{[]string{"-x", "80-198.18.2.2:80", "-i", "x.pcap", "-r", "101"}, "-r: 101"},
+		{[]string{"-x", "80-198.18.2.2:80", "-i", "x.pcap", "--speed", "-1"}, "--speed"},
+		{[]string{"-x", "80-198.18.2.2:80", "-i", "x.pcap", "--loop", "0"}, "--loop"},
+		{[]string{"-x", "80-198.18.2.2:80", "-i", "x.pcap", "-M", "100"}, "-M: MTU 100"},
+		{[]string{"-x", "80-198.18.2.2:80", "-i", "x.pcap", "--cc", "bbr"}, "--cc"},
+		{[]string{"-x", "80-198.18.2.2:80", "-i", "x.pcap", "-t", "soon"}, "timeout"},
+		{[]string{"-x", "80-198.18.2.2:80", "-i", "x.pcap", "-c", "198.18.2.2"}, "-c:"},
+		{[]string{"-x", "80-198.18.2.2:80", "-i", "x.pcap", "-o", "raw"}, "-o: \"raw\""},
+		{[]string{"-x", "80-198.18.2.2:80", "-i", "x.pcap", "--tun", "a/b"}, "--tun"},
+		{[]string{"-x", "80-198.18.2.2:80", "-i", "x.pcap", "extra"}, "unexpected argument"},
+		{[]string{"--no-such-flag"}, "no-such-flag"},
+	}
+	for _, tt := range tests {
+		var out, errb bytes.Buffer
+		code := run(tt.args, &out, &errb)
+		if code != exitUsage {
+			t.Errorf("%v: exit %d, want %d", tt.args, code, exitUsage)
+		}
+		first, _, _ := strings.Cut(errb.String(), "\n")
+		if !strings.HasPrefix(first, "stackcopy: ") || !strings.Contains(first, tt.want) {
+			t.Errorf("%v: first line %q, want it to mention %q", tt.args, first, tt.want)
+		}
+	}
+}
+
+func TestHelpShowsExamplesAndEveryFlag(t *testing.T) {
+	var out, errb bytes.Buffer
+	if code := run([]string{"--help"}, &out, &errb); code != exitOK {
+		t.Fatalf("--help exit %d", code)
+	}
+	help := errb.String()
+	for _, want := range []string{"Examples:", "stackcopy -x 80-198.18.2.2:80 -i capture.pcap", "--transfer", "--input", "--clients",
+		"--percentage", "--speed", "--loop", "--timeout", "--turn-wait", "--no-wait", "--mtu", "--stats-json", "Exit status"} {
+		if !strings.Contains(help, want) {
+			t.Errorf("--help lacks %q", want)
+		}
+	}
+}
+
+func TestDurationSeconds(t *testing.T) {
+	var d time.Duration
+	v := durationSeconds{&d}
+	for in, want := range map[string]time.Duration{"120": 120 * time.Second, "1.5": 1500 * time.Millisecond, "90s": 90 * time.Second, "2m": 2 * time.Minute} {
+		if err := v.Set(in); err != nil || d != want {
+			t.Errorf("Set(%q) = %v, %v; want %v", in, d, err, want)
+		}
+	}
+	for _, bad := range []string{"-1", "-2s", "soon", ""} {
+		if err := v.Set(bad); err == nil {
+			t.Errorf("Set(%q) accepted", bad)
+		}
+	}
+}
+
+// A capture that cannot be read stops stackcopy with one line naming the
+// file, before anything on the host is changed.
+func TestUnreadableCaptureIsOneLine(t *testing.T) {
+	dir := t.TempDir()
+	garbage := filepath.Join(dir, "garbage.pcap")
+	if err := os.WriteFile(garbage, []byte("this is not a capture file at all"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, path := range []string{garbage, filepath.Join(dir, "missing.pcap")} {
+		var out, errb bytes.Buffer
+		code := run([]string{"-x", "80-198.18.2.2:80", "-i", path, "--tun", "sctestnever"}, &out, &errb)
+		if code != exitFatal {
+			t.Errorf("%s: exit %d, want %d", path, code, exitFatal)
+		}
+		lines := strings.Split(strings.TrimSpace(errb.String()), "\n")
+		if len(lines) != 1 || !strings.Contains(lines[0], path) {
+			t.Errorf("%s: want one line naming the file, got %q", path, errb.String())
+		}
+		if _, err := os.Stat("/sys/class/net/sctestnever"); err == nil {
+			t.Fatalf("a TUN was created for an unreadable capture")
+		}
+	}
+}
