@@ -42,6 +42,7 @@ type config struct {
 	verbose    int
 	version    bool
 	txqueuelen int
+	pprofAddr  string
 }
 
 const usageHead = `Usage: stackcopy -x TRANSFER -i CAPTURE [options]
@@ -149,6 +150,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.Var(durationSeconds{&c.minRTO}, "min-rto", "floor of the forged clients' retransmission timeout")
 	fs.IntVar(&c.sendBuf, "send-buffer", 4<<20, "largest send buffer per session in bytes (memory per uploading session)")
 	fs.IntVar(&c.txqueuelen, "txqueuelen", 10000, "TUN transmit queue length")
+	fs.StringVar(&c.pprofAddr, "pprof", "", "serve Go profiling (net/http/pprof) on this address, e.g. 127.0.0.1:6060")
 	fs.StringVar(&c.statsJSON, "stats-json", "", "also write the summary as JSON to this file")
 	fs.StringVarP(&c.logFile, "log", "l", "", "log to this file instead of stderr")
 	fs.CountVarP(&c.verbose, "verbose", "v", "more logging (-vv for per-session debug)")

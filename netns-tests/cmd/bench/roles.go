@@ -65,8 +65,10 @@ func runRole(name string, args []string) int {
 		err = roleShort(args)
 	case "idle":
 		err = roleIdle(args)
+	case "pcap":
+		err = rolePcap(args)
 	default:
-		err = fmt.Errorf("unknown role %q (sink, http, upload, short, idle)", name)
+		err = fmt.Errorf("unknown role %q (sink, http, upload, short, idle, pcap)", name)
 	}
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "bench -role %s: %v\n", name, err)
@@ -515,4 +517,25 @@ func openIdle(ctx context.Context, src netip.Addr, target string, req []byte) (n
 	}
 	_ = c.SetDeadline(time.Time{})
 	return c, nil
+}
+
+// rolePcap writes one of the bench's synthetic captures, to reproduce a
+// workload by hand: bench -role pcap -kind idle -n 1000 -out idle.pcap
+func rolePcap(args []string) error {
+	fs := flag.NewFlagSet("pcap", flag.ContinueOnError)
+	kind := fs.String("kind", "short", "upload, short or idle")
+	n := fs.Int("n", 1000, "sessions (short, idle) or MiB (upload)")
+	out := fs.String("out", "", "output pcap")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	switch *kind {
+	case "upload":
+		return writeUploadPcap(*out, int64(*n)<<20)
+	case "short":
+		return writeShortPcap(*out, *n)
+	case "idle":
+		return writeIdlePcap(*out, *n, 40*time.Second)
+	}
+	return fmt.Errorf("unknown -kind %q", *kind)
 }
