@@ -604,13 +604,13 @@ func (t *Tracker) server(k SessionKey, seg Segment) {
 		t.serverData(s, seg, acked)
 	}
 	if seg.Flags&FlagRST != 0 {
-		t.emit(k, Event{Kind: EvServerClose, Time: now, Reason: "server RST"})
+		t.emit(k, Event{Kind: EvServerClose, Time: now, Reason: ReasonServerRST})
 		t.end(k, s)
 		return
 	}
 	if seg.Flags&FlagFIN != 0 && !s.srvFin {
 		s.srvFin = true
-		t.emit(k, Event{Kind: EvServerClose, Time: now, Reason: "server FIN"})
+		t.emit(k, Event{Kind: EvServerClose, Time: now, Reason: ReasonServerFIN})
 		if s.finDone {
 			t.end(k, s)
 			return
@@ -679,3 +679,9 @@ func (s *session) holeReason() string {
 	}
 	return ""
 }
+
+// Reasons carried by EvServerClose.
+const (
+	ReasonServerRST = "server RST" // terminal: no more events for the session
+	ReasonServerFIN = "server FIN"
+)

@@ -2,6 +2,7 @@ package netnstests
 
 import (
 	"crypto/rand"
+	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -18,8 +19,8 @@ import (
 // captureCurlNginx captures real curl traffic to nginx: nClients client
 // addresses, each running one curl with several keep-alive requests (GETs
 // of files of different sizes and a POST). It returns the pcap path and the
-// number of requests nginx served.
-func captureCurlNginx(t *testing.T, c *captureLab) (string, int) {
+// requests nginx served, as its access log tells.
+func captureCurlNginx(t *testing.T, c *captureLab) (string, []lab.NginxAccess) {
 	t.Helper()
 	root := filepath.Join(c.l.Dir(), "www")
 	if err := os.MkdirAll(root, 0o755); err != nil {
@@ -75,7 +76,7 @@ func captureCurlNginx(t *testing.T, c *captureLab) (string, int) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return pcap, len(acc)
+	return pcap, acc
 }
 
 // TestReplayHTTPKeepAlive: real curl → nginx traffic, captured, is replayed
@@ -85,7 +86,8 @@ func captureCurlNginx(t *testing.T, c *captureLab) (string, int) {
 func TestReplayHTTPKeepAlive(t *testing.T) {
 	l := lab.NewT(t)
 	c := newCaptureLab(t, l, 6)
-	pcap, served := captureCurlNginx(t, c)
+	pcap, acc := captureCurlNginx(t, c)
+	served := len(acc)
 	if served != 6*4 {
 		t.Fatalf("nginx served %d requests, want %d", served, 6*4)
 	}
@@ -395,5 +397,65 @@ func TestCorruptCaptureIsOneLineError(t *testing.T) {
 	routes := string(mustExec(t, r.replay, "ip", "route"))
 	if strings.Contains(links, "stackcopy0") || strings.Contains(routes, "198.18.1.") {
 		t.Errorf("stackcopy left a TUN or routes behind:\n%s\n%s", links, routes)
+	}
+}
+
+// TestReplayToNginxPoolAndLoop: the capture is replayed twice (--loop 2) to
+// a real nginx serving the same files, with clients rewritten onto a pool
+// (-c). nginx answers every replayed request exactly as the online nginx
+// did, every request comes from a pool address, and the second pass gets
+// fresh 4-tuples where the first pass's are still taken.
+func TestReplayToNginxPoolAndLoop(t *testing.T) {
+	l := lab.NewT(t)
+	c := newCaptureLab(t, l, 4)
+	pcap, onlineLog := captureCurlNginx(t, c)
+
+	r := newReplayLab(t, l)
+	ng, err := lab.StartNginx(r.target, netip.AddrPortFrom(targetAddr, 80), filepath.Join(l.Dir(), "www"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	res := runStackcopy(t, r.replay, 2*time.Minute, "-x", "80-198.18.2.2:80", "-i", pcap, "--speed", "0",
+		"-c", "198.18.5.x", "--loop", "2")
+	if res.exit != 0 {
+		t.Fatalf("stackcopy exit %d, want 0", res.exit)
+	}
+	if s := res.stats.Replay; s.Sessions != 8 || s.Completed != 8 {
+		t.Fatalf("replay stats %+v: want 8 sessions (4 × 2 passes), 8 completed", s)
+	}
+	var got []lab.NginxAccess
+	deadline := time.Now().Add(10 * time.Second)
+	for len(got) < 2*len(onlineLog) && time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond)
+		if got, err = ng.AccessLog(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(got) != 2*len(onlineLog) {
+		t.Fatalf("target nginx logged %d requests, want %d (2 passes × %d)", len(got), 2*len(onlineLog), len(onlineLog))
+	}
+	status := func(log []lab.NginxAccess) map[string]int {
+		m := map[string]int{}
+		for _, a := range log {
+			m[fmt.Sprintf("%s %d %d", a.Request, a.Status, a.RequestLength)]++
+		}
+		return m
+	}
+	want := status(onlineLog)
+	for k := range want {
+		want[k] *= 2
+	}
+	if g := status(got); fmt.Sprint(g) != fmt.Sprint(want) {
+		t.Errorf("target answered differently from the online server:\n got %v\nwant %v", g, want)
+	}
+	tuples := map[netip.AddrPort]bool{}
+	for _, a := range got {
+		if !poolNet.Contains(a.Client.Addr()) {
+			t.Errorf("request from %v, outside the -c pool %v", a.Client, poolNet)
+		}
+		tuples[a.Client] = true
+	}
+	if len(tuples) != 8 {
+		t.Errorf("target saw %d distinct client 4-tuples, want 8 (one per session and pass)", len(tuples))
 	}
 }

@@ -99,7 +99,7 @@ func replayOffline(ctx context.Context, cfg *config, stderr io.Writer) (*summary
 	go func() {
 		defer wg.Done()
 		// Ends when the TUN is closed by st.Close.
-		if err := st.DeliverFrom(tun); err != nil && !errors.Is(err, os.ErrClosed) {
+		if err := st.DeliverFrom(tun); !errors.Is(err, os.ErrClosed) {
 			log.Warn("TUN reader stopped", "err", err)
 		}
 	}()
