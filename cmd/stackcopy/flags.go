@@ -43,6 +43,7 @@ type config struct {
 	version    bool
 	txqueuelen int
 	pprofAddr  string
+	handshakes int
 }
 
 const usageHead = `Usage: stackcopy -x TRANSFER -i CAPTURE [options]
@@ -149,6 +150,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	c.minRTO = 200 * time.Millisecond
 	fs.Var(durationSeconds{&c.minRTO}, "min-rto", "floor of the forged clients' retransmission timeout")
 	fs.IntVar(&c.sendBuf, "send-buffer", 4<<20, "largest send buffer per session in bytes (memory per uploading session)")
+	fs.IntVar(&c.handshakes, "max-handshakes", 128, "handshakes in flight at once (a burst of new sessions waits its turn)")
 	fs.IntVar(&c.txqueuelen, "txqueuelen", 10000, "TUN transmit queue length")
 	fs.StringVar(&c.pprofAddr, "pprof", "", "serve Go profiling (net/http/pprof) on this address, e.g. 127.0.0.1:6060")
 	fs.StringVar(&c.statsJSON, "stats-json", "", "also write the summary as JSON to this file")
@@ -203,6 +205,8 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 		return nil, fmt.Errorf("-M: MTU %d out of range 576..65535", c.mtu)
 	case c.cc != "reno" && c.cc != "cubic":
 		return nil, fmt.Errorf("--cc: %q, want reno or cubic", c.cc)
+	case c.handshakes < 1:
+		return nil, fmt.Errorf("--max-handshakes: %d, want at least 1", c.handshakes)
 	case c.sendBuf < 16<<10:
 		return nil, fmt.Errorf("--send-buffer: %d bytes is below 16 KiB", c.sendBuf)
 	case len(c.tunName) == 0 || len(c.tunName) > 15 || strings.ContainsAny(c.tunName, "/ "):

@@ -135,6 +135,7 @@ func replayOffline(ctx context.Context, cfg *config, stderr io.Writer) (*summary
 	rcfg.NoWait = cfg.noWait
 	rcfg.TurnWait = cfg.turnWait
 	rcfg.Idle = cfg.timeout
+	rcfg.MaxHandshakes = cfg.handshakes
 	rcfg.Errors = replay.Errors{PortInUse: stack.ErrPortInUse, Reset: stack.ErrReset, Refused: stack.ErrRefused, Timeout: stack.ErrTimeout}
 	if cfg.percent < 100 {
 		sampler, err := mirror.NewSampler(cfg.percent)
