@@ -15,3 +15,20 @@ func (r *Replayer) QueuedBytes(k mirror.SessionKey) (int, bool) {
 	defer s.mu.Unlock()
 	return s.bytes, true
 }
+
+// TargetEnded reports whether session k's reader has seen the target's
+// FIN, RST or another read error, or k has no running session (it ended).
+func (r *Replayer) TargetEnded(k mirror.SessionKey) bool {
+	r.mu.Lock()
+	s := r.sessions[k]
+	r.mu.Unlock()
+	if s == nil {
+		return true
+	}
+	select {
+	case <-s.rcvDone:
+		return true
+	default:
+		return false
+	}
+}

@@ -195,6 +195,12 @@ func (r *Replayer) Event(k mirror.SessionKey, ev mirror.Event) {
 	r.mu.Lock()
 	s := r.sessions[k]
 	if ev.Kind == mirror.EvOpen {
+		if s != nil {
+			// A new SYN on the key: the tracker sends the old session
+			// nothing more, so end it as if its capture ended.
+			old := s
+			defer old.push(mirror.Event{Kind: evEndOfInput}, time.Time{})
+		}
 		s = nil
 		delete(r.sessions, k)
 		target, ok := r.cfg.Transfers.Match(k.Server)
@@ -274,11 +280,13 @@ type session struct {
 	src    netip.AddrPort
 	target netip.AddrPort
 
-	mu     sync.Mutex
-	cond   *sync.Cond
-	q      []queued
-	bytes  int
-	closed bool // run has returned: push drops
+	mu        sync.Mutex
+	cond      *sync.Cond
+	q         []queued
+	bytes     int
+	closed    bool // run has returned: push drops
+	cancelled bool // the replayer's context ended
+	conn      Conn // set once dialed, for cancel
 
 	// Written by the drain goroutine, read by run.
 	rcvd     atomic.Uint64
@@ -324,7 +332,7 @@ func (s *session) next(idle time.Duration) (queued, bool) {
 			s.mu.Unlock()
 		})
 		deadline := time.Now().Add(idle)
-		for len(s.q) == 0 && time.Now().Before(deadline) && s.r.ctx.Err() == nil {
+		for len(s.q) == 0 && time.Now().Before(deadline) && !s.cancelled {
 			s.cond.Wait()
 		}
 		t.Stop()
@@ -338,6 +346,20 @@ func (s *session) next(idle time.Duration) (queued, bool) {
 	s.bytes -= len(q.ev.Data)
 	s.cond.Broadcast()
 	return q, true
+}
+
+// cancel runs when the replayer's context ends: it wakes the session
+// wherever it waits and aborts its connection, which also unblocks a write
+// to a target that stopped reading.
+func (s *session) cancel() {
+	s.mu.Lock()
+	s.cancelled = true
+	c := s.conn
+	s.cond.Broadcast()
+	s.mu.Unlock()
+	if c != nil {
+		c.Abort()
+	}
 }
 
 func (s *session) finish() {
@@ -384,6 +406,19 @@ func (s *session) count(o outcome, err error) {
 	}
 }
 
+// failure explains a failed write or close: when the target already reset
+// or closed the connection, that is the cause, not the local error.
+func (s *session) failure(err error) (outcome, error) {
+	select {
+	case <-s.rcvDone:
+		if s.rcvErr != nil {
+			return s.classify(s.rcvErr), s.rcvErr
+		}
+	default:
+	}
+	return s.classify(err), err
+}
+
 func (s *session) classify(err error) outcome {
 	e := s.r.cfg.Errors
 	switch {
@@ -412,6 +447,8 @@ func (s *session) waitUntil(at time.Time) {
 // run replays the session's events and counts its outcome once.
 func (s *session) run() {
 	defer s.finish()
+	stop := context.AfterFunc(s.r.ctx, s.cancel)
+	defer stop()
 	cfg := &s.r.cfg
 	idle := cfg.Idle
 	if idle <= 0 {
@@ -428,6 +465,15 @@ func (s *session) run() {
 		s.count(s.classify(err), err)
 		return
 	}
+	s.mu.Lock()
+	s.conn = conn
+	cancelled := s.cancelled
+	s.mu.Unlock()
+	if cancelled {
+		conn.Abort()
+		s.count(outFailed, s.r.ctx.Err())
+		return
+	}
 	go s.drain(conn)
 	defer conn.Close()
 
@@ -438,6 +484,11 @@ func (s *session) run() {
 
 	for {
 		q, ok := s.next(idle)
+		if s.r.ctx.Err() != nil {
+			conn.Abort()
+			s.count(outFailed, s.r.ctx.Err())
+			return
+		}
 		if !ok {
 			if s.r.ctx.Err() != nil {
 				conn.Abort()
@@ -459,12 +510,17 @@ func (s *session) run() {
 				wrote = false
 			}
 			s.waitUntil(q.at)
+			if s.r.ctx.Err() != nil {
+				conn.Abort()
+				s.count(outFailed, s.r.ctx.Err())
+				return
+			}
 			if !wrote {
 				mark = s.rcvd.Load()
 				wrote = true
 			}
 			if err := s.write(conn, ev.Data); err != nil {
-				s.count(s.classify(err), err)
+				s.count(s.failure(err))
 				return
 			}
 		case mirror.EvFin:
@@ -475,7 +531,7 @@ func (s *session) run() {
 			}
 			s.waitUntil(q.at)
 			if err := conn.CloseWrite(); err != nil {
-				s.count(s.classify(err), err)
+				s.count(s.failure(err))
 				return
 			}
 			s.count(s.awaitClose(conn, idle), nil)
@@ -504,7 +560,10 @@ func (s *session) run() {
 		case evEndOfInput:
 			// The capture ended without the client closing: let the last
 			// turn be answered, then close as a polite client would.
-			if wrote && !cfg.NoWait {
+			switch {
+			case waitTurn:
+				s.awaitAnswer(mark, pendingTurn)
+			case wrote:
 				s.awaitAnswer(mark, 1)
 			}
 			conn.CloseWrite()
