@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/google/gopacket"
+	"github.com/google/gopacket/layers"
 	"github.com/google/gopacket/pcapgo"
 
 	"github.com/stackcopy/stackcopy/netns-tests/lab"
@@ -327,40 +328,31 @@ func TestReplayCaptureHole(t *testing.T) {
 // starts at stream offset off. It returns the payload bytes removed.
 func cutSegmentAt(t *testing.T, in, out string, victim netip.Addr, off uint32) int {
 	t.Helper()
-	f, err := os.Open(in)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	r, err := pcapgo.NewReader(f)
-	if err != nil {
-		t.Fatal(err)
-	}
 	o, err := os.Create(out)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer o.Close()
 	w := pcapgo.NewWriter(o)
-	if err := w.WriteFileHeader(r.Snaplen(), r.LinkType()); err != nil {
+	// tcpdump on the lab's veths writes Ethernet with a 262144 snap length.
+	if err := w.WriteFileHeader(262144, layers.LinkTypeEthernet); err != nil {
 		t.Fatal(err)
 	}
 	var isn uint32
 	removed := 0
-	src := gopacket.NewPacketSource(r, r.LinkType())
-	for p := range src.Packets() {
+	eachPacket(t, in, func(p gopacket.Packet) {
 		if ip, tcp := ipTCP(p); ip != nil && tcp != nil && netip.AddrFrom4([4]byte(ip.SrcIP.To4())) == victim && tcp.DstPort == 80 {
 			if tcp.SYN {
 				isn = tcp.Seq + 1
 			} else if len(tcp.Payload) > 0 && tcp.Seq-isn == off && removed == 0 {
 				removed = len(tcp.Payload)
-				continue
+				return
 			}
 		}
 		if err := w.WritePacket(p.Metadata().CaptureInfo, p.Data()); err != nil {
 			t.Fatal(err)
 		}
-	}
+	})
 	if removed == 0 {
 		t.Fatalf("victim has no segment at stream offset %d", off)
 	}

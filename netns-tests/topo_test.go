@@ -244,41 +244,30 @@ type expectedRequest struct {
 // every client→server payload by sequence number, take each byte once.
 func clientStreams(t *testing.T, path string, server netip.AddrPort) map[netip.AddrPort][]byte {
 	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	r, err := pcapgo.NewReader(f)
-	if err != nil {
-		t.Fatal(err)
-	}
 	type piece struct {
 		seq  uint32
 		data []byte
 	}
 	isn := map[netip.AddrPort]uint32{}
 	pieces := map[netip.AddrPort][]piece{}
-	src := gopacket.NewPacketSource(r, r.LinkType())
-	for p := range src.Packets() {
-		ip4, _ := p.Layer(layers.LayerTypeIPv4).(*layers.IPv4)
-		tcp, _ := p.Layer(layers.LayerTypeTCP).(*layers.TCP)
+	eachPacket(t, path, func(p gopacket.Packet) {
+		ip4, tcp := ipTCP(p)
 		if ip4 == nil || tcp == nil {
-			continue
+			return
 		}
 		dst := netip.AddrPortFrom(netip.AddrFrom4([4]byte(ip4.DstIP.To4())), uint16(tcp.DstPort))
 		if dst != server {
-			continue
+			return
 		}
 		cl := netip.AddrPortFrom(netip.AddrFrom4([4]byte(ip4.SrcIP.To4())), uint16(tcp.SrcPort))
 		if tcp.SYN {
 			isn[cl] = tcp.Seq + 1
-			continue
+			return
 		}
 		if len(tcp.Payload) > 0 {
 			pieces[cl] = append(pieces[cl], piece{tcp.Seq, append([]byte(nil), tcp.Payload...)})
 		}
-	}
+	})
 	out := map[netip.AddrPort][]byte{}
 	for cl, ps := range pieces {
 		base, ok := isn[cl]
@@ -355,4 +344,21 @@ func ipTCP(p gopacket.Packet) (*layers.IPv4, *layers.TCP) {
 	ip4, _ := p.Layer(layers.LayerTypeIPv4).(*layers.IPv4)
 	tcp, _ := p.Layer(layers.LayerTypeTCP).(*layers.TCP)
 	return ip4, tcp
+}
+
+// eachPacket calls fn for every packet of a pcap file.
+func eachPacket(t *testing.T, path string, fn func(gopacket.Packet)) {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	r, err := pcapgo.NewReader(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for p := range gopacket.NewPacketSource(r, r.LinkType()).Packets() {
+		fn(p)
+	}
 }
