@@ -147,6 +147,9 @@ func New(ctx context.Context, cfg Config, dial DialFunc, log *slog.Logger) *Repl
 	if cfg.DialTimeout <= 0 {
 		cfg.DialTimeout = def.DialTimeout
 	}
+	if cfg.TurnWait <= 0 {
+		cfg.TurnWait = def.TurnWait
+	}
 	if cfg.MaxHandshakes <= 0 {
 		cfg.MaxHandshakes = def.MaxHandshakes
 	}
@@ -326,12 +329,14 @@ func (s *session) next(idle time.Duration) (queued, bool) {
 	defer s.mu.Unlock()
 	if len(s.q) == 0 {
 		// sync.Cond has no timeout; a timer broadcast stands in for one.
+		// The deadline is taken before the timer starts, so the timer's
+		// one wake-up can never come before it.
+		deadline := time.Now().Add(idle)
 		t := time.AfterFunc(idle, func() {
 			s.mu.Lock()
 			s.cond.Broadcast()
 			s.mu.Unlock()
 		})
-		deadline := time.Now().Add(idle)
 		for len(s.q) == 0 && time.Now().Before(deadline) && !s.cancelled {
 			s.cond.Wait()
 		}
@@ -475,7 +480,10 @@ func (s *session) run() {
 		return
 	}
 	go s.drain(conn)
-	defer conn.Close()
+	defer func() {
+		conn.Close()
+		<-s.rcvDone // the drain ends with the connection: counters are final at Wait
+	}()
 
 	mark := uint64(0)   // answer bytes before the current turn's first write
 	wrote := false      // the current turn has written bytes
@@ -589,6 +597,9 @@ func (s *session) dial() (Conn, error) {
 		return nil, s.r.ctx.Err()
 	}
 	defer func() { <-s.r.dialing }()
+	if err := s.r.ctx.Err(); err != nil {
+		return nil, err
+	}
 	ctx, cancel := context.WithTimeout(s.r.ctx, s.r.cfg.DialTimeout)
 	defer cancel()
 	conn, err := s.r.dial(ctx, s.src, s.target)
@@ -621,9 +632,10 @@ func (s *session) drain(c Conn) {
 	for {
 		n, err := c.Discard()
 		if n > 0 {
+			// lastRcv first: awaitAnswer reads rcvd, then lastRcv.
+			s.lastRcv.Store(time.Now().UnixNano())
 			s.rcvd.Add(uint64(n))
 			s.r.s.received.Add(uint64(n))
-			s.lastRcv.Store(time.Now().UnixNano())
 			select {
 			case s.progress <- struct{}{}:
 			default:
