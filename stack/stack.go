@@ -226,6 +226,20 @@ func (st *Stack) DeliverFrom(r PacketReader) error {
 // zero src port lets the stack choose a free one for src's address. ctx
 // bounds the handshake: gVisor's own SYN retries go on for ~2 minutes.
 func (st *Stack) DialFrom(ctx context.Context, src, dst netip.AddrPort) (*Conn, error) {
+	return st.DialFromWith(ctx, src, dst, DialOptions{})
+}
+
+// DialOptions adjust one dial.
+type DialOptions struct {
+	// BeforeConnect runs once the forged address is bound (a zero source
+	// port is chosen by then) and before the SYN leaves: an intercept must
+	// know where to route the SYN-ACK before it exists. An error aborts the
+	// dial.
+	BeforeConnect func(local netip.AddrPort) error
+}
+
+// DialFromWith is DialFrom with options.
+func (st *Stack) DialFromWith(ctx context.Context, src, dst netip.AddrPort, opts DialOptions) (*Conn, error) {
 	if !src.Addr().IsValid() || !dst.IsValid() {
 		return nil, fmt.Errorf("stack: dial %v from %v: invalid address", dst, src)
 	}
@@ -246,6 +260,17 @@ func (st *Stack) DialFrom(ctx context.Context, src, dst netip.AddrPort) (*Conn, 
 	if terr := ep.Bind(local); terr != nil {
 		ep.Close()
 		return nil, fmt.Errorf("stack: bind %v: %w", src, convertErr(terr))
+	}
+	if opts.BeforeConnect != nil {
+		lp, terr := ep.GetLocalAddress()
+		if terr != nil {
+			ep.Close()
+			return nil, fmt.Errorf("stack: bound address for %v: %w", src, convertErr(terr))
+		}
+		if err := opts.BeforeConnect(netip.AddrPortFrom(src.Addr(), lp.Port)); err != nil {
+			ep.Close()
+			return nil, fmt.Errorf("stack: dial %v from %v: %w", dst, src, err)
+		}
 	}
 	entry, notify := waiter.NewChannelEntry(waiter.WritableEvents)
 	wq.EventRegister(&entry)

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -306,3 +307,36 @@ func TestSameForgedTupleTwiceIsPortInUse(t *testing.T) {
 var _ net.Conn = (*Conn)(nil)
 
 func bufferOf(b []byte) buffer.Buffer { return buffer.MakeWithData(b) }
+
+func TestBeforeConnectSeesChosenPort(t *testing.T) {
+	st, p := newPair(t)
+	l := p.listen(t, 80)
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	var seen netip.AddrPort
+	c, err := st.DialFromWith(context.Background(), netip.MustParseAddrPort("198.18.1.5:0"), netip.AddrPortFrom(targetAddr, 80),
+		DialOptions{BeforeConnect: func(local netip.AddrPort) error { seen = local; return nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if seen.Port() == 0 || seen != c.Local() {
+		t.Fatalf("BeforeConnect saw %v, connection is from %v", seen, c.Local())
+	}
+	before := p.written.Load()
+	_, err = st.DialFromWith(context.Background(), netip.MustParseAddrPort("198.18.1.5:0"), netip.AddrPortFrom(targetAddr, 80),
+		DialOptions{BeforeConnect: func(netip.AddrPort) error { return errors.New("no intercept") }})
+	if err == nil || !strings.Contains(err.Error(), "no intercept") {
+		t.Fatalf("dial with a failing hook: %v", err)
+	}
+	if d := p.written.Load() - before; d != 0 {
+		t.Fatalf("%d packets left although the hook refused the dial", d)
+	}
+}

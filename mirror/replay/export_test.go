@@ -6,11 +6,12 @@ import "github.com/stackcopy/stackcopy/mirror"
 // the replayer still tracks k. Tests use it to check the QueueBytes bound.
 func (r *Replayer) QueuedBytes(k mirror.SessionKey) (int, bool) {
 	r.mu.Lock()
-	s := r.sessions[k]
+	copies := r.sessions[k]
 	r.mu.Unlock()
-	if s == nil {
+	if len(copies) == 0 {
 		return 0, false
 	}
+	s := copies[0]
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.bytes, true
@@ -20,11 +21,12 @@ func (r *Replayer) QueuedBytes(k mirror.SessionKey) (int, bool) {
 // FIN, RST or another read error, or k has no running session (it ended).
 func (r *Replayer) TargetEnded(k mirror.SessionKey) bool {
 	r.mu.Lock()
-	s := r.sessions[k]
+	copies := r.sessions[k]
 	r.mu.Unlock()
-	if s == nil {
+	if len(copies) == 0 {
 		return true
 	}
+	s := copies[0]
 	select {
 	case <-s.rcvDone:
 		return true

@@ -12,6 +12,7 @@ import (
 	"io"
 	"log/slog"
 	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -76,6 +77,15 @@ type Config struct {
 	Errors Errors
 	// Keep samples sessions (tcpcopy -r); nil keeps all.
 	Keep func(mirror.SessionKey) bool
+	// Admit is asked before each new session; false sheds it (counted), as
+	// the memory limit (-m) does before it is crossed. nil admits all.
+	Admit func() bool
+	// Copies replays each session this many times (tcpcopy -n); copies
+	// after the first get a port the stack picks, so 4-tuples never collide.
+	Copies int
+	// PortOffset shifts captured client ports (tcpcopy -f), so several
+	// instances replaying the same capture do not collide.
+	PortOffset int
 }
 
 // DefaultConfig returns the defaults documented in --help.
@@ -96,6 +106,7 @@ type Stats struct {
 	Sessions        uint64 // sessions opened (SYN captured, matched by -x)
 	Unmatched       uint64 // sessions whose server matched no -x entry
 	SampledOut      uint64 // sessions left out by Keep (-r)
+	Shed            uint64 // sessions refused by Admit (memory limit -m)
 	Completed       uint64 // all client bytes delivered, ended as captured
 	ClientResets    uint64 // all bytes before the client's RST delivered, RST replayed
 	TargetResets    uint64 // the target reset or closed before all bytes were delivered
@@ -118,7 +129,7 @@ type Replayer struct {
 	ctx  context.Context
 
 	mu       sync.Mutex
-	sessions map[mirror.SessionKey]*session
+	sessions map[mirror.SessionKey][]*session // the copies (-n) of each live session
 	wg       sync.WaitGroup
 	dialing  chan struct{} // a token per handshake in flight
 
@@ -127,7 +138,7 @@ type Replayer struct {
 	wall0 time.Time
 
 	s struct {
-		sessions, unmatched, sampled, completed, clientResets, targetResets, refused, timedOut,
+		sessions, unmatched, sampled, shed, completed, clientResets, targetResets, refused, timedOut,
 		gaps, failed, sent, received, turns, unanswered, remapped atomic.Uint64
 	}
 }
@@ -153,7 +164,7 @@ func New(ctx context.Context, cfg Config, dial DialFunc, log *slog.Logger) *Repl
 	if cfg.MaxHandshakes <= 0 {
 		cfg.MaxHandshakes = def.MaxHandshakes
 	}
-	return &Replayer{cfg: cfg, dial: dial, log: log, ctx: ctx, sessions: make(map[mirror.SessionKey]*session),
+	return &Replayer{cfg: cfg, dial: dial, log: log, ctx: ctx, sessions: make(map[mirror.SessionKey][]*session),
 		dialing: make(chan struct{}, cfg.MaxHandshakes)}
 }
 
@@ -196,15 +207,13 @@ func (r *Replayer) Event(k mirror.SessionKey, ev mirror.Event) {
 		}
 	}
 	r.mu.Lock()
-	s := r.sessions[k]
+	copies := r.sessions[k]
 	if ev.Kind == mirror.EvOpen {
-		if s != nil {
+		for _, old := range copies {
 			// A new SYN on the key: the tracker sends the old session
 			// nothing more, so end it as if its capture ended.
-			old := s
 			defer old.push(mirror.Event{Kind: evEndOfInput}, time.Time{})
 		}
-		s = nil
 		delete(r.sessions, k)
 		target, ok := r.cfg.Transfers.Match(k.Server)
 		if !ok {
@@ -217,28 +226,44 @@ func (r *Replayer) Event(k mirror.SessionKey, ev mirror.Event) {
 			r.s.sampled.Add(1)
 			return
 		}
-		s = r.newSession(k, target)
-		r.sessions[k] = s
-		r.mu.Unlock()
-		r.s.sessions.Add(1)
-		r.wg.Add(1)
-		go func() {
-			defer r.wg.Done()
-			s.run()
-			r.mu.Lock()
-			if r.sessions[k] == s {
-				delete(r.sessions, k)
-			}
+		if r.cfg.Admit != nil && !r.cfg.Admit() {
 			r.mu.Unlock()
-		}()
-		s.push(ev, at)
+			r.s.shed.Add(1)
+			return
+		}
+		n := max(r.cfg.Copies, 1)
+		copies = make([]*session, n)
+		for i := range copies {
+			copies[i] = r.newSession(k, target, i)
+		}
+		r.sessions[k] = copies
+		r.mu.Unlock()
+		for _, s := range copies {
+			r.s.sessions.Add(1)
+			r.wg.Add(1)
+			go func() {
+				defer r.wg.Done()
+				s.run()
+				r.mu.Lock()
+				if cur := r.sessions[k]; slices.Contains(cur, s) {
+					// Still this generation of the key: forget the ended copy.
+					rest := slices.DeleteFunc(slices.Clone(cur), func(x *session) bool { return x == s })
+					if len(rest) == 0 {
+						delete(r.sessions, k)
+					} else {
+						r.sessions[k] = rest
+					}
+				}
+				r.mu.Unlock()
+			}()
+			s.push(ev, at)
+		}
 		return
 	}
 	r.mu.Unlock()
-	if s == nil {
-		return // unmatched session, or one that already ended
+	for _, s := range copies { // none: unmatched, or already ended
+		s.push(ev, at)
 	}
-	s.push(ev, at)
 }
 
 // CloseInput says the capture is over: sessions without a captured ending
@@ -246,8 +271,8 @@ func (r *Replayer) Event(k mirror.SessionKey, ev mirror.Event) {
 func (r *Replayer) CloseInput() {
 	r.mu.Lock()
 	all := make([]*session, 0, len(r.sessions))
-	for _, s := range r.sessions {
-		all = append(all, s)
+	for _, copies := range r.sessions {
+		all = append(all, copies...)
 	}
 	r.mu.Unlock()
 	for _, s := range all {
@@ -261,7 +286,7 @@ func (r *Replayer) Wait() { r.wg.Wait() }
 // Stats returns the counters so far.
 func (r *Replayer) Stats() Stats {
 	return Stats{
-		Sessions: r.s.sessions.Load(), Unmatched: r.s.unmatched.Load(), SampledOut: r.s.sampled.Load(), Completed: r.s.completed.Load(),
+		Sessions: r.s.sessions.Load(), Unmatched: r.s.unmatched.Load(), SampledOut: r.s.sampled.Load(), Shed: r.s.shed.Load(), Completed: r.s.completed.Load(),
 		ClientResets: r.s.clientResets.Load(), TargetResets: r.s.targetResets.Load(), Refused: r.s.refused.Load(),
 		TimedOut: r.s.timedOut.Load(), Gaps: r.s.gaps.Load(), Failed: r.s.failed.Load(),
 		BytesSent: r.s.sent.Load(), BytesReceived: r.s.received.Load(), Turns: r.s.turns.Load(),
@@ -280,6 +305,7 @@ type queued struct {
 type session struct {
 	r      *Replayer
 	key    mirror.SessionKey
+	copy   int // 0 for the session as captured, 1.. for -n copies
 	src    netip.AddrPort
 	target netip.AddrPort
 
@@ -299,12 +325,21 @@ type session struct {
 	progress chan struct{} // poked on every answer read
 }
 
-func (r *Replayer) newSession(k mirror.SessionKey, target netip.AddrPort) *session {
-	src := k.Client
+func (r *Replayer) newSession(k mirror.SessionKey, target netip.AddrPort, copy int) *session {
+	addr := k.Client.Addr()
 	if r.cfg.Pool != nil {
-		src = netip.AddrPortFrom(r.cfg.Pool.Map(src.Addr()), src.Port())
+		addr = r.cfg.Pool.Map(addr)
 	}
-	s := &session{r: r, key: k, src: src, target: target, rcvDone: make(chan struct{}), progress: make(chan struct{}, 1)}
+	port := k.Client.Port()
+	if r.cfg.PortOffset != 0 {
+		// Keep shifted ports in the unprivileged range, as tcpcopy -f does.
+		port = uint16(1024 + (int(port)-1024+r.cfg.PortOffset+64512)%64512)
+	}
+	if copy > 0 {
+		port = 0 // further copies (-n): the stack picks a free port, no collisions
+	}
+	src := netip.AddrPortFrom(addr, port)
+	s := &session{r: r, key: k, copy: copy, src: src, target: target, rcvDone: make(chan struct{}), progress: make(chan struct{}, 1)}
 	s.cond = sync.NewCond(&s.mu)
 	return s
 }

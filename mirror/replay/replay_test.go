@@ -1502,3 +1502,43 @@ func TestReopenedKey(t *testing.T) {
 		t.Errorf("stats %+v: want 2 sessions, the new one Completed, none timed out", st)
 	}
 }
+
+// TestCopiesOffsetAdmit: -n 3 replays each session three times, the first
+// from the captured port shifted by -f, the others from stack-chosen ports;
+// Admit sheds sessions and counts them.
+func TestCopiesOffsetAdmit(t *testing.T) {
+	t.Parallel()
+	d := &dialer{}
+	srv := newServer(t, serverOpts{answer: 3})
+	admitted := 0
+	r, _ := newReplayer(t, srv.addr, d, func(c *replay.Config) {
+		c.Copies, c.PortOffset = 3, 100
+		c.Admit = func() bool { admitted++; return admitted <= 1 } // the second session is shed
+	}, srv.close)
+	k1 := mirror.SessionKey{Client: netip.MustParseAddrPort("192.0.2.10:4000"), Server: capturedServer}
+	k2 := mirror.SessionKey{Client: netip.MustParseAddrPort("192.0.2.11:4000"), Server: capturedServer}
+	feed(r, k1, open(), data("req\n"), turn(3), data("again\n"), fin())
+	feed(r, k2, open(), data("shed\n"), fin())
+	r.CloseInput()
+	if !waitReplay(r, bound) {
+		t.Fatal("Wait did not return")
+	}
+	recs := srv.waitConns(t, 3)
+	for _, rec := range recs {
+		if string(rec.data) != "req\nagain\n" || rec.end != endFIN {
+			t.Errorf("a copy delivered %q, end %q; want every copy to replay the whole session", rec.data, rec.end)
+		}
+	}
+	var ports []uint16
+	for _, c := range d.snapshot() {
+		if c.src.Addr() != k1.Client.Addr() {
+			t.Errorf("dial from %v, want the captured address %v", c.src, k1.Client.Addr())
+		}
+		ports = append(ports, c.src.Port())
+	}
+	slices.Sort(ports)
+	if !slices.Equal(ports, []uint16{0, 0, 4100}) {
+		t.Errorf("dialed from ports %v, want the captured port shifted by -f once and two stack-chosen ports", ports)
+	}
+	expectStats(t, r.Stats(), map[string]uint64{"Sessions": 3, "Completed": 3, "Shed": 1, "BytesSent": 30})
+}
