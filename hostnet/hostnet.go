@@ -55,6 +55,22 @@ func (d *Device) Route(a netip.Addr) error {
 	if _, ok := d.routes[a]; ok {
 		return nil
 	}
+	// If this host reaches a on a real, specific route (a connected
+	// subnet, a host route), real users live there: routing a into the TUN
+	// would divert this host's own answers to them into the stack.
+	if cur, err := netlink.RouteGet(a.AsSlice()); err == nil && len(cur) > 0 {
+		r := cur[0]
+		if r.LinkIndex != d.link.Attrs().Index && r.Gw == nil && r.Type != unix.RTN_LOCAL {
+			via := "another interface"
+			if l, err := netlink.LinkByIndex(r.LinkIndex); err == nil {
+				via = l.Attrs().Name
+			}
+			return fmt.Errorf("hostnet: forged client %s is on-link via %s here: routing it into %s would divert this host's answers to the real client; use -c POOL to forge other addresses, or intercept (-s)", a, via, d.link.Attrs().Name)
+		}
+		if r.Type == unix.RTN_LOCAL {
+			return fmt.Errorf("hostnet: forged client %s is an address of this host; use -c POOL", a)
+		}
+	}
 	bits := 32
 	if a.Is6() {
 		bits = 128

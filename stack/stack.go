@@ -56,6 +56,9 @@ type Config struct {
 	MaxRTO time.Duration
 	// MinRTO floors the retransmission timeout (Linux: 200 ms).
 	MinRTO time.Duration
+	// MSS, when set, is the MSS the forged clients advertise (tcpcopy -D);
+	// otherwise it follows from the MTU.
+	MSS int
 }
 
 // DefaultConfig is tuned for replaying many sessions, including large
@@ -94,6 +97,7 @@ const (
 
 // Stack is one gVisor stack acting as every forged client.
 type Stack struct {
+	cfg  Config
 	s    *gstack.Stack
 	link *linkEndpoint
 	log  *slog.Logger
@@ -126,7 +130,7 @@ func New(cfg Config, w Wire, log *slog.Logger) (*Stack, error) {
 		NetworkProtocols:   []gstack.NetworkProtocolFactory{ipv4.NewProtocol, ipv6.NewProtocol},
 		TransportProtocols: []gstack.TransportProtocolFactory{proto},
 	})
-	st := &Stack{s: s, log: log}
+	st := &Stack{cfg: cfg, s: s, log: log}
 	fail := func(err error) (*Stack, error) {
 		s.Destroy()
 		w.Close()
@@ -260,6 +264,12 @@ func (st *Stack) DialFromWith(ctx context.Context, src, dst netip.AddrPort, opts
 	if terr := ep.Bind(local); terr != nil {
 		ep.Close()
 		return nil, fmt.Errorf("stack: bind %v: %w", src, convertErr(terr))
+	}
+	if st.cfg.MSS > 0 {
+		if terr := ep.SetSockOptInt(tcpip.MaxSegOption, st.cfg.MSS); terr != nil {
+			ep.Close()
+			return nil, fmt.Errorf("stack: MSS %d: %w", st.cfg.MSS, convertErr(terr))
+		}
 	}
 	if opts.BeforeConnect != nil {
 		lp, terr := ep.GetLocalAddress()

@@ -4,7 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/netip"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -44,11 +46,27 @@ type config struct {
 	txqueuelen int
 	pprofAddr  string
 	handshakes int
+
+	live       bool     // -i names interfaces: mirror live traffic
+	filter     string   // -F: pcap filter for live capture
+	intercepts []string // -s
+	channels   int      // -C
+	keyFile    string
+	copies     int // -n
+	portOffset int // -f
+	memoryMiB  int // -m
+	pidFile    string
+	mss        int  // -D
+	onlySYN    bool // -O: the only behaviour here; accepted for tcpcopy users
 }
 
-const usageHead = `Usage: stackcopy -x TRANSFER -i CAPTURE [options]
+// keyEnv holds the relay key when --key-file is not given.
+const keyEnv = "STACKCOPY_RELAY_KEY"
 
-Replays every TCP session of a pcap/pcapng capture to a test server. Each
+const usageHead = `Usage: stackcopy -x TRANSFER -i CAPTURE|IFACE [options]
+
+Replays every TCP session of a pcap/pcapng capture, or mirrors live traffic
+captured on network interfaces, to a test server. Each
 session is a real TCP connection opened by a userspace TCP stack (gVisor)
 from the session's original client address, so the target sees the real
 client IPs, real handshakes, windows, SACK and retransmissions, and any
@@ -68,6 +86,13 @@ Examples:
   # as fast as the target answers, half of the sessions, no turn waiting
   stackcopy -x 80-198.18.2.2:80 -i capture.pcap --speed 0 -r 50 -W
 
+  # live, traditional: capture on eth0, answers relayed by intercept on the
+  # target (key in STACKCOPY_RELAY_KEY or --key-file), raw egress, 3 copies
+  stackcopy -x 80-198.18.2.2:80 -i eth0 -s 198.18.2.2 -o raw -n 3
+
+  # live, advanced: answers caught by intercept on an assistant host
+  stackcopy -x 80-198.18.2.2:80 -i eth0 -s 198.18.2.3:36524 -C 2 -o eth0
+
 Options:
 `
 
@@ -83,9 +108,16 @@ The target host must route the forged client addresses back to this host,
 e.g. on the target: ip route add 198.18.1.0/24 via <this host>. This host
 needs net.ipv4.ip_forward=1; stackcopy checks and names the fix.
 
-tcpcopy flags not here yet: -s, -C (intercept channels), -n, -f, -m, -D,
--F, -O, -P; live capture (-i IFACE) and raw egress (-o raw|IFACE) come with
-intercept. -a is spelled --speed, -T is --loop, -M is --mtu.
+Live mode: when -i names interfaces (or "any"), stackcopy captures with
+AF_PACKET and a kernel filter built from -x (or -F), mirrors sessions as they
+happen (sessions whose SYN it did not see are skipped and counted), and runs
+until SIGINT/SIGTERM; then sessions get one turn to finish. With -s the
+target's answers come back through intercept (see 'intercept --help'); with
+-o raw or -o IFACE they can only come back that way.
+
+tcpcopy's -a is --speed, -T is --loop; -O (only sessions with a SYN) is
+always the behaviour here; -R, -U, -k, -L, -g, -d are not needed or not
+supported.
 
 Exit status: 0 every session completed; 3 some sessions did not complete
 (see the summary); 1 stackcopy could not do its job; 2 bad usage.
@@ -132,8 +164,18 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	c.timeout = 120 * time.Second
 	c.turnWait = 2 * time.Second
 	fs.StringVarP(&transfer, "transfer", "x", "", "what to replay where: [onlineIP:]onlinePort-targetIP:targetPort[,...]")
-	fs.StringSliceVarP(&c.inputs, "input", "i", nil, "capture file(s) to replay (pcap or pcapng; Ethernet, Linux SLL/SLL2 or raw IP)")
-	fs.StringVarP(&c.output, "output", "o", "tun", "egress: tun")
+	fs.StringSliceVarP(&c.inputs, "input", "i", nil, "capture file(s) to replay (pcap or pcapng; Ethernet, Linux SLL/SLL2 or raw IP), or interfaces to capture on live (any = all)")
+	fs.StringVarP(&c.output, "output", "o", "tun", "egress: tun, raw (IP_HDRINCL socket), or IFACE[@NEXT-HOP-MAC] (link layer)")
+	fs.StringVarP(&c.filter, "filter", "F", "", "live: pcap filter that replaces the one built from -x (compiled by tcpdump)")
+	fs.StringSliceVarP(&c.intercepts, "intercepts", "s", nil, "intercept addresses ip[:port] (default port 36524) that relay the target's answers")
+	fs.IntVarP(&c.channels, "channels", "C", 1, "connections to each intercept")
+	fs.StringVar(&c.keyFile, "key-file", "", "relay key file (mode 0600); default: the "+keyEnv+" environment variable")
+	fs.IntVarP(&c.copies, "copies", "n", 1, "replay each session this many times, each copy from a distinct 4-tuple")
+	fs.IntVarP(&c.portOffset, "port-offset", "f", 0, "shift captured client ports by this much (several instances on one capture)")
+	fs.IntVarP(&c.memoryMiB, "memory", "m", 0, "memory limit in MiB: new sessions are shed (counted) before it is crossed; 0 = none")
+	fs.StringVarP(&c.pidFile, "pid-file", "P", "", "write the process ID to this file")
+	fs.IntVarP(&c.mss, "mss", "D", 0, "MSS the forged clients advertise (default: from the MTU)")
+	fs.BoolVarP(&c.onlySYN, "only-syn", "O", true, "replay only sessions whose SYN was captured (always on)")
 	fs.StringVar(&c.tunName, "tun", "stackcopy0", "name of the TUN device to create")
 	fs.BoolVar(&c.noRoutes, "no-routes", false, "do not route forged client addresses into the TUN (you route them)")
 	fs.StringVarP(&clients, "clients", "c", "", "rewrite client addresses onto this pool: IP,IP,... or a.b.c.x (.1-.254)")
@@ -183,8 +225,9 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	}
 	c.transfers = ts
 	if len(c.inputs) == 0 {
-		return nil, errors.New("-i/--input is required: a pcap or pcapng file to replay")
+		return nil, errors.New("-i/--input is required: a pcap or pcapng file to replay, or an interface to mirror")
 	}
+
 	if clients != "" {
 		var targets []netip.Addr
 		for _, t := range ts {
@@ -215,8 +258,60 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	if c.gso != "coalesce" && c.gso != "host" && c.gso != "off" {
 		return nil, fmt.Errorf("--gso: %q, want coalesce, host or off", c.gso)
 	}
-	if c.output != "tun" {
-		return nil, fmt.Errorf("-o: %q: only tun egress is available in this version", c.output)
+	if c.live, err = classifyInputs(c.inputs); err != nil {
+		return nil, fmt.Errorf("-i: %w", err)
+	}
+	switch {
+	case c.filter != "" && !c.live:
+		return nil, errors.New("-F: a capture filter applies to live capture (-i IFACE), not to files")
+	case c.output != "tun" && len(c.intercepts) == 0:
+		return nil, fmt.Errorf("-o %s: the target's answers can only come back through intercept: give -s", c.output)
+	case c.output == "":
+		return nil, errors.New("-o: empty egress")
+	case c.channels < 1 || c.channels > 64:
+		return nil, fmt.Errorf("-C: %d channels, want 1..64", c.channels)
+	case c.copies < 1 || c.copies > 1023:
+		return nil, fmt.Errorf("-n: %d copies, want 1..1023", c.copies)
+	case c.portOffset < 0 || c.portOffset > 64511:
+		return nil, fmt.Errorf("-f: port offset %d, want 0..64511", c.portOffset)
+	case c.memoryMiB < 0:
+		return nil, fmt.Errorf("-m: %d MiB is negative", c.memoryMiB)
+	case c.mss != 0 && (c.mss < 88 || c.mss > c.mtu-40):
+		return nil, fmt.Errorf("-D: MSS %d, want 88..%d (MTU - 40)", c.mss, c.mtu-40)
+	case !c.onlySYN:
+		return nil, errors.New("-O=false: joining sessions mid-stream is not supported; they are skipped and counted")
+	}
+	if c.live && c.loops != 1 {
+		return nil, errors.New("--loop: live traffic cannot be looped")
 	}
 	return c, nil
+}
+
+// classifyInputs says whether -i names capture files (false) or network
+// interfaces (true); mixing both is an error.
+func classifyInputs(inputs []string) (live bool, err error) {
+	files, ifaces := 0, 0
+	for _, in := range inputs {
+		if st, err := os.Stat(in); err == nil && !st.IsDir() {
+			files++
+			continue
+		}
+		if in == "any" {
+			ifaces++
+			continue
+		}
+		if _, err := net.InterfaceByName(in); err == nil {
+			ifaces++
+			continue
+		}
+		if strings.ContainsAny(in, "/.") {
+			files++ // a path: opening it will say what is wrong
+			continue
+		}
+		return false, fmt.Errorf("%s: neither a capture file nor a network interface", in)
+	}
+	if files > 0 && ifaces > 0 {
+		return false, errors.New("capture files and interfaces cannot be mixed")
+	}
+	return ifaces > 0, nil
 }

@@ -54,7 +54,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		go srv.Serve(ln)
 		defer srv.Close()
 	}
-	sum, err := replayOffline(ctx, cfg, stderr)
+	sum, err := replayRun(ctx, cfg, stderr)
 	if sum != nil {
 		sum.print(stdout)
 		if cfg.statsJSON != "" {

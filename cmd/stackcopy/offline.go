@@ -6,12 +6,17 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/netip"
 	"os"
+	"strconv"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/stackcopy/stackcopy/hostnet"
+	"github.com/stackcopy/stackcopy/intercept/relay"
 	"github.com/stackcopy/stackcopy/mirror"
 	"github.com/stackcopy/stackcopy/mirror/replay"
 	"github.com/stackcopy/stackcopy/stack"
@@ -36,9 +41,114 @@ func newLogger(cfg *config, stderr io.Writer) (*slog.Logger, func(), error) {
 	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level})), closeLog, nil
 }
 
-// replayOffline replays the capture files cfg.loops times through a TUN.
-// It returns a summary whenever sessions were replayed, also with an error.
-func replayOffline(ctx context.Context, cfg *config, stderr io.Writer) (*summary, error) {
+// egress is where forged packets leave and how answers come back.
+type egress struct {
+	wire stack.Wire
+	tun  *stack.TUN      // TUN loop: the kernel routes answers into it
+	dev  *hostnet.Device // routes added for forged clients (TUN only)
+}
+
+func openEgress(cfg *config, log *slog.Logger) (*egress, error) {
+	switch cfg.output {
+	case "tun":
+		tun, err := stack.OpenTUN(cfg.tunName)
+		if err != nil {
+			return nil, err
+		}
+		dev, err := hostnet.Setup(tun.Name(), cfg.mtu, cfg.txqueuelen)
+		if err != nil {
+			tun.Close()
+			return nil, err
+		}
+		for _, t := range cfg.transfers {
+			if err := hostnet.Preflight(tun.Name(), t.Target.Addr(), !cfg.noRoutes); err != nil {
+				tun.Close()
+				return nil, err
+			}
+		}
+		return &egress{wire: tun, tun: tun, dev: dev}, nil
+	case "raw":
+		w, err := stack.OpenRaw()
+		if err != nil {
+			return nil, err
+		}
+		return &egress{wire: w}, nil
+	}
+	// -o IFACE[@MAC]: link-layer injection towards the next hop.
+	iface, macText, _ := strings.Cut(cfg.output, "@")
+	var mac net.HardwareAddr
+	var err error
+	if macText != "" {
+		if mac, err = net.ParseMAC(macText); err != nil {
+			return nil, fmt.Errorf("-o %s: next-hop MAC: %w", cfg.output, err)
+		}
+	} else if mac, err = stack.ResolveNextHop(iface, cfg.transfers[0].Target.Addr()); err != nil {
+		return nil, err
+	}
+	log.Info("link-layer egress", "interface", iface, "next_hop", mac)
+	w, err := stack.OpenAFPacket(iface, mac)
+	if err != nil {
+		return nil, err
+	}
+	return &egress{wire: w}, nil
+}
+
+// rssBytes reads the process's resident set size.
+func rssBytes() uint64 {
+	b, err := os.ReadFile("/proc/self/statm")
+	if err != nil {
+		return 0
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 2 {
+		return 0
+	}
+	pages, _ := strconv.ParseUint(f[1], 10, 64)
+	return pages * uint64(os.Getpagesize())
+}
+
+// memoryGate admits new sessions while the process stays clear of limit:
+// tcpcopy's -m exits when crossed; here sessions are shed (and counted)
+// before it is. RSS is sampled at most every 100 ms.
+type memoryGate struct {
+	limit   uint64
+	reserve uint64 // headroom kept for sessions already admitted
+	last    atomic.Int64
+	rss     atomic.Uint64
+}
+
+func (g *memoryGate) admit() bool {
+	now := time.Now().UnixNano()
+	if now-g.last.Load() > int64(100*time.Millisecond) {
+		g.last.Store(now)
+		g.rss.Store(rssBytes())
+	}
+	return g.rss.Load()+g.reserve < g.limit
+}
+
+// unregisterDelay keeps a finished session's forged address registered
+// with the intercepts for a while: the target's last ACKs and
+// retransmissions must still be caught, or they would leak to the real
+// client.
+const unregisterDelay = 30 * time.Second
+
+// relayedConn unregisters its forged address from the intercepts once,
+// some time after the session ended.
+type relayedConn struct {
+	*stack.Conn
+	once       sync.Once
+	unregister func()
+}
+
+func (c *relayedConn) done() { c.once.Do(func() { time.AfterFunc(unregisterDelay, c.unregister) }) }
+
+func (c *relayedConn) Close() error { c.done(); return c.Conn.Close() }
+func (c *relayedConn) Abort()       { c.done(); c.Conn.Abort() }
+
+// replayRun replays the capture files cfg.loops times, or mirrors live
+// traffic until ctx ends. It returns a summary whenever sessions were
+// replayed, also with an error.
+func replayRun(ctx context.Context, cfg *config, stderr io.Writer) (*summary, error) {
 	log, closeLog, err := newLogger(cfg, stderr)
 	if err != nil {
 		return nil, err
@@ -47,95 +157,143 @@ func replayOffline(ctx context.Context, cfg *config, stderr io.Writer) (*summary
 
 	// Check the inputs before touching the host: a typo should not leave a
 	// TUN behind or need root.
-	for _, path := range cfg.inputs {
-		src, err := mirror.OpenFile(path)
-		if err != nil {
-			return nil, err
+	if !cfg.live {
+		for _, path := range cfg.inputs {
+			src, err := mirror.OpenFile(path)
+			if err != nil {
+				return nil, err
+			}
+			src.Close()
 		}
-		src.Close()
 	}
 	for _, t := range cfg.transfers {
 		if !t.Target.Addr().Is4() {
 			return nil, fmt.Errorf("-x: target %v: only IPv4 targets are replayed in this version", t.Target)
 		}
 	}
-
-	tun, err := stack.OpenTUN(cfg.tunName)
-	if err != nil {
-		return nil, err
-	}
-	dev, err := hostnet.Setup(tun.Name(), cfg.mtu, cfg.txqueuelen)
-	if err != nil {
-		tun.Close()
-		return nil, err
-	}
-	for _, t := range cfg.transfers {
-		if err := hostnet.Preflight(tun.Name(), t.Target.Addr(), !cfg.noRoutes); err != nil {
-			tun.Close()
-			return nil, err
+	var key relay.Key
+	if len(cfg.intercepts) > 0 {
+		if cfg.keyFile != "" {
+			key, err = relay.LoadKey(cfg.keyFile)
+		} else {
+			key, err = relay.KeyFromEnv(keyEnv)
 		}
+		if err != nil {
+			return nil, fmt.Errorf("-s: %w", err)
+		}
+	}
+	if cfg.pidFile != "" {
+		if err := os.WriteFile(cfg.pidFile, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644); err != nil {
+			return nil, fmt.Errorf("-P: %w", err)
+		}
+		defer os.Remove(cfg.pidFile)
+	}
+
+	eg, err := openEgress(cfg, log)
+	if err != nil {
+		return nil, err
 	}
 	scfg := stack.DefaultConfig()
 	scfg.MTU = uint32(cfg.mtu)
+	scfg.MSS = cfg.mss
 	scfg.CongestionControl = cfg.cc
 	scfg.RACK = cfg.rack
-	switch cfg.gso {
-	case "host":
-		scfg.GSO = stack.GSOHost
-	case "coalesce":
-		scfg.GSO = stack.GSOCoalesce
-	case "off":
-		scfg.GSO = stack.GSOOff
-	}
 	scfg.MinRTO = cfg.minRTO
 	scfg.SendBufferMax = cfg.sendBuf
 	scfg.SendBuffer = min(scfg.SendBuffer, cfg.sendBuf)
-	st, err := stack.New(scfg, tun, log)
+	switch {
+	case cfg.gso == "host":
+		scfg.GSO = stack.GSOHost
+	case cfg.gso == "off" || eg.tun == nil:
+		// Raw wires cut super-packets in userspace: merging first gains nothing.
+		scfg.GSO = stack.GSOOff
+	default:
+		scfg.GSO = stack.GSOCoalesce
+	}
+	st, err := stack.New(scfg, eg.wire, log)
 	if err != nil {
 		return nil, err
 	}
 	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		// Ends when the TUN is closed by st.Close.
-		if err := st.DeliverFrom(tun); !errors.Is(err, os.ErrClosed) {
-			log.Warn("TUN reader stopped", "err", err)
-		}
-	}()
+	if eg.tun != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			// Ends when the TUN is closed by st.Close.
+			if err := st.DeliverFrom(eg.tun); !errors.Is(err, os.ErrClosed) {
+				log.Warn("TUN reader stopped", "err", err)
+			}
+		}()
+	}
+	var rc *relay.Client
 	defer func() {
+		if rc != nil {
+			rc.Close()
+		}
 		st.Close()
 		wg.Wait()
-		if err := dev.Close(); err != nil {
-			log.Warn("route cleanup", "err", err)
+		if eg.dev != nil {
+			if err := eg.dev.Close(); err != nil {
+				log.Warn("route cleanup", "err", err)
+			}
 		}
 	}()
+	if len(cfg.intercepts) > 0 {
+		dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		rc, err = relay.Dial(dctx, cfg.intercepts, key, relay.ClientConfig{
+			Channels: cfg.channels,
+			OnPacket: func(pkt []byte) { st.InjectInbound(pkt) },
+			Logger:   log,
+		})
+		cancel()
+		if err != nil {
+			return nil, fmt.Errorf("-s: %w", err)
+		}
+	}
 
-	var routeErr error
-	var routeMu sync.Mutex
+	var routeErr atomic.Pointer[error]
 	dial := func(ctx context.Context, src, dst netip.AddrPort) (replay.Conn, error) {
-		if !cfg.noRoutes {
-			if err := dev.Route(src.Addr()); err != nil {
-				routeMu.Lock()
-				routeErr = err
-				routeMu.Unlock()
+		if eg.dev != nil && !cfg.noRoutes {
+			if err := eg.dev.Route(src.Addr()); err != nil {
+				routeErr.CompareAndSwap(nil, &err)
 				return nil, err
 			}
 		}
-		c, err := st.DialFrom(ctx, src, dst)
+		if rc == nil {
+			c, err := st.DialFrom(ctx, src, dst)
+			if err != nil {
+				return nil, err
+			}
+			return c, nil
+		}
+		var local netip.AddrPort
+		c, err := st.DialFromWith(ctx, src, dst, stack.DialOptions{BeforeConnect: func(l netip.AddrPort) error {
+			local = l
+			return rc.Register(l, dst)
+		}})
+		unregister := func() { rc.Unregister(local) }
 		if err != nil {
+			if local.IsValid() {
+				time.AfterFunc(unregisterDelay, unregister)
+			}
 			return nil, err
 		}
-		return c, nil
+		return &relayedConn{Conn: c, unregister: unregister}, nil
 	}
+
 	rcfg := replay.DefaultConfig()
 	rcfg.Transfers = cfg.transfers
 	rcfg.Pool = cfg.pool
 	rcfg.Speed = cfg.speed
+	if cfg.live {
+		rcfg.Speed = 0 // events arrive at the captured pace already
+	}
 	rcfg.NoWait = cfg.noWait
 	rcfg.TurnWait = cfg.turnWait
 	rcfg.Idle = cfg.timeout
 	rcfg.MaxHandshakes = cfg.handshakes
+	rcfg.Copies = cfg.copies
+	rcfg.PortOffset = cfg.portOffset
 	rcfg.Errors = replay.Errors{PortInUse: stack.ErrPortInUse, Reset: stack.ErrReset, Refused: stack.ErrRefused, Timeout: stack.ErrTimeout}
 	if cfg.percent < 100 {
 		sampler, err := mirror.NewSampler(cfg.percent)
@@ -144,15 +302,35 @@ func replayOffline(ctx context.Context, cfg *config, stderr io.Writer) (*summary
 		}
 		rcfg.Keep = sampler.Keep
 	}
-	rp := replay.New(ctx, rcfg, dial, log)
+	if cfg.memoryMiB > 0 {
+		// The reserve covers what admitted sessions may still grow into:
+		// an uploading session can hold its whole send buffer.
+		g := &memoryGate{limit: uint64(cfg.memoryMiB) << 20, reserve: uint64(cfg.sendBuf)}
+		rcfg.Admit = g.admit
+	}
+	// In live mode the signal ends the capture; sessions then get a grace
+	// period to finish their turn before they are aborted.
+	rctx, rcancel := context.WithCancel(context.Background())
+	defer rcancel()
+	if !cfg.live {
+		stop := context.AfterFunc(ctx, rcancel)
+		defer stop()
+	}
+	rp := replay.New(rctx, rcfg, dial, log)
 
-	sum := &summary{inputs: cfg.inputs, loops: cfg.loops, start: time.Now()}
+	sum := &summary{inputs: cfg.inputs, loops: cfg.loops, live: cfg.live, start: time.Now()}
 	var readErr error
-	for loop := 0; loop < cfg.loops && readErr == nil && ctx.Err() == nil; loop++ {
-		rp.Rebase()
-		for _, path := range cfg.inputs {
-			if readErr = readCapture(ctx, path, cfg.transfers, rp, sum); readErr != nil {
-				break
+	if cfg.live {
+		readErr = mirrorLive(ctx, cfg, rp, sum, log)
+		// Sessions get one turn's grace to finish; then what is left is aborted.
+		time.AfterFunc(cfg.turnWait+2*time.Second, rcancel)
+	} else {
+		for loop := 0; loop < cfg.loops && readErr == nil && ctx.Err() == nil; loop++ {
+			rp.Rebase()
+			for _, path := range cfg.inputs {
+				if readErr = readCapture(ctx, path, cfg.transfers, rp, sum); readErr != nil {
+					break
+				}
 			}
 		}
 	}
@@ -161,18 +339,24 @@ func replayOffline(ctx context.Context, cfg *config, stderr io.Writer) (*summary
 	sum.elapsed = time.Since(sum.start)
 	sum.replay = rp.Stats()
 	sum.stack = st.Stats()
-	sum.routes = dev.Routes()
-	sum.tunTxDrops, sum.tunRxDrops = dev.Drops()
+	if eg.dev != nil {
+		sum.routes = eg.dev.Routes()
+		sum.tunTxDrops, sum.tunRxDrops = eg.dev.Drops()
+	}
+	if rc != nil {
+		s := rc.Stats()
+		sum.relay = &s
+	}
 	if readErr != nil {
 		return sum, readErr
 	}
-	if routeErr != nil {
-		return sum, routeErr
+	if e := routeErr.Load(); e != nil {
+		return sum, *e
 	}
-	if ctx.Err() != nil {
+	if !cfg.live && ctx.Err() != nil {
 		return sum, errors.New("interrupted")
 	}
-	if sum.replay.Sessions == 0 {
+	if !cfg.live && sum.replay.Sessions == 0 {
 		return sum, fmt.Errorf("no session to replay: the capture has no TCP session with a SYN matching -x")
 	}
 	return sum, nil
@@ -185,9 +369,7 @@ func readCapture(ctx context.Context, path string, ts mirror.Transfers, sink mir
 		return err
 	}
 	defer src.Close()
-	tr := mirror.NewTracker(mirror.TrackerConfig{
-		IsServer: func(a netip.AddrPort) bool { _, ok := ts.Match(a); return ok },
-	}, sink)
+	tr := mirror.NewTracker(mirror.TrackerConfig{IsServer: ts.IsServer}, sink)
 	for ctx.Err() == nil {
 		seg, err := src.Next()
 		if err == io.EOF {
@@ -203,4 +385,59 @@ func readCapture(ctx context.Context, path string, ts mirror.Transfers, sink mir
 	tr.Flush()
 	sum.addPass(src.Stats(), tr.Stats())
 	return nil
+}
+
+// mirrorLive captures on the interfaces until ctx ends, feeding the
+// tracker and expiring idle sessions once a second.
+func mirrorLive(ctx context.Context, cfg *config, sink mirror.Sink, sum *summary, log *slog.Logger) error {
+	src, err := mirror.OpenLive(mirror.LiveConfig{Interfaces: cfg.inputs, Transfers: cfg.transfers, Filter: cfg.filter})
+	if err != nil {
+		return err
+	}
+	stop := context.AfterFunc(ctx, func() { src.Close() })
+	defer stop()
+	log.Info("mirroring live traffic", "interfaces", cfg.inputs, "transfers", cfg.transfers)
+	tr := mirror.NewTracker(mirror.TrackerConfig{IsServer: cfg.transfers.IsServer}, sink)
+	segs := make(chan mirror.Segment, 4096)
+	errc := make(chan error, 1)
+	go func() {
+		defer close(segs)
+		for {
+			seg, err := src.Next()
+			if err != nil {
+				errc <- err
+				return
+			}
+			segs <- seg
+		}
+	}()
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	report := time.Now()
+	for {
+		select {
+		case seg, ok := <-segs:
+			if !ok {
+				err := <-errc
+				tr.Flush()
+				sum.live = true
+				ls := src.Stats()
+				sum.addPass(ls.SourceStats, tr.Stats())
+				sum.captureDrops = ls.Drops
+				src.Close()
+				if ctx.Err() != nil {
+					return nil // the signal ended the capture: the normal way out
+				}
+				return err
+			}
+			tr.Add(seg)
+		case now := <-tick.C:
+			tr.Expire(now, cfg.timeout)
+			if now.Sub(report) >= 10*time.Second {
+				report = now
+				ls := src.Stats()
+				log.Info("capture", "packets", ls.Packets, "tcp", ls.TCP, "kernel_drops", ls.Drops, "sessions", tr.Stats().Sessions)
+			}
+		}
+	}
 }

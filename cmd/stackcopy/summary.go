@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/stackcopy/stackcopy/intercept/relay"
 	"github.com/stackcopy/stackcopy/mirror"
 	"github.com/stackcopy/stackcopy/mirror/replay"
 	"github.com/stackcopy/stackcopy/stack"
@@ -17,11 +18,14 @@ import (
 type summary struct {
 	inputs  []string
 	loops   int
+	live    bool
 	start   time.Time
 	elapsed time.Duration
 	routes  int
 
 	tunTxDrops, tunRxDrops uint64
+	captureDrops           uint64             // live: packets the kernel lost before we read them
+	relay                  *relay.ClientStats // with -s
 
 	capture mirror.SourceStats
 	tracker mirror.TrackerStats
@@ -55,16 +59,27 @@ func (s *summary) allCompleted() bool {
 
 func (s *summary) print(w io.Writer) {
 	r, c, t, st := s.replay, s.capture, s.tracker, s.stack
-	fmt.Fprintf(w, "stackcopy: replayed %s (%d pass%s) in %.2fs\n", strings.Join(s.inputs, ", "), s.loops, plural(s.loops, "es"), s.elapsed.Seconds())
+	if s.live {
+		fmt.Fprintf(w, "stackcopy: mirrored live traffic on %s for %.2fs\n", strings.Join(s.inputs, ", "), s.elapsed.Seconds())
+	} else {
+		fmt.Fprintf(w, "stackcopy: replayed %s (%d pass%s) in %.2fs\n", strings.Join(s.inputs, ", "), s.loops, plural(s.loops, "es"), s.elapsed.Seconds())
+	}
 	fmt.Fprintf(w, "  sessions  %d replayed: %d completed, %d client-reset, %d target-reset, %d refused, %d timed-out, %d capture-gap, %d failed\n",
 		r.Sessions, r.Completed, r.ClientResets, r.TargetResets, r.Refused, r.TimedOut, r.Gaps, r.Failed)
-	fmt.Fprintf(w, "  skipped   %d mid-stream (no SYN captured), %d not matching -x, %d sampled out (-r), %d IPv6 segments, %d fragments\n",
-		t.MidStream, r.Unmatched, r.SampledOut, c.IPv6, c.Fragments)
+	fmt.Fprintf(w, "  skipped   %d mid-stream (no SYN captured), %d not matching -x, %d sampled out (-r), %d shed (-m), %d IPv6 segments, %d fragments\n",
+		t.MidStream, r.Unmatched, r.SampledOut, r.Shed, c.IPv6, c.Fragments)
 	fmt.Fprintf(w, "  bytes     %d client bytes sent, %d response bytes received\n", r.BytesSent, r.BytesReceived)
 	fmt.Fprintf(w, "  turns     %d waited for the target's answer, %d sent unanswered after --turn-wait\n", r.Turns, r.TurnsUnanswered)
 	fmt.Fprintf(w, "  stack     %d segments sent, %d retransmitted, %d RTO timeouts, %d ports remapped, %d forged clients routed, %d wire write errors\n",
 		st.SegmentsSent, st.Retransmits, st.Timeouts, r.PortsRemapped, s.routes, st.WriteErrors)
 	fmt.Fprintf(w, "  tun       %d answers dropped by the kernel (txqueue full), %d forged packets refused\n", s.tunTxDrops, s.tunRxDrops)
+	if s.relay != nil {
+		fmt.Fprintf(w, "  relay     %d answers relayed (%d header-only), %d/%d channels up, %d reconnects\n",
+			s.relay.Packets, s.relay.HeaderOnly, s.relay.Connected, s.relay.Channels, s.relay.Reconnects)
+	}
+	if s.live {
+		fmt.Fprintf(w, "  kernel    %d captured packets dropped before stackcopy read them\n", s.captureDrops)
+	}
 	fmt.Fprintf(w, "  capture   %d packets, %d TCP, %d other, %d malformed, %d cut by snaplen; %d duplicate, %d out-of-order, %d conflicting segments\n",
 		c.Packets, c.TCP, c.NonTCP, c.Malformed, c.Truncated, t.Duplicates, t.OutOfOrder, t.Conflicts)
 }
@@ -83,6 +98,9 @@ type summaryJSON struct {
 	Seconds float64             `json:"seconds"`
 	Routes  int                 `json:"routes"`
 	TUN     tunJSON             `json:"tun"`
+	Live    bool                `json:"live"`
+	Drops   uint64              `json:"capture_drops"`
+	Relay   *relay.ClientStats  `json:"relay,omitempty"`
 	Replay  replay.Stats        `json:"replay"`
 	Capture mirror.SourceStats  `json:"capture"`
 	Tracker mirror.TrackerStats `json:"tracker"`
@@ -97,7 +115,8 @@ type tunJSON struct {
 func (s *summary) writeJSON(path string) error {
 	b, err := json.MarshalIndent(summaryJSON{
 		Inputs: s.inputs, Loops: s.loops, Seconds: s.elapsed.Seconds(), Routes: s.routes,
-		TUN:    tunJSON{s.tunTxDrops, s.tunRxDrops},
+		TUN:  tunJSON{s.tunTxDrops, s.tunRxDrops},
+		Live: s.live, Drops: s.captureDrops, Relay: s.relay,
 		Replay: s.replay, Capture: s.capture, Tracker: s.tracker, Stack: s.stack,
 	}, "", "  ")
 	if err != nil {

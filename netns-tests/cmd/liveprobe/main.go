@@ -1,0 +1,207 @@
+// Command liveprobe captures live with mirror.OpenLive inside a lab
+// namespace and writes what it saw as JSON: per client session the bytes
+// and SHA-256 of the client stream the tracker reassembled, how the session
+// ended, the ports of every segment returned, the source's counters, and
+// the CPU time it used. It runs until SIGTERM (or -for), then closes the
+// source, which ends the blocked Next.
+//
+//	liveprobe -iface eth0 -x 80-198.18.2.2:80 -out live.json
+package main
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"hash"
+	"net"
+	"net/netip"
+	"os"
+	"os/signal"
+	"sort"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/stackcopy/stackcopy/mirror"
+)
+
+// Result is what liveprobe writes to -out.
+type Result struct {
+	Interfaces []string `json:"interfaces"`
+	// Segments returned by Next, their payload bytes, the largest payload
+	// (above the MTU: a GRO/TSO super-segment) and how many exceeded 1500.
+	Segments      uint64 `json:"segments"`
+	PayloadBytes  uint64 `json:"payload_bytes"`
+	MaxPayload    int    `json:"max_payload"`
+	SuperSegments uint64 `json:"super_segments"`
+	// Ports counts returned segments by source and by destination port.
+	Ports map[uint16]uint64 `json:"ports"`
+	// FirstTime and LastTime are the first and last segment's capture time.
+	FirstTime time.Time `json:"first_time"`
+	LastTime  time.Time `json:"last_time"`
+	// MaxLagMs is the longest time from a segment's kernel timestamp to
+	// Next returning it; Skewed counts segments stamped more than a second
+	// away from the clock when returned.
+	MaxLagMs float64 `json:"max_lag_ms"`
+	Skewed   uint64  `json:"skewed"`
+	// CPUSeconds is user+system time of the process from open to close.
+	CPUSeconds float64             `json:"cpu_seconds"`
+	Streams    []Stream            `json:"streams"`
+	Tracker    mirror.TrackerStats `json:"tracker"`
+	Stats      mirror.LiveStats    `json:"stats"`
+	// End is the error Next returned at the end (after Close: closed).
+	End       string `json:"end"`
+	EndClosed bool   `json:"end_closed"`
+}
+
+// Stream is one client session as the tracker reassembled it.
+type Stream struct {
+	Client netip.AddrPort `json:"client"`
+	Server netip.AddrPort `json:"server"`
+	Bytes  int64          `json:"bytes"`
+	SHA256 string         `json:"sha256"`
+	Turns  int            `json:"turns"`
+	// End: "fin", "rst", "gap: reason", or "" (still open at the end).
+	End string `json:"end"`
+}
+
+type stream struct {
+	Stream
+	h hash.Hash
+}
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "liveprobe:", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	ifaces := flag.String("iface", "", "interfaces, comma-separated, or any")
+	x := flag.String("x", "", "transfers, as stackcopy -x")
+	filter := flag.String("F", "", "pcap filter replacing the generated one")
+	buffer := flag.Int("buffer", 0, "ring bytes per interface (0: default)")
+	snaplen := flag.Int("snaplen", 0, "snap length (0: default)")
+	track := flag.Bool("track", true, "reassemble and hash client streams (off: only count)")
+	limit := flag.Duration("for", 5*time.Minute, "stop after this long at the latest")
+	out := flag.String("out", "", "JSON result file (default stdout)")
+	flag.Parse()
+
+	ts, err := mirror.ParseTransfers(*x)
+	if err != nil {
+		return err
+	}
+	src, err := mirror.OpenLive(mirror.LiveConfig{
+		Interfaces:  strings.Split(*ifaces, ","),
+		Transfers:   ts,
+		Filter:      *filter,
+		BufferBytes: *buffer,
+		Snaplen:     *snaplen,
+	})
+	if err != nil {
+		return err
+	}
+	cpu0 := cpuTime()
+	// The test waits for this line before it starts traffic.
+	fmt.Printf("capturing on %s\n", *ifaces)
+
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
+	go func() {
+		select {
+		case <-sig:
+		case <-time.After(*limit):
+		}
+		src.Close()
+	}()
+
+	res := Result{Interfaces: strings.Split(*ifaces, ","), Ports: map[uint16]uint64{}}
+	streams := map[mirror.SessionKey]*stream{}
+	var order []mirror.SessionKey
+	tr := mirror.NewTracker(mirror.TrackerConfig{IsServer: ts.IsServer}, mirror.SinkFunc(func(k mirror.SessionKey, ev mirror.Event) {
+		s := streams[k]
+		if s == nil {
+			s = &stream{Stream: Stream{Client: k.Client, Server: k.Server}, h: sha256.New()}
+			streams[k] = s
+			order = append(order, k)
+		}
+		switch ev.Kind {
+		case mirror.EvData:
+			s.h.Write(ev.Data)
+			s.Bytes += int64(len(ev.Data))
+		case mirror.EvTurn:
+			s.Turns++
+		case mirror.EvFin:
+			s.End = "fin"
+		case mirror.EvRst:
+			s.End = "rst"
+		case mirror.EvGap:
+			s.End = "gap: " + ev.Reason
+		}
+	}))
+	var maxLag time.Duration
+	for {
+		seg, err := src.Next()
+		if err != nil {
+			res.End = err.Error()
+			res.EndClosed = errors.Is(err, net.ErrClosed) && errors.Is(err, os.ErrClosed)
+			break
+		}
+		now := time.Now()
+		lag := now.Sub(seg.Time)
+		maxLag = max(maxLag, lag)
+		if lag > time.Second || lag < -time.Second {
+			res.Skewed++
+		}
+		if res.Segments == 0 {
+			res.FirstTime = seg.Time
+		}
+		res.LastTime = seg.Time
+		res.Segments++
+		res.PayloadBytes += uint64(len(seg.Payload))
+		res.MaxPayload = max(res.MaxPayload, len(seg.Payload))
+		if len(seg.Payload) > 1500 {
+			res.SuperSegments++
+		}
+		res.Ports[seg.Src.Port()]++
+		if seg.Dst.Port() != seg.Src.Port() {
+			res.Ports[seg.Dst.Port()]++
+		}
+		if *track {
+			tr.Add(seg)
+		}
+	}
+	res.CPUSeconds = (cpuTime() - cpu0).Seconds()
+	res.MaxLagMs = float64(maxLag.Microseconds()) / 1000
+	res.Stats = src.Stats()
+	tr.Flush()
+	res.Tracker = tr.Stats()
+	sort.SliceStable(order, func(i, j int) bool { return order[i].Client.Addr().Less(order[j].Client.Addr()) })
+	for _, k := range order {
+		s := streams[k]
+		s.SHA256 = hex.EncodeToString(s.h.Sum(nil))
+		res.Streams = append(res.Streams, s.Stream)
+	}
+	b, err := json.MarshalIndent(res, "", "  ")
+	if err != nil {
+		return err
+	}
+	b = append(b, '\n')
+	if *out == "" {
+		_, err = os.Stdout.Write(b)
+		return err
+	}
+	return os.WriteFile(*out, b, 0o644)
+}
+
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
