@@ -7,16 +7,17 @@ VERSION   := $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS   := -s -w -X main.version=$(VERSION)
 export CGO_ENABLED := 0
 
-.PHONY: all build test unit lab check demo bench fuzz clean
+.PHONY: all build test unit lab check demo bench soak fuzz clean
 
 all: build
 
 build:
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/stackcopy ./cmd/stackcopy
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/intercept ./cmd/intercept
 	$(GO) build -trimpath -o $(BIN)/recorder ./netns-tests/cmd/recorder
 
 ifneq ($(shell id -u),0)
-test demo bench lab:
+test demo bench lab soak:
 	@echo "make $@ needs root (network namespaces, veth, TUN); re-running through sudo"
 	sudo env "PATH=$$PATH" "HOME=$$HOME" "GOPATH=$$($(GO) env GOPATH)" "GOCACHE=$$($(GO) env GOCACHE)" "GOMODCACHE=$$($(GO) env GOMODCACHE)" $(MAKE) $@
 else
@@ -34,6 +35,10 @@ demo: build
 
 bench: build
 	$(GO) run ./netns-tests/cmd/bench -stackcopy $(BIN)/stackcopy -recorder $(BIN)/recorder
+
+# Long lab tests that are not reliable enough for make test yet.
+soak: build
+	STACKCOPY_SOAK=1 $(GO) test -count=1 -timeout 30m -v -run 'Soak|LiveUploadWithLoss' ./netns-tests/...
 endif
 
 check:
@@ -45,6 +50,9 @@ check:
 fuzz:
 	$(GO) test ./mirror/ -run XXX -fuzz FuzzOpenFile -fuzztime 60s
 	$(GO) test ./mirror/ -run XXX -fuzz FuzzTracker -fuzztime 60s
+	$(GO) test ./intercept/relay/ -run XXX -fuzz FuzzDecodeFrame -fuzztime 60s
+	$(GO) test ./intercept/relay/ -run XXX -fuzz FuzzHandshake -fuzztime 60s
+	$(GO) test ./intercept/relay/ -run XXX -fuzz FuzzDeliver -fuzztime 60s
 
 clean:
 	rm -rf $(BIN)

@@ -132,11 +132,12 @@ func Dial(ctx context.Context, addrs []string, key Key, cfg ClientConfig) (*Clie
 	for _, addr := range targets {
 		for k := range cfg.Channels {
 			ch := &channel{
-				c:     c,
-				addr:  addr,
-				slot:  k,
-				ready: ready,
-				wake:  make(chan struct{}, 1),
+				c:       c,
+				addr:    addr,
+				slot:    k,
+				ready:   ready,
+				wake:    make(chan struct{}, 1),
+				ackWake: make(chan struct{}),
 			}
 			c.channels = append(c.channels, ch)
 			c.wg.Go(ch.run)
@@ -227,10 +228,23 @@ func (c *Client) Register(client, target netip.AddrPort) error {
 		return fmt.Errorf("relay: register target: %w", err)
 	}
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	c.live[client] = target
-	for _, ch := range c.channelsFor(client) {
-		ch.enqueue(op{client: client, target: target})
+	chans := c.channelsFor(client)
+	fences := make([]uint64, len(chans))
+	for i, ch := range chans {
+		fences[i] = ch.enqueue(op{client: client, target: target})
+	}
+	c.mu.Unlock()
+	// Wait until every intercept applied it: a SYN-ACK caught before that
+	// would be let through to the real client.
+	deadline := time.Now().Add(c.cfg.HandshakeTimeout)
+	for i, ch := range chans {
+		if fences[i] == 0 {
+			return fmt.Errorf("relay: register %v: intercept %s is not connected", client, ch.addr)
+		}
+		if err := ch.waitFence(fences[i], deadline); err != nil {
+			return fmt.Errorf("relay: register %v: intercept %s: %w", client, ch.addr, err)
+		}
 	}
 	return nil
 }
@@ -306,6 +320,7 @@ func (c *Client) Close() error {
 type op struct {
 	unregister     bool
 	client, target netip.AddrPort
+	fence          uint64 // registrations: the ping token that proves it applied
 }
 
 // channel is one connection slot to one intercept, re-established
@@ -322,16 +337,58 @@ type channel struct {
 	up      bool
 	ops     []op // waiting for the writer; discarded when the connection drops
 	lastErr error
+	fence   uint64        // last fence token handed out
+	acked   uint64        // largest token the intercept answered
+	ackWake chan struct{} // closed and replaced when acked grows or the connection drops
+}
+
+// waitFence waits until the intercept answered token, the connection
+// dropped, or deadline passed.
+func (ch *channel) waitFence(token uint64, deadline time.Time) error {
+	t := time.NewTimer(time.Until(deadline))
+	defer t.Stop()
+	for {
+		ch.mu.Lock()
+		acked, up, wake := ch.acked, ch.up, ch.ackWake
+		ch.mu.Unlock()
+		if acked >= token {
+			return nil
+		}
+		if !up {
+			return errors.New("connection lost before the registration was confirmed")
+		}
+		select {
+		case <-wake:
+		case <-t.C:
+			return errors.New("registration not confirmed in time")
+		}
+	}
+}
+
+// ack records the token of a pong and wakes fence waiters.
+func (ch *channel) ack(token uint64) {
+	ch.mu.Lock()
+	if token > ch.acked && token <= ch.fence {
+		ch.acked = token
+		close(ch.ackWake)
+		ch.ackWake = make(chan struct{})
+	}
+	ch.mu.Unlock()
 }
 
 // enqueue queues a registration change if the channel is up; a down
-// channel re-registers from Client.live when it comes back. Called with
+// channel re-registers from Client.live when it comes back. It returns the
+// fence token of a registration (0: the channel is down). Called with
 // Client.mu held.
-func (ch *channel) enqueue(o op) {
+func (ch *channel) enqueue(o op) uint64 {
 	ch.mu.Lock()
 	if !ch.up {
 		ch.mu.Unlock()
-		return
+		return 0
+	}
+	if !o.unregister {
+		ch.fence++
+		o.fence = ch.fence
 	}
 	ch.ops = append(ch.ops, o)
 	signal := len(ch.ops) == 1
@@ -339,6 +396,7 @@ func (ch *channel) enqueue(o op) {
 	if signal {
 		ch.signal()
 	}
+	return o.fence
 }
 
 func (ch *channel) signal() {
@@ -495,6 +553,8 @@ func (ch *channel) serve(ctx context.Context, conn net.Conn) error {
 	ch.mu.Lock()
 	ch.up = false
 	ch.ops = nil
+	close(ch.ackWake) // fence waiters see the drop
+	ch.ackWake = make(chan struct{})
 	ch.mu.Unlock()
 	close(done)
 	conn.Close()
@@ -521,7 +581,10 @@ func (ch *channel) readLoop(conn net.Conn) error {
 		}
 		c.bytes.Add(uint64(frameHeaderLen + len(p)))
 		if t != typeResponses {
-			continue // a pong: liveness is all it carries
+			// A pong: the intercept has applied every registration sent
+			// before the ping it answers.
+			ch.ack(binary.BigEndian.Uint64(p))
+			continue
 		}
 		if pkts, err = decodeResponses(p, pkts); err != nil {
 			return err
@@ -550,6 +613,7 @@ func (ch *channel) writeLoop(conn net.Conn, done <-chan struct{}) error {
 	var buf []byte
 	var regs []registration
 	var unregs []netip.AddrPort
+	var sent, pinged uint64 // largest fence written, and pinged for
 	write := func(b []byte) error {
 		conn.SetWriteDeadline(time.Now().Add(c.cfg.IdleTimeout))
 		_, err := conn.Write(b)
@@ -561,7 +625,7 @@ func (ch *channel) writeLoop(conn net.Conn, done <-chan struct{}) error {
 			return nil
 		case <-ticker.C:
 			var p [pingLen]byte
-			binary.BigEndian.PutUint64(p[:], uint64(time.Now().UnixNano()))
+			binary.BigEndian.PutUint64(p[:], sent) // a keepalive is also a fence for what was sent
 			if err := write(appendFrame(buf[:0], typePing, p[:])); err != nil {
 				return fmt.Errorf("writing ping: %w", err)
 			}
@@ -588,10 +652,17 @@ func (ch *channel) writeLoop(conn net.Conn, done <-chan struct{}) error {
 					regs = regs[:0]
 					for ; j < len(ops) && !ops[j].unregister; j++ {
 						regs = append(regs, registration{Client: ops[j].client, Target: ops[j].target})
+						sent = max(sent, ops[j].fence)
 					}
 					buf = appendRegisterFrames(buf, regs)
 				}
 				i = j
+			}
+			if sent > pinged {
+				var p [pingLen]byte
+				binary.BigEndian.PutUint64(p[:], sent)
+				buf = appendFrame(buf, typePing, p[:])
+				pinged = sent
 			}
 			if err := write(buf); err != nil {
 				return fmt.Errorf("writing registrations: %w", err)

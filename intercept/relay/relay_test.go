@@ -795,3 +795,35 @@ func startServerB(b *testing.B) *testServer {
 	b.Cleanup(func() { cancel(); <-done })
 	return &testServer{Server: srv, addr: ln.Addr().String()}
 }
+
+// TestRegisterIsAppliedWhenItReturns: Register returns only once every
+// intercept applied it, so a SYN-ACK caught right after the SYN left is
+// routed, never let through to the real client. Many registrations race
+// the check, on two intercepts with parallel channels.
+func TestRegisterIsAppliedWhenItReturns(t *testing.T) {
+	a := startServer(t, ServerConfig{}, "")
+	b := startServer(t, ServerConfig{}, "")
+	c, _ := dial(t, []string{a.addr, b.addr}, keyA, ClientConfig{Channels: 3})
+	for i := range 500 {
+		client := netip.AddrPortFrom(client4.Addr(), uint16(10000+i))
+		if err := c.Register(client, target4); err != nil {
+			t.Fatal(err)
+		}
+		pkt := tcpPacket(target4, client, nil, []byte("x"))
+		if !a.Deliver(pkt, true) || !b.Deliver(pkt, true) {
+			t.Fatalf("registration %d was not applied on both intercepts when Register returned", i)
+		}
+	}
+}
+
+// TestRegisterFailsWithoutIntercept: a registration that cannot be
+// confirmed is an error, so the caller does not start the session.
+func TestRegisterFailsWithoutIntercept(t *testing.T) {
+	a := startServer(t, ServerConfig{}, "")
+	c, _ := dial(t, []string{a.addr}, keyA, ClientConfig{HandshakeTimeout: time.Second})
+	a.stop()
+	waitFor(t, "the channel to drop", func() bool { return c.Stats().Connected == 0 })
+	if err := c.Register(client4, target4); err == nil {
+		t.Fatal("Register succeeded with no intercept connected")
+	}
+}

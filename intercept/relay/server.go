@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"crypto/rand"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -239,7 +240,7 @@ func (s *Server) serveConn(ctx context.Context, conn net.Conn) {
 		remote: remote,
 		owned:  make(map[netip.AddrPort]struct{}),
 		done:   make(chan struct{}),
-		pong:   make(chan [pingLen]byte, 1),
+		pong:   make(chan struct{}, 1),
 	}
 	m.q.init(s.cfg.QueueLen, s.cfg.BatchLen)
 	s.mirrors.Add(1)
@@ -274,7 +275,12 @@ type mirror struct {
 	q      sendQueue
 	owned  map[netip.AddrPort]struct{} // guarded by router.mu
 	done   chan struct{}               // closed when the read loop ended
-	pong   chan [pingLen]byte
+	pong   chan struct{}               // a ping waits for its pong
+	// pongTok is the largest ping token seen. Pings are fences: a mirror
+	// waits for the pong of a ping it sent after its registrations, which
+	// proves they were applied (frames are read in order). Pongs may be
+	// merged, so the largest token answers all smaller ones.
+	pongTok atomic.Uint64
 
 	errOnce sync.Once
 	err     error
@@ -311,10 +317,15 @@ func (s *Server) readLoop(m *mirror) error {
 			}
 			s.router.unregister(m, clients)
 		case typePing:
-			// One pong in flight is enough to prove liveness; a ping
-			// arriving while one waits needs no second answer.
+			tok := binary.BigEndian.Uint64(p)
+			for {
+				cur := m.pongTok.Load()
+				if tok <= cur || m.pongTok.CompareAndSwap(cur, tok) {
+					break
+				}
+			}
 			select {
-			case m.pong <- [pingLen]byte(p):
+			case m.pong <- struct{}{}:
 			default:
 			}
 		}
@@ -357,7 +368,9 @@ func (s *Server) writeLoop(m *mirror) error {
 		select {
 		case <-m.done:
 			return nil
-		case p := <-m.pong:
+		case <-m.pong:
+			var p [pingLen]byte
+			binary.BigEndian.PutUint64(p[:], m.pongTok.Load())
 			m.conn.SetWriteDeadline(time.Now().Add(s.cfg.IdleTimeout))
 			n, err := m.conn.Write(appendFrame(nil, typePong, p[:]))
 			s.bytes.Add(uint64(n))
