@@ -47,16 +47,22 @@ const (
 type LiveConfig struct {
 	// Interfaces to capture on, by name; "any" captures on all of the
 	// namespace's interfaces through one socket and cannot be combined
-	// with names.
+	// with names. Ethernet and loopback interfaces are read as Ethernet
+	// frames: VLAN tags the kernel leaves in a frame (the inner tag of
+	// QinQ) are looked through, up to two. Other interfaces and "any" are
+	// read from the IP header on ("cooked"): there a frame that still
+	// carries a VLAN tag is not matched; capture on the interface itself.
 	Interfaces []string
 	// Transfers select the traffic: TCP to and from each online address
 	// (port-only transfers: any address on that port). IPv4 only.
 	Transfers Transfers
 	// Filter is an optional pcap-syntax filter (tcpcopy's -F). It
-	// REPLACES the filter generated from Transfers in the kernel (it is
-	// compiled by tcpdump, see compilePcapFilter); segments it lets through
-	// that match no transfer are still dropped, in userspace, and counted
-	// as NotMirrored.
+	// REPLACES the filter generated from Transfers in the kernel; segments
+	// it lets through that match no transfer are still dropped, in
+	// userspace, and counted as NotMirrored. It is compiled by running
+	// Debian's tcpdump (-ddd) for Ethernet frames or, on cooked sockets,
+	// for raw IP; compiled so, "vlan" only matches tags left in the frame,
+	// and "ether" primitives fail on cooked sockets.
 	Filter string
 	// BufferBytes is the ring size per interface; default 64 MiB.
 	BufferBytes int
@@ -66,13 +72,12 @@ type LiveConfig struct {
 	Snaplen int
 }
 
-// LiveStats are a live source's counters. The embedded SourceStats count
-// what Next read from the rings (every packet read is in Packets and in
-// exactly one of the other SourceStats counters, NotMirrored or
-// LoopbackCopies); the kernel counters are summed over the sockets.
-//
-// Once the rings are read empty, KernelPackets = Packets + LoopbackCopies +
-// Drops.
+// LiveStats are a live source's counters. Every packet Next read from the
+// rings is either a skipped loopback copy (LoopbackCopies) or in Packets
+// and in exactly one of TCP (returned), NonTCP, IPv6, Fragments,
+// Malformed, Truncated and NotMirrored. The kernel counters are summed
+// over the sockets; once the rings are read empty, KernelPackets = Packets
+// + LoopbackCopies + Drops.
 type LiveStats struct {
 	SourceStats
 	// NotMirrored counts IPv4 TCP segments that passed the kernel filter
@@ -92,14 +97,18 @@ type LiveStats struct {
 	Drops uint64
 	// FreezeQueue (tp_freeze_q_cnt) counts the times the ring ran full.
 	FreezeQueue uint64
-	// Interfaces has the kernel counters per socket.
+	// LinkDowns counts the times a captured interface went down. Nothing
+	// is captured on it until it is up again; then capture resumes.
+	LinkDowns uint64
+	// Interfaces has the counters per socket.
 	Interfaces []LiveInterfaceStats
 }
 
-// LiveInterfaceStats are one socket's kernel counters.
+// LiveInterfaceStats are one socket's counters.
 type LiveInterfaceStats struct {
 	Name                              string
 	KernelPackets, Drops, FreezeQueue uint64
+	LinkDowns                         uint64
 }
 
 // LiveSource reads TCP segments from network interfaces as they pass.
@@ -127,6 +136,8 @@ type LiveSource struct {
 // ring is one AF_PACKET socket and its TPACKET_V3 ring.
 type ring struct {
 	name      string
+	index     int // 0: all interfaces ("any")
+	down      bool
 	fd        int
 	cooked    bool
 	mem       []byte
@@ -162,7 +173,11 @@ type liveErrClosed struct{ name string }
 func (e *liveErrClosed) Error() string   { return "live capture on " + e.name + ": closed" }
 func (e *liveErrClosed) Unwrap() []error { return []error{net.ErrClosed, os.ErrClosed} }
 
-// OpenLive starts capturing. It needs root or CAP_NET_RAW.
+// OpenLive starts capturing: one AF_PACKET socket per interface, with a
+// TPACKET_V3 ring of cfg.BufferBytes and a kernel filter that passes only
+// the transfers' IPv4 TCP traffic, in both directions (or cfg.Filter). It
+// needs root or CAP_NET_RAW. Segment times are the kernel's receive (or,
+// for the host's own packets, transmit) timestamps, wall clock.
 func OpenLive(cfg LiveConfig) (*LiveSource, error) {
 	name := strings.Join(cfg.Interfaces, ",")
 	fail := func(format string, args ...any) (*LiveSource, error) {
@@ -196,7 +211,7 @@ func OpenLive(cfg LiveConfig) (*LiveSource, error) {
 	}
 	// A block must hold the largest packet with its headers; powers of two
 	// waste no kernel memory (blocks are allocated in page orders).
-	blockSize := 1 << bits.Len(uint(cfg.Snaplen+1024-1))
+	blockSize := max(1<<bits.Len(uint(cfg.Snaplen+1024-1)), os.Getpagesize())
 	nBlocks := cfg.BufferBytes / blockSize
 	if nBlocks < 2 {
 		return fail("buffer of %d bytes too small for snaplen %d: want at least %d", cfg.BufferBytes, cfg.Snaplen, 2*blockSize)
@@ -215,7 +230,7 @@ func OpenLive(cfg LiveConfig) (*LiveSource, error) {
 			ifs = append(ifs, iface{name: ifname, cooked: true})
 			continue
 		}
-		index, hwType, err := interfaceInfo(ifname)
+		index, hwType, _, err := interfaceInfo(ifname)
 		if err != nil {
 			return nil, fmt.Errorf("live capture on %s: %w", ifname, err)
 		}
@@ -277,37 +292,43 @@ func OpenLive(cfg LiveConfig) (*LiveSource, error) {
 	return s, nil
 }
 
-// interfaceInfo returns an interface's index and ARPHRD_* hardware type.
-func interfaceInfo(name string) (index int, hwType uint16, err error) {
-	ifr, err := unix.NewIfreq(name)
-	if err != nil {
-		return 0, 0, fmt.Errorf("bad interface name: %w", err)
+// interfaceInfo returns an interface's index, ARPHRD_* hardware type and
+// whether it is up.
+func interfaceInfo(name string) (index int, hwType uint16, up bool, err error) {
+	if _, err := unix.NewIfreq(name); err != nil {
+		return 0, 0, false, fmt.Errorf("bad interface name: %w", err)
 	}
 	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
-		return 0, 0, fmt.Errorf("socket: %w", err)
+		return 0, 0, false, fmt.Errorf("socket: %w", err)
 	}
 	defer unix.Close(fd)
-	if err := unix.IoctlIfreq(fd, unix.SIOCGIFINDEX, ifr); err != nil {
-		if errors.Is(err, unix.ENODEV) {
-			return 0, 0, errNoInterface
+	ioctl := func(req uint, what string) (*unix.Ifreq, error) {
+		ifr, _ := unix.NewIfreq(name)
+		if err := unix.IoctlIfreq(fd, req, ifr); err != nil {
+			if errors.Is(err, unix.ENODEV) {
+				return nil, noInterfaceError{}
+			}
+			return nil, fmt.Errorf("%s: %w", what, err)
 		}
-		return 0, 0, fmt.Errorf("interface index: %w", err)
+		return ifr, nil
+	}
+	ifr, err := ioctl(unix.SIOCGIFINDEX, "interface index")
+	if err != nil {
+		return 0, 0, false, err
 	}
 	index = int(ifr.Uint32())
-	ifr, _ = unix.NewIfreq(name)
-	if err := unix.IoctlIfreq(fd, unix.SIOCGIFHWADDR, ifr); err != nil {
-		if errors.Is(err, unix.ENODEV) {
-			return 0, 0, errNoInterface
-		}
-		return 0, 0, fmt.Errorf("hardware type: %w", err)
+	if ifr, err = ioctl(unix.SIOCGIFHWADDR, "hardware type"); err != nil {
+		return 0, 0, false, err
 	}
-	return index, ifr.Uint16(), nil // sa_family of ifr_hwaddr
+	hwType = ifr.Uint16() // sa_family of ifr_hwaddr
+	if ifr, err = ioctl(unix.SIOCGIFFLAGS, "interface flags"); err != nil {
+		return 0, 0, false, err
+	}
+	return index, hwType, ifr.Uint16()&unix.IFF_UP != 0, nil
 }
 
-// errNoInterface reads "no such network interface" and matches ENODEV.
-var errNoInterface = noInterfaceError{}
-
+// noInterfaceError reads "no such network interface" and matches ENODEV.
 type noInterfaceError struct{}
 
 func (noInterfaceError) Error() string { return "no such network interface" }
@@ -335,7 +356,7 @@ func openRing(name string, index int, cooked bool, filter []unix.SockFilter, blo
 	if err != nil {
 		return fail("", err)
 	}
-	r := &ring{name: name, fd: fd, cooked: cooked, blockSize: blockSize, nBlocks: nBlocks}
+	r := &ring{name: name, index: index, fd: fd, cooked: cooked, blockSize: blockSize, nBlocks: nBlocks}
 	ok := false
 	defer func() {
 		if !ok {
@@ -560,7 +581,14 @@ func (s *LiveSource) wait() error {
 	for i := range s.pfds {
 		s.pfds[i].Revents = 0
 	}
-	if _, err := unix.Poll(s.pfds, -1); err != nil {
+	timeout := -1
+	for _, r := range s.rings {
+		if r.down {
+			// Nothing wakes us if a down interface is removed: look.
+			timeout = 1000
+		}
+	}
+	if _, err := unix.Poll(s.pfds, timeout); err != nil {
 		if errors.Is(err, unix.EINTR) {
 			return nil
 		}
@@ -571,26 +599,33 @@ func (s *LiveSource) wait() error {
 		if ev&unix.POLLNVAL != 0 {
 			return fmt.Errorf("live capture on %s: socket closed under us", r.name)
 		}
-		if ev&unix.POLLERR == 0 {
-			continue
-		}
-		soErr, err := unix.GetsockoptInt(r.fd, unix.SOL_SOCKET, unix.SO_ERROR)
-		if err != nil {
-			return fmt.Errorf("live capture on %s: %w", r.name, err)
-		}
-		if soErr == 0 {
-			continue
-		}
-		errno := unix.Errno(soErr)
-		if errno == unix.ENETDOWN {
-			// The interface went down. The kernel hooks the socket in
-			// again when it comes back up, unless it was removed.
-			if _, _, err := interfaceInfo(r.name); err == nil {
-				continue
+		if ev&unix.POLLERR != 0 {
+			soErr, err := unix.GetsockoptInt(r.fd, unix.SOL_SOCKET, unix.SO_ERROR)
+			if err != nil {
+				return fmt.Errorf("live capture on %s: %w", r.name, err)
 			}
-			return fmt.Errorf("live capture on %s: the interface disappeared", r.name)
+			switch errno := unix.Errno(soErr); errno {
+			case 0:
+			case unix.ENETDOWN:
+				// The kernel hooks the socket in again when the interface
+				// comes back up, unless it is removed meanwhile.
+				if !r.down {
+					r.down = true
+					s.statsMu.Lock()
+					s.kstats[i].LinkDowns++
+					s.statsMu.Unlock()
+				}
+			default:
+				return fmt.Errorf("live capture on %s: %w", r.name, errno)
+			}
 		}
-		return fmt.Errorf("live capture on %s: %w", r.name, errno)
+		if r.down {
+			index, _, up, err := interfaceInfo(r.name)
+			if err != nil || index != r.index {
+				return fmt.Errorf("live capture on %s: the interface disappeared", r.name)
+			}
+			r.down = !up
+		}
 	}
 	return nil
 }
@@ -608,6 +643,7 @@ func (s *LiveSource) Stats() LiveStats {
 		st.KernelPackets += k.KernelPackets
 		st.Drops += k.Drops
 		st.FreezeQueue += k.FreezeQueue
+		st.LinkDowns += k.LinkDowns
 	}
 	st.Packets = s.packets.Load()
 	st.TCP = s.tcp.Load()

@@ -312,8 +312,11 @@ func TestLiveLoopback(t *testing.T) {
 			if tc.filter != "" && st.NotMirrored < 6 {
 				t.Errorf("with filter %q: %d unmirrored segments counted, want the other session's (6 or more)", tc.filter, st.NotMirrored)
 			}
-			if ts := tr.Stats(); ts.Duplicates != 0 || ts.Sessions != 1 {
-				t.Errorf("tracker: %+v: want 1 session, no duplicates", ts)
+			// (Duplicates are possible: TCP's tail loss probe retransmits
+			// on loopback too when the reader is slow, as under -race.
+			// That each packet was returned once is LoopbackCopies'.)
+			if ts := tr.Stats(); ts.Gaps != 0 || ts.Sessions != 1 {
+				t.Errorf("tracker: %+v: want 1 session, no gaps", ts)
 			}
 			if err := s.Close(); err != nil {
 				t.Fatal(err)
@@ -411,5 +414,69 @@ func TestTransferFilterKernelAccepts(t *testing.T) {
 				t.Errorf("%d transfers, %v: %d instructions: kernel refuses: %v", len(ts), link, len(sf), err)
 			}
 		}
+	}
+}
+
+// TestLiveSnaplen: packets longer than the snap length are counted
+// Truncated and never returned (a cut payload would be replayed wrong);
+// the session's other segments still are. A small snap length also gives
+// blocks of one page.
+func TestLiveSnaplen(t *testing.T) {
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	s := openLive(t, LiveConfig{Interfaces: []string{"lo"}, Transfers: mustTransfers(t, ln.Addr().String()+"-198.18.2.2:80"), Snaplen: 128, BufferBytes: 64 << 10})
+	segs, errc := collect(s)
+	req := make([]byte, 1000)
+	rand.Read(req)
+	loopExchange(t, ln, req, []byte("ok"))
+	time.Sleep(20 * LiveBlockTimeout)
+	s.Close()
+	<-errc
+	var n int
+	for seg := range segs {
+		n++
+		if len(seg.Payload) > 128-14-20-20 {
+			t.Errorf("segment with %d payload bytes returned past a 128-byte snap length", len(seg.Payload))
+		}
+	}
+	st := s.Stats()
+	t.Logf("%d segments; %+v", n, st)
+	if st.Truncated != 1 || st.TCP != uint64(n) || n < 6 {
+		t.Errorf("want the request counted truncated and the other segments returned: %d returned, %+v", n, st)
+	}
+}
+
+// TestLiveDropsCounted: with a tiny ring that nobody reads while traffic
+// passes, the kernel drops packets; every one is counted, so that once the
+// ring is read empty the kernel's count is exactly what was read plus
+// what was dropped.
+func TestLiveDropsCounted(t *testing.T) {
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	s := openLive(t, LiveConfig{Interfaces: []string{"lo"}, Transfers: mustTransfers(t, ln.Addr().String()+"-198.18.2.2:80"), Snaplen: 256, BufferBytes: 8 << 10})
+	for range 10 {
+		loopExchange(t, ln, make([]byte, 100_000), []byte("ok"))
+	}
+	segs, errc := collect(s)
+	time.Sleep(20 * LiveBlockTimeout)
+	st := s.Stats()
+	s.Close()
+	<-errc
+	n := 0
+	for range segs {
+		n++
+	}
+	t.Logf("%d segments; %+v", n, st)
+	if st.Drops == 0 || st.FreezeQueue == 0 {
+		t.Errorf("no drops with an unread 8 KiB ring: %+v", st)
+	}
+	if st.KernelPackets != st.Packets+st.LoopbackCopies+st.Drops {
+		t.Errorf("kernel counted %d packets, read %d + %d loopback copies, dropped %d", st.KernelPackets, st.Packets, st.LoopbackCopies, st.Drops)
 	}
 }

@@ -64,8 +64,12 @@ func (e *linkEndpoint) writeLoop() {
 	defer close(e.done)
 	var co *coalescer
 	var scratch []byte
-	if e.gso == GSOCoalesce {
+	var guard *hostGuard
+	switch e.gso {
+	case GSOCoalesce:
 		co, scratch = newCoalescer(), make([]byte, 0, gsoMaxSize)
+	case GSOHost:
+		guard = &hostGuard{flows: newCoalescer(), split: newGSOSplitter(nil)}
 	}
 	for {
 		var pkt *gstack.PacketBuffer
@@ -88,9 +92,12 @@ func (e *linkEndpoint) writeLoop() {
 		// Take everything queued now: consecutive segments of a burst can
 		// then be merged into one write.
 		for pkt != nil {
-			if co != nil {
+			switch {
+			case co != nil:
 				e.coalesce(co, pkt, scratch)
-			} else {
+			case guard != nil:
+				e.writeGuarded(guard, pkt)
+			default:
 				e.write(pkt.AsSlices(), gsoOf(pkt))
 			}
 			pkt.DecRef()
@@ -122,6 +129,43 @@ func (e *linkEndpoint) coalesce(co *coalescer, pkt *gstack.PacketBuffer, scratch
 		}
 	}
 	e.write([][]byte{b}, GSO{})
+}
+
+// hostGuard keeps gVisor's 64 KiB super-packets whole for the kernel to
+// cut, except for flows that retransmitted within lossyFor: their
+// super-packets are cut into MSS-sized packets here, one write each, so the
+// receiver ACKs segment by segment and gVisor's fast recovery works (see
+// coalescer for the measurements).
+type hostGuard struct {
+	flows *coalescer // only its per-flow loss tracking is used
+	split *gsoSplitter
+	flat  []byte
+}
+
+func (e *linkEndpoint) writeGuarded(g *hostGuard, pkt *gstack.PacketBuffer) {
+	gso := gsoOf(pkt)
+	bufs := pkt.AsSlices()
+	if gso.Type != GSOTCPv4 {
+		e.write(bufs, gso)
+		return
+	}
+	g.flat = g.flat[:0]
+	for _, b := range bufs {
+		g.flat = append(g.flat, b...)
+	}
+	ihl, _, payload, ok := startable(g.flat)
+	if !ok || g.flows.calm(g.flat, ihl, payload, time.Now()) {
+		e.write([][]byte{g.flat}, gso)
+		return
+	}
+	segs, err := g.split.split([][]byte{g.flat}, gso)
+	if err != nil {
+		e.write([][]byte{g.flat}, gso) // let the kernel judge it
+		return
+	}
+	for _, seg := range segs {
+		e.write([][]byte{seg}, GSO{})
+	}
 }
 
 func (e *linkEndpoint) flush(co *coalescer) {

@@ -6,6 +6,12 @@
 // source, which ends the blocked Next.
 //
 //	liveprobe -iface eth0 -x 80-198.18.2.2:80 -out live.json
+//
+// With -inject it instead sends the Ethernet frames of a pcap file out of
+// an interface as they are (for frames no kernel in the lab would build,
+// such as VLAN-tagged ones):
+//
+//	liveprobe -iface eth0 -inject frames.pcap
 package main
 
 import (
@@ -16,14 +22,20 @@ import (
 	"flag"
 	"fmt"
 	"hash"
+	"io"
 	"net"
 	"net/netip"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"sort"
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/google/gopacket/layers"
+	"github.com/google/gopacket/pcapgo"
+	"golang.org/x/sys/unix"
 
 	"github.com/stackcopy/stackcopy/mirror"
 )
@@ -42,6 +54,10 @@ type Result struct {
 	// FirstTime and LastTime are the first and last segment's capture time.
 	FirstTime time.Time `json:"first_time"`
 	LastTime  time.Time `json:"last_time"`
+	// ReadFirst and ReadLast are when Next returned the first and the last
+	// segment (wall clock): after a backlog in the ring, the read rate.
+	ReadFirst time.Time `json:"read_first"`
+	ReadLast  time.Time `json:"read_last"`
 	// MaxLagMs is the longest time from a segment's kernel timestamp to
 	// Next returning it; Skewed counts segments stamped more than a second
 	// away from the clock when returned.
@@ -89,7 +105,12 @@ func run() error {
 	track := flag.Bool("track", true, "reassemble and hash client streams (off: only count)")
 	limit := flag.Duration("for", 5*time.Minute, "stop after this long at the latest")
 	out := flag.String("out", "", "JSON result file (default stdout)")
+	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the capture to this file")
+	inject := flag.String("inject", "", "send this pcap's Ethernet frames out of -iface instead of capturing")
 	flag.Parse()
+	if *inject != "" {
+		return injectFrames(*ifaces, *inject)
+	}
 
 	ts, err := mirror.ParseTransfers(*x)
 	if err != nil {
@@ -106,6 +127,17 @@ func run() error {
 		return err
 	}
 	cpu0 := cpuTime()
+	if *cpuprofile != "" {
+		f, err := os.Create(*cpuprofile)
+		if err != nil {
+			return err
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer f.Close()
+		defer pprof.StopCPUProfile()
+	}
 	// The test waits for this line before it starts traffic.
 	fmt.Printf("capturing on %s\n", *ifaces)
 
@@ -158,9 +190,9 @@ func run() error {
 			res.Skewed++
 		}
 		if res.Segments == 0 {
-			res.FirstTime = seg.Time
+			res.FirstTime, res.ReadFirst = seg.Time, now
 		}
-		res.LastTime = seg.Time
+		res.LastTime, res.ReadLast = seg.Time, now
 		res.Segments++
 		res.PayloadBytes += uint64(len(seg.Payload))
 		res.MaxPayload = max(res.MaxPayload, len(seg.Payload))
@@ -204,4 +236,46 @@ func cpuTime() time.Duration {
 		return 0
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// injectFrames sends every frame of an Ethernet pcap out of ifname.
+func injectFrames(ifname, path string) error {
+	ifi, err := net.InterfaceByName(ifname)
+	if err != nil {
+		return err
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	r, err := pcapgo.NewReader(f)
+	if err != nil {
+		return err
+	}
+	if r.LinkType() != layers.LinkTypeEthernet {
+		return fmt.Errorf("%s: link type %v, want Ethernet", path, r.LinkType())
+	}
+	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	to := &unix.SockaddrLinklayer{Ifindex: ifi.Index}
+	n := 0
+	for {
+		data, _, err := r.ReadPacketData()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return err
+		}
+		if err := unix.Sendto(fd, data, 0, to); err != nil {
+			return fmt.Errorf("frame %d: %w", n+1, err)
+		}
+		n++
+	}
+	fmt.Printf("sent %d frames\n", n)
+	return nil
 }
