@@ -1,0 +1,371 @@
+package intercept
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	nfqueue "github.com/florianl/go-nfqueue/v2"
+	"github.com/mdlayher/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// NFQueueConfig configures OpenNFQueue.
+type NFQueueConfig struct {
+	// Queue is the queue number of the iptables rule (--queue-num).
+	Queue uint16
+	// QueueLen is the most packets the kernel holds for our verdicts
+	// (default 4096). Beyond it the kernel drops new packets, or accepts
+	// them with FailOpen.
+	QueueLen uint32
+	// CopyRange is how many bytes of each packet the kernel copies to us;
+	// 0 copies whole packets (up to 65535 bytes).
+	CopyRange uint32
+	// FailOpen sets NFQA_CFG_F_FAIL_OPEN: packets that find the queue (or
+	// our socket) full are accepted instead of dropped.
+	FailOpen bool
+	Logger   *slog.Logger // nil: discard
+}
+
+// NFQueue is a Source reading an NFQUEUE. Every packet it returns must get
+// a verdict. It binds with NFQA_CFG_F_GSO: TSO/GSO super-packets arrive
+// whole (one verdict per super-packet) instead of being segmented in
+// software first.
+type NFQueue struct {
+	nf    *nfqueue.Nfqueue
+	queue uint16
+	log   *slog.Logger
+
+	// ch holds packets between the netlink reader and Next. Its capacity
+	// is the kernel queue's length: every packet in it still awaits its
+	// verdict, so the kernel never hands over more, and the reader never
+	// blocks.
+	ch     chan Packet
+	cancel context.CancelFunc
+
+	done     chan struct{} // closed when reading stopped: Close or failure
+	doneOnce sync.Once
+	errMu    sync.Mutex
+	err      error
+	closing  atomic.Bool
+
+	// Verdicts are batched: a run of packets with one verdict is decided
+	// by one NFQNL_MSG_VERDICT_BATCH (every queued packet up to an id),
+	// sent when the verdict changes, before Next waits, and at Close.
+	vmu            sync.Mutex
+	pendingID      uint32
+	pendingVerdict Verdict
+	pendingN       int
+
+	packets, verdictErrs, overflow, recvDrops atomic.Uint64
+
+	finalMu     sync.Mutex
+	finalKernel uint64 // kernel drops read at Close
+	finalSet    bool
+}
+
+// OpenNFQueue binds to an NFQUEUE. It needs CAP_NET_ADMIN; the packets
+// arrive once an iptables rule queues them, e.g.
+//
+//	iptables -I OUTPUT -p tcp --sport 80 -j NFQUEUE --queue-num 0
+func OpenNFQueue(cfg NFQueueConfig) (*NFQueue, error) {
+	if cfg.QueueLen == 0 {
+		cfg.QueueLen = DefaultQueueLen
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	copyRange := cfg.CopyRange
+	if copyRange == 0 || copyRange > 0xffff {
+		copyRange = 0xffff
+	}
+	flags := uint32(nfqueue.NfQaCfgFlagGSO)
+	if cfg.FailOpen {
+		flags |= nfqueue.NfQaCfgFlagFailOpen
+	}
+	what := fmt.Sprintf("nfqueue %d", cfg.Queue)
+	nf, err := nfqueue.Open(&nfqueue.Config{
+		NfQueue:      cfg.Queue,
+		MaxQueueLen:  cfg.QueueLen,
+		MaxPacketLen: copyRange,
+		Copymode:     nfqueue.NfQnlCopyPacket,
+		Flags:        flags,
+		AfFamily:     unix.AF_INET,
+	})
+	if err != nil {
+		return nil, nfqueueError(what, "open netlink socket", err)
+	}
+	q := &NFQueue{
+		nf:    nf,
+		queue: cfg.Queue,
+		log:   cfg.Logger,
+		ch:    make(chan Packet, cfg.QueueLen),
+		done:  make(chan struct{}),
+	}
+	// A full socket buffer makes the kernel drop (or, fail-open, accept)
+	// the packet and count it; it must not fail our reads.
+	if err := nf.SetOption(netlink.NoENOBUFS, true); err != nil {
+		nf.Close()
+		return nil, nfqueueError(what, "NETLINK_NO_ENOBUFS", err)
+	}
+	// Room for a full queue in the socket: each message is the packet
+	// copy plus netlink attributes, accounted at about twice its size.
+	rcvbuf := min(max(int(cfg.QueueLen)*(int(copyRange)+512)*2, 1<<20), 256<<20)
+	if err := setRcvbufForce(nf.Con, rcvbuf); err != nil {
+		nf.Close()
+		return nil, nfqueueError(what, "socket receive buffer", err)
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	q.cancel = cancel
+	err = nf.RegisterWithErrorFunc(ctx, q.hook, q.hookErr)
+	if err != nil {
+		cancel()
+		nf.Close()
+		return nil, nfqueueError(what, "bind", err)
+	}
+	return q, nil
+}
+
+func nfqueueError(what, step string, err error) error {
+	switch {
+	case errors.Is(err, unix.EPERM), errors.Is(err, unix.EACCES):
+		return fmt.Errorf("%s: %s: %w (needs root or CAP_NET_ADMIN)", what, step, err)
+	case errors.Is(err, unix.EBUSY):
+		return fmt.Errorf("%s: %s: %w (another program, another intercept perhaps, already reads this queue)", what, step, err)
+	}
+	return fmt.Errorf("%s: %s: %w", what, step, err)
+}
+
+// setRcvbufForce sets SO_RCVBUFFORCE, which as root exceeds rmem_max.
+func setRcvbufForce(c *netlink.Conn, n int) error {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var serr error
+	if err := rc.Control(func(fd uintptr) {
+		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, n)
+	}); err != nil {
+		return err
+	}
+	return serr
+}
+
+// hook runs on go-nfqueue's reader goroutine for every queued packet.
+func (q *NFQueue) hook(a nfqueue.Attribute) int {
+	if a.PacketID == nil {
+		return 0
+	}
+	var data []byte
+	if a.Payload != nil {
+		data = *a.Payload // a fresh buffer per message: no copy needed
+	}
+	select {
+	case q.ch <- Packet{Data: data, v: q, id: *a.PacketID}:
+	default:
+		// Cannot happen while ch is as long as the kernel queue; if it
+		// does, decide now rather than stall the queue. Dropping is the
+		// safe side: a real client's TCP retransmits, a forged one's
+		// answer never leaks.
+		q.overflow.Add(1)
+		_ = q.nf.SetVerdict(*a.PacketID, nfqueue.NfDrop)
+	}
+	return 0
+}
+
+// hookErr decides whether reading goes on after an error.
+func (q *NFQueue) hookErr(err error) int {
+	if q.closing.Load() {
+		return 1
+	}
+	var oe *netlink.OpError
+	if errors.As(err, &oe) && oe.Timeout() {
+		return 0
+	}
+	if errors.Is(err, unix.ENOBUFS) {
+		q.recvDrops.Add(1)
+		return 0
+	}
+	q.fail(fmt.Errorf("nfqueue %d: receive: %w", q.queue, err))
+	return 1
+}
+
+// fail records the first error and ends Next's waiting.
+func (q *NFQueue) fail(err error) {
+	q.errMu.Lock()
+	if q.err == nil {
+		q.err = err
+	}
+	q.errMu.Unlock()
+	q.doneOnce.Do(func() { close(q.done) })
+}
+
+func (q *NFQueue) error() error {
+	q.errMu.Lock()
+	defer q.errMu.Unlock()
+	return q.err
+}
+
+// Next returns the next queued packet.
+func (q *NFQueue) Next(ctx context.Context) (Packet, error) {
+	if q.closing.Load() {
+		return Packet{}, fmt.Errorf("nfqueue %d: %w", q.queue, net.ErrClosed)
+	}
+	select {
+	case p := <-q.ch:
+		q.packets.Add(1)
+		return p, nil
+	default:
+	}
+	// Nothing waiting: decide what is pending before sleeping.
+	if err := q.flush(); err != nil {
+		return Packet{}, err
+	}
+	select {
+	case p := <-q.ch:
+		q.packets.Add(1)
+		return p, nil
+	case <-ctx.Done():
+		return Packet{}, ctx.Err()
+	case <-q.done:
+		return Packet{}, q.error()
+	}
+}
+
+// verdict records v for packet id; packets come in id order, so a run of
+// equal verdicts is sent as one batch.
+func (q *NFQueue) verdict(id uint32, v Verdict) error {
+	if v != Accept && v != Drop {
+		return fmt.Errorf("nfqueue %d: invalid verdict %d", q.queue, v)
+	}
+	q.vmu.Lock()
+	defer q.vmu.Unlock()
+	var err error
+	if q.pendingN > 0 && v != q.pendingVerdict {
+		err = q.flushLocked()
+	}
+	q.pendingID, q.pendingVerdict = id, v
+	q.pendingN++
+	if q.pendingN >= maxVerdictBatch {
+		if ferr := q.flushLocked(); err == nil {
+			err = ferr
+		}
+	}
+	return err
+}
+
+// maxVerdictBatch bounds how long a run of equal verdicts waits.
+const maxVerdictBatch = 64
+
+// flush sends the pending verdicts.
+func (q *NFQueue) flush() error {
+	q.vmu.Lock()
+	defer q.vmu.Unlock()
+	return q.flushLocked()
+}
+
+func (q *NFQueue) flushLocked() error {
+	if q.pendingN == 0 {
+		return nil
+	}
+	nv := nfqueue.NfAccept
+	if q.pendingVerdict == Drop {
+		nv = nfqueue.NfDrop
+	}
+	var err error
+	if q.pendingN == 1 {
+		err = q.nf.SetVerdict(q.pendingID, nv)
+	} else {
+		err = q.nf.SetVerdictBatch(q.pendingID, nv)
+	}
+	n := q.pendingN
+	q.pendingN = 0
+	if err != nil {
+		q.verdictErrs.Add(uint64(n))
+		return fmt.Errorf("nfqueue %d: verdict %v for %d packets up to %d: %w", q.queue, q.pendingVerdict, n, q.pendingID, err)
+	}
+	return nil
+}
+
+// Close sends pending verdicts and unbinds from the queue; the kernel
+// drops what it still holds.
+func (q *NFQueue) Close() error {
+	if !q.closing.CompareAndSwap(false, true) {
+		return nil
+	}
+	ferr := q.flush()
+	if n, ok := q.kernelDrops(); ok {
+		q.finalMu.Lock()
+		q.finalKernel, q.finalSet = n, true
+		q.finalMu.Unlock()
+	}
+	q.fail(fmt.Errorf("nfqueue %d: %w", q.queue, net.ErrClosed))
+	q.cancel()
+	err := q.nf.Close()
+	if errors.Is(err, net.ErrClosed) || errors.Is(err, os.ErrClosed) {
+		err = nil
+	}
+	if err == nil {
+		err = ferr
+	}
+	return err
+}
+
+// Stats returns the counters. KernelDrops comes from
+// /proc/net/netfilter/nfnetlink_queue (queue full or socket full).
+func (q *NFQueue) Stats() SourceStats {
+	st := SourceStats{
+		Packets:       q.packets.Load(),
+		VerdictErrors: q.verdictErrs.Load(),
+	}
+	q.finalMu.Lock()
+	final, set := q.finalKernel, q.finalSet
+	q.finalMu.Unlock()
+	if set {
+		st.KernelDrops = final
+	} else if n, ok := q.kernelDrops(); ok {
+		st.KernelDrops = n
+	}
+	st.KernelDrops += q.overflow.Load() + q.recvDrops.Load()
+	return st
+}
+
+// kernelDrops reads queue_dropped + user_dropped of our queue from
+// /proc/net/netfilter/nfnetlink_queue, whose lines are: queue number, peer
+// port id, queue total, copy mode, copy range, queue dropped, user
+// dropped, last id, 1.
+func (q *NFQueue) kernelDrops() (uint64, bool) {
+	f, err := os.Open("/proc/net/netfilter/nfnetlink_queue")
+	if err != nil {
+		return 0, false
+	}
+	defer f.Close()
+	return parseQueueDrops(f, q.queue)
+}
+
+func parseQueueDrops(r io.Reader, queue uint16) (uint64, bool) {
+	sc := bufio.NewScanner(r)
+	for sc.Scan() {
+		fs := strings.Fields(sc.Text())
+		if len(fs) < 7 || fs[0] != strconv.Itoa(int(queue)) {
+			continue
+		}
+		qd, err1 := strconv.ParseUint(fs[5], 10, 64)
+		ud, err2 := strconv.ParseUint(fs[6], 10, 64)
+		if err1 != nil || err2 != nil {
+			return 0, false
+		}
+		return qd + ud, true
+	}
+	return 0, false
+}

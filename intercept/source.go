@@ -1,0 +1,173 @@
+// Package intercept catches a target's answers to forged clients before
+// they leave for the real clients, and relays them to the mirror that
+// replays those clients (package relay).
+//
+// Packets come from a Source:
+//
+//   - NFQueue, on the target itself ("traditional" deployment): an
+//     iptables rule queues the target's outgoing answers; each one is
+//     relayed and dropped, or accepted.
+//   - Capture, on an assistant host ("advanced" deployment): the target
+//     routes the forged client prefixes to the assistant, which captures
+//     them with AF_PACKET and, forwarding off, lets its kernel discard them.
+//
+// Run ties a Source to a relay.Server. Every packet is classified by its
+// destination (see Class): a forged client some mirror registered is
+// relayed and dropped; a pass-listed address and anything no mirror owns
+// is accepted untouched.
+package intercept
+
+import (
+	"context"
+	"encoding/binary"
+	"net/netip"
+)
+
+// Verdict is what happens to a packet a Source holds back until it is
+// decided (NFQUEUE).
+type Verdict uint8
+
+const (
+	// Accept lets the packet continue to its destination.
+	Accept Verdict = iota + 1
+	// Drop discards it: a relayed answer must never reach the real client.
+	Drop
+)
+
+func (v Verdict) String() string {
+	switch v {
+	case Accept:
+		return "accept"
+	case Drop:
+		return "drop"
+	}
+	return "invalid"
+}
+
+// Packet is one packet from a Source.
+type Packet struct {
+	// Data is the packet from its IP header on. A source may have kept
+	// only its start (NFQUEUE's copy range, a capture's snap length): the
+	// IP header's total length still gives the packet's size. Data is
+	// valid until the next call to Next.
+	Data []byte
+
+	v  verdicter // nil: the source holds nothing back
+	id uint32
+}
+
+// verdicter is a source that holds packets until they are decided.
+type verdicter interface {
+	verdict(id uint32, v Verdict) error
+}
+
+// NeedsVerdict reports whether the source holds the packet until
+// SetVerdict decides it (NFQUEUE). Every such packet must get exactly one
+// verdict, and soon: the kernel queue is bounded.
+func (p Packet) NeedsVerdict() bool { return p.v != nil }
+
+// SetVerdict decides a held packet. It does nothing for a packet no
+// verdict is needed for (a capture: the packet went on anyway).
+func (p Packet) SetVerdict(v Verdict) error {
+	if p.v == nil {
+		return nil
+	}
+	return p.v.verdict(p.id, v)
+}
+
+// Source delivers the packets intercept decides about.
+type Source interface {
+	// Next waits for the next packet. It returns ctx.Err() once ctx is
+	// done (packets already waiting in userspace are returned first) and
+	// an error matching net.ErrClosed after Close. One goroutine at a time.
+	Next(ctx context.Context) (Packet, error)
+	// Close stops the source and releases its kernel resources. Packets
+	// the kernel still holds for a verdict are dropped by the kernel.
+	Close() error
+	// Stats returns the source's counters; safe at any time, also after
+	// Close.
+	Stats() SourceStats
+}
+
+// SourceStats are a Source's counters since it was opened.
+type SourceStats struct {
+	// Packets counts packets returned by Next.
+	Packets uint64
+	// KernelDrops counts packets lost before intercept saw them. NFQUEUE:
+	// the kernel queue or the netlink socket was full (with --fail-open
+	// such packets are accepted instead, unrelayed and uncounted).
+	// Capture: the socket's receive buffer was full (PACKET_STATISTICS).
+	KernelDrops uint64
+	// Skipped counts captured frames that carried no IP packet (capture).
+	Skipped uint64
+	// VerdictErrors counts verdicts the kernel did not take.
+	VerdictErrors uint64
+}
+
+// Class is what intercept makes of a packet.
+type Class uint8
+
+const (
+	// Relayed: the destination is a forged client a mirror registered;
+	// the packet went to that mirror and is dropped.
+	Relayed Class = iota
+	// Passed: the destination address is on the pass-list (-x); accepted
+	// without relaying, even if a mirror registered it.
+	Passed
+	// Unknown: no mirror owns the destination (real users' traffic, or a
+	// session whose mirror is gone); accepted.
+	Unknown
+	// Held: no mirror owns the destination now, but an answer to it was
+	// relayed a moment ago (its mirror disconnected or unregistered it):
+	// dropped, so the target's late answers and retransmissions do not
+	// leak (Config.Hold).
+	Held
+	// Other: not an unfragmented IPv4 or IPv6 TCP packet; accepted.
+	Other
+)
+
+var classNames = [...]string{"relayed", "passed", "unknown", "held", "other"}
+
+func (c Class) String() string {
+	if int(c) < len(classNames) {
+		return classNames[c]
+	}
+	return "invalid"
+}
+
+// Verdict is the verdict for a packet of class c.
+func (c Class) Verdict() Verdict {
+	if c == Relayed || c == Held {
+		return Drop
+	}
+	return Accept
+}
+
+// tcpDestination returns the destination address and port of an
+// unfragmented IPv4 or IPv6 (no extension headers) TCP packet. Only the
+// first bytes of the TCP header need to be there. Fragments are refused as
+// relay.Server.Deliver refuses them.
+func tcpDestination(pkt []byte) (netip.AddrPort, bool) {
+	if len(pkt) == 0 {
+		return netip.AddrPort{}, false
+	}
+	switch pkt[0] >> 4 {
+	case 4:
+		ihl := int(pkt[0]&0x0f) * 4
+		if ihl < 20 || len(pkt) < ihl+4 || pkt[9] != 6 {
+			return netip.AddrPort{}, false
+		}
+		if binary.BigEndian.Uint16(pkt[6:8])&0x3fff != 0 { // MF or an offset
+			return netip.AddrPort{}, false
+		}
+		addr := netip.AddrFrom4([4]byte(pkt[16:20]))
+		return netip.AddrPortFrom(addr, binary.BigEndian.Uint16(pkt[ihl+2:ihl+4])), true
+	case 6:
+		if len(pkt) < 40+4 || pkt[6] != 6 {
+			return netip.AddrPort{}, false
+		}
+		addr := netip.AddrFrom16([16]byte(pkt[24:40])).Unmap()
+		return netip.AddrPortFrom(addr, binary.BigEndian.Uint16(pkt[42:44])), true
+	}
+	return netip.AddrPort{}, false
+}

