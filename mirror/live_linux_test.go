@@ -299,7 +299,10 @@ func TestLiveLoopback(t *testing.T) {
 			if st.Drops != 0 {
 				t.Errorf("%d drops", st.Drops)
 			}
-			if st.KernelPackets != st.Packets+st.LoopbackCopies+st.Drops {
+			// With a user filter other loopback TCP on this host (tests of
+			// other packages run in parallel) passes too and may still sit
+			// in the ring: then the kernel may have counted more.
+			if read := st.Packets + st.LoopbackCopies + st.Drops; st.KernelPackets != read && (tc.filter == "" || st.KernelPackets < read) {
 				t.Errorf("kernel counted %d packets, read %d + %d loopback copies + %d drops", st.KernelPackets, st.Packets, st.LoopbackCopies, st.Drops)
 			}
 			// Every loopback packet passes the interface twice.

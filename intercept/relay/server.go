@@ -29,9 +29,11 @@ type ServerConfig struct {
 	// BatchLen is how many packets make a Responses frame go out at once
 	// (default 64).
 	BatchLen int
-	// FlushDelay is how long a partial batch waits for more packets
-	// (default 1 ms). Negative: send as soon as the connection is free,
-	// batching only what queues up during the previous write.
+	// FlushDelay is how long a partial batch waits for more packets.
+	// Default (0) or negative: send as soon as the connection is free,
+	// batching only what queues up during the previous write. Every answer
+	// relayed is part of a forged connection's round trip, so a hold adds
+	// straight to its RTT, and throughput under loss falls with the RTT.
 	FlushDelay time.Duration
 	// HandshakeTimeout bounds the handshake (default 5 s).
 	HandshakeTimeout time.Duration
@@ -43,7 +45,6 @@ type ServerConfig struct {
 const (
 	defaultQueueLen         = 8192
 	defaultBatchLen         = 64
-	defaultFlushDelay       = time.Millisecond
 	defaultHandshakeTimeout = 5 * time.Second
 	defaultIdleTimeout      = 30 * time.Second
 	// maxQueueBytes bounds one mirror's queue in bytes, whatever the
@@ -101,9 +102,6 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		cfg.BatchLen = defaultBatchLen
 	}
 	cfg.BatchLen = min(cfg.BatchLen, maxEntries)
-	if cfg.FlushDelay == 0 {
-		cfg.FlushDelay = defaultFlushDelay
-	}
 	if cfg.HandshakeTimeout <= 0 {
 		cfg.HandshakeTimeout = defaultHandshakeTimeout
 	}
