@@ -37,9 +37,12 @@ type NFQueueConfig struct {
 }
 
 // NFQueue is a Source reading an NFQUEUE. Every packet it returns must get
-// a verdict. It binds with NFQA_CFG_F_GSO: TSO/GSO super-packets arrive
-// whole (one verdict per super-packet) instead of being segmented in
-// software first.
+// a verdict, in the order Next returned them (the kernel takes runs of
+// equal verdicts as one batch message, so a packet's verdict may go out
+// with the next Next or SetVerdict; an error from SetVerdict can concern
+// the earlier packets of the run). It binds with NFQA_CFG_F_GSO: TSO/GSO
+// super-packets arrive whole (one verdict per super-packet) instead of
+// being segmented in software first.
 type NFQueue struct {
 	nf    *nfqueue.Nfqueue
 	queue uint16

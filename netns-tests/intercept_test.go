@@ -682,10 +682,10 @@ func TestInterceptCapture(t *testing.T) {
 // It checks that every answer was decided and relayed without loss, and
 // logs the cost. Bigger or faster runs:
 //
-//	STACKCOPY_INTERCEPT_LOAD=200000 STACKCOPY_INTERCEPT_RATE=25000 go test -run InterceptLoad -v ./netns-tests/
+//	STACKCOPY_INTERCEPT_LOAD=100000 STACKCOPY_INTERCEPT_RATE=20000 go test -run InterceptLoad -v ./netns-tests/
 func TestInterceptLoad(t *testing.T) {
 	t.Parallel()
-	count, rate := 20000, 20000
+	count, rate := 10000, 5000
 	for env, v := range map[string]*int{"STACKCOPY_INTERCEPT_LOAD": &count, "STACKCOPY_INTERCEPT_RATE": &rate} {
 		if s := os.Getenv(env); s != "" {
 			n, err := strconv.Atoi(s)

@@ -458,8 +458,8 @@ func (ch *channel) run() {
 			c.log.Info("relay: connected to intercept", "intercept", ch.addr, "channel", ch.slot)
 		}
 		connected = true
-		ch.report(nil)
-		err = ch.serve(ctx, conn)
+		err = ch.serve(ctx, conn) // reports readiness once the channel is up
+		ch.report(err)            // no-op unless serve failed before reporting
 		if ctx.Err() != nil {
 			return
 		}
@@ -540,6 +540,9 @@ func (ch *channel) serve(ctx context.Context, conn net.Conn) error {
 	ch.mu.Unlock()
 	c.mu.Unlock()
 	ch.signal()
+	// Only now may Dial return: a Register right after it must find the
+	// channel up.
+	ch.report(nil)
 
 	done := make(chan struct{})
 	var werr error
