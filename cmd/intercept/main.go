@@ -16,12 +16,12 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
-	"time"
 
 	"github.com/spf13/pflag"
 
 	"github.com/stackcopy/stackcopy/intercept"
 	"github.com/stackcopy/stackcopy/intercept/relay"
+	"github.com/stackcopy/stackcopy/internal/cliflag"
 )
 
 var version = "dev" // set with -ldflags "-X main.version=..."
@@ -150,35 +150,6 @@ failed; 2 bad usage.
 `
 
 // durationFlag accepts plain seconds ("120") or a Go duration ("2m").
-type durationFlag struct{ d *time.Duration }
-
-func (v durationFlag) String() string {
-	if v.d == nil {
-		return ""
-	}
-	return v.d.String()
-}
-
-func (v durationFlag) Set(s string) error {
-	if n, err := strconv.ParseFloat(s, 64); err == nil {
-		if n < 0 {
-			return fmt.Errorf("negative duration %q", s)
-		}
-		*v.d = time.Duration(n * float64(time.Second))
-		return nil
-	}
-	d, err := time.ParseDuration(s)
-	if err != nil {
-		return fmt.Errorf("%q is neither seconds nor a duration like 90s or 2m", s)
-	}
-	if d < 0 {
-		return fmt.Errorf("negative duration %q", s)
-	}
-	*v.d = d
-	return nil
-}
-
-func (durationFlag) Type() string { return "duration" }
 
 func parseFlags(args []string, helpOut io.Writer) (*options, error) {
 	o := &options{}
@@ -208,8 +179,8 @@ func parseFlags(args []string, helpOut io.Writer) (*options, error) {
 	fs.IntVarP(&port, "port", "p", relay.DefaultPort, "TCP port stackcopy connects to")
 	fs.StringVarP(&bind, "bind", "b", "", "address to listen on for stackcopy (default: all)")
 	fs.StringVar(&c.KeyFile, "key-file", "", "file holding the relay key (default: $"+intercept.KeyEnv+")")
-	fs.Var(durationFlag{&hold}, "hold", "keep dropping answers to a forged client this long after its stackcopy left")
-	fs.Var(durationFlag{&statsEvery}, "stats-interval", "period of the stats log line (0: only at exit)")
+	fs.Var(cliflag.Duration{D: &hold}, "hold", "keep dropping answers to a forged client this long after its stackcopy left")
+	fs.Var(cliflag.Duration{D: &statsEvery}, "stats-interval", "period of the stats log line (0: only at exit)")
 	fs.StringVarP(&o.logFile, "log", "l", "", "log to this file instead of stderr")
 	fs.StringVarP(&c.PIDFile, "pid-file", "P", "", "write the process ID to this file")
 	fs.CountVarP(&o.verbose, "verbose", "v", "debug logging (registrations)")

@@ -7,12 +7,12 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"strconv"
 	"strings"
 	"time"
 
 	"github.com/spf13/pflag"
 
+	"github.com/stackcopy/stackcopy/internal/cliflag"
 	"github.com/stackcopy/stackcopy/mirror"
 )
 
@@ -123,38 +123,6 @@ Exit status: 0 every session completed; 3 some sessions did not complete
 (see the summary); 1 stackcopy could not do its job; 2 bad usage.
 `
 
-// durationSeconds accepts tcpcopy's plain seconds ("120") or a Go
-// duration ("1m30s", "500ms").
-type durationSeconds struct{ d *time.Duration }
-
-func (v durationSeconds) String() string {
-	if v.d == nil {
-		return ""
-	}
-	return v.d.String()
-}
-
-func (v durationSeconds) Set(s string) error {
-	if n, err := strconv.ParseFloat(s, 64); err == nil {
-		if n < 0 {
-			return fmt.Errorf("negative duration %q", s)
-		}
-		*v.d = time.Duration(n * float64(time.Second))
-		return nil
-	}
-	d, err := time.ParseDuration(s)
-	if err != nil {
-		return fmt.Errorf("%q is neither seconds nor a duration like 90s or 500ms", s)
-	}
-	if d < 0 {
-		return fmt.Errorf("negative duration %q", s)
-	}
-	*v.d = d
-	return nil
-}
-
-func (durationSeconds) Type() string { return "duration" }
-
 func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	c := &config{}
 	fs := pflag.NewFlagSet("stackcopy", pflag.ContinueOnError)
@@ -182,15 +150,15 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.IntVarP(&c.percent, "percentage", "r", 100, "replay this percentage of sessions (stable hash of client ip:port)")
 	fs.Float64VarP(&c.speed, "speed", "a", 1, "pace: captured gaps divided by this; 0 = as fast as the target answers")
 	fs.IntVarP(&c.loops, "loop", "T", 1, "replay the capture this many times")
-	fs.VarP(durationSeconds{&c.timeout}, "timeout", "t", "end a session with no progress for this long (seconds or 90s, 2m)")
-	fs.Var(durationSeconds{&c.turnWait}, "turn-wait", "longest wait for the target's answer before the next turn is sent anyway")
+	fs.VarP(cliflag.Duration{D: &c.timeout}, "timeout", "t", "end a session with no progress for this long (seconds or 90s, 2m)")
+	fs.Var(cliflag.Duration{D: &c.turnWait}, "turn-wait", "longest wait for the target's answer before the next turn is sent anyway")
 	fs.BoolVarP(&c.noWait, "no-wait", "W", false, "send each turn without waiting for the target's answer")
 	fs.IntVarP(&c.mtu, "mtu", "M", 1500, "MTU towards the target (the MSS follows)")
 	fs.StringVar(&c.cc, "cc", "reno", "congestion control of the forged clients: reno or cubic")
 	fs.BoolVar(&c.rack, "rack", true, "RACK loss detection (--rack=false for classic dupack recovery)")
 	fs.StringVar(&c.gso, "gso", "coalesce", "segmentation: coalesce (stack sends MSS segments, runs merged for the kernel to cut), host (stack sends 64 KiB super-packets: fast, poor loss recovery), off")
 	c.minRTO = 200 * time.Millisecond
-	fs.Var(durationSeconds{&c.minRTO}, "min-rto", "floor of the forged clients' retransmission timeout")
+	fs.Var(cliflag.Duration{D: &c.minRTO}, "min-rto", "floor of the forged clients' retransmission timeout")
 	fs.IntVar(&c.sendBuf, "send-buffer", 4<<20, "largest send buffer per session in bytes (memory per uploading session)")
 	fs.IntVar(&c.handshakes, "max-handshakes", 128, "handshakes in flight at once (a burst of new sessions waits its turn)")
 	fs.IntVar(&c.txqueuelen, "txqueuelen", 10000, "TUN transmit queue length")

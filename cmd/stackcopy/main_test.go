@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/stackcopy/stackcopy/internal/cliflag"
 )
 
 // These tests stop before any TUN or route is touched: they are safe as
@@ -69,7 +71,7 @@ func TestHelpShowsExamplesAndEveryFlag(t *testing.T) {
 
 func TestDurationSeconds(t *testing.T) {
 	var d time.Duration
-	v := durationSeconds{&d}
+	v := cliflag.Duration{D: &d}
 	for in, want := range map[string]time.Duration{"120": 120 * time.Second, "1.5": 1500 * time.Millisecond, "90s": 90 * time.Second, "2m": 2 * time.Minute} {
 		if err := v.Set(in); err != nil || d != want {
 			t.Errorf("Set(%q) = %v, %v; want %v", in, d, err, want)
