@@ -34,7 +34,7 @@ demo: build
 	$(GO) run ./netns-tests/cmd/demo -stackcopy $(BIN)/stackcopy -recorder $(BIN)/recorder
 
 bench: build
-	$(GO) run ./netns-tests/cmd/bench -stackcopy $(BIN)/stackcopy -recorder $(BIN)/recorder
+	$(GO) run ./netns-tests/cmd/bench -stackcopy $(BIN)/stackcopy -recorder $(BIN)/recorder -intercept $(BIN)/intercept
 
 # Long lab tests that are not reliable enough for make test yet.
 soak: build

@@ -20,9 +20,15 @@
 //     at 10,000 minus at 1 session; for the kernel client its VmRSS delta
 //     plus the machine's Slab growth beyond what the stackcopy run caused
 //     (the target's own sockets).
+//   - live: live mirroring in the traditional architecture (nginx +
+//     stackcopy live on an online host, nginx + intercept on the
+//     target) at 250..16000 requests/s; the highest rate with nothing lost
+//     and the CPU per request and per relayed answer (live.go). No kernel
+//     comparison.
 //
 // The bench re-executes itself in the namespaces for its helper roles
-// (-role sink|http|upload|short|idle), so it needs nothing but stackcopy.
+// (-role sink|http|upload|short|idle|liveload), so it needs nothing but
+// stackcopy (and intercept for live).
 // It needs root. Run it as `make bench`.
 package main
 
@@ -45,6 +51,7 @@ import (
 type config struct {
 	stackcopy string
 	recorder  string
+	intercept string
 	only      map[string]bool
 	quick     bool
 	runs      int
@@ -80,14 +87,15 @@ func parseFlags(args []string) (*config, error) {
 	c := &config{}
 	fs.StringVar(&c.stackcopy, "stackcopy", "bin/stackcopy", "stackcopy binary")
 	fs.StringVar(&c.recorder, "recorder", "bin/recorder", "recorder binary (accepted so that make bench can pass it; unused: the bench serves the target itself)")
-	only := fs.String("only", "", "run only these workloads: upload, short, idle (comma-separated)")
+	fs.StringVar(&c.intercept, "intercept", "bin/intercept", "intercept binary (the live workload)")
+	only := fs.String("only", "", "run only these workloads: upload, short, idle, live (comma-separated)")
 	fs.BoolVar(&c.quick, "quick", false, "smaller sizes for a smoke run: 64 MiB upload, 300 short sessions, 1000 idle sessions")
 	fs.IntVar(&c.runs, "runs", 3, "runs per side for upload and short (interleaved; the median is printed)")
 	fs.DurationVar(&c.budget, "budget", 14*time.Minute, "stop everything after this long")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: bench [flags]   (as root; `make bench`)\n\n"+
 			"Measures stackcopy against kernel TCP in a network-namespace lab.\n"+
-			"Internal: bench -role sink|http|upload|short|idle ... runs a helper role.\n\nFlags:\n")
+			"Internal: bench -role sink|http|upload|short|idle|liveload ... runs a helper role.\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -103,10 +111,10 @@ func parseFlags(args []string) (*config, error) {
 	if *only != "" {
 		for _, w := range strings.Split(*only, ",") {
 			switch w = strings.TrimSpace(w); w {
-			case "upload", "short", "idle":
+			case "upload", "short", "idle", "live":
 				c.only[w] = true
 			default:
-				return nil, fmt.Errorf("-only %q: want upload, short or idle", w)
+				return nil, fmt.Errorf("-only %q: want upload, short, idle or live", w)
 			}
 		}
 	}
@@ -208,7 +216,7 @@ func run(cfg *config, stdout, stderr io.Writer) error {
 	for _, w := range []struct {
 		name string
 		fn   func(context.Context) (result, error)
-	}{{"upload", b.upload}, {"short", b.short}, {"idle", b.idle}} {
+	}{{"upload", b.upload}, {"short", b.short}, {"idle", b.idle}, {"live", b.live}} {
 		if !cfg.wants(w.name) {
 			continue
 		}

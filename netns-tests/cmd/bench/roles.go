@@ -67,8 +67,10 @@ func runRole(name string, args []string) int {
 		err = roleIdle(args)
 	case "pcap":
 		err = rolePcap(args)
+	case "liveload":
+		err = roleLiveLoad(args)
 	default:
-		err = fmt.Errorf("unknown role %q (sink, http, upload, short, idle, pcap)", name)
+		err = fmt.Errorf("unknown role %q (sink, http, upload, short, idle, pcap, liveload)", name)
 	}
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "bench -role %s: %v\n", name, err)

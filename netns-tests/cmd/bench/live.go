@@ -1,0 +1,586 @@
+package main
+
+// The live workload: live mirroring in the traditional architecture (see
+// README.md, "Deployment: live mirroring, traditional") at increasing
+// request rates, in a lab of its own:
+//
+//	client 198.18.1.10 ── online 198.18.1.1 (nginx :80, stackcopy live,
+//	                      198.18.2.1          raw egress, ip_forward)
+//	                          │
+//	                      target 198.18.2.2 (nginx :80, the same file;
+//	                                         intercept on NFQUEUE 0 for
+//	                                         --sport 80; 198.18.1.0/24 via
+//	                                         the online host)
+//
+// Per step a load role in the client namespace sends requests at a fixed
+// rate over keep-alive connections for liveStepDur; the online nginx's
+// access log counts what was served, the target nginx's what the target
+// received. The target serves the same file as the online host, as a test
+// instance of the same service would: its answers are as long as the
+// captured ones, so each of stackcopy's turns ends when the whole answer
+// is back. (With a target whose answers are shorter, such as the
+// recorder's, every turn also waits stackcopy's 20 ms of silence, which
+// caps a keep-alive session at about 45 requests/s.)
+// stackcopy runs afresh for each step (its --stats-json is written at exit);
+// intercept runs throughout. There is no kernel-side equivalent of live
+// mirroring, so no comparison column.
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/stackcopy/stackcopy/netns-tests/lab"
+)
+
+// Live lab addresses (a lab of their own, so they may repeat the others').
+const (
+	liveClient = "198.18.1.10/24"
+	liveOnline = "198.18.1.1/24"
+	liveMirror = "198.18.2.1/24" // the online host's side towards the target
+	liveTarget = "198.18.2.2/24"
+	liveNet    = "198.18.1.0/24"
+)
+
+// liveRates are the steps, up to the first with loss or that the load
+// generator cannot reach.
+var liveRates = []int{250, 500, 1000, 2000, 4000, 8000, 16000}
+
+const (
+	liveStepDur = 5 * time.Second
+	liveConns   = 20
+	// clkTck is USER_HZ, the unit of utime and stime in /proc/PID/stat
+	// (100 on every Linux architecture that matters).
+	clkTck = 100
+)
+
+// liveStep is one rate step.
+type liveStep struct {
+	rate      int
+	achieved  float64
+	loadFail  int
+	served    int
+	mirrored  int
+	lost      int
+	scCPU     time.Duration
+	icCPU     time.Duration
+	answers   uint64        // relayed by intercept this step (its stats line)
+	drain     time.Duration // load end → last mirrored request seen
+	loadSecs  float64       // the load's duration
+	noStats   string        // why stackcopy's stats are missing
+	capDrops  uint64        // stackcopy's capture drops
+	icDrops   uint64        // intercept's kernel (NFQUEUE) drops, this step
+	sessions  uint64
+	completed uint64
+	loadErrs  []string
+}
+
+func (s liveStep) scPerReq() float64 {
+	if s.mirrored == 0 {
+		return 0
+	}
+	return float64(s.scCPU.Microseconds()) / float64(s.mirrored)
+}
+
+func (s liveStep) icPerAnswer() float64 {
+	if s.answers == 0 {
+		return 0
+	}
+	return float64(s.icCPU.Microseconds()) / float64(s.answers)
+}
+
+// mirrorRate is what the target received per second of load plus drain.
+func (s liveStep) mirrorRate() float64 {
+	if d := s.loadSecs + s.drain.Seconds(); d > 0 {
+		return float64(s.mirrored) / d
+	}
+	return 0
+}
+
+// keptUp: nothing lost and the mirror finished within 1 s of the load.
+func (s liveStep) keptUp() bool { return s.lost == 0 && s.served > 0 && s.drain <= time.Second }
+
+func (s liveStep) String() string {
+	drops := fmt.Sprintf("capture drops %d", s.capDrops)
+	if s.noStats != "" {
+		drops = "capture drops ? (" + s.noStats + ")"
+	}
+	return fmt.Sprintf("  %6d req/s offered  %7.0f achieved  served %6d  mirrored %6d  lost %5d  drain %4.1fs (mirror %5.0f req/s)  stackcopy %5.0f µs/req  intercept %5.0f µs/answer (%d answers)  %s, nfqueue drops %d",
+		s.rate, s.achieved, s.served, s.mirrored, s.lost, s.drain.Seconds(), s.mirrorRate(), s.scPerReq(), s.icPerAnswer(), s.answers, drops, s.icDrops)
+}
+
+// liveScStats is the part of stackcopy's --stats-json the workload reads.
+type liveScStats struct {
+	Drops  uint64 `json:"capture_drops"`
+	Replay struct {
+		Sessions, Completed uint64
+	}
+}
+
+// liveLab is the workload's lab.
+type liveLab struct {
+	l                      *lab.Lab
+	client, online, target *lab.Host
+	onlineIf               string
+	keyFile                string
+	targetAccess           string
+	access                 string
+	icpt                   *lab.Proc
+}
+
+func (b *bench) live(ctx context.Context) (res result, err error) {
+	for _, p := range []*string{&b.cfg.intercept} {
+		if *p, err = filepath.Abs(*p); err != nil {
+			return res, err
+		}
+		if _, err := os.Stat(*p); err != nil {
+			return res, fmt.Errorf("%w (run make build)", err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(ctx, 4*time.Minute)
+	defer cancel()
+	ll, err := b.liveSetup(ctx)
+	if ll != nil && ll.l != nil {
+		defer func() {
+			if cerr := ll.l.Close(); cerr != nil {
+				b.logf("live lab: %v", cerr)
+			}
+		}()
+	}
+	if err != nil {
+		return res, fmt.Errorf("live lab setup: %w", err)
+	}
+	var steps []liveStep
+	for _, rate := range liveRates {
+		st, err := b.liveStep(ctx, ll, rate)
+		if err != nil {
+			return res, fmt.Errorf("%d req/s: %w", rate, err)
+		}
+		b.logf("live %s", strings.TrimSpace(st.String()))
+		for _, e := range st.loadErrs {
+			b.logf("live   load error: %s", e)
+		}
+		steps = append(steps, st)
+		if st.lost != 0 || st.served == 0 || st.achieved < 0.95*float64(rate) {
+			break
+		}
+	}
+	res.details = append(res.details, fmt.Sprintf("live mirroring, traditional (nginx + stackcopy live -o raw on the online host; nginx + intercept -q 0 on the target), %d keep-alive connections, %s per step:", liveConns, liveStepDur))
+	best := -1
+	for i, st := range steps {
+		res.details = append(res.details, st.String())
+		if st.lost == 0 && st.served > 0 && st.achieved >= 0.95*float64(st.rate) {
+			best = i
+		}
+	}
+	last := steps[len(steps)-1]
+	switch {
+	case last.lost != 0:
+		res.details = append(res.details, fmt.Sprintf("  stopped at %d req/s: %d of %d served requests not mirrored", last.rate, last.lost, last.served))
+	case last.achieved < 0.95*float64(last.rate):
+		res.details = append(res.details, fmt.Sprintf("  stopped at %d req/s: the load generator reached only %.0f req/s", last.rate, last.achieved))
+	}
+	if best < 0 {
+		res.details = append(res.details, "live mirroring: no rate with 0 lost (no kernel-side comparison: the kernel has no live mirroring)")
+		res.rows = append(res.rows, row{workload: "live mirroring (0-loss rate)", sc: "none", kernel: "n/a", ratio: "-", verdict: "FAIL"})
+		return res, nil
+	}
+	s := steps[best]
+	kept := "none"
+	for _, st := range steps {
+		if st.keptUp() {
+			kept = fmt.Sprintf("%d req/s", st.rate)
+		}
+	}
+	res.details = append(res.details, fmt.Sprintf("  the mirror kept up (nothing lost, drained within 1 s of the load) up to %s", kept))
+	bound := ""
+	if best == len(liveRates)-1 {
+		bound = " (the highest rate tried: no loss seen)"
+	}
+	res.details = append(res.details, fmt.Sprintf("live mirroring: highest rate with 0 lost = %d req/s%s; stackcopy %.0f µs/request; intercept %.0f µs/answer (no kernel-side comparison: the kernel has no live mirroring)",
+		s.rate, bound, s.scPerReq(), s.icPerAnswer()))
+	res.rows = append(res.rows,
+		row{workload: "live mirroring (0-loss rate)", sc: fmt.Sprintf("%d req/s", s.rate), kernel: "n/a (none)", ratio: "-", target: fmt.Sprintf("%d/%d", s.mirrored, s.served), verdict: "ok"},
+		row{workload: "  kept up (drain ≤ 1 s) up to", sc: kept, kernel: "n/a", ratio: "-"},
+		row{workload: "  stackcopy CPU per request", sc: fmt.Sprintf("%.0f µs", s.scPerReq()), kernel: "n/a", ratio: "-"},
+		row{workload: "  intercept CPU per answer", sc: fmt.Sprintf("%.0f µs", s.icPerAnswer()), kernel: "n/a", ratio: "-"})
+	return res, nil
+}
+
+// liveSetup builds the live lab and starts nginx, the recorder and
+// intercept. The returned liveLab holds the lab as soon as it exists, so
+// the caller can close it on error.
+func (b *bench) liveSetup(ctx context.Context) (*liveLab, error) {
+	l, err := lab.New("bench-live")
+	if err != nil {
+		return nil, err
+	}
+	ll := &liveLab{l: l}
+	if ll.client, err = l.Host("client"); err != nil {
+		return ll, err
+	}
+	if ll.online, err = l.Host("online"); err != nil {
+		return ll, err
+	}
+	if ll.target, err = l.Host("target"); err != nil {
+		return ll, err
+	}
+	if _, ll.onlineIf, err = l.Link(ll.client, netip.MustParsePrefix(liveClient), ll.online, netip.MustParsePrefix(liveOnline)); err != nil {
+		return ll, err
+	}
+	if _, _, err = l.Link(ll.online, netip.MustParsePrefix(liveMirror), ll.target, netip.MustParsePrefix(liveTarget)); err != nil {
+		return ll, err
+	}
+	onlineAddr := netip.MustParsePrefix(liveOnline).Addr()
+	mirrorAddr := netip.MustParsePrefix(liveMirror).Addr()
+	targetAddr := netip.MustParsePrefix(liveTarget).Addr()
+	// Traditional: the target routes the (real) client prefix back to the
+	// online host, which forwards; intercept keeps the answers from leaving.
+	for _, step := range []error{
+		ll.online.Sysctl("net.ipv4.ip_forward", "1"),
+		ll.target.AddRoute(netip.MustParsePrefix(liveNet), mirrorAddr),
+		ll.online.Sysctl("net.core.somaxconn", "16384"),
+		ll.target.Sysctl("net.core.somaxconn", "16384"),
+	} {
+		if step != nil {
+			return ll, step
+		}
+	}
+	key := make([]byte, 32)
+	rand.Read(key)
+	ll.keyFile = filepath.Join(l.Dir(), "relay.key")
+	if err := os.WriteFile(ll.keyFile, []byte(hex.EncodeToString(key)+"\n"), 0o600); err != nil {
+		return ll, err
+	}
+
+	if err := ll.target.IPTables("-I", "OUTPUT", "-p", "tcp", "--sport", "80", "-j", "NFQUEUE", "--queue-num", "0"); err != nil {
+		return ll, err
+	}
+	if ll.icpt, err = ll.target.Start(b.cfg.intercept, "--key-file", ll.keyFile, "-q", "0", "--stats-interval", "1s"); err != nil {
+		return ll, err
+	}
+	if err := poll(ctx, 15*time.Second, 50*time.Millisecond, "intercept to start", func() (bool, error) {
+		return strings.Contains(ll.icpt.Log(), "intercept ready"), nil
+	}); err != nil {
+		return ll, fmt.Errorf("%w; intercept log: %s", err, outputTail(ll.icpt.Log()))
+	}
+
+	// The online host: nginx serving a 280-byte file.
+	root := filepath.Join(l.Dir(), "www")
+	if err := os.MkdirAll(root, 0o755); err != nil {
+		return ll, err
+	}
+	if err := os.WriteFile(filepath.Join(root, "a.txt"), []byte(strings.Repeat("answer ", 40)), 0o644); err != nil {
+		return ll, err
+	}
+	// StartNginx returns once nginx listens.
+	ng, err := lab.StartNginx(ll.online, netip.AddrPortFrom(onlineAddr, 80), root)
+	if err != nil {
+		return ll, err
+	}
+	ll.access = ng.Config.AccessLog()
+	tng, err := lab.StartNginx(ll.target, netip.AddrPortFrom(targetAddr, 80), root)
+	if err != nil {
+		return ll, err
+	}
+	ll.targetAccess = tng.Config.AccessLog()
+	b.logf("live lab %s: client %s ── online %s/%s (%s: nginx, stackcopy live) ── target %s (nginx, intercept on NFQUEUE 0)",
+		l.Prefix(), liveClient, liveOnline, liveMirror, ll.onlineIf, liveTarget)
+	return ll, nil
+}
+
+// liveStep runs stackcopy live for one rate step.
+func (b *bench) liveStep(ctx context.Context, ll *liveLab, rate int) (liveStep, error) {
+	st := liveStep{rate: rate}
+	statsPath := filepath.Join(ll.l.Dir(), fmt.Sprintf("live-%d.json", rate))
+	targetAddr := netip.MustParsePrefix(liveTarget).Addr()
+	sc, err := ll.online.Start(b.cfg.stackcopy, "-v", "--stats-json", statsPath,
+		"-x", "198.18.1.1:80-198.18.2.2:80", "-i", ll.onlineIf, "-s", targetAddr.String(),
+		"--key-file", ll.keyFile, "-o", "raw")
+	if err != nil {
+		return st, err
+	}
+	defer sc.Stop()
+	if err := poll(ctx, 20*time.Second, 50*time.Millisecond, "stackcopy to capture", func() (bool, error) {
+		select {
+		case <-sc.Done():
+			return false, errors.New("stackcopy exited")
+		default:
+		}
+		return strings.Contains(sc.Log(), "mirroring live traffic"), nil
+	}); err != nil {
+		return st, fmt.Errorf("%w; stackcopy log: %s", err, outputTail(sc.Log()))
+	}
+	// Let the relay channel come up before the first answer.
+	time.Sleep(500 * time.Millisecond)
+
+	served0, err := countLines(ll.access)
+	if err != nil {
+		return st, err
+	}
+	recs0, err := countLines(ll.targetAccess)
+	if err != nil {
+		return st, err
+	}
+	ic0, rel0 := interceptStats(ll.icpt.Log())
+	sc0, err1 := procCPU(sc.PID)
+	icCPU0, err2 := procCPU(ll.icpt.PID)
+	if err := errors.Join(err1, err2); err != nil {
+		return st, err
+	}
+
+	onlineAddr := netip.MustParsePrefix(liveOnline).Addr()
+	timeout := liveStepDur + 10*time.Second
+	rctx, cancel := context.WithTimeout(ctx, timeout+15*time.Second)
+	defer cancel()
+	load, err := startChild(rctx, ll.client, b.self, "-role", "liveload",
+		"-connect", netip.AddrPortFrom(onlineAddr, 80).String(), "-rate", strconv.Itoa(rate),
+		"-duration", liveStepDur.String(), "-conns", strconv.Itoa(liveConns), "-timeout", timeout.String())
+	if err != nil {
+		return st, err
+	}
+	if err := load.wait(); err != nil {
+		return st, err
+	}
+	var lr liveLoadResult
+	if err := json.Unmarshal([]byte(load.stdout.String()), &lr); err != nil {
+		return st, fmt.Errorf("%s: result %q: %w", load.what, load.stdout.String(), err)
+	}
+	st.achieved, st.loadFail, st.loadErrs, st.loadSecs = lr.Rate, lr.Failed, lr.Errors, lr.Seconds
+
+	// nginx logs a request when it answered it; give it a moment.
+	time.Sleep(200 * time.Millisecond)
+	served1, err := countLines(ll.access)
+	if err != nil {
+		return st, err
+	}
+	st.served = served1 - served0
+	// Wait for the mirror to drain: every served request at the target, or
+	// no progress for 3 s (bounded at 20 s: what is not there by then
+	// counts as lost).
+	var recs1 int
+	loadEnd := time.Now()
+	lastChange, prev := time.Now(), -1
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		if recs1, err = countLines(ll.targetAccess); err != nil {
+			return st, err
+		}
+		if recs1-recs0 >= st.served || time.Now().After(deadline) || time.Since(lastChange) > 3*time.Second || ctx.Err() != nil {
+			break
+		}
+		if recs1 != prev {
+			prev, lastChange = recs1, time.Now()
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	st.mirrored = recs1 - recs0
+	st.lost = st.served - st.mirrored
+	st.drain = max(lastChange.Sub(loadEnd), 0)
+	sc1, err1 := procCPU(sc.PID)
+	icCPU1, err2 := procCPU(ll.icpt.PID)
+	if err := errors.Join(err1, err2); err != nil {
+		return st, err
+	}
+	st.scCPU, st.icCPU = sc1-sc0, icCPU1-icCPU0
+	// intercept logs its stats every second.
+	time.Sleep(1100 * time.Millisecond)
+	ic1, rel1 := interceptStats(ll.icpt.Log())
+	st.icDrops, st.answers = ic1-ic0, rel1-rel0
+
+	// stackcopy writes its stats at exit; one still busy with a backlog
+	// when the stop grace ends is killed and writes none.
+	if err := sc.Stop(); err != nil {
+		b.logf("live: stackcopy stop: %v", err)
+	}
+	raw, err := os.ReadFile(statsPath)
+	if err != nil {
+		st.noStats = "stackcopy killed at stop, no stats"
+		b.logf("live: %d req/s: stackcopy wrote no stats (%v); log:%s", rate, err, outputTail(sc.Log()))
+		return st, nil
+	}
+	var ss liveScStats
+	if err := json.Unmarshal(raw, &ss); err != nil {
+		return st, fmt.Errorf("%s: %w", statsPath, err)
+	}
+	st.capDrops, st.sessions, st.completed = ss.Drops, ss.Replay.Sessions, ss.Replay.Completed
+	return st, nil
+}
+
+// procCPU is a process's user+system CPU time from /proc/PID/stat.
+func procCPU(pid int) (time.Duration, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 {
+		return 0, fmt.Errorf("/proc/%d/stat: no comm", pid)
+	}
+	// After "pid (comm) ": state is field 3; utime and stime are 14, 15.
+	f := strings.Fields(s[i+1:])
+	if len(f) < 13 {
+		return 0, fmt.Errorf("/proc/%d/stat: %d fields", pid, len(f))
+	}
+	ut, err1 := strconv.ParseUint(f[11], 10, 64)
+	stime, err2 := strconv.ParseUint(f[12], 10, 64)
+	if err := errors.Join(err1, err2); err != nil {
+		return 0, fmt.Errorf("/proc/%d/stat: %w", pid, err)
+	}
+	return time.Duration(ut+stime) * time.Second / clkTck, nil
+}
+
+// countLines counts complete lines of a file (0 if it does not exist).
+func countLines(path string) (int, error) {
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	return strings.Count(string(b), "\n"), nil
+}
+
+var icStatsRE = regexp.MustCompile(`intercept stats.* relayed=(\d+) .* kernel_drops=(\d+)`)
+
+// interceptStats is kernel_drops and relayed of intercept's last stats
+// line (cumulative).
+func interceptStats(log string) (kernelDrops, relayed uint64) {
+	m := icStatsRE.FindAllStringSubmatch(log, -1)
+	if len(m) == 0 {
+		return 0, 0
+	}
+	last := m[len(m)-1]
+	relayed, _ = strconv.ParseUint(last[1], 10, 64)
+	kernelDrops, _ = strconv.ParseUint(last[2], 10, 64)
+	return kernelDrops, relayed
+}
+
+// liveLoadResult is what the liveload role prints.
+type liveLoadResult struct {
+	Seconds   float64  `json:"seconds"`
+	Completed int      `json:"completed"`
+	Failed    int      `json:"failed"`
+	Rate      float64  `json:"rate"` // completed / the scheduled duration (or longer, if late)
+	Errors    []string `json:"errors,omitempty"`
+}
+
+// roleLiveLoad sends GET /a.txt at -rate requests/s for -duration over
+// -conns keep-alive connections, each paced on its own schedule (a late
+// request goes out at once, no later than the end plus 2 s). It reconnects
+// when the server closes. Bounded by -timeout.
+func roleLiveLoad(args []string) error {
+	fs := flag.NewFlagSet("liveload", flag.ContinueOnError)
+	target := fs.String("connect", "", "server address")
+	rate := fs.Int("rate", 100, "requests per second, all connections together")
+	dur := fs.Duration("duration", 5*time.Second, "send for this long")
+	conns := fs.Int("conns", 20, "keep-alive connections")
+	timeout := fs.Duration("timeout", time.Minute, "give up after this long")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *rate < 1 || *conns < 1 || *dur <= 0 {
+		return errors.New("-rate, -conns and -duration must be positive")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
+	defer cancel()
+	interval := time.Duration(float64(time.Second) * float64(*conns) / float64(*rate))
+	start := time.Now().Add(50 * time.Millisecond)
+	end := start.Add(*dur)
+	hardEnd := end.Add(2 * time.Second)
+	var mu sync.Mutex
+	var res liveLoadResult
+	var lastDone time.Time
+	var wg sync.WaitGroup
+	for w := range *conns {
+		wg.Go(func() {
+			var c net.Conn
+			var br *bufio.Reader
+			defer func() {
+				if c != nil {
+					c.Close()
+				}
+			}()
+			fail := func(err error) {
+				mu.Lock()
+				res.Failed++
+				if len(res.Errors) < 5 {
+					res.Errors = append(res.Errors, err.Error())
+				}
+				mu.Unlock()
+				if c != nil {
+					c.Close()
+					c = nil
+				}
+			}
+			d := net.Dialer{}
+			offset := interval * time.Duration(w) / time.Duration(*conns)
+			for i := 0; ; i++ {
+				at := start.Add(offset + time.Duration(i)*interval)
+				if !at.Before(end) || time.Now().After(hardEnd) || ctx.Err() != nil {
+					return
+				}
+				if wait := time.Until(at); wait > 0 {
+					time.Sleep(wait)
+				}
+				if c == nil {
+					var err error
+					if c, err = d.DialContext(ctx, "tcp4", *target); err != nil {
+						c = nil
+						fail(err)
+						continue
+					}
+					br = bufio.NewReader(c)
+				}
+				_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+				req := fmt.Sprintf("GET /a.txt?c=%d&i=%d HTTP/1.1\r\nHost: 198.18.1.1\r\nUser-Agent: stackcopy-bench\r\n\r\n", w, i)
+				if _, err := io.WriteString(c, req); err != nil {
+					fail(err)
+					continue
+				}
+				resp, err := http.ReadResponse(br, nil)
+				if err != nil {
+					fail(err)
+					continue
+				}
+				_, err = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if err != nil || resp.StatusCode != http.StatusOK {
+					fail(fmt.Errorf("status %d, %v", resp.StatusCode, err))
+					continue
+				}
+				mu.Lock()
+				res.Completed++
+				lastDone = time.Now()
+				mu.Unlock()
+				if resp.Close {
+					c.Close()
+					c = nil
+				}
+			}
+		})
+	}
+	wg.Wait()
+	took := max(lastDone.Sub(start), *dur)
+	res.Seconds = took.Seconds()
+	res.Rate = float64(res.Completed) / took.Seconds()
+	return json.NewEncoder(os.Stdout).Encode(res)
+}
