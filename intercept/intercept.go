@@ -225,6 +225,7 @@ func serve(ctx context.Context, cfg Config, key relay.Key, ln net.Listener, src 
 	})
 
 	cl := newClassifier(cfg, srv.Deliver)
+	cl.owns = srv.Owns
 	st := &stats{cl: cl, src: src, srv: srv, log: log}
 	statsDone := make(chan struct{})
 	if cfg.StatsInterval > 0 {
@@ -288,7 +289,9 @@ func loop(ctx context.Context, src Source, cl *classifier, log *slog.Logger) err
 type classifier struct {
 	pass    map[netip.Addr]struct{}
 	deliver func(pkt []byte, full bool) bool
-	full    bool
+	// owns says whether a mirror registered a destination; nil: none do.
+	owns func(netip.AddrPort) bool
+	full bool
 
 	// held remembers, per forged client, when an answer to it was last
 	// relayed (or held), on clock; see Config.Hold.
@@ -337,6 +340,12 @@ func (c *classifier) decide(pkt []byte) Class {
 		return Passed
 	}
 	relayed := c.deliver(pkt, c.full)
+	if !relayed && c.owns != nil && c.owns(dst) {
+		// A mirror owns dst but the relay could not take the packet (it
+		// does not parse as one, e.g. a BIG TCP length): drop it, never
+		// let an answer to a forged client through.
+		return Held
+	}
 	if c.hold == 0 {
 		if relayed {
 			return Relayed

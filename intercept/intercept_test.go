@@ -564,3 +564,18 @@ func TestCheckForwarding(t *testing.T) {
 		t.Fatalf("lo: %v", err)
 	}
 }
+
+// TestClassifyOwnedButNotRelayable: an answer to a registered forged
+// client that the relay refuses (it cannot parse it) is dropped, never let
+// through to the real client.
+func TestClassifyOwnedButNotRelayable(t *testing.T) {
+	refuse := func([]byte, bool) bool { return false }
+	cl := newClassifier(Config{Hold: -1}, refuse)
+	cl.owns = func(dst netip.AddrPort) bool { return dst == forgedAP }
+	if got := cl.classify(tcp4(t, serverAP, forgedAP, false, true, []byte("x"))); got != Held || got.Verdict() != Drop {
+		t.Fatalf("owned but unrelayable answer classified %v (verdict %v), want Held/Drop", got, got.Verdict())
+	}
+	if got := cl.classify(tcp4(t, serverAP, realAP, false, true, []byte("x"))); got != Unknown {
+		t.Fatalf("unowned answer classified %v, want Unknown", got)
+	}
+}

@@ -163,6 +163,11 @@ func (s *Server) Deliver(pkt []byte, full bool) bool {
 	return true
 }
 
+// Owns reports whether a connected mirror registered dst.
+func (s *Server) Owns(dst netip.AddrPort) bool {
+	return s.router.lookup(dst) != nil
+}
+
 // Serve accepts mirror connections on ln until ctx is cancelled, then
 // closes ln and every connection and returns nil once all its goroutines
 // have finished. It returns the listener's error if accepting fails for
