@@ -420,7 +420,6 @@ func mirrorLive(ctx context.Context, cfg *config, sink mirror.Sink, sum *summary
 			if !ok {
 				err := <-errc
 				tr.Flush()
-				sum.live = true
 				ls := src.Stats()
 				sum.addPass(ls.SourceStats, tr.Stats())
 				sum.captureDrops = ls.Drops
