@@ -36,9 +36,11 @@ demo: build
 bench: build
 	$(GO) run ./netns-tests/cmd/bench -stackcopy $(BIN)/stackcopy -recorder $(BIN)/recorder -intercept $(BIN)/intercept
 
-# Long lab tests that are not reliable enough for make test yet.
+# Lab runs beyond what make test asserts: the live upload under loss at a
+# client rate the mirror cannot follow yet (expected to end in a counted
+# capture gap, see TestLiveUploadWithLoss).
 soak: build
-	STACKCOPY_SOAK=1 $(GO) test -count=1 -timeout 30m -v -run 'Soak|LiveUploadWithLoss' ./netns-tests/...
+	STACKCOPY_UPLOAD_RATE=20M $(GO) test -count=1 -timeout 30m -v -run 'LiveUploadWithLoss' ./netns-tests/...
 endif
 
 check:
