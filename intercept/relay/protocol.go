@@ -507,47 +507,42 @@ type registration struct {
 // decodeRegister validates a whole Register payload before returning any
 // of it, so a bad frame changes nothing. dst is reused.
 func decodeRegister(p []byte, dst []registration) ([]registration, error) {
-	count, p, err := readCount(p, "register")
-	if err != nil {
-		return dst[:0], err
-	}
-	dst = dst[:0]
-	for i := range count {
+	return decodeEntries(p, "register", dst, func(p []byte) (registration, int, error) {
 		c, n, err := readAddr(p)
 		if err != nil {
-			return dst[:0], fmt.Errorf("register entry %d of %d: client: %w", i+1, count, err)
+			return registration{}, 0, fmt.Errorf("client: %w", err)
 		}
-		p = p[n:]
-		t, n, err := readAddr(p)
+		t, m, err := readAddr(p[n:])
 		if err != nil {
-			return dst[:0], fmt.Errorf("register entry %d of %d: target: %w", i+1, count, err)
+			return registration{}, 0, fmt.Errorf("target: %w", err)
 		}
-		p = p[n:]
-		dst = append(dst, registration{Client: c, Target: t})
-	}
-	if len(p) != 0 {
-		return dst[:0], fmt.Errorf("register frame has %d bytes after its %d entries", len(p), count)
-	}
-	return dst, nil
+		return registration{Client: c, Target: t}, n + m, nil
+	})
 }
 
 // decodeUnregister is decodeRegister for Unregister payloads.
 func decodeUnregister(p []byte, dst []netip.AddrPort) ([]netip.AddrPort, error) {
-	count, p, err := readCount(p, "unregister")
+	return decodeEntries(p, "unregister", dst, readAddr)
+}
+
+// decodeEntries decodes a payload of [count u16] then exactly count
+// entries read by read; on any error it returns nothing of it.
+func decodeEntries[T any](p []byte, what string, dst []T, read func([]byte) (T, int, error)) ([]T, error) {
+	count, p, err := readCount(p, what)
 	if err != nil {
 		return dst[:0], err
 	}
 	dst = dst[:0]
 	for i := range count {
-		c, n, err := readAddr(p)
+		e, n, err := read(p)
 		if err != nil {
-			return dst[:0], fmt.Errorf("unregister entry %d of %d: %w", i+1, count, err)
+			return dst[:0], fmt.Errorf("%s entry %d of %d: %w", what, i+1, count, err)
 		}
 		p = p[n:]
-		dst = append(dst, c)
+		dst = append(dst, e)
 	}
 	if len(p) != 0 {
-		return dst[:0], fmt.Errorf("unregister frame has %d bytes after its %d entries", len(p), count)
+		return dst[:0], fmt.Errorf("%s frame has %d bytes after its %d entries", what, len(p), count)
 	}
 	return dst, nil
 }
@@ -666,23 +661,7 @@ func appendResponseEntry(b []byte, data []byte, origLen int, full bool) []byte {
 // decodeResponses validates a whole Responses payload and returns its
 // entries (pointing into p). dst is reused.
 func decodeResponses(p []byte, dst []relayed) ([]relayed, error) {
-	count, p, err := readCount(p, "responses")
-	if err != nil {
-		return dst[:0], err
-	}
-	dst = dst[:0]
-	for i := range count {
-		r, n, err := readResponseEntry(p)
-		if err != nil {
-			return dst[:0], fmt.Errorf("responses entry %d of %d: %w", i+1, count, err)
-		}
-		p = p[n:]
-		dst = append(dst, r)
-	}
-	if len(p) != 0 {
-		return dst[:0], fmt.Errorf("responses frame has %d bytes after its %d entries", len(p), count)
-	}
-	return dst, nil
+	return decodeEntries(p, "responses", dst, readResponseEntry)
 }
 
 func readResponseEntry(p []byte) (relayed, int, error) {
