@@ -843,19 +843,12 @@ func interceptLoad(t *testing.T, mode, bin, probe, load string, count, rate int)
 	return relayCost, otherCost
 }
 
-// procCPU returns a process's user and system CPU time so far
-// (/proc/PID/stat, in clock ticks of 10 ms).
+// procCPU returns a process's user and system CPU time so far.
 func procCPU(t *testing.T, pid int) (user, sys time.Duration) {
 	t.Helper()
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	user, sys, err := lab.ProcCPU(pid)
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Fields after the parenthesised command name; utime and stime are
-	// fields 14 and 15 of the line, 12 and 13 after the name.
-	rest := string(b[bytes.LastIndexByte(b, ')')+2:])
-	f := strings.Fields(rest)
-	utime, _ := strconv.ParseUint(f[11], 10, 64)
-	stime, _ := strconv.ParseUint(f[12], 10, 64)
-	return time.Duration(utime) * 10 * time.Millisecond, time.Duration(stime) * 10 * time.Millisecond
+	return user, sys
 }

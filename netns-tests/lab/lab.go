@@ -437,26 +437,54 @@ func procStartTime(pid int) (uint64, error) {
 
 // procStat reads the start time and state from /proc/<pid>/stat.
 func procStat(pid int) (start uint64, state string, err error) {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	f, err := procStatFields(pid)
 	if err != nil {
 		return 0, "", err
 	}
-	// The command name (field 2) may contain spaces and parentheses; the
-	// fields after the last ')' are fixed.
-	i := strings.LastIndexByte(string(b), ')')
-	if i < 0 {
-		return 0, "", fmt.Errorf("/proc/%d/stat: unexpected format", pid)
-	}
-	f := strings.Fields(string(b[i+1:]))
 	// f[0] is field 3 (state); starttime is field 22.
-	if len(f) < 20 {
-		return 0, "", fmt.Errorf("/proc/%d/stat: %d fields", pid, len(f)+2)
-	}
 	start, err = strconv.ParseUint(f[19], 10, 64)
 	if err != nil {
 		return 0, "", fmt.Errorf("/proc/%d/stat: starttime: %w", pid, err)
 	}
 	return start, f[0], nil
+}
+
+// procStatFields returns the fields of /proc/PID/stat from field 3 on.
+func procStatFields(pid int) ([]string, error) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return nil, err
+	}
+	// The command name (field 2) may contain spaces and parentheses; the
+	// fields after the last ')' are fixed.
+	i := strings.LastIndexByte(string(b), ')')
+	if i < 0 {
+		return nil, fmt.Errorf("/proc/%d/stat: unexpected format", pid)
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 20 {
+		return nil, fmt.Errorf("/proc/%d/stat: %d fields", pid, len(f)+2)
+	}
+	return f, nil
+}
+
+// clkTck is USER_HZ, the unit of utime and stime in /proc/PID/stat (100
+// on every Linux architecture the lab runs on).
+const clkTck = 100
+
+// ProcCPU returns the user and system CPU time process pid used so far.
+func ProcCPU(pid int) (user, sys time.Duration, err error) {
+	f, err := procStatFields(pid)
+	if err != nil {
+		return 0, 0, err
+	}
+	// utime and stime are fields 14 and 15.
+	ut, err1 := strconv.ParseUint(f[11], 10, 64)
+	st, err2 := strconv.ParseUint(f[12], 10, 64)
+	if err := errors.Join(err1, err2); err != nil {
+		return 0, 0, fmt.Errorf("/proc/%d/stat: %w", pid, err)
+	}
+	return time.Duration(ut) * time.Second / clkTck, time.Duration(st) * time.Second / clkTck, nil
 }
 
 // newPrefix returns "sc" + 6 random hex digits.

@@ -3,6 +3,7 @@ package lab
 import (
 	"net/netip"
 	"os"
+	"time"
 	"strings"
 	"testing"
 )
@@ -109,5 +110,23 @@ func TestIsLabDir(t *testing.T) {
 		if isLabDir(d, "sc123456") {
 			t.Errorf("isLabDir(%q) accepted", d)
 		}
+	}
+}
+
+func TestProcCPU(t *testing.T) {
+	// Burn a little CPU so the figure cannot be zero.
+	deadline := time.Now().Add(50 * time.Millisecond)
+	for x := 0; time.Now().Before(deadline); x++ {
+		_ = x * x
+	}
+	user, sys, err := ProcCPU(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if user+sys <= 0 {
+		t.Fatalf("ProcCPU of a busy process: user %v sys %v", user, sys)
+	}
+	if _, _, err := ProcCPU(-1); err == nil {
+		t.Fatal("ProcCPU of no process succeeded")
 	}
 }

@@ -65,9 +65,6 @@ var liveRates = []int{250, 500, 1000, 2000, 4000, 8000, 16000}
 const (
 	liveStepDur = 5 * time.Second
 	liveConns   = 20
-	// clkTck is USER_HZ, the unit of utime and stime in /proc/PID/stat
-	// (100 on every Linux architecture that matters).
-	clkTck = 100
 )
 
 // liveStep is one rate step.
@@ -423,28 +420,10 @@ func (b *bench) liveStep(ctx context.Context, ll *liveLab, rate int) (liveStep, 
 	return st, nil
 }
 
-// procCPU is a process's user+system CPU time from /proc/PID/stat.
+// procCPU is a process's user+system CPU time.
 func procCPU(pid int) (time.Duration, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0, err
-	}
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	if i < 0 {
-		return 0, fmt.Errorf("/proc/%d/stat: no comm", pid)
-	}
-	// After "pid (comm) ": state is field 3; utime and stime are 14, 15.
-	f := strings.Fields(s[i+1:])
-	if len(f) < 13 {
-		return 0, fmt.Errorf("/proc/%d/stat: %d fields", pid, len(f))
-	}
-	ut, err1 := strconv.ParseUint(f[11], 10, 64)
-	stime, err2 := strconv.ParseUint(f[12], 10, 64)
-	if err := errors.Join(err1, err2); err != nil {
-		return 0, fmt.Errorf("/proc/%d/stat: %w", pid, err)
-	}
-	return time.Duration(ut+stime) * time.Second / clkTck, nil
+	user, sys, err := lab.ProcCPU(pid)
+	return user + sys, err
 }
 
 // countLines counts complete lines of a file (0 if it does not exist).
