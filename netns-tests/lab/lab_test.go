@@ -3,9 +3,9 @@ package lab
 import (
 	"net/netip"
 	"os"
-	"time"
 	"strings"
 	"testing"
+	"time"
 )
 
 // Unit tests of the parts that need no root; the lab itself is tested in
