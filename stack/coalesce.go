@@ -58,8 +58,11 @@ func newCoalescer() *coalescer {
 // calm notes b's sequence range for its flow and reports whether the flow
 // may be coalesced: it has not retransmitted within lossyFor.
 func (c *coalescer) calm(b []byte, ihl, payload int, now time.Time) bool {
-	ip := header.IPv4(b)
-	tcp := header.TCP(b[ihl:])
+	return c.calmHeaders(header.IPv4(b), header.TCP(b[ihl:]), payload, now)
+}
+
+// calmHeaders is calm for headers held apart from the payload.
+func (c *coalescer) calmHeaders(ip header.IPv4, tcp header.TCP, payload int, now time.Time) bool {
 	k := flowKey{src: ip.SourceAddress().As4(), dst: ip.DestinationAddress().As4(), srcPort: tcp.SourcePort(), dstPort: tcp.DestinationPort()}
 	f := c.flows[k]
 	end := tcp.SequenceNumber() + uint32(payload)

@@ -139,7 +139,6 @@ func (e *linkEndpoint) coalesce(co *coalescer, pkt *gstack.PacketBuffer, scratch
 type hostGuard struct {
 	flows *coalescer // only its per-flow loss tracking is used
 	split *gsoSplitter
-	flat  []byte
 }
 
 func (e *linkEndpoint) writeGuarded(g *hostGuard, pkt *gstack.PacketBuffer) {
@@ -149,18 +148,17 @@ func (e *linkEndpoint) writeGuarded(g *hostGuard, pkt *gstack.PacketBuffer) {
 		e.write(bufs, gso)
 		return
 	}
-	g.flat = g.flat[:0]
-	for _, b := range bufs {
-		g.flat = append(g.flat, b...)
-	}
-	ihl, _, payload, ok := startable(g.flat)
-	if !ok || g.flows.calm(g.flat, ihl, payload, time.Now()) {
-		e.write([][]byte{g.flat}, gso)
+	// The headers decide; the 64 KiB payload is only copied to be cut.
+	ip := header.IPv4(pkt.NetworkHeader().Slice())
+	tcp := header.TCP(pkt.TransportHeader().Slice())
+	if len(ip) < header.IPv4MinimumSize || len(tcp) < header.TCPMinimumSize ||
+		g.flows.calmHeaders(ip, tcp, pkt.Data().Size(), time.Now()) {
+		e.write(bufs, gso)
 		return
 	}
-	segs, err := g.split.split([][]byte{g.flat}, gso)
+	segs, err := g.split.split(bufs, gso)
 	if err != nil {
-		e.write([][]byte{g.flat}, gso) // let the kernel judge it
+		e.write(bufs, gso) // let the kernel judge it
 		return
 	}
 	for _, seg := range segs {
