@@ -76,7 +76,8 @@ type Config struct {
 	// Hold is how long answers to a forged client are still dropped after
 	// its mirror stopped owning it (the mirror disconnected or unregistered
 	// it), counted from the last such answer (default 2 min; negative:
-	// off). Only destinations that had an answer relayed are held.
+	// off). Destinations that had an answer relayed or that a mirror
+	// released are held; others are never dropped.
 	Hold time.Duration
 }
 
@@ -206,12 +207,17 @@ const (
 // is done, then shuts both down: the loop first, so answers already read
 // are still relayed, then the source, then the server.
 func serve(ctx context.Context, cfg Config, key relay.Key, ln net.Listener, src Source, log *slog.Logger) error {
-	srv, err := relay.NewServer(relay.ServerConfig{Key: key, Logger: log})
+	var cl *classifier
+	srv, err := relay.NewServer(relay.ServerConfig{Key: key, Logger: log,
+		OnRelease: func(clients []netip.AddrPort) { cl.release(clients) }})
 	if err != nil {
 		ln.Close()
 		src.Close()
 		return err
 	}
+	// Before Serve: OnRelease needs the classifier.
+	cl = newClassifier(cfg, srv.Deliver)
+	cl.owns = srv.Owns
 	loopCtx, stopLoop := context.WithCancel(ctx)
 	defer stopLoop()
 	srvCtx, stopServer := context.WithCancel(context.Background())
@@ -224,8 +230,6 @@ func serve(ctx context.Context, cfg Config, key relay.Key, ln net.Listener, src 
 		stopLoop() // the server failed for good, or we are shutting down
 	})
 
-	cl := newClassifier(cfg, srv.Deliver)
-	cl.owns = srv.Owns
 	st := &stats{cl: cl, src: src, srv: srv, log: log}
 	statsDone := make(chan struct{})
 	if cfg.StatsInterval > 0 {
@@ -301,6 +305,13 @@ type classifier struct {
 	clock     func() time.Duration
 	lastSweep time.Duration
 
+	// released holds forged clients whose mirror let go of them (see
+	// relay.ServerConfig.OnRelease), from the relay's goroutines, until
+	// the packet loop moves them into held.
+	relMu    sync.Mutex
+	released []netip.AddrPort
+	relN     atomic.Int32 // len(released), read without the lock on every packet
+
 	counts       [Other + 1]atomic.Uint64
 	heldSize     atomic.Int64
 	heldOverflow atomic.Uint64
@@ -353,6 +364,9 @@ func (c *classifier) decide(pkt []byte) Class {
 		return Unknown
 	}
 	now := c.clock()
+	if c.relN.Load() > 0 {
+		c.takeReleased(now)
+	}
 	if now-c.lastSweep >= min(c.hold, 10*time.Second) {
 		c.sweep(now)
 	}
@@ -365,6 +379,36 @@ func (c *classifier) decide(pkt []byte) Class {
 		return Held
 	}
 	return Unknown
+}
+
+// release queues clients a mirror stopped owning, so answers to them are
+// held even if none was relayed before: the mirror may have gone between
+// its SYN and the SYN-ACK. Safe for concurrent use.
+func (c *classifier) release(clients []netip.AddrPort) {
+	if c.hold == 0 {
+		return
+	}
+	c.relMu.Lock()
+	if room := c.maxHeld - len(c.released); len(clients) > room {
+		c.heldOverflow.Add(uint64(len(clients) - max(room, 0)))
+		clients = clients[:max(room, 0)]
+	}
+	c.released = append(c.released, clients...)
+	c.relN.Store(int32(len(c.released)))
+	c.relMu.Unlock()
+}
+
+// takeReleased moves released clients into the hold table, as if an answer
+// to each had just been relayed.
+func (c *classifier) takeReleased(now time.Duration) {
+	c.relMu.Lock()
+	rel := c.released
+	c.released = nil
+	c.relN.Store(0)
+	c.relMu.Unlock()
+	for _, dst := range rel {
+		c.remember(dst, now)
+	}
 }
 
 // remember notes that dst was relayed at now.

@@ -240,6 +240,40 @@ func TestClassifyHold(t *testing.T) {
 	}
 }
 
+// TestClassifyHoldReleased: a forged client its mirror let go of before
+// any answer was relayed (the mirror gave up on the handshake, or went away
+// between SYN and SYN-ACK) is held all the same.
+func TestClassifyHoldReleased(t *testing.T) {
+	d := &fakeDeliver{owned: map[netip.AddrPort]bool{}}
+	cl := newClassifier(Config{Hold: 2 * time.Minute}, d.deliver)
+	var now time.Duration
+	cl.clock = func() time.Duration { return now }
+	synAck := tcp4(t, serverAP, forgedAP, true, true, nil)
+	cl.release([]netip.AddrPort{forgedAP})
+	now = time.Minute
+	if got := cl.classify(synAck); got != Held {
+		t.Fatalf("answer to a released client: %v, want held", got)
+	}
+	if got := cl.classify(tcp4(t, serverAP, realAP, true, true, nil)); got != Unknown {
+		t.Fatalf("answer to a client never registered: %v, want unknown", got)
+	}
+	now = 3*time.Minute + time.Second
+	if got := cl.classify(synAck); got != Unknown {
+		t.Fatalf("after the hold: %v, want unknown", got)
+	}
+	off := newClassifier(Config{Hold: -1}, d.deliver)
+	off.release([]netip.AddrPort{forgedAP})
+	if got := off.classify(synAck); got != Unknown {
+		t.Fatalf("hold off, released: %v, want unknown", got)
+	}
+	small := newClassifier(Config{Hold: time.Minute}, d.deliver)
+	small.maxHeld = 1
+	small.release([]netip.AddrPort{forgedAP, realAP})
+	if small.heldOverflow.Load() != 1 {
+		t.Fatalf("full table: overflow %d, want 1", small.heldOverflow.Load())
+	}
+}
+
 // fakeSource is a Source fed by the test; it records verdicts.
 type fakeSource struct {
 	in     chan []byte

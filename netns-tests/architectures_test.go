@@ -153,9 +153,10 @@ type mirrorStats struct {
 	Live   bool   `json:"live"`
 	Drops  uint64 `json:"capture_drops"`
 	Replay struct {
-		Sessions, Completed, TargetResets, Failed, TimedOut, Gaps uint64
+		Sessions, Completed, TargetResets, Failed, TimedOut, Gaps, Overflowed, SpilledBytes uint64
+		SpillPeak                                                                           int64
 	}
-	Stack struct{ Retransmits uint64 }
+	Stack struct{ Retransmits, Timeouts uint64 }
 	Relay struct{ Packets uint64 }
 }
 
@@ -307,19 +308,22 @@ func testArchitecture(t *testing.T, advanced bool) {
 		t.Errorf("-n 3: target got %d requests, want 3 × %d", len(got), r2)
 	}
 	tuples := map[netip.AddrPort]bool{}
+	copies := 0
 	for _, r := range got {
+		if !tuples[r.Client] && r.Client.Port() <= 32767 {
+			copies++
+		}
 		tuples[r.Client] = true
 		if !poolNet.Contains(r.Client.Addr()) {
 			t.Errorf("-c: request from %v, outside the pool", r.Client)
 			break
 		}
 	}
-	// Copies never share a live 4-tuple (the stack refuses a bound one and
-	// picks another port), but a port the stack chose for a copy may be a
-	// captured port of a later session of the same client, used again once
-	// the copy closed: reuse over time, not a collision.
-	if len(tuples) > 3*c2 || len(tuples) < 3*c2*99/100 {
-		t.Errorf("-n 3: %d distinct client 4-tuples for %d sessions", len(tuples), 3*c2)
+	// The captured sessions keep curl's ports (Linux ephemeral range,
+	// 32768 and up); the two further copies of each take ports from
+	// --copy-ports (1024-32767) in turn: every connection its own 4-tuple.
+	if len(tuples) != 3*c2 || copies != 2*c2 {
+		t.Errorf("-n 3: %d distinct client 4-tuples (%d from the copy port range) for %d sessions, want %d (%d)", len(tuples), copies, c2, 3*c2, 2*c2)
 	}
 
 	_, sums, _ = recorder.ReadLog(ll.targetLog)
@@ -363,16 +367,15 @@ func TestLiveAdvancedAssistant(t *testing.T) { testArchitecture(t, true) }
 // target's ingress and on its answers (before intercept sees them) arrives
 // byte-exact.
 //
-// The client uploads at 2 MB/s: the mirror carries about 3.9 MB/s over
-// this lossy path (measured: 256 MiB at 3 MB/s passed in 91 s, 104 RTOs).
-// A faster client outruns it: the session's queue fills, the capture
-// stalls behind it, the kernel drops packets and the session ends in a
-// reported capture gap (nothing wrong is sent). `make soak` runs it at
-// 20 MB/s (STACKCOPY_UPLOAD_RATE) to show that limit.
+// The client uploads at 20 MB/s; over this lossy path the mirror carries
+// about 4-5 MB/s on 2 cores, so the session falls behind the capture: its
+// further bytes go to a spill file and the capture never waits (measured:
+// 200 MB spilled at peak, 0 kernel drops, done in 55 s). `make soak` runs
+// it with the client unthrottled (STACKCOPY_UPLOAD_RATE=0).
 func TestLiveUploadWithLoss(t *testing.T) {
 	rate := os.Getenv("STACKCOPY_UPLOAD_RATE")
 	if rate == "" {
-		rate = "2M"
+		rate = "20M"
 	}
 	ll := newLiveLab(t, false, 1)
 	online := netip.AddrPortFrom(onlineAddr, 8080)
@@ -418,7 +421,9 @@ func TestLiveUploadWithLoss(t *testing.T) {
 	if got[0].SHA256 != want[0].SHA256 || got[0].BodySHA256 != fileSHA(t, upload) || got[0].Client != want[0].Client {
 		t.Fatalf("mirrored upload differs: target %d bytes from %v, online %d bytes from %v", got[0].Bytes, got[0].Client, want[0].Bytes, want[0].Client)
 	}
-	if st.Stack.Retransmits == 0 || st.Drops != 0 {
-		t.Errorf("stats %+v: want retransmissions (loss was applied) and no capture drops", st)
+	if st.Stack.Retransmits == 0 || st.Drops != 0 || st.Replay.Completed != 1 {
+		t.Errorf("stats %+v: want retransmissions (loss was applied), no capture drops, the session completed", st)
 	}
+	t.Logf("client at %s/s: %d bytes through the spill file (peak %d), %d retransmitted segments, %d RTOs",
+		rate, st.Replay.SpilledBytes, st.Replay.SpillPeak, st.Stack.Retransmits, st.Stack.Timeouts)
 }

@@ -137,9 +137,10 @@ whole: relay traffic as large as the target's answers (a 1 Gbit/s download
 becomes 1 Gbit/s of relay traffic), more CPU and memory per packet, but
 stackcopy sees the real bytes, e.g. to compare answers.
 
-Answers that arrive after their stackcopy disconnected (retransmissions,
-late FINs) are still dropped for --hold after the last one, so they do not
-leak; 0 turns this off.
+Answers that arrive after their stackcopy disconnected or ended the session
+(retransmissions, late FINs, a SYN-ACK to a handshake it gave up on) are
+still dropped for --hold after the last one, so they do not leak; 0 turns
+this off.
 
 Every --stats-interval a line "intercept stats" reports: relayed, passed,
 unknown, held, other packets, mirrors and clients, relay drops, kernel

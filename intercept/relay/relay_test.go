@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/netip"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -357,7 +358,13 @@ func TestServerRejectsGarbage(t *testing.T) {
 }
 
 func TestMirrorsGetOnlyTheirPackets(t *testing.T) {
-	srv := startServer(t, ServerConfig{}, "")
+	var relMu sync.Mutex
+	var released []netip.AddrPort
+	srv := startServer(t, ServerConfig{OnRelease: func(c []netip.AddrPort) {
+		relMu.Lock()
+		released = append(released, c...)
+		relMu.Unlock()
+	}}, "")
 	a, gotA := dial(t, []string{srv.addr}, keyA, ClientConfig{})
 	b, gotB := dial(t, []string{srv.addr}, keyA, ClientConfig{})
 	clientA := netip.MustParseAddrPort("198.18.1.1:1000")
@@ -401,9 +408,16 @@ func TestMirrorsGetOnlyTheirPackets(t *testing.T) {
 	if srv.router.lookup(clientA) == nil {
 		t.Fatal("an unregister from a mirror that no longer owns the client removed it")
 	}
-	// A mirror leaving takes its routes with it.
+	// A mirror leaving takes its routes with it, and says which it let go.
 	b.Close()
 	waitFor(t, "b's routes gone", func() bool { return srv.Stats().RegisteredClients == 0 && srv.Stats().MirrorsConnected == 1 })
+	relMu.Lock()
+	got := slices.Clone(released)
+	relMu.Unlock()
+	slices.SortFunc(got, netip.AddrPort.Compare)
+	if !slices.Equal(got, []netip.AddrPort{clientA, clientB}) {
+		t.Fatalf("released %v, want exactly %v and %v (a's unregister of a client it no longer owned releases nothing)", got, clientA, clientB)
+	}
 }
 
 func TestRouterOwnership(t *testing.T) {
@@ -417,14 +431,15 @@ func TestRouterOwnership(t *testing.T) {
 	if r.lookup(c1) != m2 || r.lookup(c2) != m1 {
 		t.Fatal("last registration did not win")
 	}
-	r.unregister(m1, []netip.AddrPort{c1}) // not m1's any more
-	if r.lookup(c1) != m2 {
-		t.Fatal("unregister by a former owner removed the route")
+	if rel := r.unregister(m1, []netip.AddrPort{c1}); r.lookup(c1) != m2 || len(rel) != 0 { // not m1's any more
+		t.Fatalf("unregister by a former owner removed the route or released %v", rel)
 	}
-	if n := r.drop(m1); n != 1 || r.lookup(c2) != nil || r.lookup(c1) != m2 {
-		t.Fatalf("drop(m1) removed %d routes; c1→%p c2→%p", n, r.lookup(c1), r.lookup(c2))
+	if rel := r.drop(m1); len(rel) != 1 || rel[0] != c2 || r.lookup(c2) != nil || r.lookup(c1) != m2 {
+		t.Fatalf("drop(m1) released %v; c1→%p c2→%p", rel, r.lookup(c1), r.lookup(c2))
 	}
-	r.unregister(m2, []netip.AddrPort{c1})
+	if rel := r.unregister(m2, []netip.AddrPort{c1}); len(rel) != 1 || rel[0] != c1 {
+		t.Fatalf("unregister by the owner released %v, want [%v]", rel, c1)
+	}
 	if r.len() != 0 || len(m2.owned) != 0 {
 		t.Fatal("unregister by the owner left state behind")
 	}

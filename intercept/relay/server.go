@@ -40,6 +40,12 @@ type ServerConfig struct {
 	// IdleTimeout closes a mirror connection that sent nothing, not even
 	// its keepalive, for this long, and bounds every write (default 30 s).
 	IdleTimeout time.Duration
+	// OnRelease, if set, is told the forged clients a mirror stopped
+	// owning (it unregistered them or disconnected), outside any lock.
+	// Answers to them may still come (a SYN-ACK to a handshake the mirror
+	// gave up on, a late retransmission) and must not leak to the real
+	// clients: the caller keeps dropping them for a while.
+	OnRelease func(clients []netip.AddrPort)
 }
 
 const (
@@ -262,7 +268,11 @@ func (s *Server) serveConn(ctx context.Context, conn net.Conn) {
 	conn.Close()
 	wg.Wait()
 
-	owned := s.router.drop(m)
+	released := s.router.drop(m)
+	owned := len(released)
+	if s.cfg.OnRelease != nil && owned > 0 {
+		s.cfg.OnRelease(released)
+	}
 	lost := m.q.close()
 	s.dropped.Add(uint64(lost))
 	s.mirrors.Add(-1)
@@ -318,7 +328,9 @@ func (s *Server) readLoop(m *mirror) error {
 			if clients, err = decodeUnregister(p, clients); err != nil {
 				return err
 			}
-			s.router.unregister(m, clients)
+			if released := s.router.unregister(m, clients); s.cfg.OnRelease != nil && len(released) > 0 {
+				s.cfg.OnRelease(released)
+			}
 		case typePing:
 			tok := binary.BigEndian.Uint64(p)
 			for {
@@ -547,27 +559,32 @@ func (r *router) register(m *mirror, regs []registration) {
 	}
 }
 
-func (r *router) unregister(m *mirror, clients []netip.AddrPort) {
+// unregister removes the routes m owns among clients and returns them.
+func (r *router) unregister(m *mirror, clients []netip.AddrPort) []netip.AddrPort {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	var released []netip.AddrPort
 	for _, c := range clients {
 		if r.routes[c].m == m {
 			delete(r.routes, c)
 			delete(m.owned, c)
+			released = append(released, c)
 		}
 	}
+	return released
 }
 
-// drop removes every route m owns and reports how many there were.
-func (r *router) drop(m *mirror) int {
+// drop removes every route m owns and returns them.
+func (r *router) drop(m *mirror) []netip.AddrPort {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	n := len(m.owned)
+	released := make([]netip.AddrPort, 0, len(m.owned))
 	for c := range m.owned {
 		delete(r.routes, c)
+		released = append(released, c)
 	}
 	m.owned = nil
-	return n
+	return released
 }
 
 func (r *router) len() int {

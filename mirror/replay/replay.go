@@ -70,9 +70,20 @@ type Config struct {
 	// gVisor retransmitted spuriously (1 163 RTOs, every one a duplicate at
 	// the target) and answers missed --turn-wait.
 	MaxHandshakes int
-	// QueueBytes bounds the captured bytes buffered per session; the
-	// capture reader blocks beyond it.
+	// QueueBytes bounds the captured bytes held in memory per session;
+	// beyond it they go to the session's spill file.
 	QueueBytes int
+	// SpillDir is where spill files are made (unlinked at once); "" is the
+	// system's temporary directory.
+	SpillDir string
+	// SpillMax bounds the bytes all spill files hold together; 0 turns
+	// spilling off.
+	SpillMax int64
+	// ShedWhenFull says what happens to a session whose queue is full when
+	// no spill space is left: true ends that session (counted in
+	// Stats.Overflowed) so the capture reader never waits, as a live capture
+	// needs; false makes the reader wait, as a capture file allows.
+	ShedWhenFull bool
 	// Errors classifies dial and I/O errors.
 	Errors Errors
 	// Keep samples sessions (tcpcopy -r); nil keeps all.
@@ -80,9 +91,14 @@ type Config struct {
 	// Admit is asked before each new session; false sheds it (counted), as
 	// the memory limit (-m) does before it is crossed. nil admits all.
 	Admit func() bool
-	// Copies replays each session this many times (tcpcopy -n); copies
-	// after the first get a port the stack picks, so 4-tuples never collide.
+	// Copies replays each session this many times (tcpcopy -n).
 	Copies int
+	// CopyPorts is the client port range copies after the first take their
+	// ports from, in turn per client address. The default, 1024-32767, lies
+	// below the ephemeral ranges of Linux (32768-60999) and of Windows and
+	// IANA (49152-65535), so a copy does not take the port a real client
+	// will use next, and a copy's 4-tuple repeats only once the range wraps.
+	CopyPorts [2]uint16
 	// PortOffset shifts captured client ports (tcpcopy -f), so several
 	// instances replaying the same capture do not collide.
 	PortOffset int
@@ -96,7 +112,9 @@ func DefaultConfig() Config {
 		Idle:          120 * time.Second,
 		DialTimeout:   10 * time.Second,
 		QueueBytes:    4 << 20,
+		SpillMax:      2 << 30,
 		MaxHandshakes: 128,
+		CopyPorts:     [2]uint16{1024, 32767},
 	}
 }
 
@@ -113,12 +131,15 @@ type Stats struct {
 	Refused         uint64 // the target refused the connection
 	TimedOut        uint64 // handshake or idle timeout (-t)
 	Gaps            uint64 // the capture missed client bytes: aborted, not replayed wrong
+	Overflowed      uint64 // fell behind by more than the memory queue and spill space: aborted (ShedWhenFull)
 	Failed          uint64 // other dial or write errors
 	BytesSent       uint64 // client bytes written to targets
 	BytesReceived   uint64 // response bytes drained from targets
 	Turns           uint64 // turns that waited for the target's answer
 	TurnsUnanswered uint64 // turns sent after TurnWait without an answer
 	PortsRemapped   uint64 // captured client port busy: the stack chose another
+	SpilledBytes    uint64 // client bytes that went through a spill file
+	SpillPeak       int64  // most bytes held in spill files at once
 }
 
 // Replayer implements mirror.Sink.
@@ -131,7 +152,9 @@ type Replayer struct {
 	mu       sync.Mutex
 	sessions map[mirror.SessionKey][]*session // the copies (-n) of each live session
 	wg       sync.WaitGroup
-	dialing  chan struct{} // a token per handshake in flight
+	dialing  chan struct{}         // a token per handshake in flight
+	spill    *spillBudget          // nil: spilling off
+	copyPort map[netip.Addr]uint16 // next -n copy port per client address (under mu)
 
 	// Pacing: capture time base and wall-clock base (see due).
 	base0 time.Time
@@ -139,7 +162,7 @@ type Replayer struct {
 
 	s struct {
 		sessions, unmatched, sampled, shed, completed, clientResets, targetResets, refused, timedOut,
-		gaps, failed, sent, received, turns, unanswered, remapped atomic.Uint64
+		gaps, overflowed, failed, sent, received, turns, unanswered, remapped atomic.Uint64
 	}
 }
 
@@ -164,8 +187,15 @@ func New(ctx context.Context, cfg Config, dial DialFunc, log *slog.Logger) *Repl
 	if cfg.MaxHandshakes <= 0 {
 		cfg.MaxHandshakes = def.MaxHandshakes
 	}
-	return &Replayer{cfg: cfg, dial: dial, log: log, ctx: ctx, sessions: make(map[mirror.SessionKey][]*session),
-		dialing: make(chan struct{}, cfg.MaxHandshakes)}
+	if cfg.CopyPorts[0] == 0 || cfg.CopyPorts[1] < cfg.CopyPorts[0] {
+		cfg.CopyPorts = def.CopyPorts
+	}
+	r := &Replayer{cfg: cfg, dial: dial, log: log, ctx: ctx, sessions: make(map[mirror.SessionKey][]*session),
+		dialing: make(chan struct{}, cfg.MaxHandshakes), copyPort: make(map[netip.Addr]uint16)}
+	if cfg.SpillMax > 0 {
+		r.spill = &spillBudget{dir: cfg.SpillDir, max: cfg.SpillMax}
+	}
+	return r
 }
 
 // Rebase restarts the pacing clock: the next event is due now. Call it at
@@ -288,18 +318,55 @@ func (r *Replayer) Stats() Stats {
 	return Stats{
 		Sessions: r.s.sessions.Load(), Unmatched: r.s.unmatched.Load(), SampledOut: r.s.sampled.Load(), Shed: r.s.shed.Load(), Completed: r.s.completed.Load(),
 		ClientResets: r.s.clientResets.Load(), TargetResets: r.s.targetResets.Load(), Refused: r.s.refused.Load(),
-		TimedOut: r.s.timedOut.Load(), Gaps: r.s.gaps.Load(), Failed: r.s.failed.Load(),
+		TimedOut: r.s.timedOut.Load(), Gaps: r.s.gaps.Load(), Overflowed: r.s.overflowed.Load(), Failed: r.s.failed.Load(),
 		BytesSent: r.s.sent.Load(), BytesReceived: r.s.received.Load(), Turns: r.s.turns.Load(),
 		TurnsUnanswered: r.s.unanswered.Load(), PortsRemapped: r.s.remapped.Load(),
+		SpilledBytes: r.spilledSum(), SpillPeak: r.spillPeak(),
 	}
 }
 
-// evEndOfInput is a replayer-internal event kind: the capture ended.
-const evEndOfInput mirror.EventKind = 255
+func (r *Replayer) spilledSum() uint64 {
+	if r.spill == nil {
+		return 0
+	}
+	return r.spill.sum.Load()
+}
+
+func (r *Replayer) spillPeak() int64 {
+	if r.spill == nil {
+		return 0
+	}
+	return r.spill.peak.Load()
+}
+
+// nextCopyPort hands out -n copy ports in turn per client address. Called
+// with r.mu held.
+func (r *Replayer) nextCopyPort(a netip.Addr) uint16 {
+	lo, hi := r.cfg.CopyPorts[0], r.cfg.CopyPorts[1]
+	p := r.copyPort[a]
+	if p < lo || p > hi {
+		p = lo
+	}
+	next := p + 1
+	if p == hi {
+		next = lo
+	}
+	r.copyPort[a] = next
+	return p
+}
+
+// Replayer-internal event kinds.
+const (
+	evEndOfInput mirror.EventKind = 255 // the capture ended
+	evOverflow   mirror.EventKind = 254 // the session fell too far behind (Reason says how)
+)
 
 type queued struct {
 	ev mirror.Event
 	at time.Time
+	// spillLen > 0: ev.Data is in the spill file at spillOff.
+	spillOff int64
+	spillLen int
 }
 
 type session struct {
@@ -316,6 +383,8 @@ type session struct {
 	closed    bool // run has returned: push drops
 	cancelled bool // the replayer's context ended
 	conn      Conn // set once dialed, for cancel
+	spill     *spillFile
+	overflow  atomic.Bool // shed for falling behind: push drops, the outcome is outOverflow
 
 	// Written by the drain goroutine, read by run.
 	rcvd     atomic.Uint64
@@ -336,7 +405,7 @@ func (r *Replayer) newSession(k mirror.SessionKey, target netip.AddrPort, copy i
 		port = uint16(1024 + (int(port)-1024+r.cfg.PortOffset+64512)%64512)
 	}
 	if copy > 0 {
-		port = 0 // further copies (-n): the stack picks a free port, no collisions
+		port = r.nextCopyPort(addr)
 	}
 	src := netip.AddrPortFrom(addr, port)
 	s := &session{r: r, key: k, copy: copy, src: src, target: target, rcvDone: make(chan struct{}), progress: make(chan struct{}, 1)}
@@ -344,24 +413,100 @@ func (r *Replayer) newSession(k mirror.SessionKey, target netip.AddrPort, copy i
 	return s
 }
 
+// push queues an event for the session. Bytes beyond QueueBytes go to the
+// spill file while spill space lasts; after that the session is shed
+// (ShedWhenFull) or the caller waits for room.
 func (s *session) push(ev mirror.Event, at time.Time) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for !s.closed && s.bytes > 0 && s.bytes+len(ev.Data) > s.r.cfg.QueueBytes {
+	if s.closed || s.overflow.Load() {
+		return
+	}
+	n := len(ev.Data)
+	full := n > 0 && s.bytes > 0 && s.bytes+n > s.r.cfg.QueueBytes
+	if full && s.r.spill != nil {
+		err := s.spillLocked(ev, at)
+		if err == nil {
+			return
+		}
+		if s.r.cfg.ShedWhenFull {
+			s.shedLocked(err.Error())
+			return
+		}
+	} else if full && s.r.cfg.ShedWhenFull {
+		s.shedLocked(fmt.Sprintf("more than %d bytes queued", s.r.cfg.QueueBytes))
+		return
+	}
+	for full && !s.closed {
 		s.cond.Wait()
+		full = s.bytes > 0 && s.bytes+n > s.r.cfg.QueueBytes
 	}
 	if s.closed {
 		return
 	}
-	s.q = append(s.q, queued{ev, at})
-	s.bytes += len(ev.Data)
+	s.q = append(s.q, queued{ev: ev, at: at})
+	s.bytes += n
 	s.cond.Broadcast()
 }
 
-// next returns the next queued event, waiting up to idle for one.
-func (s *session) next(idle time.Duration) (queued, bool) {
+// errSpillFull is why a session could not spill: the budget is spent.
+var errSpillFull = errors.New("spill space spent")
+
+// spillLocked writes the event's bytes to the spill file and queues a
+// reference to them.
+func (s *session) spillLocked(ev mirror.Event, at time.Time) error {
+	b := s.r.spill
+	if !b.take(len(ev.Data)) {
+		return fmt.Errorf("%d bytes queued and %w (--spill-max %d)", s.bytes, errSpillFull, b.max)
+	}
+	if s.spill == nil {
+		sf, err := openSpill(b.dir)
+		if err != nil {
+			b.give(int64(len(ev.Data)))
+			return err
+		}
+		s.spill = sf
+	}
+	off, err := s.spill.write(ev.Data)
+	if err != nil {
+		b.give(int64(len(ev.Data)))
+		return err
+	}
+	n := len(ev.Data)
+	ev.Data = nil
+	s.q = append(s.q, queued{ev: ev, at: at, spillOff: off, spillLen: n})
+	s.cond.Broadcast()
+	return nil
+}
+
+// shedLocked gives the session up: what is queued is dropped and the
+// connection aborted, so the target sees a client that went away rather
+// than a stream with bytes missing.
+func (s *session) shedLocked(reason string) {
+	s.overflow.Store(true)
+	s.dropQueueLocked()
+	s.q = append(s.q, queued{ev: mirror.Event{Kind: evOverflow, Reason: reason}})
+	s.cond.Broadcast()
+	if s.conn != nil {
+		s.conn.Abort()
+	}
+}
+
+// dropQueueLocked empties the queue and gives its spill space back.
+func (s *session) dropQueueLocked() {
+	s.q = nil
+	s.bytes = 0
+	if s.spill != nil {
+		s.r.spill.give(s.spill.unread)
+		s.spill.unread = 0
+	}
+}
+
+// next returns the next queued event, waiting up to idle for one. Spilled
+// bytes are read back outside the lock, so the capture side can go on
+// queueing meanwhile.
+func (s *session) next(idle time.Duration) (queued, bool, error) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	if len(s.q) == 0 {
 		// sync.Cond has no timeout; a timer broadcast stands in for one.
 		// The deadline is taken before the timer starts, so the timer's
@@ -377,7 +522,8 @@ func (s *session) next(idle time.Duration) (queued, bool) {
 		}
 		t.Stop()
 		if len(s.q) == 0 {
-			return queued{}, false
+			s.mu.Unlock()
+			return queued{}, false, nil
 		}
 	}
 	q := s.q[0]
@@ -385,7 +531,25 @@ func (s *session) next(idle time.Duration) (queued, bool) {
 	s.q = s.q[1:]
 	s.bytes -= len(q.ev.Data)
 	s.cond.Broadcast()
-	return q, true
+	sf := s.spill
+	s.mu.Unlock()
+	if q.spillLen == 0 {
+		return q, true, nil
+	}
+	// The file is only rewound when nothing unread is left in it, and this
+	// item is unread until consumed below: the bytes at spillOff stay put.
+	data, err := sf.read(q.spillOff, q.spillLen)
+	s.mu.Lock()
+	if !s.overflow.Load() {
+		sf.consumed(q.spillLen)
+		s.r.spill.give(int64(q.spillLen))
+	}
+	s.mu.Unlock()
+	if err != nil {
+		return queued{}, false, err
+	}
+	q.ev.Data = data
+	return q, true, nil
 }
 
 // cancel runs when the replayer's context ends: it wakes the session
@@ -405,8 +569,11 @@ func (s *session) cancel() {
 func (s *session) finish() {
 	s.mu.Lock()
 	s.closed = true
-	s.q = nil
-	s.bytes = 0
+	s.dropQueueLocked()
+	if s.spill != nil {
+		s.spill.close()
+		s.spill = nil
+	}
 	s.cond.Broadcast()
 	s.mu.Unlock()
 }
@@ -420,11 +587,17 @@ const (
 	outRefused
 	outTimedOut
 	outGap
+	outOverflow
 	outFailed
 )
 
 func (s *session) count(o outcome, err error) {
 	st := &s.r.s
+	if s.overflow.Load() {
+		// Shed for falling behind: whatever the connection did after the
+		// abort is a consequence, not the cause.
+		o = outOverflow
+	}
 	switch o {
 	case outCompleted:
 		st.completed.Add(1)
@@ -438,6 +611,8 @@ func (s *session) count(o outcome, err error) {
 		st.timedOut.Add(1)
 	case outGap:
 		st.gaps.Add(1)
+	case outOverflow:
+		st.overflowed.Add(1)
 	default:
 		st.failed.Add(1)
 	}
@@ -494,7 +669,7 @@ func (s *session) run() {
 	if idle <= 0 {
 		idle = 24 * time.Hour
 	}
-	first, ok := s.next(idle)
+	first, ok, _ := s.next(idle) // EvOpen carries no bytes: never spilled
 	if !ok || first.ev.Kind != mirror.EvOpen {
 		s.count(outFailed, errors.New("session without open"))
 		return
@@ -526,7 +701,13 @@ func (s *session) run() {
 	waitTurn := false
 
 	for {
-		q, ok := s.next(idle)
+		q, ok, err := s.next(idle)
+		if err != nil {
+			conn.Abort()
+			s.count(outFailed, err)
+			s.r.log.Error("session aborted", "client", s.key.Client, "server", s.key.Server, "err", err)
+			return
+		}
 		if s.r.ctx.Err() != nil {
 			conn.Abort()
 			s.count(outFailed, s.r.ctx.Err())
@@ -587,6 +768,11 @@ func (s *session) run() {
 			conn.Abort()
 			s.count(outClientReset, nil)
 			return
+		case evOverflow:
+			conn.Abort()
+			s.count(outOverflow, errors.New(ev.Reason))
+			s.r.log.Warn("session aborted: fell behind the capture", "client", s.key.Client, "server", s.key.Server, "reason", ev.Reason)
+			return
 		case mirror.EvGap:
 			conn.Abort()
 			s.count(outGap, errors.New(ev.Reason))
@@ -638,7 +824,18 @@ func (s *session) dial() (Conn, error) {
 	ctx, cancel := context.WithTimeout(s.r.ctx, s.r.cfg.DialTimeout)
 	defer cancel()
 	conn, err := s.r.dial(ctx, s.src, s.target)
-	if err != nil && s.r.cfg.Errors.PortInUse != nil && errors.Is(err, s.r.cfg.Errors.PortInUse) {
+	inUse := func(err error) bool {
+		return err != nil && s.r.cfg.Errors.PortInUse != nil && errors.Is(err, s.r.cfg.Errors.PortInUse)
+	}
+	// A copy (-n) whose port is taken tries the next ones in its range: a
+	// port the stack picked could be a real client's next one.
+	for try := 0; s.copy > 0 && try < 64 && inUse(err); try++ {
+		s.r.mu.Lock()
+		s.src = netip.AddrPortFrom(s.src.Addr(), s.r.nextCopyPort(s.src.Addr()))
+		s.r.mu.Unlock()
+		conn, err = s.r.dial(ctx, s.src, s.target)
+	}
+	if inUse(err) {
 		// The captured 4-tuple is still taken (TIME_WAIT, a loop over the
 		// same capture, -c folding clients): keep the address, let the
 		// stack pick a free port.

@@ -656,7 +656,7 @@ func clientBytes(evs []mirror.Event) string {
 // ---------------------------------------------------------------------------
 // Stats checks.
 
-var outcomeFields = []string{"Completed", "ClientResets", "TargetResets", "Refused", "TimedOut", "Gaps", "Failed"}
+var outcomeFields = []string{"Completed", "ClientResets", "TargetResets", "Refused", "TimedOut", "Gaps", "Overflowed", "Failed"}
 
 // expectStats checks the named counters; outcome counters not named must
 // be 0, and the outcomes must sum to Sessions.
@@ -688,7 +688,7 @@ func expectStats(t *testing.T, st replay.Stats, want map[string]uint64) {
 
 func checkOutcomes(t *testing.T, st replay.Stats) {
 	t.Helper()
-	sum := st.Completed + st.ClientResets + st.TargetResets + st.Refused + st.TimedOut + st.Gaps + st.Failed
+	sum := st.Completed + st.ClientResets + st.TargetResets + st.Refused + st.TimedOut + st.Gaps + st.Overflowed + st.Failed
 	if sum != st.Sessions {
 		t.Errorf("outcome counters sum to %d, Sessions = %d: %+v", sum, st.Sessions, st)
 	}
@@ -1231,8 +1231,9 @@ func TestRebase(t *testing.T) {
 	expectStats(t, st, map[string]uint64{"Sessions": 2, "Completed": 2, "BytesSent": 8})
 }
 
-// TestBackpressure: with a small queue and a target that does not read,
-// Event blocks instead of dropping or buffering without bound.
+// TestBackpressure: with a small queue, no spill space and a target that
+// does not read, Event blocks instead of dropping or buffering without
+// bound (the mode for capture files).
 func TestBackpressure(t *testing.T) {
 	t.Parallel()
 	const (
@@ -1244,7 +1245,7 @@ func TestBackpressure(t *testing.T) {
 	rand.NewChaCha8([32]byte{1, 2, 3}).Read(payload)
 	gate := make(chan struct{})
 	h := newHarness(t, serverOpts{raw: true, gate: gate, slowReads: 64, rcvBuf: 32 << 10},
-		&dialer{sndBuf: 32 << 10}, func(c *replay.Config) { c.QueueBytes = queue })
+		&dialer{sndBuf: 32 << 10}, func(c *replay.Config) { c.QueueBytes, c.SpillMax = queue, 0 })
 	k := key(1)
 
 	var pushed atomic.Int64
@@ -1307,6 +1308,120 @@ func TestBackpressure(t *testing.T) {
 		t.Errorf("server saw end %q, want FIN", rec.end)
 	}
 	expectStats(t, st, map[string]uint64{"Sessions": 1, "Completed": 1, "BytesSent": total})
+}
+
+// TestSpill: a session whose target does not read queues QueueBytes in
+// memory and the rest in its spill file, so the capture side never waits;
+// once the target reads, every byte arrives in order.
+func TestSpill(t *testing.T) {
+	t.Parallel()
+	const (
+		total = 5 << 20
+		chunk = 16 << 10
+		queue = 64 << 10
+	)
+	payload := make([]byte, total)
+	rand.NewChaCha8([32]byte{4, 5, 6}).Read(payload)
+	dir := t.TempDir()
+	gate := make(chan struct{})
+	h := newHarness(t, serverOpts{raw: true, gate: gate, rcvBuf: 32 << 10},
+		&dialer{sndBuf: 32 << 10}, func(c *replay.Config) { c.QueueBytes, c.SpillDir, c.SpillMax = queue, dir, 64<<20 })
+	k := key(1)
+	fed := make(chan struct{})
+	maxQueued := 0
+	go func() {
+		defer close(fed)
+		h.r.Event(k, open())
+		for off := 0; off < total; off += chunk {
+			h.r.Event(k, dataB(payload[off:off+chunk]))
+		}
+		h.r.Event(k, fin())
+	}()
+	if !waitChan(fed, bound) {
+		close(gate)
+		t.Fatalf("the feeder waited for a target that does not read; spilling should have taken the bytes")
+	}
+	if q, ok := h.r.QueuedBytes(k); ok && q > queue {
+		maxQueued = q
+	}
+	if ents, err := os.ReadDir(dir); err != nil || len(ents) != 0 {
+		t.Errorf("spill directory holds %d entries (err %v), want none: spill files are unlinked at once", len(ents), err)
+	}
+	spilled := h.r.Stats()
+	close(gate)
+	st := h.wait(t)
+	rec := h.srv.waitConns(t, 1)[0]
+	if len(rec.data) != total || sha256.Sum256(rec.data) != sha256.Sum256(payload) {
+		t.Errorf("server received %d bytes, sha256 %x; want %d bytes, sha256 %x", len(rec.data), sha256.Sum256(rec.data), total, sha256.Sum256(payload))
+	}
+	if maxQueued > 0 {
+		t.Errorf("session held %d bytes in memory, QueueBytes is %d", maxQueued, queue)
+	}
+	// The target's and the dialer's socket buffers take a few hundred KiB
+	// at most; everything else had to go through the spill file.
+	if spilled.SpilledBytes < total-(1<<20) || spilled.SpillPeak <= 0 {
+		t.Errorf("spilled %d bytes (peak %d) while the target did not read, want at least %d", spilled.SpilledBytes, spilled.SpillPeak, total-(1<<20))
+	}
+	expectStats(t, st, map[string]uint64{"Sessions": 1, "Completed": 1, "BytesSent": total})
+}
+
+// TestShedWhenFull: with the spill space spent, a live capture sheds the
+// session that fell behind (counted, its connection reset, no wrong bytes)
+// and never waits; another session goes on untouched.
+func TestShedWhenFull(t *testing.T) {
+	t.Parallel()
+	const (
+		total = 4 << 20
+		chunk = 16 << 10
+		queue = 64 << 10
+	)
+	payload := make([]byte, total)
+	rand.NewChaCha8([32]byte{7, 8, 9}).Read(payload)
+	gate := make(chan struct{})
+	h := newHarness(t, serverOpts{raw: true, gate: gate, rcvBuf: 32 << 10},
+		&dialer{sndBuf: 32 << 10}, func(c *replay.Config) {
+			c.QueueBytes, c.SpillDir, c.SpillMax, c.ShedWhenFull = queue, t.TempDir(), 256<<10, true
+		})
+	slow, other := key(1), key(2)
+	fed := make(chan struct{})
+	go func() {
+		defer close(fed)
+		h.r.Event(slow, open())
+		for off := 0; off < total; off += chunk {
+			h.r.Event(slow, dataB(payload[off:off+chunk]))
+		}
+		h.r.Event(slow, fin())
+	}()
+	if !waitChan(fed, bound) {
+		close(gate)
+		t.Fatalf("the feeder waited for a target that does not read; the session should have been shed")
+	}
+	close(gate)
+	feed(h.r, other, open(), data("after\n"), fin())
+	st := h.wait(t)
+	// The shed session's connection is reset, possibly before the server
+	// accepted it (then the kernel never hands it over): wait for the
+	// other one, then look at whatever was accepted.
+	h.srv.waitConns(t, 1)
+	var shed, kept int
+	for _, sc := range h.srv.snapshot() {
+		rec := sc.record()
+		switch {
+		case string(rec.data) == "after\n" && rec.end == endFIN:
+			kept++
+		case len(rec.data) < total && bytes.Equal(rec.data, payload[:len(rec.data)]) && rec.end != endFIN:
+			shed++
+		default:
+			t.Errorf("a connection got %d bytes, end %q: want the shed session to end without FIN after a prefix of its bytes", len(rec.data), rec.end)
+		}
+	}
+	if shed > 1 || kept != 1 {
+		t.Errorf("%d shed and %d intact connections, want at most 1 and 1", shed, kept)
+	}
+	expectStats(t, st, map[string]uint64{"Sessions": 2, "Completed": 1, "Overflowed": 1})
+	if st.SpillPeak > 256<<10 {
+		t.Errorf("spill peak %d, above SpillMax %d", st.SpillPeak, 256<<10)
+	}
 }
 
 // TestManySessions replays 200 concurrent two-turn sessions.
@@ -1504,11 +1619,11 @@ func TestReopenedKey(t *testing.T) {
 }
 
 // TestCopiesOffsetAdmit: -n 3 replays each session three times, the first
-// from the captured port shifted by -f, the others from stack-chosen ports;
-// Admit sheds sessions and counts them.
+// from the captured port shifted by -f, the others from the copy port range
+// in turn, skipping a busy one; Admit sheds sessions and counts them.
 func TestCopiesOffsetAdmit(t *testing.T) {
 	t.Parallel()
-	d := &dialer{}
+	d := &dialer{busy: func(src netip.AddrPort) bool { return src.Port() == 1025 }}
 	srv := newServer(t, serverOpts{answer: 3})
 	admitted := 0
 	r, _ := newReplayer(t, srv.addr, d, func(c *replay.Config) {
@@ -1537,8 +1652,10 @@ func TestCopiesOffsetAdmit(t *testing.T) {
 		ports = append(ports, c.src.Port())
 	}
 	slices.Sort(ports)
-	if !slices.Equal(ports, []uint16{0, 0, 4100}) {
-		t.Errorf("dialed from ports %v, want the captured port shifted by -f once and two stack-chosen ports", ports)
+	// 1024 and 1025 go to the two copies in some order; 1025 is busy, so
+	// that copy moves on to 1026. No copy falls back to a stack-chosen port.
+	if !slices.Equal(ports, []uint16{1024, 1025, 1026, 4100}) {
+		t.Errorf("dialed from ports %v, want the captured port shifted by -f, then copy ports 1024, 1025 (busy), 1026", ports)
 	}
 	expectStats(t, r.Stats(), map[string]uint64{"Sessions": 3, "Completed": 3, "Shed": 1, "BytesSent": 30})
 }
