@@ -21,7 +21,8 @@ func (k SessionKey) String() string { return k.Client.String() + "->" + k.Server
 type EventKind uint8
 
 const (
-	// EvOpen: the client's SYN was captured; the session starts.
+	// EvOpen: the client's SYN was captured, or (TrackerConfig.JoinMidStream)
+	// a flow seen mid-stream reached a turn boundary; the session starts.
 	EvOpen EventKind = iota + 1
 	// EvData: the next client bytes, in order, each byte exactly once.
 	EvData
@@ -93,6 +94,29 @@ type TrackerConfig struct {
 	// points can record the server's ACK before the data it acknowledges.
 	// 0 means DefaultHoleGrace; negative means at once.
 	HoleGrace time.Duration
+	// JoinMidStream opens flows whose SYN was not captured at their next
+	// turn boundary instead of skipping them (tcpcopy's -O=false). While
+	// such a flow waits it costs a few sequence numbers, no payload.
+	//
+	// The boundary is a heuristic built for request/response protocols
+	// (HTTP/1.1 keep-alive, redis, memcached): the server sent new payload
+	// acknowledging everything the client had sent (it answered a complete
+	// request), and the client's next payload starts exactly there. The
+	// session then opens as if its SYN had been seen just before that byte.
+	// The heuristic is wrong when an answer does not close a request: an
+	// HTTP "100 Continue" (or any interim reply) followed by the body makes
+	// the session start mid-body; a server that pushes unsolicited data
+	// (pub/sub, server-first chatter) or a client that pipelines can do
+	// the same. It is also blind to protocol state built up before the
+	// join (authentication, SELECT in redis, a TLS session): the target
+	// gets requests without their connection's prelude.
+	//
+	// A flow is not joined while the evidence is ambiguous: client bytes
+	// beyond the boundary seen before the bytes at it (reordering, or the
+	// capture missed them), a server ACK beyond what the client was seen
+	// sending, or a retransmitted server answer all make it wait for the
+	// next boundary. A client or server FIN or RST gives the flow up.
+	JoinMidStream bool
 }
 
 const (
@@ -101,14 +125,22 @@ const (
 
 	// tombTTL is how long (capture time) an ended or skipped session's key
 	// is remembered after its last segment, so that late ACKs and
-	// retransmitted FINs are not mistaken for new mid-stream sessions.
+	// retransmitted FINs are not mistaken for new mid-stream sessions. A flow
+	// waiting to join is forgotten the same way after tombTTL of silence.
 	tombTTL = 60 * time.Second
 )
 
 // TrackerStats counts what the tracker saw.
 type TrackerStats struct {
-	Sessions    uint64 // sessions opened by a client SYN
-	MidStream   uint64 // flows skipped because their SYN was not captured
+	// Every flow the tracker saw counts in exactly one of Sessions,
+	// Joined and MidStream; the sessions replayed are Sessions + Joined.
+	Sessions  uint64 // sessions opened by a client SYN
+	MidStream uint64 // flows whose SYN was not captured and that were not (or not yet) joined: skipped
+	// Joined counts flows whose SYN was not captured that were opened at a
+	// turn boundary (TrackerConfig.JoinMidStream). They are not counted in
+	// Sessions, and no longer in MidStream, which counted them while they
+	// waited.
+	Joined      uint64
 	Gaps        uint64 // sessions ended by EvGap
 	Duplicates  uint64 // client segments with no new bytes, incl. SYN and FIN retransmissions
 	OutOfOrder  uint64 // client segments that arrived ahead of missing bytes
@@ -150,8 +182,9 @@ type sessState uint8
 
 const (
 	stOpen   sessState = iota
-	stSkip             // mid-stream: no SYN captured
+	stSkip             // mid-stream: no SYN captured (or given up waiting to join)
 	stClosed           // ended; absorbs late segments
+	stJoin             // mid-stream, waiting for a turn boundary to join at
 )
 
 type session struct {
@@ -179,6 +212,11 @@ type session struct {
 	srvBase  uint32 // server sequence number of server offset 0
 	srvHigh  int64  // end of the highest server byte seen
 	srvFin   bool
+
+	// While waiting to join (stJoin): sequence numbers only, no payload.
+	cliEnd   uint32 // end of the client bytes seen sent or acknowledged
+	answered bool   // the server sent new payload acknowledging exactly cliEnd
+	srvNext  uint32 // end of the server bytes seen, valid with srvKnown
 
 	lastSeen time.Time
 }
@@ -342,8 +380,16 @@ func (t *Tracker) client(k SessionKey, seg Segment) {
 		}
 		t.stats.MidStream++
 		s = &session{state: stSkip, lastSeen: now}
+		if t.cfg.JoinMidStream && seg.Flags&FlagFIN == 0 {
+			s.state, s.cliEnd = stJoin, seg.Seq+uint32(len(seg.Payload))
+		}
 		t.sessions[k] = s
 		t.bury(k, s)
+		return
+	}
+	if s.state == stJoin {
+		s.lastSeen = now
+		t.clientWaiting(k, s, seg)
 		return
 	}
 	if s.state != stOpen {
@@ -401,6 +447,73 @@ func (t *Tracker) clientSYN(k SessionKey, s *session, seg Segment) {
 	if len(seg.Payload) > 0 || seg.Flags&FlagFIN != 0 {
 		t.clientData(k, s, seg)
 	}
+}
+
+// seqLess reports whether sequence number a comes before b (RFC 1982).
+func seqLess(a, b uint32) bool { return int32(a-b) < 0 }
+
+// clientWaiting handles a client segment of a flow waiting to join: it joins
+// when the segment's payload starts at a turn boundary (a segment that also
+// repeats bytes before it counts: they were acknowledged), and otherwise
+// only moves the client's end, which cancels a boundary behind it.
+func (t *Tracker) clientWaiting(k SessionKey, s *session, seg Segment) {
+	end := seg.Seq + uint32(len(seg.Payload))
+	switch {
+	case seg.Flags&(FlagFIN|FlagRST) != 0:
+		s.state = stSkip // given up: stays counted as mid-stream
+	case s.answered && len(seg.Payload) > 0 && !seqLess(s.cliEnd, seg.Seq) && seqLess(s.cliEnd, end):
+		t.join(k, s, seg)
+		return
+	case seqLess(s.cliEnd, end):
+		s.cliEnd, s.answered = end, false
+	}
+	t.stats.Ignored++
+}
+
+// serverWaiting handles a server segment of a flow waiting to join. Only
+// new server payload can mark a boundary: a retransmitted answer carries the
+// ACK of the moment it was resent, possibly in the middle of the next
+// request. The first server segment seen counts as new (nothing tells).
+func (t *Tracker) serverWaiting(s *session, seg Segment) {
+	t.stats.Ignored++
+	switch {
+	case seg.Flags&(FlagFIN|FlagRST) != 0:
+		s.state = stSkip // given up: stays counted as mid-stream
+		return
+	case seg.Flags&FlagSYN != 0:
+		return
+	}
+	hasAck := seg.Flags&FlagACK != 0
+	if hasAck && seqLess(s.cliEnd, seg.Ack) {
+		// The client sent bytes the capture has not shown (yet): any
+		// boundary seen so far lies before them.
+		s.cliEnd, s.answered = seg.Ack, false
+	}
+	end := seg.Seq + uint32(len(seg.Payload))
+	if s.srvKnown && !seqLess(s.srvNext, end) {
+		return // a pure ACK or a retransmission: no new answer
+	}
+	s.srvKnown, s.srvNext = true, end
+	if len(seg.Payload) > 0 && hasAck && seg.Ack == s.cliEnd {
+		s.answered = true
+	}
+}
+
+// join opens a waiting flow at the turn boundary its segment starts at, as
+// if the client's SYN had taken the sequence number before it, and
+// processes the segment as client data. Server payload after what was seen
+// becomes turns from there.
+func (t *Tracker) join(k SessionKey, s *session, seg Segment) {
+	now, base, srvNext := seg.Time, s.cliEnd, s.srvNext
+	t.nextID++
+	*s = session{state: stOpen, id: t.nextID, isn: base - 1, base: base, finOff: -1, lastSeen: now,
+		srvKnown: true, srvBase: srvNext}
+	t.open++
+	t.stats.MidStream--
+	t.stats.Joined++
+	t.emit(k, Event{Kind: EvOpen, Time: now})
+	t.clientData(k, s, seg) // bytes before base are trimmed as before the stream
+	t.checkHole(k, s, now)
 }
 
 // offset converts a client sequence number to a stream offset, choosing the
@@ -572,6 +685,11 @@ func (t *Tracker) emitTurns(k SessionKey, s *session, upTo int64, now time.Time)
 // server handles a server->client segment.
 func (t *Tracker) server(k SessionKey, seg Segment) {
 	s := t.sessions[k]
+	if s != nil && s.state == stJoin {
+		s.lastSeen = seg.Time
+		t.serverWaiting(s, seg)
+		return
+	}
 	if s == nil || s.state != stOpen {
 		t.stats.Ignored++
 		if s != nil {
@@ -647,9 +765,11 @@ func (t *Tracker) serverData(s *session, seg Segment, acked int64) {
 }
 
 // checkHole ends the session when the server has acknowledged client bytes
-// the capture lacks for longer than HoleGrace.
+// the capture lacks for longer than HoleGrace. After the client's FIN was
+// delivered nothing is missing: an ACK beyond it (seen before the FIN, so
+// not clamped to it) contradicts the capture but loses no byte.
 func (t *Tracker) checkHole(k SessionKey, s *session, now time.Time) {
-	if s.state != stOpen || s.ackHigh <= s.next {
+	if s.state != stOpen || s.finDone || s.ackHigh <= s.next {
 		s.holeSeen = false
 		return
 	}

@@ -491,6 +491,308 @@ func TestTrackerMidStreamAndIgnored(t *testing.T) {
 	c.want("open")
 }
 
+// keepAlive drives a keep-alive HTTP flow whose SYN the capture missed:
+// the capture starts at client offset 1000 and server offset 5000.
+type keepAlive struct {
+	*conv
+	off, soff int
+}
+
+func newKeepAlive(t *testing.T, cfg TrackerConfig) *keepAlive {
+	return &keepAlive{conv: newConv(t, cfg), off: 1000, soff: 5000}
+}
+
+func (k *keepAlive) req(s string) { k.c2s(k.off, s, FlagPSH); k.off += len(s) }
+
+func (k *keepAlive) resp(s string) { k.s2c(k.soff, s, k.off, FlagPSH); k.soff += len(s) }
+
+func (k *keepAlive) ack() { k.c2s(k.off, "", 0) }
+
+func req(n int) string { return fmt.Sprintf("GET /%d HTTP/1.1\r\nHost: x\r\n\r\n", n) }
+
+// TestTrackerJoinMidStream: a keep-alive flow seen from the middle of its
+// first request is joined at the second request, which is replayed whole,
+// with the server's answers as turns from there.
+func TestTrackerJoinMidStream(t *testing.T) {
+	c := newKeepAlive(t, TrackerConfig{JoinMidStream: true})
+	c.req(req(1)[10:]) // the tail of a request: never replayed
+	c.resp("HTTP/1.1 200 OK\r\n\r\none")
+	c.ack()
+	c.req(req(2))
+	joinedAt := c.now
+	c.resp(strings.Repeat("a", 1448))
+	c.resp(strings.Repeat("b", 52))
+	c.ack()
+	c.req(req(3))
+	c.resp("three")
+	c.c2s(c.off, "", FlagFIN)
+	c.s2c(c.soff, "", c.off+1, FlagFIN)
+	c.c2s(c.off+1, "", 0) // the last ACK: absorbed by the ended session
+	c.want("open", "data:"+req(2), "turn:1500", "data:"+req(3), "turn:5", "fin", "server-close:server FIN")
+	c.stats(TrackerStats{Joined: 1, Ignored: 4})
+	if ev := c.rec.evs[0].ev; ev.Kind != EvOpen || !ev.Time.Equal(joinedAt) {
+		t.Errorf("first event %v at %v, want open at %v (the joining segment)", ev.Kind, ev.Time, joinedAt)
+	}
+}
+
+// TestTrackerJoinDefaultOff: the same flow without JoinMidStream is skipped.
+func TestTrackerJoinDefaultOff(t *testing.T) {
+	c := newKeepAlive(t, TrackerConfig{})
+	c.req(req(1))
+	c.resp("one")
+	c.req(req(2))
+	c.resp("two")
+	c.c2s(c.off, "", FlagFIN)
+	c.want()
+	c.stats(TrackerStats{MidStream: 1, Ignored: 5})
+}
+
+func TestTrackerJoinNeedsAnswer(t *testing.T) {
+	t.Run("acks-only", func(t *testing.T) {
+		c := newKeepAlive(t, TrackerConfig{JoinMidStream: true})
+		c.req(req(1))
+		c.s2c(c.soff, "", c.off, 0) // the server acknowledges, says nothing
+		c.req(req(2))
+		c.s2c(c.soff, "", c.off, 0)
+		c.req(req(3))
+		c.want()
+		c.stats(TrackerStats{MidStream: 1, Ignored: 5})
+	})
+	t.Run("answer-to-part", func(t *testing.T) {
+		// The server spoke while the client was mid-request (an interim
+		// answer it sent before receiving everything): no boundary.
+		c := newKeepAlive(t, TrackerConfig{JoinMidStream: true})
+		c.req("POST / HTTP/1.1\r\n")
+		c.s2c(c.soff, "early", c.off-3, 0)
+		c.soff += 5
+		c.req("Content-Length: 0\r\n\r\n")
+		c.want()
+		c.resp("answer")
+		c.req(req(2))
+		c.want("open", "data:"+req(2))
+		c.stats(TrackerStats{Joined: 1, Ignored: 4, Open: 1})
+	})
+	t.Run("server-first", func(t *testing.T) {
+		// A banner the client has nothing to answer with yet: the
+		// client's first bytes after it start a turn (SMTP's EHLO).
+		c := newKeepAlive(t, TrackerConfig{JoinMidStream: true})
+		c.ack()
+		c.resp("220 ready\r\n")
+		c.req("EHLO x\r\n")
+		c.want("open", "data:EHLO x\r\n")
+		c.stats(TrackerStats{Joined: 1, Ignored: 2, Open: 1})
+	})
+}
+
+func TestTrackerJoinRetransmissionsAndReordering(t *testing.T) {
+	t.Run("client-retransmits-answered-request", func(t *testing.T) {
+		c := newKeepAlive(t, TrackerConfig{JoinMidStream: true})
+		r1 := req(1)
+		c.req(r1)
+		c.resp("one")
+		c.c2s(c.off-len(r1), r1, FlagPSH) // spurious retransmission: the boundary stays
+		c.c2s(c.off-5, r1[len(r1)-5:], 0)
+		c.req(req(2))
+		c.want("open", "data:"+req(2))
+		c.stats(TrackerStats{Joined: 1, Ignored: 4, Open: 1})
+	})
+	t.Run("retransmission-covers-boundary", func(t *testing.T) {
+		// A retransmission coalesced with new bytes: the bytes from the
+		// boundary on are the next request.
+		c := newKeepAlive(t, TrackerConfig{JoinMidStream: true})
+		r1 := req(1)
+		c.req(r1)
+		c.resp("one")
+		c.c2s(c.off-4, r1[len(r1)-4:]+req(2), FlagPSH)
+		c.off += len(req(2))
+		c.want("open", "data:"+req(2))
+		c.stats(TrackerStats{Joined: 1, Ignored: 2, Open: 1})
+	})
+	t.Run("server-retransmits-old-answer", func(t *testing.T) {
+		// A retransmitted answer carries the ACK of the moment it was
+		// resent, here in the middle of request 2: no boundary there.
+		c := newKeepAlive(t, TrackerConfig{JoinMidStream: true})
+		c.req(req(1))
+		c.resp("one")
+		r2 := req(2)
+		c.req(r2[:9]) // joined here: the answer came before
+		c.want("open", "data:"+r2[:9])
+
+		c = newKeepAlive(t, TrackerConfig{JoinMidStream: true})
+		c.req(req(1))
+		c.s2c(c.soff, "one", c.off-3, 0) // answered before the end arrived
+		c.soff += 3
+		c.req(r2[:9])
+		c.s2c(c.soff-3, "one", c.off, 0) // retransmission acknowledging exactly what was sent
+		c.req(r2[9:])
+		c.want()
+		c.resp("two")
+		c.req(req(3))
+		c.want("open", "data:"+req(3))
+		c.stats(TrackerStats{Joined: 1, Ignored: 6, Open: 1})
+	})
+	t.Run("out-of-order-after-boundary", func(t *testing.T) {
+		// Request 2's second segment overtakes its first: joining at the
+		// first would lose the second (nothing is buffered while waiting),
+		// so the flow waits for the next boundary.
+		c := newKeepAlive(t, TrackerConfig{JoinMidStream: true})
+		c.req(req(1))
+		c.resp("one")
+		r2 := req(2)
+		c.c2s(c.off+10, r2[10:], FlagPSH)
+		c.c2s(c.off, r2[:10], 0)
+		c.off += len(r2)
+		c.want()
+		c.resp("two")
+		c.req(req(3))
+		c.resp("three")
+		c.req(req(4))
+		c.want("open", "data:"+req(3), "turn:5", "data:"+req(4))
+		c.stats(TrackerStats{Joined: 1, Ignored: 5, Open: 1})
+	})
+	t.Run("server-ack-beyond-capture", func(t *testing.T) {
+		// The server acknowledges client bytes the capture has not shown:
+		// the boundary before them is void.
+		c := newKeepAlive(t, TrackerConfig{JoinMidStream: true})
+		c.req(req(1))
+		c.resp("one")
+		c.off += len(req(2)) // request 2: missed entirely
+		c.s2c(c.soff, "", c.off, 0)
+		c.req(req(3))
+		c.want()
+		c.resp("three")
+		c.req(req(4))
+		c.want("open", "data:"+req(4))
+	})
+}
+
+// TestTrackerJoinMissingFirstSegment: the capture lacks the first segment
+// after a boundary; the flow joins at the following boundary, never in the
+// middle of the request.
+func TestTrackerJoinMissingFirstSegment(t *testing.T) {
+	c := newKeepAlive(t, TrackerConfig{JoinMidStream: true})
+	c.req(req(1))
+	c.resp("one")
+	r2 := req(2)
+	c.off += 8 // r2[:8] never captured
+	c.req(r2[8:])
+	c.resp("two")
+	c.req(req(3))
+	c.resp("three")
+	c.c2s(c.off, "", FlagFIN)
+	c.want("open", "data:"+req(3), "turn:5", "fin")
+	c.stats(TrackerStats{Joined: 1, Ignored: 4, Open: 1})
+}
+
+func TestTrackerJoinGivenUp(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		end  func(c *keepAlive)
+	}{
+		{"client-fin", func(c *keepAlive) { c.c2s(c.off, "", FlagFIN) }},
+		{"client-rst", func(c *keepAlive) { c.c2s(c.off, "", FlagRST) }},
+		{"server-fin", func(c *keepAlive) { c.s2c(c.soff, "", c.off, FlagFIN) }},
+		{"server-rst", func(c *keepAlive) { c.s2c(c.soff, "", c.off, FlagRST) }},
+		{"server-fin-with-answer", func(c *keepAlive) { c.s2c(c.soff, "bye", c.off, FlagFIN) }},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			c := newKeepAlive(t, TrackerConfig{JoinMidStream: true})
+			c.req(req(1))
+			c.resp("one")
+			tt.end(c)
+			c.req(req(2)) // at the boundary, too late
+			c.resp("two")
+			c.req(req(3))
+			c.want()
+			c.stats(TrackerStats{MidStream: 1, Ignored: 6}) // every segment
+			if s := c.tr.sessions[SessionKey{cli, srv}]; s == nil || s.state != stSkip {
+				t.Errorf("flow not remembered as skipped: %+v", s)
+			}
+		})
+	}
+	t.Run("first-segment-fin", func(t *testing.T) {
+		c := newKeepAlive(t, TrackerConfig{JoinMidStream: true})
+		c.c2s(c.off, "", FlagFIN)
+		c.resp("late")
+		c.req(req(2))
+		c.want()
+		c.stats(TrackerStats{MidStream: 1, Ignored: 3})
+	})
+	t.Run("syn-replaces", func(t *testing.T) {
+		c := newKeepAlive(t, TrackerConfig{JoinMidStream: true})
+		c.req(req(1))
+		c.cisn = 700000
+		c.open()
+		c.c2s(0, "new", 0)
+		c.want("open", "data:new")
+		c.stats(TrackerStats{Sessions: 1, MidStream: 1, Ignored: 1, Open: 1})
+	})
+}
+
+// TestTrackerJoinCounters: each flow counts once: a SYN session, a joined
+// flow, a flow never reaching a boundary, a given-up flow.
+func TestTrackerJoinCounters(t *testing.T) {
+	c := newKeepAlive(t, TrackerConfig{JoinMidStream: true})
+	c.open()
+	c.c2s(0, "syn session", 0)
+	c.cli = netip.MustParseAddrPort("198.18.0.11:40001") // joins
+	c.req(req(1))
+	c.resp("one")
+	c.req(req(2))
+	c.cli = netip.MustParseAddrPort("198.18.0.12:40002") // never answered
+	c.req(req(1))
+	c.req(req(2))
+	c.cli = netip.MustParseAddrPort("198.18.0.13:40003") // given up
+	c.req(req(1))
+	c.c2s(c.off, "", FlagRST)
+	c.stats(TrackerStats{Sessions: 1, Joined: 1, MidStream: 2, Ignored: 6, Open: 2})
+	c.tr.Flush()
+	c.stats(TrackerStats{Sessions: 1, Joined: 1, MidStream: 2, Ignored: 6})
+}
+
+// TestTrackerJoinExpireAndSweep: waiting flows are dropped by Expire (they
+// are no sessions: not counted as expired), forgotten by the tombstone
+// sweep after tombTTL of silence, and kept while they are active.
+func TestTrackerJoinExpireAndSweep(t *testing.T) {
+	t.Run("expire", func(t *testing.T) {
+		c := newKeepAlive(t, TrackerConfig{JoinMidStream: true})
+		c.req(req(1))
+		if n := c.tr.Expire(c.now.Add(2*time.Minute), time.Minute); n != 0 {
+			t.Errorf("expired %d sessions, want 0", n)
+		}
+		if len(c.tr.sessions) != 0 {
+			t.Errorf("%d entries left", len(c.tr.sessions))
+		}
+		c.stats(TrackerStats{MidStream: 1, Ignored: 1})
+	})
+	t.Run("sweep", func(t *testing.T) {
+		c := newKeepAlive(t, TrackerConfig{JoinMidStream: true})
+		c.req(req(1))
+		c.resp("one")
+		// Active for longer than tombTTL: kept, and joins.
+		for range 3 {
+			c.now = c.now.Add(tombTTL / 2)
+			c.ack()
+		}
+		c.req(req(2))
+		c.want("open", "data:"+req(2))
+		c.c2s(c.off, "", FlagFIN)
+		c.s2c(c.soff, "", c.off+1, FlagFIN)
+		// A quiet waiting flow and the ended one are forgotten.
+		c.cli = netip.MustParseAddrPort("198.18.0.12:40002")
+		c.req(req(1))
+		c.now = c.now.Add(2 * tombTTL)
+		c.cli = netip.MustParseAddrPort("198.18.0.13:40003")
+		c.req(req(1))
+		if len(c.tr.sessions) != 1 {
+			t.Errorf("%d entries after the tombstone TTL, want 1", len(c.tr.sessions))
+		}
+		if len(c.tr.fifo) > 2 {
+			t.Errorf("%d tombstones queued", len(c.tr.fifo))
+		}
+	})
+}
+
 func TestTrackerMaxPending(t *testing.T) {
 	c := newConv(t, TrackerConfig{MaxPending: 100})
 	c.open()
@@ -581,6 +883,7 @@ func FuzzTracker(f *testing.F) {
 	f.Add(uint32(1000), []byte{0, 0, 10, 1, 5, 10, 2, 3, 4})
 	f.Add(uint32(0xffffff00), []byte{1, 200, 50, 0, 0, 255, 3, 0, 0, 2, 7, 7, 0, 250, 6})
 	f.Add(uint32(7), []byte{4, 0, 0, 0, 0, 100, 5, 3, 3, 0, 100, 100, 6, 0, 0})
+	f.Add(uint32(8), []byte{0, 0, 12, 0x13, 3, 5, 0, 3, 20, 0x13, 8, 7, 0, 8, 10}) // joined mid-stream
 	f.Fuzz(func(t *testing.T, isn uint32, ops []byte) {
 		rng := rand.New(rand.NewPCG(uint64(isn), 1))
 		truth := make([]byte, 1024)
@@ -590,9 +893,10 @@ func FuzzTracker(f *testing.F) {
 		srvISN := isn * 7
 		sink := &checkSink{t: t}
 		tr := NewTracker(TrackerConfig{
-			IsServer:   func(ap netip.AddrPort) bool { return ap == srv },
-			MaxPending: 300,
-			HoleGrace:  time.Duration(int(isn%3)-1) * time.Millisecond,
+			IsServer:      func(ap netip.AddrPort) bool { return ap == srv },
+			MaxPending:    300,
+			HoleGrace:     time.Duration(int(isn%3)-1) * time.Millisecond,
+			JoinMidStream: isn&8 != 0,
 		}, sink)
 		now := t0
 		seen := make(map[int]bool)
@@ -658,8 +962,11 @@ func FuzzTracker(f *testing.F) {
 		if tr.Stats().Open != 0 {
 			t.Fatalf("open sessions after Flush: %+v", tr.Stats())
 		}
+		joined := tr.Stats().Joined > 0
 		for _, s := range sink.sessions {
-			if !conflicts && !bytes.Equal(s.data, truth[:min(len(s.data), len(truth))]) {
+			// A joined session starts somewhere in the truth.
+			if !conflicts && !joined && !bytes.Equal(s.data, truth[:min(len(s.data), len(truth))]) ||
+				!conflicts && joined && !bytes.Contains(truth, s.data) {
 				t.Fatalf("delivered %d bytes that differ from the truth", len(s.data))
 			}
 			if !conflicts && len(s.data) > len(seen) {

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -55,9 +56,12 @@ type config struct {
 	copies     int // -n
 	portOffset int // -f
 	memoryMiB  int // -m
+	spillDir   string
+	spillMiB   int
+	copyPorts  [2]uint16
 	pidFile    string
 	mss        int  // -D
-	onlySYN    bool // -O: the only behaviour here; accepted for tcpcopy users
+	onlySYN    bool // -O: false also joins sessions seen mid-stream at their next turn boundary
 }
 
 // keyEnv holds the relay key when --key-file is not given.
@@ -108,16 +112,31 @@ The target host must route the forged client addresses back to this host,
 e.g. on the target: ip route add 198.18.1.0/24 via <this host>. This host
 needs net.ipv4.ip_forward=1; stackcopy checks and names the fix.
 
+Falling behind: a session whose target takes its bytes slower than the
+client sent them keeps 4 MiB in memory and the rest in a spill file
+(--spill-dir, unlinked, --spill-max in all), so one slow session never
+holds up the capture of the others. Past --spill-max a live session is
+shed (reset, counted as overflowed); a capture file is read slower instead.
+
 Live mode: when -i names interfaces (or "any"), stackcopy captures with
 AF_PACKET and a kernel filter built from -x (or -F), mirrors sessions as they
-happen (sessions whose SYN it did not see are skipped and counted), and runs
+happen (sessions already open when it starts: see -O below), and runs
 until SIGINT/SIGTERM; then sessions get one turn to finish. With -s the
 target's answers come back through intercept (see 'intercept --help'); with
 -o raw or -o IFACE they can only come back that way.
 
-tcpcopy's -a is --speed, -T is --loop; -O (only sessions with a SYN) is
-always the behaviour here; -R, -U, -k, -L, -g, -d are not needed or not
-supported.
+Sessions seen mid-stream: by default (-O, as in tcpcopy) only sessions
+whose SYN was captured are replayed; the others are skipped and counted.
+-O=false also replays them from their next turn boundary: the first client
+bytes after the server answered everything the client had sent open a new
+connection to the target. This suits request/response protocols (HTTP/1.1
+keep-alive, redis, memcached); the target misses the connection's earlier
+requests and any state they set up (login, SELECT), and an interim answer
+such as HTTP's "100 Continue" can make the session start in the middle of
+a request body. The summary counts these sessions as joined.
+
+tcpcopy's -a is --speed and -T is --loop; -O means the same as in tcpcopy;
+-R, -U, -k, -L, -g, -d are not needed or not supported.
 
 Exit status: 0 every session completed; 3 some sessions did not complete
 (see the summary); 1 stackcopy could not do its job; 2 bad usage.
@@ -141,9 +160,13 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.IntVarP(&c.copies, "copies", "n", 1, "replay each session this many times, each copy from a distinct 4-tuple")
 	fs.IntVarP(&c.portOffset, "port-offset", "f", 0, "shift captured client ports by this much (several instances on one capture)")
 	fs.IntVarP(&c.memoryMiB, "memory", "m", 0, "memory limit in MiB: new sessions are shed (counted) before it is crossed; 0 = none")
+	fs.StringVar(&c.spillDir, "spill-dir", os.TempDir(), "where a session that falls behind the capture keeps its further bytes (unlinked files)")
+	fs.IntVar(&c.spillMiB, "spill-max", 2048, "MiB all spill files may hold; past it a live session that falls behind is shed (counted), a capture file is read slower; 0 = no spilling")
+	var copyPorts string
+	fs.StringVar(&copyPorts, "copy-ports", "1024-32767", "client ports -n copies take in turn (below the usual ephemeral ranges, so copies do not take real clients' ports)")
 	fs.StringVarP(&c.pidFile, "pid-file", "P", "", "write the process ID to this file")
 	fs.IntVarP(&c.mss, "mss", "D", 0, "MSS the forged clients advertise (default: from the MTU)")
-	fs.BoolVarP(&c.onlySYN, "only-syn", "O", true, "replay only sessions whose SYN was captured (always on)")
+	fs.BoolVarP(&c.onlySYN, "only-syn", "O", true, "replay only sessions whose SYN was captured; -O=false also joins the others at their next turn boundary")
 	fs.StringVar(&c.tunName, "tun", "stackcopy0", "name of the TUN device to create")
 	fs.BoolVar(&c.noRoutes, "no-routes", false, "do not route forged client addresses into the TUN (you route them)")
 	fs.StringVarP(&clients, "clients", "c", "", "rewrite client addresses onto this pool: IP,IP,... or a.b.c.x (.1-.254)")
@@ -244,15 +267,38 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 		return nil, fmt.Errorf("-f: port offset %d, want 0..64511", c.portOffset)
 	case c.memoryMiB < 0:
 		return nil, fmt.Errorf("-m: %d MiB is negative", c.memoryMiB)
+	case c.spillMiB < 0:
+		return nil, fmt.Errorf("--spill-max: %d MiB is negative", c.spillMiB)
 	case c.mss != 0 && (c.mss < 88 || c.mss > c.mtu-40):
 		return nil, fmt.Errorf("-D: MSS %d, want 88..%d (MTU - 40)", c.mss, c.mtu-40)
-	case !c.onlySYN:
-		return nil, errors.New("-O=false: joining sessions mid-stream is not supported; they are skipped and counted")
+	}
+	if c.copyPorts, err = parsePortRange(copyPorts); err != nil {
+		return nil, fmt.Errorf("--copy-ports: %w", err)
 	}
 	if c.live && c.loops != 1 {
 		return nil, errors.New("--loop: live traffic cannot be looped")
 	}
 	return c, nil
+}
+
+// parsePortRange parses LO-HI (1..65535, LO <= HI).
+func parsePortRange(s string) ([2]uint16, error) {
+	lo, hi, ok := strings.Cut(s, "-")
+	if !ok {
+		return [2]uint16{}, fmt.Errorf("%q: want LO-HI, e.g. 1024-32767", s)
+	}
+	var r [2]uint16
+	for i, p := range []string{lo, hi} {
+		n, err := strconv.ParseUint(p, 10, 16)
+		if err != nil || n == 0 {
+			return [2]uint16{}, fmt.Errorf("%q: %q is not a port 1..65535", s, p)
+		}
+		r[i] = uint16(n)
+	}
+	if r[0] > r[1] {
+		return [2]uint16{}, fmt.Errorf("%q: the range is empty", s)
+	}
+	return r, nil
 }
 
 // classifyInputs says whether -i names capture files (false) or network

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -104,6 +105,28 @@ func TestUnreadableCaptureIsOneLine(t *testing.T) {
 		}
 		if _, err := os.Stat("/sys/class/net/sctestnever"); err == nil {
 			t.Fatalf("a TUN was created for an unreadable capture")
+		}
+	}
+}
+
+// TestOnlySYNFalseJoins: -O=false (tcpcopy's spelling) is accepted and
+// means joining sessions seen mid-stream; -O stays the default.
+func TestOnlySYNFalseJoins(t *testing.T) {
+	for _, tt := range []struct {
+		args    []string
+		onlySYN bool
+	}{
+		{[]string{"-x", "80-198.18.2.2:80", "-i", "x.pcap"}, true},
+		{[]string{"-x", "80-198.18.2.2:80", "-i", "x.pcap", "-O=false"}, false},
+		{[]string{"-x", "80-198.18.2.2:80", "-i", "x.pcap", "--only-syn=false"}, false},
+	} {
+		c, err := parseFlags(tt.args, io.Discard)
+		if err != nil {
+			t.Errorf("%v: %v", tt.args, err)
+			continue
+		}
+		if c.onlySYN != tt.onlySYN {
+			t.Errorf("%v: onlySYN %v, want %v", tt.args, c.onlySYN, tt.onlySYN)
 		}
 	}
 }

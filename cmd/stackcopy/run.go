@@ -294,6 +294,12 @@ func replayRun(ctx context.Context, cfg *config, stderr io.Writer) (*summary, er
 	rcfg.MaxHandshakes = cfg.handshakes
 	rcfg.Copies = cfg.copies
 	rcfg.PortOffset = cfg.portOffset
+	rcfg.CopyPorts = cfg.copyPorts
+	rcfg.SpillDir = cfg.spillDir
+	rcfg.SpillMax = int64(cfg.spillMiB) << 20
+	// A live capture must not wait for one slow session: the kernel ring
+	// would overflow for all of them. A file can be read later.
+	rcfg.ShedWhenFull = cfg.live
 	rcfg.Errors = replay.Errors{PortInUse: stack.ErrPortInUse, Reset: stack.ErrReset, Refused: stack.ErrRefused, Timeout: stack.ErrTimeout}
 	if cfg.percent < 100 {
 		sampler, err := mirror.NewSampler(cfg.percent)
@@ -328,7 +334,7 @@ func replayRun(ctx context.Context, cfg *config, stderr io.Writer) (*summary, er
 		for loop := 0; loop < cfg.loops && readErr == nil && ctx.Err() == nil; loop++ {
 			rp.Rebase()
 			for _, path := range cfg.inputs {
-				if readErr = readCapture(ctx, path, cfg.transfers, rp, sum); readErr != nil {
+				if readErr = readCapture(ctx, path, cfg.transfers, !cfg.onlySYN, rp, sum); readErr != nil {
 					break
 				}
 			}
@@ -362,14 +368,15 @@ func replayRun(ctx context.Context, cfg *config, stderr io.Writer) (*summary, er
 	return sum, nil
 }
 
-// readCapture feeds one pass over a capture file to the replayer.
-func readCapture(ctx context.Context, path string, ts mirror.Transfers, sink mirror.Sink, sum *summary) error {
+// readCapture feeds one pass over a capture file to the replayer; join is
+// -O=false (join sessions seen mid-stream at a turn boundary).
+func readCapture(ctx context.Context, path string, ts mirror.Transfers, join bool, sink mirror.Sink, sum *summary) error {
 	src, err := mirror.OpenFile(path)
 	if err != nil {
 		return err
 	}
 	defer src.Close()
-	tr := mirror.NewTracker(mirror.TrackerConfig{IsServer: ts.IsServer}, sink)
+	tr := mirror.NewTracker(mirror.TrackerConfig{IsServer: ts.IsServer, JoinMidStream: join}, sink)
 	for ctx.Err() == nil {
 		seg, err := src.Next()
 		if err == io.EOF {
@@ -397,7 +404,7 @@ func mirrorLive(ctx context.Context, cfg *config, sink mirror.Sink, sum *summary
 	stop := context.AfterFunc(ctx, func() { src.Close() })
 	defer stop()
 	log.Info("mirroring live traffic", "interfaces", cfg.inputs, "transfers", cfg.transfers)
-	tr := mirror.NewTracker(mirror.TrackerConfig{IsServer: cfg.transfers.IsServer}, sink)
+	tr := mirror.NewTracker(mirror.TrackerConfig{IsServer: cfg.transfers.IsServer, JoinMidStream: !cfg.onlySYN}, sink)
 	segs := make(chan mirror.Segment, 4096)
 	errc := make(chan error, 1)
 	go func() {

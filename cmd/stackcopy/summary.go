@@ -43,6 +43,7 @@ func (s *summary) addPass(c mirror.SourceStats, t mirror.TrackerStats) {
 	s.capture.Truncated += c.Truncated
 	s.tracker.Sessions += t.Sessions
 	s.tracker.MidStream += t.MidStream
+	s.tracker.Joined += t.Joined
 	s.tracker.Gaps += t.Gaps
 	s.tracker.Duplicates += t.Duplicates
 	s.tracker.OutOfOrder += t.OutOfOrder
@@ -64,11 +65,14 @@ func (s *summary) print(w io.Writer) {
 	} else {
 		fmt.Fprintf(w, "stackcopy: replayed %s (%d pass%s) in %.2fs\n", strings.Join(s.inputs, ", "), s.loops, plural(s.loops, "es"), s.elapsed.Seconds())
 	}
-	fmt.Fprintf(w, "  sessions  %d replayed: %d completed, %d client-reset, %d target-reset, %d refused, %d timed-out, %d capture-gap, %d failed\n",
-		r.Sessions, r.Completed, r.ClientResets, r.TargetResets, r.Refused, r.TimedOut, r.Gaps, r.Failed)
-	fmt.Fprintf(w, "  skipped   %d mid-stream (no SYN captured), %d not matching -x, %d sampled out (-r), %d shed (-m), %d IPv6 segments, %d fragments\n",
-		t.MidStream, r.Unmatched, r.SampledOut, r.Shed, c.IPv6, c.Fragments)
+	fmt.Fprintf(w, "  sessions  %d replayed: %d completed, %d client-reset, %d target-reset, %d refused, %d timed-out, %d capture-gap, %d overflowed, %d failed\n",
+		r.Sessions, r.Completed, r.ClientResets, r.TargetResets, r.Refused, r.TimedOut, r.Gaps, r.Overflowed, r.Failed)
+	fmt.Fprintf(w, "  skipped   %d mid-stream (no SYN captured; %d more joined at a turn boundary, -O=false), %d not matching -x, %d sampled out (-r), %d shed (-m), %d IPv6 segments, %d fragments\n",
+		t.MidStream, t.Joined, r.Unmatched, r.SampledOut, r.Shed, c.IPv6, c.Fragments)
 	fmt.Fprintf(w, "  bytes     %d client bytes sent, %d response bytes received\n", r.BytesSent, r.BytesReceived)
+	if r.SpilledBytes > 0 {
+		fmt.Fprintf(w, "  spill     %d client bytes went through spill files (at most %d at once)\n", r.SpilledBytes, r.SpillPeak)
+	}
 	fmt.Fprintf(w, "  turns     %d waited for the target's answer, %d sent unanswered after --turn-wait\n", r.Turns, r.TurnsUnanswered)
 	fmt.Fprintf(w, "  stack     %d segments sent, %d retransmitted, %d RTO timeouts, %d ports remapped, %d forged clients routed, %d wire write errors\n",
 		st.SegmentsSent, st.Retransmits, st.Timeouts, r.PortsRemapped, s.routes, st.WriteErrors)
