@@ -415,6 +415,10 @@ func TestReplayToNginxPoolAndLoop(t *testing.T) {
 	if s := res.stats.Replay; s.Sessions != 8 || s.Completed != 8 {
 		t.Fatalf("replay stats %+v: want 8 sessions (4 × 2 passes), 8 completed", s)
 	}
+	// nginx speaks HTTP/1.1: every turn ends where its answer does.
+	if s := res.stats.Replay; s.Turns == 0 || s.TurnsFramed != s.Turns || s.TurnsUnanswered != 0 {
+		t.Errorf("replay stats %+v: want every turn ended by HTTP framing", s)
+	}
 	var got []lab.NginxAccess
 	deadline := time.Now().Add(10 * time.Second)
 	for len(got) < 2*len(onlineLog) && time.Now().Before(deadline) {

@@ -190,7 +190,7 @@ type runResult struct {
 type statsJSON struct {
 	Replay struct {
 		Sessions, Completed, ClientResets, TargetResets, Refused, TimedOut, Gaps, Failed uint64
-		BytesSent, BytesReceived, Turns, TurnsUnanswered, PortsRemapped                  uint64
+		BytesSent, BytesReceived, Turns, TurnsUnanswered, TurnsFramed, PortsRemapped     uint64
 		Unmatched, SampledOut                                                            uint64
 	} `json:"replay"`
 	Tracker struct {

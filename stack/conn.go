@@ -78,12 +78,17 @@ func newConn(wq *waiter.Queue, ep tcpip.Endpoint, local, peer netip.AddrPort) *C
 // without copying, returning how many bytes it was. A replayer that only
 // counts answers holds no read buffer while a session idles. It returns
 // io.EOF after the target's FIN.
-func (c *Conn) Discard() (int, error) {
+func (c *Conn) Discard() (int, error) { return c.DiscardTo(io.Discard) }
+
+// DiscardTo is Discard that first shows the bytes to w, straight from the
+// stack's receive queue (no read buffer either). w must not block or keep
+// the slices: the endpoint is locked while it runs.
+func (c *Conn) DiscardTo(w io.Writer) (int, error) {
 	entry, ready := waiter.NewChannelEntry(waiter.ReadableEvents)
 	c.wq.EventRegister(&entry)
 	defer c.wq.EventUnregister(&entry)
 	for {
-		res, err := c.ep.Read(io.Discard, tcpip.ReadOptions{})
+		res, err := c.ep.Read(w, tcpip.ReadOptions{})
 		if _, ok := err.(*tcpip.ErrWouldBlock); ok {
 			<-ready
 			continue

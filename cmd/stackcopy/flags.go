@@ -34,6 +34,7 @@ type config struct {
 	timeout    time.Duration
 	turnWait   time.Duration
 	noWait     bool
+	httpTurns  bool
 	mtu        int
 	cc         string
 	rack       bool
@@ -103,8 +104,9 @@ Options:
 const usageTail = `
 Turns: a session's client bytes are cut into turns wherever the captured
 server spoke in between. A turn is sent only after the target answered the
-previous one (as many bytes as the captured answer, or a shorter answer
-followed by 20 ms of silence, or --turn-wait passed), so request/response
+previous one (for HTTP/1.x: its response is complete, parsed; otherwise as
+many bytes as the captured answer, or a shorter answer followed by 20 ms of
+silence; or --turn-wait passed), so request/response
 protocols are not pipelined and server-first protocols (SMTP, MySQL) wait
 for the target's greeting. -W turns this off.
 
@@ -176,6 +178,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.VarP(cliflag.Duration{D: &c.timeout}, "timeout", "t", "end a session with no progress for this long (seconds or 90s, 2m)")
 	fs.Var(cliflag.Duration{D: &c.turnWait}, "turn-wait", "longest wait for the target's answer before the next turn is sent anyway")
 	fs.BoolVarP(&c.noWait, "no-wait", "W", false, "send each turn without waiting for the target's answer")
+	fs.BoolVar(&c.httpTurns, "http-turns", true, "HTTP/1.x sessions: a turn is answered when the target's response is complete (parsed), not by size and silence")
 	fs.IntVarP(&c.mtu, "mtu", "M", 1500, "MTU towards the target (the MSS follows)")
 	fs.StringVar(&c.cc, "cc", "reno", "congestion control of the forged clients: reno or cubic")
 	fs.BoolVar(&c.rack, "rack", true, "RACK loss detection (--rack=false for classic dupack recovery)")

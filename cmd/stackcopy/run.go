@@ -289,6 +289,7 @@ func replayRun(ctx context.Context, cfg *config, stderr io.Writer) (*summary, er
 		rcfg.Speed = 0 // events arrive at the captured pace already
 	}
 	rcfg.NoWait = cfg.noWait
+	rcfg.NoHTTPFraming = !cfg.httpTurns
 	rcfg.TurnWait = cfg.turnWait
 	rcfg.Idle = cfg.timeout
 	rcfg.MaxHandshakes = cfg.handshakes

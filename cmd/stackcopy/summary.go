@@ -73,7 +73,7 @@ func (s *summary) print(w io.Writer) {
 	if r.SpilledBytes > 0 {
 		fmt.Fprintf(w, "  spill     %d client bytes went through spill files (at most %d at once)\n", r.SpilledBytes, r.SpillPeak)
 	}
-	fmt.Fprintf(w, "  turns     %d waited for the target's answer, %d sent unanswered after --turn-wait\n", r.Turns, r.TurnsUnanswered)
+	fmt.Fprintf(w, "  turns     %d waited for the target's answer (%d ended by HTTP framing), %d sent unanswered after --turn-wait\n", r.Turns, r.TurnsFramed, r.TurnsUnanswered)
 	fmt.Fprintf(w, "  stack     %d segments sent, %d retransmitted, %d RTO timeouts, %d ports remapped, %d forged clients routed, %d wire write errors\n",
 		st.SegmentsSent, st.Retransmits, st.Timeouts, r.PortsRemapped, s.routes, st.WriteErrors)
 	fmt.Fprintf(w, "  tun       %d answers dropped by the kernel (txqueue full), %d forged packets refused\n", s.tunTxDrops, s.tunRxDrops)

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/stackcopy/stackcopy/mirror"
+	"github.com/stackcopy/stackcopy/mirror/replay/httpframe"
 )
 
 // Conn is what the replayer needs of a forged connection. *stack.Conn
@@ -29,6 +30,13 @@ type Conn interface {
 	Discard() (int, error)
 	CloseWrite() error // replays the client's FIN
 	Abort()            // replays the client's RST
+}
+
+// answerTap is implemented by connections that can show the target's bytes
+// to a writer as they are consumed (*stack.Conn): HTTP framing needs them,
+// counting does not. The writer must not block.
+type answerTap interface {
+	DiscardTo(w io.Writer) (int, error)
 }
 
 // DialFunc opens a connection from the forged src to dst. A zero src port
@@ -59,6 +67,15 @@ type Config struct {
 	// Quiet is how long the target must be silent before a shorter answer
 	// than the captured one counts as complete.
 	Quiet time.Duration
+	// NoHTTPFraming turns off HTTP/1.x turn ends. By default a session
+	// whose first bytes are an HTTP/1.x request line has both directions
+	// framed (mirror/replay/httpframe): a turn is answered when every
+	// request sent has its complete final response, whatever its size
+	// compared with the captured one, with no quiet spell. Sessions that
+	// are not HTTP, answers the framer cannot follow (zero-filled payloads
+	// from a header-only relay, a body until close, a protocol switch)
+	// fall back to size and Quiet.
+	NoHTTPFraming bool
 	// Idle ends a session that made no progress for this long (tcpcopy -t).
 	Idle time.Duration
 	// DialTimeout bounds the handshake.
@@ -137,6 +154,7 @@ type Stats struct {
 	BytesReceived   uint64 // response bytes drained from targets
 	Turns           uint64 // turns that waited for the target's answer
 	TurnsUnanswered uint64 // turns sent after TurnWait without an answer
+	TurnsFramed     uint64 // turns whose answer HTTP framing found complete
 	PortsRemapped   uint64 // captured client port busy: the stack chose another
 	SpilledBytes    uint64 // client bytes that went through a spill file
 	SpillPeak       int64  // most bytes held in spill files at once
@@ -162,7 +180,7 @@ type Replayer struct {
 
 	s struct {
 		sessions, unmatched, sampled, shed, completed, clientResets, targetResets, refused, timedOut,
-		gaps, overflowed, failed, sent, received, turns, unanswered, remapped atomic.Uint64
+		gaps, overflowed, failed, sent, received, turns, unanswered, framed, remapped atomic.Uint64
 	}
 }
 
@@ -320,7 +338,7 @@ func (r *Replayer) Stats() Stats {
 		ClientResets: r.s.clientResets.Load(), TargetResets: r.s.targetResets.Load(), Refused: r.s.refused.Load(),
 		TimedOut: r.s.timedOut.Load(), Gaps: r.s.gaps.Load(), Overflowed: r.s.overflowed.Load(), Failed: r.s.failed.Load(),
 		BytesSent: r.s.sent.Load(), BytesReceived: r.s.received.Load(), Turns: r.s.turns.Load(),
-		TurnsUnanswered: r.s.unanswered.Load(), PortsRemapped: r.s.remapped.Load(),
+		TurnsUnanswered: r.s.unanswered.Load(), TurnsFramed: r.s.framed.Load(), PortsRemapped: r.s.remapped.Load(),
 		SpilledBytes: r.spilledSum(), SpillPeak: r.spillPeak(),
 	}
 }
@@ -385,6 +403,12 @@ type session struct {
 	conn      Conn // set once dialed, for cancel
 	spill     *spillFile
 	overflow  atomic.Bool // shed for falling behind: push drops, the outcome is outOverflow
+
+	// HTTP framing, decided on the first client bytes (sniffed). reqs is fed
+	// by run before each write; resps by the drain as answers are consumed.
+	sniffed bool
+	reqs    *httpframe.Requests
+	resps   atomic.Pointer[httpframe.Responses]
 
 	// Written by the drain goroutine, read by run.
 	rcvd     atomic.Uint64
@@ -695,7 +719,7 @@ func (s *session) run() {
 		<-s.rcvDone // the drain ends with the connection: counters are final at Wait
 	}()
 
-	mark := uint64(0)   // answer bytes before the current turn's first write
+	var mark turnStart  // where the target's answers stood at the current turn's first write
 	wrote := false      // the current turn has written bytes
 	var pendingTurn int // captured answer size the next data must wait for
 	waitTurn := false
@@ -739,9 +763,20 @@ func (s *session) run() {
 				s.count(outFailed, s.r.ctx.Err())
 				return
 			}
+			if !s.sniffed {
+				s.sniffed = true
+				if _, ok := conn.(answerTap); ok && !cfg.NoHTTPFraming && httpframe.Sniff(ev.Data) {
+					s.reqs = new(httpframe.Requests)
+					s.resps.Store(httpframe.NewResponses(s.reqs))
+				}
+			}
 			if !wrote {
-				mark = s.rcvd.Load()
+				mark = s.turnStart()
 				wrote = true
+			}
+			if s.reqs != nil {
+				// Before the write: the target may answer before it returns.
+				s.reqs.Write(ev.Data)
 			}
 			if err := s.write(conn, ev.Data); err != nil {
 				s.count(s.failure(err))
@@ -861,8 +896,16 @@ func (s *session) write(c Conn, b []byte) error {
 // its receive window as the application reads, so a replayer that stops
 // reading would stall the target.
 func (s *session) drain(c Conn) {
+	tap, _ := c.(answerTap)
+	sink := answerSink{s}
 	for {
-		n, err := c.Discard()
+		var n int
+		var err error
+		if tap != nil {
+			n, err = tap.DiscardTo(sink)
+		} else {
+			n, err = c.Discard()
+		}
 		if n > 0 {
 			// lastRcv first: awaitAnswer reads rcvd, then lastRcv.
 			s.lastRcv.Store(time.Now().UnixNano())
@@ -874,6 +917,9 @@ func (s *session) drain(c Conn) {
 			}
 		}
 		if err != nil {
+			if r := s.resps.Load(); r != nil && errors.Is(err, io.EOF) {
+				r.EOF() // completes an answer whose body ran until close
+			}
 			s.rcvErr = err
 			close(s.rcvDone)
 			return
@@ -881,10 +927,57 @@ func (s *session) drain(c Conn) {
 	}
 }
 
+// answerSink shows the target's bytes to the session's HTTP framer, if it
+// has one by the time they are consumed: the framer is set up before the
+// first request is written, so no answer to it can slip past.
+type answerSink struct{ s *session }
+
+func (a answerSink) Write(p []byte) (int, error) {
+	if r := a.s.resps.Load(); r != nil {
+		r.Write(p)
+	}
+	return len(p), nil
+}
+
+// turnStart is where the target's answers stood when a turn's first bytes
+// were written.
+type turnStart struct {
+	rcvd           uint64
+	interim, final int
+}
+
+func (s *session) turnStart() turnStart {
+	t := turnStart{rcvd: s.rcvd.Load()}
+	if r := s.resps.Load(); r != nil {
+		t.interim, t.final = r.Interim(), r.Final()
+	}
+	return t
+}
+
+// httpAnswered asks the HTTP framing whether the turn that started at m is
+// answered. known is false when framing cannot tell (not HTTP, a side
+// went opaque, a body that runs until close): the caller falls back to
+// size and silence.
+func (s *session) httpAnswered(m turnStart) (answered, known bool) {
+	r := s.resps.Load()
+	if r == nil || r.Opaque() || s.reqs.Opaque() || r.UntilClose() {
+		return false, false
+	}
+	if !s.reqs.Idle() {
+		// The turn ended inside a request, as a client does after
+		// "Expect: 100-continue": an interim answer lets it go on, and so
+		// does a final one (a refusal).
+		return r.Interim() > m.interim || r.Final() > m.final, true
+	}
+	n := s.reqs.Complete()
+	return n > 0 && r.Final() >= n && r.Idle(), true
+}
+
 // awaitAnswer waits until the target answered the turn that started at
-// mark: want bytes (the captured answer's size), or at least one byte and
-// then a quiet spell, or the target closed, or TurnWait passed.
-func (s *session) awaitAnswer(mark uint64, want int) {
+// m: by HTTP framing when the session has it, else want bytes (the
+// captured answer's size), or at least one byte and then a quiet spell; or
+// the target closed, or TurnWait passed.
+func (s *session) awaitAnswer(m turnStart, want int) {
 	cfg := &s.r.cfg
 	if cfg.NoWait {
 		return
@@ -896,17 +989,24 @@ func (s *session) awaitAnswer(mark uint64, want int) {
 	limit := time.NewTimer(cfg.TurnWait)
 	defer limit.Stop()
 	for {
-		got := s.rcvd.Load() - mark
-		if got >= uint64(want) {
-			return
-		}
 		var quiet <-chan time.Time
-		if got > 0 {
-			since := time.Since(time.Unix(0, s.lastRcv.Load()))
-			if since >= cfg.Quiet {
+		answered, known := s.httpAnswered(m)
+		switch {
+		case answered:
+			s.r.s.framed.Add(1)
+			return
+		case !known:
+			got := s.rcvd.Load() - m.rcvd
+			if got >= uint64(want) {
 				return
 			}
-			quiet = time.After(cfg.Quiet - since)
+			if got > 0 {
+				since := time.Since(time.Unix(0, s.lastRcv.Load()))
+				if since >= cfg.Quiet {
+					return
+				}
+				quiet = time.After(cfg.Quiet - since)
+			}
 		}
 		select {
 		case <-s.progress:
