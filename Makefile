@@ -55,6 +55,8 @@ fuzz:
 	$(GO) test ./intercept/relay/ -run XXX -fuzz FuzzDecodeFrame -fuzztime 60s
 	$(GO) test ./intercept/relay/ -run XXX -fuzz FuzzHandshake -fuzztime 60s
 	$(GO) test ./intercept/relay/ -run XXX -fuzz FuzzDeliver -fuzztime 60s
+	$(GO) test ./mirror/replay/httpframe/ -run XXX -fuzz FuzzResponses -fuzztime 60s
+	$(GO) test ./mirror/replay/httpframe/ -run XXX -fuzz FuzzRequests -fuzztime 60s
 
 clean:
 	rm -rf $(BIN)
