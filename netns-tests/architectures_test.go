@@ -166,13 +166,20 @@ func stopMirror(t *testing.T, p *lab.Proc, stats string) mirrorStats {
 		t.Logf("stackcopy stop: %v", err)
 	}
 	t.Logf("stackcopy:\n%s", tailLines(p.Log(), 12))
-	b, err := os.ReadFile(stats)
+	return readStats[mirrorStats](t, stats)
+}
+
+// readStats decodes the part of stackcopy's --stats-json file that T
+// names.
+func readStats[T any](t *testing.T, path string) T {
+	t.Helper()
+	var st T
+	b, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatalf("stackcopy wrote no stats: %v", err)
 	}
-	var st mirrorStats
 	if err := json.Unmarshal(b, &st); err != nil {
-		t.Fatal(err)
+		t.Fatalf("stats %s: %v", path, err)
 	}
 	return st
 }

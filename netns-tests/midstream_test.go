@@ -2,7 +2,6 @@ package netnstests
 
 import (
 	"bytes"
-	"encoding/json"
 	"fmt"
 	"net/netip"
 	"os"
@@ -109,15 +108,7 @@ type midStreamStats struct {
 
 func readMidStreamStats(t *testing.T, path string) midStreamStats {
 	t.Helper()
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("stackcopy wrote no stats: %v", err)
-	}
-	var st midStreamStats
-	if err := json.Unmarshal(b, &st); err != nil {
-		t.Fatal(err)
-	}
-	return st
+	return readStats[midStreamStats](t, path)
 }
 
 // TestMidStreamLive: a real curl sends 80 requests at 10/s over one

@@ -1246,6 +1246,38 @@ func TestRebase(t *testing.T) {
 	expectStats(t, st, map[string]uint64{"Sessions": 2, "Completed": 2, "BytesSent": 8})
 }
 
+// feedStream feeds a session that sends payload in chunks and closes, from
+// a goroutine, counting the bytes pushed; the channel closes when the last
+// event was taken.
+func feedStream(r *replay.Replayer, k mirror.SessionKey, payload []byte, chunk int, pushed *atomic.Int64) <-chan struct{} {
+	fed := make(chan struct{})
+	go func() {
+		defer close(fed)
+		r.Event(k, open())
+		for off := 0; off < len(payload); off += chunk {
+			r.Event(k, dataB(payload[off:min(off+chunk, len(payload))]))
+			if pushed != nil {
+				pushed.Add(int64(min(chunk, len(payload)-off)))
+			}
+		}
+		r.Event(k, fin())
+	}()
+	return fed
+}
+
+// expectWhole checks that the harness server got exactly one connection,
+// carrying payload and ending with the client's FIN.
+func (h *harness) expectWhole(t *testing.T, payload []byte) {
+	t.Helper()
+	rec := h.srv.waitConns(t, 1)[0]
+	if len(rec.data) != len(payload) || sha256.Sum256(rec.data) != sha256.Sum256(payload) {
+		t.Errorf("server received %d bytes, sha256 %x; want %d bytes, sha256 %x", len(rec.data), sha256.Sum256(rec.data), len(payload), sha256.Sum256(payload))
+	}
+	if rec.end != endFIN {
+		t.Errorf("server saw end %q, want FIN", rec.end)
+	}
+}
+
 // TestBackpressure: with a small queue, no spill space and a target that
 // does not read, Event blocks instead of dropping or buffering without
 // bound (the mode for capture files).
@@ -1264,16 +1296,7 @@ func TestBackpressure(t *testing.T) {
 	k := key(1)
 
 	var pushed atomic.Int64
-	fed := make(chan struct{})
-	go func() {
-		defer close(fed)
-		h.r.Event(k, open())
-		for off := 0; off < total; off += chunk {
-			h.r.Event(k, dataB(payload[off:off+chunk]))
-			pushed.Add(chunk)
-		}
-		h.r.Event(k, fin())
-	}()
+	fed := feedStream(h.r, k, payload, chunk, &pushed)
 
 	maxQueued := 0
 	poll := func() {
@@ -1315,13 +1338,7 @@ func TestBackpressure(t *testing.T) {
 		t.Errorf("session queued %d bytes, QueueBytes is %d", maxQueued, queue)
 	}
 	st := h.wait(t)
-	rec := h.srv.waitConns(t, 1)[0]
-	if len(rec.data) != total || sha256.Sum256(rec.data) != sha256.Sum256(payload) {
-		t.Errorf("server received %d bytes, sha256 %x; want %d bytes, sha256 %x", len(rec.data), sha256.Sum256(rec.data), total, sha256.Sum256(payload))
-	}
-	if rec.end != endFIN {
-		t.Errorf("server saw end %q, want FIN", rec.end)
-	}
+	h.expectWhole(t, payload)
 	expectStats(t, st, map[string]uint64{"Sessions": 1, "Completed": 1, "BytesSent": total})
 }
 
@@ -1342,16 +1359,8 @@ func TestSpill(t *testing.T) {
 	h := newHarness(t, serverOpts{raw: true, gate: gate, rcvBuf: 32 << 10},
 		&dialer{sndBuf: 32 << 10}, func(c *replay.Config) { c.QueueBytes, c.SpillDir, c.SpillMax = queue, dir, 64<<20 })
 	k := key(1)
-	fed := make(chan struct{})
 	maxQueued := 0
-	go func() {
-		defer close(fed)
-		h.r.Event(k, open())
-		for off := 0; off < total; off += chunk {
-			h.r.Event(k, dataB(payload[off:off+chunk]))
-		}
-		h.r.Event(k, fin())
-	}()
+	fed := feedStream(h.r, k, payload, chunk, nil)
 	if !waitChan(fed, bound) {
 		close(gate)
 		t.Fatalf("the feeder waited for a target that does not read; spilling should have taken the bytes")
@@ -1365,10 +1374,7 @@ func TestSpill(t *testing.T) {
 	spilled := h.r.Stats()
 	close(gate)
 	st := h.wait(t)
-	rec := h.srv.waitConns(t, 1)[0]
-	if len(rec.data) != total || sha256.Sum256(rec.data) != sha256.Sum256(payload) {
-		t.Errorf("server received %d bytes, sha256 %x; want %d bytes, sha256 %x", len(rec.data), sha256.Sum256(rec.data), total, sha256.Sum256(payload))
-	}
+	h.expectWhole(t, payload)
 	if maxQueued > 0 {
 		t.Errorf("session held %d bytes in memory, QueueBytes is %d", maxQueued, queue)
 	}
@@ -1398,15 +1404,7 @@ func TestShedWhenFull(t *testing.T) {
 			c.QueueBytes, c.SpillDir, c.SpillMax, c.ShedWhenFull = queue, t.TempDir(), 256<<10, true
 		})
 	slow, other := key(1), key(2)
-	fed := make(chan struct{})
-	go func() {
-		defer close(fed)
-		h.r.Event(slow, open())
-		for off := 0; off < total; off += chunk {
-			h.r.Event(slow, dataB(payload[off:off+chunk]))
-		}
-		h.r.Event(slow, fin())
-	}()
+	fed := feedStream(h.r, slow, payload, chunk, nil)
 	if !waitChan(fed, bound) {
 		close(gate)
 		t.Fatalf("the feeder waited for a target that does not read; the session should have been shed")
