@@ -162,7 +162,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.IntVarP(&c.copies, "copies", "n", 1, "replay each session this many times, each copy from a distinct 4-tuple")
 	fs.IntVarP(&c.portOffset, "port-offset", "f", 0, "shift captured client ports by this much (several instances on one capture)")
 	fs.IntVarP(&c.memoryMiB, "memory", "m", 0, "memory limit in MiB: new sessions are shed (counted) before it is crossed; 0 = none")
-	fs.StringVar(&c.spillDir, "spill-dir", os.TempDir(), "where a session that falls behind the capture keeps its further bytes (unlinked files)")
+	fs.StringVar(&c.spillDir, "spill-dir", defaultSpillDir(), "where a session that falls behind the capture keeps its further bytes (unlinked files; not tmpfs, or they take memory)")
 	fs.IntVar(&c.spillMiB, "spill-max", 2048, "MiB all spill files may hold; past it a live session that falls behind is shed (counted), a capture file is read slower; 0 = no spilling")
 	var copyPorts string
 	fs.StringVar(&copyPorts, "copy-ports", "1024-32767", "client ports -n copies take in turn (below the usual ephemeral ranges, so copies do not take real clients' ports)")
@@ -275,13 +275,34 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	case c.mss != 0 && (c.mss < 88 || c.mss > c.mtu-40):
 		return nil, fmt.Errorf("-D: MSS %d, want 88..%d (MTU - 40)", c.mss, c.mtu-40)
 	}
-	if c.copyPorts, err = parsePortRange(copyPorts); err != nil {
+	if c.spillMiB > 0 {
+		// Found out now, not when the first session falls behind.
+		f, err := os.CreateTemp(c.spillDir, "stackcopy-spill-check-*")
+		if err != nil {
+			return nil, fmt.Errorf("--spill-dir: %w (or --spill-max 0 to spill nothing)", err)
+		}
+		f.Close()
+		os.Remove(f.Name())
+	}
+		if c.copyPorts, err = parsePortRange(copyPorts); err != nil {
 		return nil, fmt.Errorf("--copy-ports: %w", err)
 	}
 	if c.live && c.loops != 1 {
 		return nil, errors.New("--loop: live traffic cannot be looped")
 	}
 	return c, nil
+}
+
+// defaultSpillDir is $TMPDIR if set, else /var/tmp, which is on disk where
+// /tmp is often tmpfs (memory), else the system's temporary directory.
+func defaultSpillDir() string {
+	if d := os.Getenv("TMPDIR"); d != "" {
+		return d
+	}
+	if st, err := os.Stat("/var/tmp"); err == nil && st.IsDir() {
+		return "/var/tmp"
+	}
+	return os.TempDir()
 }
 
 // parsePortRange parses LO-HI (1..65535, LO <= HI).
