@@ -284,7 +284,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 		f.Close()
 		os.Remove(f.Name())
 	}
-		if c.copyPorts, err = parsePortRange(copyPorts); err != nil {
+	if c.copyPorts, err = parsePortRange(copyPorts); err != nil {
 		return nil, fmt.Errorf("--copy-ports: %w", err)
 	}
 	if c.live && c.loops != 1 {
