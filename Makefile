@@ -36,9 +36,9 @@ demo: build
 bench: build
 	$(GO) run ./netns-tests/cmd/bench -stackcopy $(BIN)/stackcopy -recorder $(BIN)/recorder -intercept $(BIN)/intercept
 
-# Lab runs beyond what make test asserts: the live upload under loss at a
-# client rate the mirror cannot follow yet (expected to end in a counted
-# capture gap, see TestLiveUploadWithLoss).
+# Lab runs beyond what make test asserts: the live upload under loss with
+# the client unthrottled (most of it waits in the session's spill file; see
+# TestLiveUploadWithLoss).
 soak: build
 	STACKCOPY_UPLOAD_RATE=0 $(GO) test -count=1 -timeout 30m -v -run 'LiveUploadWithLoss' ./netns-tests/...
 endif
