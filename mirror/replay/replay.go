@@ -357,13 +357,14 @@ func (r *Replayer) spillPeak() int64 {
 	return r.spill.peak.Load()
 }
 
-// nextCopyPort hands out -n copy ports in turn per client address. Called
-// with r.mu held.
+// nextCopyPort hands out -n copy ports in turn per client address,
+// starting PortOffset into the range, so instances told apart by -f do not
+// start on the same copy ports either. Called with r.mu held.
 func (r *Replayer) nextCopyPort(a netip.Addr) uint16 {
 	lo, hi := r.cfg.CopyPorts[0], r.cfg.CopyPorts[1]
-	p := r.copyPort[a]
-	if p < lo || p > hi {
-		p = lo
+	p, ok := r.copyPort[a]
+	if !ok || p < lo || p > hi {
+		p = uint16(int(lo) + r.cfg.PortOffset%(int(hi)-int(lo)+1))
 	}
 	next := p + 1
 	if p == hi {

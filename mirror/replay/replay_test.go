@@ -1646,7 +1646,7 @@ func TestReopenedKey(t *testing.T) {
 // in turn, skipping a busy one; Admit sheds sessions and counts them.
 func TestCopiesOffsetAdmit(t *testing.T) {
 	t.Parallel()
-	d := &dialer{busy: func(src netip.AddrPort) bool { return src.Port() == 1025 }}
+	d := &dialer{busy: func(src netip.AddrPort) bool { return src.Port() == 1125 }}
 	srv := newServer(t, serverOpts{answer: 3})
 	admitted := 0
 	r, _ := newReplayer(t, srv.addr, d, func(c *replay.Config) {
@@ -1675,10 +1675,11 @@ func TestCopiesOffsetAdmit(t *testing.T) {
 		ports = append(ports, c.src.Port())
 	}
 	slices.Sort(ports)
-	// 1024 and 1025 go to the two copies in some order; 1025 is busy, so
-	// that copy moves on to 1026. No copy falls back to a stack-chosen port.
-	if !slices.Equal(ports, []uint16{1024, 1025, 1026, 4100}) {
-		t.Errorf("dialed from ports %v, want the captured port shifted by -f, then copy ports 1024, 1025 (busy), 1026", ports)
+	// Copy ports start -f (100) into the range: 1124 and 1125 go to the two
+	// copies in some order; 1125 is busy, so that copy moves on to 1126. No
+	// copy falls back to a stack-chosen port.
+	if !slices.Equal(ports, []uint16{1124, 1125, 1126, 4100}) {
+		t.Errorf("dialed from ports %v, want the captured port shifted by -f, then copy ports 1124, 1125 (busy), 1126", ports)
 	}
 	expectStats(t, r.Stats(), map[string]uint64{"Sessions": 3, "Completed": 3, "Shed": 1, "BytesSent": 30})
 }
