@@ -134,12 +134,26 @@ type liveScStats struct {
 type liveLab struct {
 	l                      *lab.Lab
 	client, online, target *lab.Host
-	onlineIf               string
+	onlineIf               string // the online host's interface towards the clients (captured)
+	mirrorIf               string // the online host's interface towards the target
 	keyFile                string
-	targetAccess           string
+	targetAccess           string // target nginx's access log (liveTargetNginx)
+	targetLog              string // target recorder's log (liveTargetRecorder)
 	access                 string
 	icpt                   *lab.Proc
 }
+
+// liveTargetServer is what serves liveTarget:80 in the live lab.
+type liveTargetServer int
+
+const (
+	// liveTargetNginx serves the online host's file, as a test instance
+	// of the same service would (the live workload).
+	liveTargetNginx liveTargetServer = iota
+	// liveTargetRecorder is the recorder (b.cfg.recorder, -mode http),
+	// which logs each request's size and digests (the lossy workload).
+	liveTargetRecorder
+)
 
 func (b *bench) live(ctx context.Context) (res result, err error) {
 	for _, p := range []*string{&b.cfg.intercept} {
@@ -152,7 +166,7 @@ func (b *bench) live(ctx context.Context) (res result, err error) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, 4*time.Minute)
 	defer cancel()
-	ll, err := b.liveSetup(ctx)
+	ll, err := b.liveSetup(ctx, "bench-live", liveTargetNginx)
 	if ll != nil && ll.l != nil {
 		defer func() {
 			if cerr := ll.l.Close(); cerr != nil {
@@ -220,11 +234,12 @@ func (b *bench) live(ctx context.Context) (res result, err error) {
 	return res, nil
 }
 
-// liveSetup builds the live lab and starts nginx, the recorder and
-// intercept. The returned liveLab holds the lab as soon as it exists, so
-// the caller can close it on error.
-func (b *bench) liveSetup(ctx context.Context) (*liveLab, error) {
-	l, err := lab.New("bench-live")
+// liveSetup builds the live lab (named name) and starts intercept, nginx
+// on the online host and the given server on the target. The returned
+// liveLab holds the lab as soon as it exists, so the caller can close it
+// on error.
+func (b *bench) liveSetup(ctx context.Context, name string, server liveTargetServer) (*liveLab, error) {
+	l, err := lab.New(name)
 	if err != nil {
 		return nil, err
 	}
@@ -241,7 +256,7 @@ func (b *bench) liveSetup(ctx context.Context) (*liveLab, error) {
 	if _, ll.onlineIf, err = l.Link(ll.client, netip.MustParsePrefix(liveClient), ll.online, netip.MustParsePrefix(liveOnline)); err != nil {
 		return ll, err
 	}
-	if _, _, err = l.Link(ll.online, netip.MustParsePrefix(liveMirror), ll.target, netip.MustParsePrefix(liveTarget)); err != nil {
+	if ll.mirrorIf, _, err = l.Link(ll.online, netip.MustParsePrefix(liveMirror), ll.target, netip.MustParsePrefix(liveTarget)); err != nil {
 		return ll, err
 	}
 	onlineAddr := netip.MustParsePrefix(liveOnline).Addr()
@@ -292,14 +307,41 @@ func (b *bench) liveSetup(ctx context.Context) (*liveLab, error) {
 		return ll, err
 	}
 	ll.access = ng.Config.AccessLog()
-	tng, err := lab.StartNginx(ll.target, netip.AddrPortFrom(targetAddr, 80), root)
-	if err != nil {
-		return ll, err
+	targetListen := netip.AddrPortFrom(targetAddr, 80)
+	serverName := "nginx"
+	switch server {
+	case liveTargetNginx:
+		tng, err := lab.StartNginx(ll.target, targetListen, root)
+		if err != nil {
+			return ll, err
+		}
+		ll.targetAccess = tng.Config.AccessLog()
+	case liveTargetRecorder:
+		serverName = "recorder"
+		if ll.targetLog, err = startRecorder(ctx, ll.target, b.cfg.recorder, targetListen); err != nil {
+			return ll, err
+		}
+	default:
+		return ll, fmt.Errorf("live lab: unknown target server %d", server)
 	}
-	ll.targetAccess = tng.Config.AccessLog()
-	b.logf("live lab %s: client %s ── online %s/%s (%s: nginx, stackcopy live) ── target %s (nginx, intercept on NFQUEUE 0)",
-		l.Prefix(), liveClient, liveOnline, liveMirror, ll.onlineIf, liveTarget)
+	b.logf("%s lab %s: client %s ── online %s/%s (%s: nginx, stackcopy live) ── target %s (%s, intercept on NFQUEUE 0)",
+		name, l.Prefix(), liveClient, liveOnline, liveMirror, ll.onlineIf, liveTarget, serverName)
 	return ll, nil
+}
+
+// startRecorder starts the recorder (-mode http) on h and returns its log
+// once it listens.
+func startRecorder(ctx context.Context, h *lab.Host, bin string, listen netip.AddrPort) (string, error) {
+	logPath := filepath.Join(h.Lab().Dir(), fmt.Sprintf("recorder-%s-%d.jsonl", h.Label(), listen.Port()))
+	if _, err := h.Start(bin, "-listen", listen.String(), "-mode", "http", "-log", logPath); err != nil {
+		return "", err
+	}
+	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := h.WaitListening(wctx, listen); err != nil {
+		return "", err
+	}
+	return logPath, nil
 }
 
 // liveStep runs stackcopy live for one rate step.

@@ -25,10 +25,18 @@
 //     target) at 250..16000 requests/s; the highest rate with nothing lost
 //     and the CPU per request and per relayed answer (live.go). No kernel
 //     comparison.
+//   - lossy: a 128 MiB HTTP upload over a path with 5% random loss both
+//     ways at the target, in the live lab with the recorder as the target
+//     (lossy.go): curl on the online host straight to the target (what
+//     kernel TCP achieves over that path) vs the same upload mirrored live
+//     by stackcopy; MB/s until the target has the whole body (sha256
+//     checked), RTOs, retransmits, spill peak and capture drops. Median of
+//     -runs, interleaved.
 //
 // The bench re-executes itself in the namespaces for its helper roles
 // (-role sink|http|upload|short|idle|liveload), so it needs nothing but
-// stackcopy (and intercept for live).
+// stackcopy (intercept for live and lossy, the recorder and curl for
+// lossy).
 // It needs root. Run it as `make bench`.
 package main
 
@@ -57,6 +65,7 @@ type config struct {
 	runs      int
 
 	uploadBytes int64
+	lossyBytes  int64
 	shortN      int
 	idleN       int
 	idleFin     time.Duration
@@ -86,11 +95,11 @@ func parseFlags(args []string) (*config, error) {
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	c := &config{}
 	fs.StringVar(&c.stackcopy, "stackcopy", "bin/stackcopy", "stackcopy binary")
-	fs.StringVar(&c.recorder, "recorder", "bin/recorder", "recorder binary (accepted so that make bench can pass it; unused: the bench serves the target itself)")
-	fs.StringVar(&c.intercept, "intercept", "bin/intercept", "intercept binary (the live workload)")
-	only := fs.String("only", "", "run only these workloads: upload, short, idle, live (comma-separated)")
-	fs.BoolVar(&c.quick, "quick", false, "smaller sizes for a smoke run: 64 MiB upload, 300 short sessions, 1000 idle sessions")
-	fs.IntVar(&c.runs, "runs", 3, "runs per side for upload and short (interleaved; the median is printed)")
+	fs.StringVar(&c.recorder, "recorder", "bin/recorder", "recorder binary (the lossy workload's online and target servers)")
+	fs.StringVar(&c.intercept, "intercept", "bin/intercept", "intercept binary (the live and lossy workloads)")
+	only := fs.String("only", "", "run only these workloads: upload, short, idle, live, lossy (comma-separated)")
+	fs.BoolVar(&c.quick, "quick", false, "smaller sizes for a smoke run: 64 MiB upload, 300 short sessions, 1000 idle sessions, 32 MiB lossy upload")
+	fs.IntVar(&c.runs, "runs", 3, "runs per side for upload, short and lossy (interleaved; the median is printed)")
 	fs.DurationVar(&c.budget, "budget", 14*time.Minute, "stop everything after this long")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: bench [flags]   (as root; `make bench`)\n\n"+
@@ -111,16 +120,16 @@ func parseFlags(args []string) (*config, error) {
 	if *only != "" {
 		for _, w := range strings.Split(*only, ",") {
 			switch w = strings.TrimSpace(w); w {
-			case "upload", "short", "idle", "live":
+			case "upload", "short", "idle", "live", "lossy":
 				c.only[w] = true
 			default:
-				return nil, fmt.Errorf("-only %q: want upload, short, idle or live", w)
+				return nil, fmt.Errorf("-only %q: want upload, short, idle, live or lossy", w)
 			}
 		}
 	}
-	c.uploadBytes, c.shortN, c.idleN, c.idleFin = 1<<30, 3000, 10000, 40*time.Second
+	c.uploadBytes, c.shortN, c.idleN, c.idleFin, c.lossyBytes = 1<<30, 3000, 10000, 40*time.Second, 128<<20
 	if c.quick {
-		c.uploadBytes, c.shortN, c.idleN = 64<<20, 300, 1000
+		c.uploadBytes, c.shortN, c.idleN, c.lossyBytes = 64<<20, 300, 1000, 32<<20
 	}
 	return c, nil
 }
@@ -216,7 +225,7 @@ func run(cfg *config, stdout, stderr io.Writer) error {
 	for _, w := range []struct {
 		name string
 		fn   func(context.Context) (result, error)
-	}{{"upload", b.upload}, {"short", b.short}, {"idle", b.idle}, {"live", b.live}} {
+	}{{"upload", b.upload}, {"short", b.short}, {"idle", b.idle}, {"live", b.live}, {"lossy", b.lossy}} {
 		if !cfg.wants(w.name) {
 			continue
 		}
