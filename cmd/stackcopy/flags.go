@@ -119,6 +119,8 @@ client sent them keeps 4 MiB in memory and the rest in a spill file
 (--spill-dir, unlinked, --spill-max in all), so one slow session never
 holds up the capture of the others. Past --spill-max a live session is
 shed (reset, counted as overflowed); a capture file is read slower instead.
+A file replayed with --speed 0 does not spill unless --spill-max is given:
+the reader just waits.
 
 Live mode: when -i names interfaces (or "any"), stackcopy captures with
 AF_PACKET and a kernel filter built from -x (or -F), mirrors sessions as they
@@ -163,7 +165,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.IntVarP(&c.portOffset, "port-offset", "f", 0, "shift captured client ports by this much (several instances on one capture)")
 	fs.IntVarP(&c.memoryMiB, "memory", "m", 0, "memory limit in MiB: new sessions are shed (counted) before it is crossed; 0 = none")
 	fs.StringVar(&c.spillDir, "spill-dir", defaultSpillDir(), "where a session that falls behind the capture keeps its further bytes (unlinked files; not tmpfs, or they take memory)")
-	fs.IntVar(&c.spillMiB, "spill-max", 2048, "MiB all spill files may hold; past it a live session that falls behind is shed (counted), a capture file is read slower; 0 = no spilling")
+	fs.IntVar(&c.spillMiB, "spill-max", 2048, "MiB all spill files may hold; past it a live session that falls behind is shed (counted), a capture file is read slower; 0 = no spilling (default for files with --speed 0)")
 	var copyPorts string
 	fs.StringVar(&copyPorts, "copy-ports", "1024-32767", "client ports -n copies take in turn (below the usual ephemeral ranges, so copies do not take real clients' ports)")
 	fs.StringVarP(&c.pidFile, "pid-file", "P", "", "write the process ID to this file")
@@ -274,6 +276,14 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 		return nil, fmt.Errorf("--spill-max: %d MiB is negative", c.spillMiB)
 	case c.mss != 0 && (c.mss < 88 || c.mss > c.mtu-40):
 		return nil, fmt.Errorf("-D: MSS %d, want 88..%d (MTU - 40)", c.mss, c.mtu-40)
+	}
+	if !c.live && c.speed == 0 && !fs.Changed("spill-max") {
+		// Unpaced replay of a file: nothing is early or late, so the
+		// reader waits for a slow session rather than copying the capture
+		// to disk a second time (a 512 MiB upload went 440 MB into its
+		// spill file). Paced replay spills, so one slow session does not
+		// delay the others' captured timing.
+		c.spillMiB = 0
 	}
 	if c.spillMiB > 0 {
 		// Found out now, not when the first session falls behind.

@@ -135,3 +135,26 @@ func TestOnlySYNFalseJoins(t *testing.T) {
 		}
 	}
 }
+
+// TestSpillDefault: files replayed unpaced do not spill unless asked;
+// paced files and given limits do.
+func TestSpillDefault(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want int
+	}{
+		{[]string{"--speed", "0"}, 0},
+		{[]string{"--speed", "1"}, 2048},
+		{nil, 2048},
+		{[]string{"--speed", "0", "--spill-max", "100"}, 100},
+	} {
+		args := append([]string{"-x", "80-198.18.2.2:80", "-i", "x.pcap", "--spill-dir", t.TempDir()}, tc.args...)
+		c, err := parseFlags(args, io.Discard)
+		if err != nil {
+			t.Fatalf("%v: %v", tc.args, err)
+		}
+		if c.spillMiB != tc.want {
+			t.Errorf("%v: spill limit %d MiB, want %d", tc.args, c.spillMiB, tc.want)
+		}
+	}
+}
