@@ -86,6 +86,16 @@ func (c *coalescer) calmHeaders(ip header.IPv4, tcp header.TCP, payload int, now
 	return now.After(f.lossyUntil)
 }
 
+// growing reports whether the pending packet is a burst that may go on: its
+// last segment was full-sized and did not carry PSH (the sender had more
+// to send), and there is room for another segment.
+func (c *coalescer) growing() bool {
+	if !c.pending() || c.last != c.mss || len(c.buf)+c.mss > gsoMaxSize {
+		return false
+	}
+	return header.TCP(c.buf[c.ihl:]).Flags()&header.TCPFlagPsh == 0
+}
+
 // pending reports whether a packet waits to be flushed.
 func (c *coalescer) pending() bool { return len(c.buf) > 0 }
 
@@ -113,13 +123,20 @@ func startable(b []byte) (ihl, thl, payload int, ok bool) {
 	return ihl, thl, payload, payload > 0
 }
 
-// add tries to append b to the pending packet. It reports false when b does
-// not continue it; the caller then flushes and starts anew.
-func (c *coalescer) add(b []byte, now time.Time) bool {
-	ihl, thl, payload, ok := startable(b)
-	if !ok || !c.calm(b, ihl, payload, now) {
-		return false
-	}
+// mergeable reports whether b may be merged at all: it is TCP data that
+// can start a super-packet and its flow is calm. Call it once per packet:
+// calm takes a second look at the same segment for a retransmission (which
+// once kept nearly every burst from being merged).
+func (c *coalescer) mergeable(b []byte, now time.Time) bool {
+	ihl, _, payload, ok := startable(b)
+	return ok && c.calm(b, ihl, payload, now)
+}
+
+// add tries to append b, which mergeable accepted, to the pending packet.
+// It reports false when b does not continue it; the caller then flushes
+// and adds b again, to start anew.
+func (c *coalescer) add(b []byte) bool {
+	ihl, thl, payload, _ := startable(b)
 	if !c.pending() {
 		c.buf = append(c.buf[:0], b...)
 		c.segs, c.ihl, c.thl, c.mss, c.last = 1, ihl, thl, payload, payload
@@ -138,7 +155,7 @@ func (c *coalescer) add(b []byte, now time.Time) bool {
 		pt.SourcePort() != qt.SourcePort() || pt.DestinationPort() != qt.DestinationPort(),
 		qt.SequenceNumber() != c.next || qt.AckNumber() != pt.AckNumber(),
 		len(c.buf)+payload > gsoMaxSize,
-		string(pt.Options()) != string(qt.Options()):
+		!sameOptions(pt.Options(), qt.Options()):
 		return false
 	}
 	c.buf = append(c.buf, b[ihl+thl:]...)
@@ -149,6 +166,23 @@ func (c *coalescer) add(b []byte, now time.Time) bool {
 	c.last = payload
 	c.next += uint32(payload)
 	return true
+}
+
+// tsOptions is the option block gVisor puts on data segments when
+// timestamps are on: NOP, NOP, kind 8, length 10, TSval, TSecr.
+var tsOptions = [4]byte{header.TCPOptionNOP, header.TCPOptionNOP, header.TCPOptionTS, header.TCPOptionTSLength}
+
+// sameOptions reports whether a segment with options b may ride in a
+// super-packet whose header carries options a. The kernel copies the
+// first segment's header, options included, onto every segment it cuts,
+// as Linux's own TSO does: timestamps may differ (TSval ticks every
+// millisecond and TSecr follows the ACKs, so they differ within nearly
+// every burst), anything else may not.
+func sameOptions(a, b []byte) bool {
+	if string(a) == string(b) {
+		return true
+	}
+	return len(a) == 12 && len(b) == 12 && [4]byte(a[:4]) == tsOptions && [4]byte(b[:4]) == tsOptions
 }
 
 // take returns the pending packet and how the wire must finish it, and

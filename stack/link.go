@@ -1,6 +1,7 @@
 package stack
 
 import (
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -106,6 +107,9 @@ func (e *linkEndpoint) writeLoop() {
 			default:
 				pkt = nil
 			}
+			if pkt == nil && co != nil && co.growing() {
+				pkt = e.linger()
+			}
 		}
 		if co != nil && co.pending() {
 			e.flush(co)
@@ -113,20 +117,43 @@ func (e *linkEndpoint) writeLoop() {
 	}
 }
 
+// lingerYields bounds how often the writer yields for the rest of a burst.
+const lingerYields = 4
+
+// linger gives gVisor's sender a chance to queue the next segments of a
+// burst the writer is merging, instead of writing the first ones alone:
+// the sender produces a segment in about the time the writer needs to
+// take one, so without this most writes carry one segment. It yields the
+// processor a few times (no timer: microseconds, not a scheduler tick) and
+// returns the next queued packet, or nil.
+func (e *linkEndpoint) linger() *gstack.PacketBuffer {
+	for range lingerYields {
+		runtime.Gosched()
+		select {
+		case pkt := <-e.queue:
+			return pkt
+		default:
+		}
+	}
+	return nil
+}
+
 func (e *linkEndpoint) coalesce(co *coalescer, pkt *gstack.PacketBuffer, scratch []byte) {
 	b := scratch[:0]
 	for _, s := range pkt.AsSlices() {
 		b = append(b, s...)
 	}
-	now := time.Now()
-	if co.add(b, now) {
-		return
+	if co.mergeable(b, time.Now()) {
+		if co.add(b) {
+			return
+		}
+		e.flush(co)
+		if co.add(b) {
+			return
+		}
 	}
 	if co.pending() {
 		e.flush(co)
-		if co.add(b, now) {
-			return
-		}
 	}
 	e.write([][]byte{b}, GSO{})
 }
