@@ -7,7 +7,7 @@ VERSION   := $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS   := -s -w -X main.version=$(VERSION)
 export CGO_ENABLED := 0
 
-.PHONY: all build test unit lab check demo bench soak fuzz clean
+.PHONY: all build test unit lab lab-race check demo bench soak fuzz clean
 
 all: build
 
@@ -17,7 +17,7 @@ build:
 	$(GO) build -trimpath -o $(BIN)/recorder ./netns-tests/cmd/recorder
 
 ifneq ($(shell id -u),0)
-test demo bench lab soak:
+test demo bench lab lab-race soak:
 	@echo "make $@ needs root (network namespaces, veth, TUN); re-running through sudo"
 	sudo env "PATH=$$PATH" "HOME=$$HOME" "GOPATH=$$($(GO) env GOPATH)" "GOCACHE=$$($(GO) env GOCACHE)" "GOMODCACHE=$$($(GO) env GOMODCACHE)" $(MAKE) $@
 else
@@ -39,6 +39,11 @@ bench: build
 # Lab runs beyond what make test asserts: the live upload under loss with
 # the client unthrottled (most of it waits in the session's spill file; see
 # TestLiveUploadWithLoss).
+# The lab with stackcopy and intercept built with the race detector; a race
+# stops the program at once (GORACE halt_on_error), which fails its test.
+lab-race: build
+	STACKCOPY_LAB_RACE=1 GORACE="halt_on_error=1" $(GO) test -count=1 -timeout 40m -v ./netns-tests/...
+
 soak: build
 	STACKCOPY_UPLOAD_RATE=0 $(GO) test -count=1 -timeout 30m -v -run 'LiveUploadWithLoss' ./netns-tests/...
 endif

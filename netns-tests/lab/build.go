@@ -24,8 +24,14 @@ func BuildBinary(pkg, out string) error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, goBin, "build", "-o", out, pkg)
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	args, cgo := []string{"build", "-o", out, pkg}, "CGO_ENABLED=0"
+	if os.Getenv("STACKCOPY_LAB_RACE") != "" {
+		// The lab's programs with the race detector, for `make lab-race`:
+		// real traffic drives paths the unit tests reach only in part.
+		args, cgo = append([]string{"build", "-race"}, args[1:]...), "CGO_ENABLED=1"
+	}
+	cmd := exec.CommandContext(ctx, goBin, args...)
+	cmd.Env = append(os.Environ(), cgo)
 	if b, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("lab: build %s: %s: %w%s", pkg, cmdline(goBin, cmd.Args[1:]), err, outputSuffix(b))
 	}

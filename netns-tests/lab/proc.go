@@ -107,6 +107,24 @@ func (p *Proc) exited() bool {
 	}
 }
 
+// Pause stops the process (SIGSTOP to its group) until Resume: a server
+// that neither reads nor answers, with the kernel still accepting for it.
+func (p *Proc) Pause() error { return p.signal(syscall.SIGSTOP) }
+
+// Resume continues a paused process.
+func (p *Proc) Resume() error { return p.signal(syscall.SIGCONT) }
+
+func (p *Proc) signal(sig syscall.Signal) error {
+	if p.exited() {
+		return fmt.Errorf("lab: signal %s (pid %d) on %s: it has exited", p.name, p.PID, p.host.name)
+	}
+	// Not reaped yet: the group ID cannot belong to anyone else.
+	if err := syscall.Kill(-p.PID, sig); err != nil {
+		return fmt.Errorf("lab: signal %s (pid %d) on %s: %w", p.name, p.PID, p.host.name, err)
+	}
+	return nil
+}
+
 // Stop ends the process: SIGTERM to its process group, SIGKILL after 3 s.
 // It returns nil when the process ended because of the signal or with
 // status 0, and the exit error if it had already failed on its own (a
@@ -122,8 +140,10 @@ func (p *Proc) stop() error {
 	}
 	p.signaled.Store(true)
 	// The process is not reaped yet (done is open), so its PID and group ID
-	// cannot have been reused by an unrelated process.
+	// cannot have been reused by an unrelated process. SIGCONT first: a
+	// paused process would not act on SIGTERM.
 	_ = syscall.Kill(-p.PID, syscall.SIGTERM)
+	_ = syscall.Kill(-p.PID, syscall.SIGCONT)
 	select {
 	case <-p.done:
 		return p.exitError()
