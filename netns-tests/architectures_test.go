@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/netip"
 	"os"
@@ -27,12 +28,11 @@ var interceptBin = struct {
 func interceptPath(t testing.TB) string {
 	t.Helper()
 	interceptBin.once.Do(func() {
-		dir, err := os.MkdirTemp("", "stackcopy-bin-")
-		if err != nil {
-			interceptBin.err = err
+		if testBinDir == "" {
+			interceptBin.err = errors.New("no directory for test binaries (TestMain found the lab unavailable)")
 			return
 		}
-		interceptBin.path = filepath.Join(dir, "intercept")
+		interceptBin.path = filepath.Join(testBinDir, "intercept")
 		interceptBin.err = lab.BuildBinary("github.com/stackcopy/stackcopy/cmd/intercept", interceptBin.path)
 	})
 	if interceptBin.err != nil {

@@ -34,8 +34,9 @@ import (
 // gets killed. See runHelper.
 const helperEnv = "STACKCOPY_LAB_HELPER"
 
-// recorderBin is the recorder binary built by TestMain.
-var recorderBin string
+// recorderBin is the recorder binary built by TestMain; testBinDir holds it
+// and the other binaries the tests build (removed when the tests end).
+var recorderBin, testBinDir string
 
 func TestMain(m *testing.M) {
 	if h := os.Getenv(helperEnv); h != "" {
@@ -51,6 +52,7 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
+	testBinDir = dir
 	recorderBin = filepath.Join(dir, "recorder")
 	if err := lab.BuildBinary("github.com/stackcopy/stackcopy/netns-tests/cmd/recorder", recorderBin); err != nil {
 		fmt.Fprintln(os.Stderr, err)

@@ -56,12 +56,11 @@ var stackcopyBin = struct {
 func stackcopyPath(t testing.TB) string {
 	t.Helper()
 	stackcopyBin.once.Do(func() {
-		dir, err := os.MkdirTemp("", "stackcopy-bin-")
-		if err != nil {
-			stackcopyBin.err = err
+		if testBinDir == "" {
+			stackcopyBin.err = errors.New("no directory for test binaries (TestMain found the lab unavailable)")
 			return
 		}
-		stackcopyBin.path = filepath.Join(dir, "stackcopy")
+		stackcopyBin.path = filepath.Join(testBinDir, "stackcopy")
 		stackcopyBin.err = lab.BuildBinary("github.com/stackcopy/stackcopy/cmd/stackcopy", stackcopyBin.path)
 	})
 	if stackcopyBin.err != nil {
