@@ -111,6 +111,10 @@ func (p *Proc) exited() bool {
 // that neither reads nor answers, with the kernel still accepting for it.
 func (p *Proc) Pause() error { return p.signal(syscall.SIGSTOP) }
 
+// Kill ends the process at once (SIGKILL to its group), giving it no
+// chance to clean up, as a crash would. Wait or Stop reaps it.
+func (p *Proc) Kill() error { return p.signal(syscall.SIGKILL) }
+
 // Resume continues a paused process.
 func (p *Proc) Resume() error { return p.signal(syscall.SIGCONT) }
 
