@@ -123,20 +123,23 @@ func startable(b []byte) (ihl, thl, payload int, ok bool) {
 	return ihl, thl, payload, payload > 0
 }
 
+// segment is where a mergeable packet's parts lie.
+type segment struct{ ihl, thl, payload int }
+
 // mergeable reports whether b may be merged at all: it is TCP data that
 // can start a super-packet and its flow is calm. Call it once per packet:
 // calm takes a second look at the same segment for a retransmission (which
 // once kept nearly every burst from being merged).
-func (c *coalescer) mergeable(b []byte, now time.Time) bool {
-	ihl, _, payload, ok := startable(b)
-	return ok && c.calm(b, ihl, payload, now)
+func (c *coalescer) mergeable(b []byte, now time.Time) (segment, bool) {
+	ihl, thl, payload, ok := startable(b)
+	return segment{ihl, thl, payload}, ok && c.calm(b, ihl, payload, now)
 }
 
-// add tries to append b, which mergeable accepted, to the pending packet.
-// It reports false when b does not continue it; the caller then flushes
-// and adds b again, to start anew.
-func (c *coalescer) add(b []byte) bool {
-	ihl, thl, payload, _ := startable(b)
+// add tries to append b, which mergeable accepted as seg, to the pending
+// packet. It reports false when b does not continue it; the caller then
+// flushes and adds b again, to start anew.
+func (c *coalescer) add(b []byte, seg segment) bool {
+	ihl, thl, payload := seg.ihl, seg.thl, seg.payload
 	if !c.pending() {
 		c.buf = append(c.buf[:0], b...)
 		c.segs, c.ihl, c.thl, c.mss, c.last = 1, ihl, thl, payload, payload

@@ -143,12 +143,12 @@ func (e *linkEndpoint) coalesce(co *coalescer, pkt *gstack.PacketBuffer, scratch
 	for _, s := range pkt.AsSlices() {
 		b = append(b, s...)
 	}
-	if co.mergeable(b, time.Now()) {
-		if co.add(b) {
+	if seg, ok := co.mergeable(b, time.Now()); ok {
+		if co.add(b, seg) {
 			return
 		}
 		e.flush(co)
-		if co.add(b) {
+		if co.add(b, seg) {
 			return
 		}
 	}

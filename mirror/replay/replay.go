@@ -339,22 +339,8 @@ func (r *Replayer) Stats() Stats {
 		TimedOut: r.s.timedOut.Load(), Gaps: r.s.gaps.Load(), Overflowed: r.s.overflowed.Load(), Failed: r.s.failed.Load(),
 		BytesSent: r.s.sent.Load(), BytesReceived: r.s.received.Load(), Turns: r.s.turns.Load(),
 		TurnsUnanswered: r.s.unanswered.Load(), TurnsFramed: r.s.framed.Load(), PortsRemapped: r.s.remapped.Load(),
-		SpilledBytes: r.spilledSum(), SpillPeak: r.spillPeak(),
+		SpilledBytes: r.spill.spilled(), SpillPeak: r.spill.highest(),
 	}
-}
-
-func (r *Replayer) spilledSum() uint64 {
-	if r.spill == nil {
-		return 0
-	}
-	return r.spill.sum.Load()
-}
-
-func (r *Replayer) spillPeak() int64 {
-	if r.spill == nil {
-		return 0
-	}
-	return r.spill.peak.Load()
 }
 
 // nextCopyPort hands out -n copy ports in turn per client address,
@@ -442,6 +428,12 @@ func (r *Replayer) newSession(k mirror.SessionKey, target netip.AddrPort, copy i
 // spill file while spill space lasts; after that the session is shed
 // (ShedWhenFull) or the caller waits for room.
 func (s *session) push(ev mirror.Event, at time.Time) {
+	var abort Conn
+	defer func() {
+		if abort != nil {
+			abort.Abort() // outside the lock, as cancel does
+		}
+	}()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed || s.overflow.Load() {
@@ -455,11 +447,11 @@ func (s *session) push(ev mirror.Event, at time.Time) {
 			return
 		}
 		if s.r.cfg.ShedWhenFull {
-			s.shedLocked(err.Error())
+			abort = s.shedLocked(err.Error())
 			return
 		}
 	} else if full && s.r.cfg.ShedWhenFull {
-		s.shedLocked(fmt.Sprintf("more than %d bytes queued", s.r.cfg.QueueBytes))
+		abort = s.shedLocked(fmt.Sprintf("more than %d bytes queued", s.r.cfg.QueueBytes))
 		return
 	}
 	for full && !s.closed {
@@ -504,17 +496,16 @@ func (s *session) spillLocked(ev mirror.Event, at time.Time) error {
 	return nil
 }
 
-// shedLocked gives the session up: what is queued is dropped and the
-// connection aborted, so the target sees a client that went away rather
-// than a stream with bytes missing.
-func (s *session) shedLocked(reason string) {
+// shedLocked gives the session up: what is queued is dropped, and the
+// connection it returns (nil before the dial) is to be aborted once the
+// lock is released, so the target sees a client that went away rather than
+// a stream with bytes missing.
+func (s *session) shedLocked(reason string) Conn {
 	s.overflow.Store(true)
 	s.dropQueueLocked()
 	s.q = append(s.q, queued{ev: mirror.Event{Kind: evOverflow, Reason: reason}})
 	s.cond.Broadcast()
-	if s.conn != nil {
-		s.conn.Abort()
-	}
+	return s.conn
 }
 
 // dropQueueLocked empties the queue and gives its spill space back.

@@ -37,6 +37,22 @@ func (b *spillBudget) take(n int) bool {
 
 func (b *spillBudget) give(n int64) { b.used.Add(-n) }
 
+// spilled and highest report the bytes ever spilled and the most held at
+// once; a nil budget (spilling off) reports 0.
+func (b *spillBudget) spilled() uint64 {
+	if b == nil {
+		return 0
+	}
+	return b.sum.Load()
+}
+
+func (b *spillBudget) highest() int64 {
+	if b == nil {
+		return 0
+	}
+	return b.peak.Load()
+}
+
 // spillFile is one session's overflow: bytes appended by the capture side
 // and read back in the same order by the session. Items in the session
 // queue carry their offset, so reads need no cursor and the file can be
