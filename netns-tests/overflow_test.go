@@ -77,17 +77,18 @@ func TestLiveSlowSessionShed(t *testing.T) {
 		t.Errorf("spill files held %d bytes at once, over --spill-max 8 MiB", st.Replay.SpillPeak)
 	}
 	// The paused server, once it reads again, finds a reset connection
-	// with part of the upload, never the whole body.
+	// with part of the upload (or nothing, if the kernel dropped the reset
+	// connection before handing it over), never the whole body.
 	if err := slow.Resume(); err != nil {
 		t.Fatal(err)
 	}
-	slowRecs, slowSums := readRecords(t, slowLog, 1, 30*time.Second)
+	slowRecs, slowSums := readRecords(t, slowLog, 1, 10*time.Second)
 	for _, r := range slowRecs {
 		if r.BodyBytes == int64(len(body)) {
 			t.Errorf("the shed upload arrived whole at its target (%d bytes)", r.BodyBytes)
 		}
 	}
-	if len(slowSums) != 1 || slowSums[0].Closed == "fin" || slowSums[0].TotalBytes >= int64(len(body)) {
-		t.Errorf("the shed upload's connection at its target: %+v; want one, reset, with part of the body", slowSums)
+	if len(slowSums) > 1 || len(slowSums) == 1 && (slowSums[0].Closed == "fin" || slowSums[0].TotalBytes >= int64(len(body))) {
+		t.Errorf("the shed upload's connection at its target: %+v; want at most one, reset, with part of the body", slowSums)
 	}
 }
