@@ -179,8 +179,8 @@ type Replayer struct {
 	wall0 time.Time
 
 	s struct {
-		sessions, unmatched, sampled, shed, completed, clientResets, targetResets, refused, timedOut,
-		gaps, overflowed, failed, sent, received, turns, unanswered, framed, remapped atomic.Uint64
+		sessions, unmatched, sampled, shed, sent, received, turns, unanswered, framed, remapped atomic.Uint64
+		outcomes                                                                                [numOutcomes]atomic.Uint64 // indexed by outcome
 	}
 }
 
@@ -333,10 +333,12 @@ func (r *Replayer) Wait() { r.wg.Wait() }
 
 // Stats returns the counters so far.
 func (r *Replayer) Stats() Stats {
+	o := &r.s.outcomes
 	return Stats{
-		Sessions: r.s.sessions.Load(), Unmatched: r.s.unmatched.Load(), SampledOut: r.s.sampled.Load(), Shed: r.s.shed.Load(), Completed: r.s.completed.Load(),
-		ClientResets: r.s.clientResets.Load(), TargetResets: r.s.targetResets.Load(), Refused: r.s.refused.Load(),
-		TimedOut: r.s.timedOut.Load(), Gaps: r.s.gaps.Load(), Overflowed: r.s.overflowed.Load(), Failed: r.s.failed.Load(),
+		Sessions: r.s.sessions.Load(), Unmatched: r.s.unmatched.Load(), SampledOut: r.s.sampled.Load(), Shed: r.s.shed.Load(),
+		Completed: o[outCompleted].Load(), ClientResets: o[outClientReset].Load(), TargetResets: o[outTargetReset].Load(),
+		Refused: o[outRefused].Load(), TimedOut: o[outTimedOut].Load(), Gaps: o[outGap].Load(),
+		Overflowed: o[outOverflow].Load(), Failed: o[outFailed].Load(),
 		BytesSent: r.s.sent.Load(), BytesReceived: r.s.received.Load(), Turns: r.s.turns.Load(),
 		TurnsUnanswered: r.s.unanswered.Load(), TurnsFramed: r.s.framed.Load(), PortsRemapped: r.s.remapped.Load(),
 		SpilledBytes: r.spill.spilled(), SpillPeak: r.spill.highest(),
@@ -605,33 +607,19 @@ const (
 	outGap
 	outOverflow
 	outFailed
+	numOutcomes
 )
 
 func (s *session) count(o outcome, err error) {
-	st := &s.r.s
 	if s.overflow.Load() {
 		// Shed for falling behind: whatever the connection did after the
 		// abort is a consequence, not the cause.
 		o = outOverflow
 	}
-	switch o {
-	case outCompleted:
-		st.completed.Add(1)
-	case outClientReset:
-		st.clientResets.Add(1)
-	case outTargetReset:
-		st.targetResets.Add(1)
-	case outRefused:
-		st.refused.Add(1)
-	case outTimedOut:
-		st.timedOut.Add(1)
-	case outGap:
-		st.gaps.Add(1)
-	case outOverflow:
-		st.overflowed.Add(1)
-	default:
-		st.failed.Add(1)
+	if o < 0 || o >= numOutcomes {
+		o = outFailed
 	}
+	s.r.s.outcomes[o].Add(1)
 	if err != nil {
 		s.r.log.Debug("session ended", "client", s.key.Client, "forged", s.src, "target", s.target, "outcome", o, "err", err)
 	}
