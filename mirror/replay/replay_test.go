@@ -1246,6 +1246,18 @@ func TestRebase(t *testing.T) {
 	expectStats(t, st, map[string]uint64{"Sessions": 2, "Completed": 2, "BytesSent": 8})
 }
 
+// stalledTarget makes a harness whose raw target reads nothing until gate
+// is closed, with small socket buffers on both sides so that little hides
+// in the kernel, and a random payload of n bytes to upload to it.
+func stalledTarget(t *testing.T, n int, seed byte, so serverOpts, mod func(*replay.Config)) (*harness, []byte, chan struct{}) {
+	t.Helper()
+	payload := make([]byte, n)
+	rand.NewChaCha8([32]byte{seed}).Read(payload)
+	gate := make(chan struct{})
+	so.raw, so.gate, so.rcvBuf = true, gate, 32<<10
+	return newHarness(t, so, &dialer{sndBuf: 32 << 10}, mod), payload, gate
+}
+
 // feedStream feeds a session that sends payload in chunks and closes, from
 // a goroutine, counting the bytes pushed; the channel closes when the last
 // event was taken.
@@ -1288,11 +1300,8 @@ func TestBackpressure(t *testing.T) {
 		chunk = 16 << 10
 		queue = 64 << 10
 	)
-	payload := make([]byte, total)
-	rand.NewChaCha8([32]byte{1, 2, 3}).Read(payload)
-	gate := make(chan struct{})
-	h := newHarness(t, serverOpts{raw: true, gate: gate, slowReads: 64, rcvBuf: 32 << 10},
-		&dialer{sndBuf: 32 << 10}, func(c *replay.Config) { c.QueueBytes, c.SpillMax = queue, 0 })
+	h, payload, gate := stalledTarget(t, total, 1, serverOpts{slowReads: 64},
+		func(c *replay.Config) { c.QueueBytes, c.SpillMax = queue, 0 })
 	k := key(1)
 
 	var pushed atomic.Int64
@@ -1352,12 +1361,9 @@ func TestSpill(t *testing.T) {
 		chunk = 16 << 10
 		queue = 64 << 10
 	)
-	payload := make([]byte, total)
-	rand.NewChaCha8([32]byte{4, 5, 6}).Read(payload)
 	dir := t.TempDir()
-	gate := make(chan struct{})
-	h := newHarness(t, serverOpts{raw: true, gate: gate, rcvBuf: 32 << 10},
-		&dialer{sndBuf: 32 << 10}, func(c *replay.Config) { c.QueueBytes, c.SpillDir, c.SpillMax = queue, dir, 64<<20 })
+	h, payload, gate := stalledTarget(t, total, 4, serverOpts{},
+		func(c *replay.Config) { c.QueueBytes, c.SpillDir, c.SpillMax = queue, dir, 64<<20 })
 	k := key(1)
 	maxQueued := 0
 	fed := feedStream(h.r, k, payload, chunk, nil)
@@ -1396,13 +1402,9 @@ func TestShedWhenFull(t *testing.T) {
 		chunk = 16 << 10
 		queue = 64 << 10
 	)
-	payload := make([]byte, total)
-	rand.NewChaCha8([32]byte{7, 8, 9}).Read(payload)
-	gate := make(chan struct{})
-	h := newHarness(t, serverOpts{raw: true, gate: gate, rcvBuf: 32 << 10},
-		&dialer{sndBuf: 32 << 10}, func(c *replay.Config) {
-			c.QueueBytes, c.SpillDir, c.SpillMax, c.ShedWhenFull = queue, t.TempDir(), 256<<10, true
-		})
+	h, payload, gate := stalledTarget(t, total, 7, serverOpts{}, func(c *replay.Config) {
+		c.QueueBytes, c.SpillDir, c.SpillMax, c.ShedWhenFull = queue, t.TempDir(), 256<<10, true
+	})
 	slow, other := key(1), key(2)
 	fed := feedStream(h.r, slow, payload, chunk, nil)
 	if !waitChan(fed, bound) {
