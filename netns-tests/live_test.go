@@ -20,6 +20,7 @@ import (
 
 	"github.com/stackcopy/stackcopy/mirror"
 	"github.com/stackcopy/stackcopy/netns-tests/lab"
+	"github.com/stackcopy/stackcopy/netns-tests/liveprobe"
 )
 
 // Live capture (mirror.OpenLive) on the online host, as it will run in
@@ -43,33 +44,8 @@ func buildLiveprobe(t *testing.T) string {
 	return path
 }
 
-// liveResult is the JSON liveprobe writes (cmd/liveprobe.Result).
-type liveResult struct {
-	Segments      uint64            `json:"segments"`
-	PayloadBytes  uint64            `json:"payload_bytes"`
-	MaxPayload    int               `json:"max_payload"`
-	SuperSegments uint64            `json:"super_segments"`
-	Ports         map[uint16]uint64 `json:"ports"`
-	FirstTime     time.Time         `json:"first_time"`
-	LastTime      time.Time         `json:"last_time"`
-	ReadFirst     time.Time         `json:"read_first"`
-	ReadLast      time.Time         `json:"read_last"`
-	MaxLagMs      float64           `json:"max_lag_ms"`
-	Skewed        uint64            `json:"skewed"`
-	CPUSeconds    float64           `json:"cpu_seconds"`
-	Streams       []struct {
-		Client netip.AddrPort `json:"client"`
-		Server netip.AddrPort `json:"server"`
-		Bytes  int64          `json:"bytes"`
-		SHA256 string         `json:"sha256"`
-		Turns  int            `json:"turns"`
-		End    string         `json:"end"`
-	} `json:"streams"`
-	Tracker   mirror.TrackerStats `json:"tracker"`
-	Stats     mirror.LiveStats    `json:"stats"`
-	End       string              `json:"end"`
-	EndClosed bool                `json:"end_closed"`
-}
+// liveResult is the JSON liveprobe writes.
+type liveResult = liveprobe.Result
 
 // liveProbe is a running liveprobe.
 type liveProbe struct {

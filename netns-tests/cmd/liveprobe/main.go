@@ -24,7 +24,6 @@ import (
 	"hash"
 	"io"
 	"net"
-	"net/netip"
 	"os"
 	"os/signal"
 	"runtime/pprof"
@@ -38,54 +37,11 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/stackcopy/stackcopy/mirror"
+	"github.com/stackcopy/stackcopy/netns-tests/liveprobe"
 )
 
-// Result is what liveprobe writes to -out.
-type Result struct {
-	Interfaces []string `json:"interfaces"`
-	// Segments returned by Next, their payload bytes, the largest payload
-	// (above the MTU: a GRO/TSO super-segment) and how many exceeded 1500.
-	Segments      uint64 `json:"segments"`
-	PayloadBytes  uint64 `json:"payload_bytes"`
-	MaxPayload    int    `json:"max_payload"`
-	SuperSegments uint64 `json:"super_segments"`
-	// Ports counts returned segments by source and by destination port.
-	Ports map[uint16]uint64 `json:"ports"`
-	// FirstTime and LastTime are the first and last segment's capture time.
-	FirstTime time.Time `json:"first_time"`
-	LastTime  time.Time `json:"last_time"`
-	// ReadFirst and ReadLast are when Next returned the first and the last
-	// segment (wall clock): after a backlog in the ring, the read rate.
-	ReadFirst time.Time `json:"read_first"`
-	ReadLast  time.Time `json:"read_last"`
-	// MaxLagMs is the longest time from a segment's kernel timestamp to
-	// Next returning it; Skewed counts segments stamped more than a second
-	// away from the clock when returned.
-	MaxLagMs float64 `json:"max_lag_ms"`
-	Skewed   uint64  `json:"skewed"`
-	// CPUSeconds is user+system time of the process from open to close.
-	CPUSeconds float64             `json:"cpu_seconds"`
-	Streams    []Stream            `json:"streams"`
-	Tracker    mirror.TrackerStats `json:"tracker"`
-	Stats      mirror.LiveStats    `json:"stats"`
-	// End is the error Next returned at the end (after Close: closed).
-	End       string `json:"end"`
-	EndClosed bool   `json:"end_closed"`
-}
-
-// Stream is one client session as the tracker reassembled it.
-type Stream struct {
-	Client netip.AddrPort `json:"client"`
-	Server netip.AddrPort `json:"server"`
-	Bytes  int64          `json:"bytes"`
-	SHA256 string         `json:"sha256"`
-	Turns  int            `json:"turns"`
-	// End: "fin", "rst", "gap: reason", or "" (still open at the end).
-	End string `json:"end"`
-}
-
 type stream struct {
-	Stream
+	liveprobe.Stream
 	h hash.Hash
 }
 
@@ -151,13 +107,13 @@ func run() error {
 		src.Close()
 	}()
 
-	res := Result{Interfaces: strings.Split(*ifaces, ","), Ports: map[uint16]uint64{}}
+	res := liveprobe.Result{Interfaces: strings.Split(*ifaces, ","), Ports: map[uint16]uint64{}}
 	streams := map[mirror.SessionKey]*stream{}
 	var order []mirror.SessionKey
 	tr := mirror.NewTracker(mirror.TrackerConfig{IsServer: ts.IsServer}, mirror.SinkFunc(func(k mirror.SessionKey, ev mirror.Event) {
 		s := streams[k]
 		if s == nil {
-			s = &stream{Stream: Stream{Client: k.Client, Server: k.Server}, h: sha256.New()}
+			s = &stream{Stream: liveprobe.Stream{Client: k.Client, Server: k.Server}, h: sha256.New()}
 			streams[k] = s
 			order = append(order, k)
 		}
