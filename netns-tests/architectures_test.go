@@ -388,16 +388,7 @@ func TestLiveUploadWithLoss(t *testing.T) {
 	online := netip.AddrPortFrom(onlineAddr, 8080)
 	onlineLog := startRecorder(t, ll.online, online, "http")
 	upload := filepath.Join(ll.l.Dir(), "upload.bin")
-	f, err := os.Create(upload)
-	if err != nil {
-		t.Fatal(err)
-	}
-	chunk := make([]byte, 1<<20)
-	for i := 0; i < 256; i++ {
-		rand.Read(chunk)
-		f.Write(chunk)
-	}
-	f.Close()
+	writeRandomFile(t, upload, 256<<20)
 	for _, rule := range [][]string{
 		{"-I", "INPUT", "1", "-p", "tcp", "--dport", "80", "-m", "statistic", "--mode", "random", "--probability", "0.05", "-j", "DROP"},
 		{"-I", "OUTPUT", "1", "-p", "tcp", "--sport", "80", "-m", "statistic", "--mode", "random", "--probability", "0.05", "-j", "DROP"},

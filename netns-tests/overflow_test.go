@@ -1,9 +1,7 @@
 package netnstests
 
 import (
-	"crypto/rand"
 	"net/netip"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -35,12 +33,9 @@ func TestLiveSlowSessionShed(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, "the slow target to listen", 10*time.Second, func() bool { return strings.Contains(slow.Log(), "recorder listening") })
+	const size = 64 << 20
 	upload := filepath.Join(ll.l.Dir(), "upload.bin")
-	body := make([]byte, 64<<20)
-	rand.Read(body)
-	if err := os.WriteFile(upload, body, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	writeRandomFile(t, upload, size)
 	mp, stats := ll.startMirror(t, "-x", "198.18.1.1:8080-198.18.2.2:8080,198.18.1.1:80-198.18.2.2:80", "--spill-max", "8")
 	if err := slow.Pause(); err != nil {
 		t.Fatal(err)
@@ -84,11 +79,11 @@ func TestLiveSlowSessionShed(t *testing.T) {
 	}
 	slowRecs, slowSums := readRecords(t, slowLog, 1, 10*time.Second)
 	for _, r := range slowRecs {
-		if r.BodyBytes == int64(len(body)) {
+		if r.BodyBytes == int64(size) {
 			t.Errorf("the shed upload arrived whole at its target (%d bytes)", r.BodyBytes)
 		}
 	}
-	if len(slowSums) > 1 || len(slowSums) == 1 && (slowSums[0].Closed == "fin" || slowSums[0].TotalBytes >= int64(len(body))) {
+	if len(slowSums) > 1 || len(slowSums) == 1 && (slowSums[0].Closed == "fin" || slowSums[0].TotalBytes >= int64(size)) {
 		t.Errorf("the shed upload's connection at its target: %+v; want at most one, reset, with part of the body", slowSums)
 	}
 }

@@ -205,16 +205,7 @@ func TestReplayLargeUploadWithLoss(t *testing.T) {
 	online := netip.AddrPortFrom(onlineAddr, 80)
 	onlineLog := startRecorder(t, c.online, online, "http")
 	upload := filepath.Join(l.Dir(), "upload.bin")
-	f, err := os.Create(upload)
-	if err != nil {
-		t.Fatal(err)
-	}
-	chunk := make([]byte, 1<<20)
-	for i := 0; i < 256; i++ {
-		rand.Read(chunk)
-		f.Write(chunk)
-	}
-	f.Close()
+	writeRandomFile(t, upload, 256<<20)
 	pcap := filepath.Join(l.Dir(), "upload.pcap")
 	capt, err := c.online.Capture(c.onlineIf, "tcp port 80", pcap)
 	if err != nil {
