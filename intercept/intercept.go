@@ -15,7 +15,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/stackcopy/stackcopy/intercept/relay"
+	"github.com/stackcopy/stackcopy/relay"
 )
 
 // Mode selects the Source.

@@ -17,7 +17,7 @@ import (
 	"github.com/google/gopacket"
 	"github.com/google/gopacket/layers"
 
-	"github.com/stackcopy/stackcopy/intercept/relay"
+	"github.com/stackcopy/stackcopy/relay"
 )
 
 var (

@@ -18,12 +18,12 @@ import (
 	"github.com/google/gopacket/layers"
 	"github.com/google/gopacket/pcapgo"
 
-	"github.com/stackcopy/stackcopy/mirror"
+	"github.com/stackcopy/stackcopy/capture"
 	"github.com/stackcopy/stackcopy/netns-tests/lab"
 	"github.com/stackcopy/stackcopy/netns-tests/liveprobe"
 )
 
-// Live capture (mirror.OpenLive) on the online host, as it will run in
+// Live capture (capture.OpenLive) on the online host, as it will run in
 // production: real clients (curl) talk to real servers (nginx, the
 // recorder) while liveprobe, inside the online namespace, captures on its
 // interface and reports what the tracker reassembled. An independent
@@ -189,7 +189,7 @@ func TestLiveCapture(t *testing.T) {
 	}
 	// The last packets (FINs, ACKs) reach the probe within a ring block
 	// timeout.
-	time.Sleep(20 * mirror.LiveBlockTimeout)
+	time.Sleep(20 * capture.LiveBlockTimeout)
 	if dropped, err := capt.Stop(); err != nil || dropped != 0 {
 		t.Fatalf("reference capture: %d dropped, %v", dropped, err)
 	}
@@ -284,7 +284,7 @@ func TestLiveLargeUpload(t *testing.T) {
 	if len(sums) != 1 {
 		t.Fatalf("recorder saw %d connections", len(sums))
 	}
-	time.Sleep(20 * mirror.LiveBlockTimeout)
+	time.Sleep(20 * capture.LiveBlockTimeout)
 	res := lp.stop(t)
 	st := res.Stats
 	t.Logf("upload %d bytes in %v (%.2f Gbit/s); live: %d segments (%d above 1500 bytes, largest %d), %.3f s CPU (%.1f µs/segment); stats %+v",
@@ -423,7 +423,7 @@ func TestLiveThroughput(t *testing.T) {
 				file := strings.NewReplacer("=", "-", " ", "_").Replace(name)
 				lp := startLiveprobe(t, c.online, probe, file, args(file)...)
 				took := curl(upload, rate)
-				time.Sleep(20 * mirror.LiveBlockTimeout)
+				time.Sleep(20 * capture.LiveBlockTimeout)
 				res := lp.stop(t)
 				report(name, took, res, res.LastTime.Sub(res.FirstTime).Seconds())
 			}
@@ -434,7 +434,7 @@ func TestLiveThroughput(t *testing.T) {
 				t.Fatal(err)
 			}
 			took := curl(drainUpload, "")
-			time.Sleep(20 * mirror.LiveBlockTimeout)
+			time.Sleep(20 * capture.LiveBlockTimeout)
 			if err := syscall.Kill(lp.p.PID, syscall.SIGCONT); err != nil {
 				t.Fatal(err)
 			}
@@ -480,7 +480,7 @@ func TestLiveInterfaceDownAndGone(t *testing.T) {
 	mustExec(t, c.online, "ip", "link", "set", c.onlineIf, "up")
 	time.Sleep(200 * time.Millisecond)
 	get()
-	time.Sleep(20 * mirror.LiveBlockTimeout)
+	time.Sleep(20 * capture.LiveBlockTimeout)
 	mustExec(t, c.online, "ip", "link", "set", c.onlineIf, "down")
 	time.Sleep(200 * time.Millisecond)
 	removed := time.Now()
@@ -562,7 +562,7 @@ func TestLiveSeveralInterfaces(t *testing.T) {
 	if len(want) != 2 {
 		t.Fatalf("nginx saw %d connections, want 2: %+v", len(want), acc)
 	}
-	time.Sleep(20 * mirror.LiveBlockTimeout)
+	time.Sleep(20 * capture.LiveBlockTimeout)
 	got := map[string]map[netip.AddrPort]string{}
 	for name, lp := range probes {
 		res := lp.stop(t)
@@ -647,7 +647,7 @@ func TestLiveVLAN(t *testing.T) {
 
 	lp := startLiveprobe(t, c.online, probe, "vlan", "-iface", c.onlineIf, "-x", "80-198.18.2.2:80")
 	t.Logf("%s", mustExec(t, c.client, probe, "-iface", liveClientIf, "-inject", pcapPath))
-	time.Sleep(20 * mirror.LiveBlockTimeout)
+	time.Sleep(20 * capture.LiveBlockTimeout)
 	res := lp.stop(t)
 	st := res.Stats
 	t.Logf("stats %+v; tracker %+v", st, res.Tracker)

@@ -20,8 +20,8 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/stackcopy/stackcopy/intercept"
-	"github.com/stackcopy/stackcopy/intercept/relay"
 	"github.com/stackcopy/stackcopy/internal/cliflag"
+	"github.com/stackcopy/stackcopy/relay"
 )
 
 var version = "dev" // set with -ldflags "-X main.version=..."

@@ -14,7 +14,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/stackcopy/stackcopy/internal/cliflag"
-	"github.com/stackcopy/stackcopy/mirror"
+	"github.com/stackcopy/stackcopy/transfer"
 )
 
 var version = "dev" // set with -ldflags "-X main.version=..."
@@ -22,8 +22,8 @@ var version = "dev" // set with -ldflags "-X main.version=..."
 var errHelp = errors.New("help requested")
 
 type config struct {
-	transfers  mirror.Transfers
-	pool       *mirror.ClientPool
+	transfers  transfer.Transfers
+	pool       *transfer.ClientPool
 	percent    int
 	inputs     []string
 	output     string
@@ -151,10 +151,10 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs := pflag.NewFlagSet("stackcopy", pflag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	fs.SortFlags = false
-	var transfer, clients string
+	var transfers, clients string
 	c.timeout = 120 * time.Second
 	c.turnWait = 2 * time.Second
-	fs.StringVarP(&transfer, "transfer", "x", "", "what to replay where: [onlineIP:]onlinePort-targetIP:targetPort[,...]")
+	fs.StringVarP(&transfers, "transfer", "x", "", "what to replay where: [onlineIP:]onlinePort-targetIP:targetPort[,...]")
 	fs.StringSliceVarP(&c.inputs, "input", "i", nil, "capture file(s) to replay (pcap or pcapng; Ethernet, Linux SLL/SLL2 or raw IP), or interfaces to capture on live (any = all)")
 	fs.StringVarP(&c.output, "output", "o", "tun", "egress: tun, raw (IP_HDRINCL socket), or IFACE[@NEXT-HOP-MAC] (link layer)")
 	fs.StringVarP(&c.filter, "filter", "F", "", "live: pcap filter that replaces the one built from -x (compiled by tcpdump)")
@@ -212,10 +212,10 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected argument %q (captures go with -i)", fs.Arg(0))
 	}
-	if transfer == "" {
+	if transfers == "" {
 		return nil, errors.New("-x/--transfer is required, e.g. -x 80-198.18.2.2:80")
 	}
-	ts, err := mirror.ParseTransfers(transfer)
+	ts, err := transfer.ParseTransfers(transfers)
 	if err != nil {
 		return nil, fmt.Errorf("-x: %w", err)
 	}
@@ -229,7 +229,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 		for _, t := range ts {
 			targets = append(targets, t.Target.Addr())
 		}
-		if c.pool, err = mirror.ParseClientPool(clients, targets...); err != nil {
+		if c.pool, err = transfer.ParseClientPool(clients, targets...); err != nil {
 			return nil, fmt.Errorf("-c: %w", err)
 		}
 	}

@@ -15,11 +15,14 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/stackcopy/stackcopy/capture"
 	"github.com/stackcopy/stackcopy/hostnet"
-	"github.com/stackcopy/stackcopy/intercept/relay"
-	"github.com/stackcopy/stackcopy/mirror"
-	"github.com/stackcopy/stackcopy/mirror/replay"
-	"github.com/stackcopy/stackcopy/stack"
+	"github.com/stackcopy/stackcopy/netstack"
+	"github.com/stackcopy/stackcopy/relay"
+	"github.com/stackcopy/stackcopy/replay"
+	"github.com/stackcopy/stackcopy/session"
+	"github.com/stackcopy/stackcopy/transfer"
+	"github.com/stackcopy/stackcopy/wire"
 )
 
 func newLogger(cfg *config, stderr io.Writer) (*slog.Logger, func(), error) {
@@ -43,15 +46,15 @@ func newLogger(cfg *config, stderr io.Writer) (*slog.Logger, func(), error) {
 
 // egress is where forged packets leave and how answers come back.
 type egress struct {
-	wire stack.Wire
-	tun  *stack.TUN      // TUN loop: the kernel routes answers into it
+	wire wire.Wire
+	tun  *wire.TUN       // TUN loop: the kernel routes answers into it
 	dev  *hostnet.Device // routes added for forged clients (TUN only)
 }
 
 func openEgress(cfg *config, log *slog.Logger) (*egress, error) {
 	switch cfg.output {
 	case "tun":
-		tun, err := stack.OpenTUN(cfg.tunName)
+		tun, err := wire.OpenTUN(cfg.tunName)
 		if err != nil {
 			return nil, err
 		}
@@ -68,7 +71,7 @@ func openEgress(cfg *config, log *slog.Logger) (*egress, error) {
 		}
 		return &egress{wire: tun, tun: tun, dev: dev}, nil
 	case "raw":
-		w, err := stack.OpenRaw()
+		w, err := wire.OpenRaw()
 		if err != nil {
 			return nil, err
 		}
@@ -82,11 +85,11 @@ func openEgress(cfg *config, log *slog.Logger) (*egress, error) {
 		if mac, err = net.ParseMAC(macText); err != nil {
 			return nil, fmt.Errorf("-o %s: next-hop MAC: %w", cfg.output, err)
 		}
-	} else if mac, err = stack.ResolveNextHop(iface, cfg.transfers[0].Target.Addr()); err != nil {
+	} else if mac, err = wire.ResolveNextHop(iface, cfg.transfers[0].Target.Addr()); err != nil {
 		return nil, err
 	}
 	log.Info("link-layer egress", "interface", iface, "next_hop", mac)
-	w, err := stack.OpenAFPacket(iface, mac)
+	w, err := wire.OpenAFPacket(iface, mac)
 	if err != nil {
 		return nil, err
 	}
@@ -135,7 +138,7 @@ const unregisterDelay = 30 * time.Second
 // relayedConn unregisters its forged address from the intercepts once,
 // some time after the session ended.
 type relayedConn struct {
-	*stack.Conn
+	*netstack.Conn
 	once       sync.Once
 	unregister func()
 }
@@ -159,7 +162,7 @@ func replayRun(ctx context.Context, cfg *config, stderr io.Writer) (*summary, er
 	// TUN behind or need root.
 	if !cfg.live {
 		for _, path := range cfg.inputs {
-			src, err := mirror.OpenFile(path)
+			src, err := capture.OpenFile(path)
 			if err != nil {
 				return nil, err
 			}
@@ -193,7 +196,7 @@ func replayRun(ctx context.Context, cfg *config, stderr io.Writer) (*summary, er
 	if err != nil {
 		return nil, err
 	}
-	scfg := stack.DefaultConfig()
+	scfg := netstack.DefaultConfig()
 	scfg.MTU = uint32(cfg.mtu)
 	scfg.MSS = cfg.mss
 	scfg.CongestionControl = cfg.cc
@@ -203,14 +206,14 @@ func replayRun(ctx context.Context, cfg *config, stderr io.Writer) (*summary, er
 	scfg.SendBuffer = min(scfg.SendBuffer, cfg.sendBuf)
 	switch {
 	case cfg.gso == "host":
-		scfg.GSO = stack.GSOHost
+		scfg.GSO = netstack.GSOHost
 	case cfg.gso == "off" || eg.tun == nil:
 		// Raw wires cut super-packets in userspace: merging first gains nothing.
-		scfg.GSO = stack.GSOOff
+		scfg.GSO = netstack.GSOOff
 	default:
-		scfg.GSO = stack.GSOCoalesce
+		scfg.GSO = netstack.GSOCoalesce
 	}
-	st, err := stack.New(scfg, eg.wire, log)
+	st, err := netstack.New(scfg, eg.wire, log)
 	if err != nil {
 		return nil, err
 	}
@@ -267,7 +270,7 @@ func replayRun(ctx context.Context, cfg *config, stderr io.Writer) (*summary, er
 			return c, nil
 		}
 		var local netip.AddrPort
-		c, err := st.DialFromWith(ctx, src, dst, stack.DialOptions{BeforeConnect: func(l netip.AddrPort) error {
+		c, err := st.DialFromWith(ctx, src, dst, netstack.DialOptions{BeforeConnect: func(l netip.AddrPort) error {
 			local = l
 			return rc.Register(l, dst)
 		}})
@@ -301,9 +304,9 @@ func replayRun(ctx context.Context, cfg *config, stderr io.Writer) (*summary, er
 	// A live capture must not wait for one slow session: the kernel ring
 	// would overflow for all of them. A file can be read later.
 	rcfg.ShedWhenFull = cfg.live
-	rcfg.Errors = replay.Errors{PortInUse: stack.ErrPortInUse, Reset: stack.ErrReset, Refused: stack.ErrRefused, Timeout: stack.ErrTimeout}
+	rcfg.Errors = replay.Errors{PortInUse: netstack.ErrPortInUse, Reset: netstack.ErrReset, Refused: netstack.ErrRefused, Timeout: netstack.ErrTimeout}
 	if cfg.percent < 100 {
-		sampler, err := mirror.NewSampler(cfg.percent)
+		sampler, err := transfer.NewSampler(cfg.percent)
 		if err != nil {
 			return nil, fmt.Errorf("-r: %w", err)
 		}
@@ -371,13 +374,13 @@ func replayRun(ctx context.Context, cfg *config, stderr io.Writer) (*summary, er
 
 // readCapture feeds one pass over a capture file to the replayer; join is
 // -O=false (join sessions seen mid-stream at a turn boundary).
-func readCapture(ctx context.Context, path string, ts mirror.Transfers, join bool, sink mirror.Sink, sum *summary) error {
-	src, err := mirror.OpenFile(path)
+func readCapture(ctx context.Context, path string, ts transfer.Transfers, join bool, sink session.Sink, sum *summary) error {
+	src, err := capture.OpenFile(path)
 	if err != nil {
 		return err
 	}
 	defer src.Close()
-	tr := mirror.NewTracker(mirror.TrackerConfig{IsServer: ts.IsServer, JoinMidStream: join}, sink)
+	tr := session.NewTracker(session.TrackerConfig{IsServer: ts.IsServer, JoinMidStream: join}, sink)
 	for ctx.Err() == nil {
 		seg, err := src.Next()
 		if err == io.EOF {
@@ -397,16 +400,16 @@ func readCapture(ctx context.Context, path string, ts mirror.Transfers, join boo
 
 // mirrorLive captures on the interfaces until ctx ends, feeding the
 // tracker and expiring idle sessions once a second.
-func mirrorLive(ctx context.Context, cfg *config, sink mirror.Sink, sum *summary, log *slog.Logger) error {
-	src, err := mirror.OpenLive(mirror.LiveConfig{Interfaces: cfg.inputs, Transfers: cfg.transfers, Filter: cfg.filter})
+func mirrorLive(ctx context.Context, cfg *config, sink session.Sink, sum *summary, log *slog.Logger) error {
+	src, err := capture.OpenLive(capture.LiveConfig{Interfaces: cfg.inputs, Transfers: cfg.transfers, Filter: cfg.filter})
 	if err != nil {
 		return err
 	}
 	stop := context.AfterFunc(ctx, func() { src.Close() })
 	defer stop()
 	log.Info("mirroring live traffic", "interfaces", cfg.inputs, "transfers", cfg.transfers)
-	tr := mirror.NewTracker(mirror.TrackerConfig{IsServer: cfg.transfers.IsServer, JoinMidStream: !cfg.onlySYN}, sink)
-	segs := make(chan mirror.Segment, 4096)
+	tr := session.NewTracker(session.TrackerConfig{IsServer: cfg.transfers.IsServer, JoinMidStream: !cfg.onlySYN}, sink)
+	segs := make(chan capture.Segment, 4096)
 	errc := make(chan error, 1)
 	go func() {
 		defer close(segs)

@@ -8,10 +8,11 @@ import (
 	"strings"
 	"time"
 
-	"github.com/stackcopy/stackcopy/intercept/relay"
-	"github.com/stackcopy/stackcopy/mirror"
-	"github.com/stackcopy/stackcopy/mirror/replay"
-	"github.com/stackcopy/stackcopy/stack"
+	"github.com/stackcopy/stackcopy/capture"
+	"github.com/stackcopy/stackcopy/netstack"
+	"github.com/stackcopy/stackcopy/relay"
+	"github.com/stackcopy/stackcopy/replay"
+	"github.com/stackcopy/stackcopy/session"
 )
 
 // summary is what stackcopy reports at the end, as text and as JSON.
@@ -27,13 +28,13 @@ type summary struct {
 	captureDrops           uint64             // live: packets the kernel lost before we read them
 	relay                  *relay.ClientStats // with -s
 
-	capture mirror.SourceStats
-	tracker mirror.TrackerStats
+	capture capture.SourceStats
+	tracker session.TrackerStats
 	replay  replay.Stats
-	stack   stack.Stats
+	stack   netstack.Stats
 }
 
-func (s *summary) addPass(c mirror.SourceStats, t mirror.TrackerStats) {
+func (s *summary) addPass(c capture.SourceStats, t session.TrackerStats) {
 	s.capture.Packets += c.Packets
 	s.capture.TCP += c.TCP
 	s.capture.NonTCP += c.NonTCP
@@ -97,18 +98,18 @@ func plural(n int, suffix string) string {
 
 // summaryJSON is the --stats-json document.
 type summaryJSON struct {
-	Inputs  []string            `json:"inputs"`
-	Loops   int                 `json:"loops"`
-	Seconds float64             `json:"seconds"`
-	Routes  int                 `json:"routes"`
-	TUN     tunJSON             `json:"tun"`
-	Live    bool                `json:"live"`
-	Drops   uint64              `json:"capture_drops"`
-	Relay   *relay.ClientStats  `json:"relay,omitempty"`
-	Replay  replay.Stats        `json:"replay"`
-	Capture mirror.SourceStats  `json:"capture"`
-	Tracker mirror.TrackerStats `json:"tracker"`
-	Stack   stack.Stats         `json:"stack"`
+	Inputs  []string             `json:"inputs"`
+	Loops   int                  `json:"loops"`
+	Seconds float64              `json:"seconds"`
+	Routes  int                  `json:"routes"`
+	TUN     tunJSON              `json:"tun"`
+	Live    bool                 `json:"live"`
+	Drops   uint64               `json:"capture_drops"`
+	Relay   *relay.ClientStats   `json:"relay,omitempty"`
+	Replay  replay.Stats         `json:"replay"`
+	Capture capture.SourceStats  `json:"capture"`
+	Tracker session.TrackerStats `json:"tracker"`
+	Stack   netstack.Stats       `json:"stack"`
 }
 
 type tunJSON struct {

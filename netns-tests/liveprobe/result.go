@@ -6,7 +6,8 @@ import (
 	"net/netip"
 	"time"
 
-	"github.com/stackcopy/stackcopy/mirror"
+	"github.com/stackcopy/stackcopy/capture"
+	"github.com/stackcopy/stackcopy/session"
 )
 
 // Result is what liveprobe writes to -out.
@@ -33,10 +34,10 @@ type Result struct {
 	MaxLagMs float64 `json:"max_lag_ms"`
 	Skewed   uint64  `json:"skewed"`
 	// CPUSeconds is user+system time of the process from open to close.
-	CPUSeconds float64             `json:"cpu_seconds"`
-	Streams    []Stream            `json:"streams"`
-	Tracker    mirror.TrackerStats `json:"tracker"`
-	Stats      mirror.LiveStats    `json:"stats"`
+	CPUSeconds float64              `json:"cpu_seconds"`
+	Streams    []Stream             `json:"streams"`
+	Tracker    session.TrackerStats `json:"tracker"`
+	Stats      capture.LiveStats    `json:"stats"`
 	// End is the error Next returned at the end (after Close: closed).
 	End       string `json:"end"`
 	EndClosed bool   `json:"end_closed"`

@@ -1,4 +1,4 @@
-// Command liveprobe captures live with mirror.OpenLive inside a lab
+// Command liveprobe captures live with capture.OpenLive inside a lab
 // namespace and writes what it saw as JSON: per client session the bytes
 // and SHA-256 of the client stream the tracker reassembled, how the session
 // ended, the ports of every segment returned, the source's counters, and
@@ -36,8 +36,10 @@ import (
 	"github.com/google/gopacket/pcapgo"
 	"golang.org/x/sys/unix"
 
-	"github.com/stackcopy/stackcopy/mirror"
+	"github.com/stackcopy/stackcopy/capture"
 	"github.com/stackcopy/stackcopy/netns-tests/liveprobe"
+	"github.com/stackcopy/stackcopy/session"
+	"github.com/stackcopy/stackcopy/transfer"
 )
 
 type stream struct {
@@ -68,11 +70,11 @@ func run() error {
 		return injectFrames(*ifaces, *inject)
 	}
 
-	ts, err := mirror.ParseTransfers(*x)
+	ts, err := transfer.ParseTransfers(*x)
 	if err != nil {
 		return err
 	}
-	src, err := mirror.OpenLive(mirror.LiveConfig{
+	src, err := capture.OpenLive(capture.LiveConfig{
 		Interfaces:  strings.Split(*ifaces, ","),
 		Transfers:   ts,
 		Filter:      *filter,
@@ -108,9 +110,9 @@ func run() error {
 	}()
 
 	res := liveprobe.Result{Interfaces: strings.Split(*ifaces, ","), Ports: map[uint16]uint64{}}
-	streams := map[mirror.SessionKey]*stream{}
-	var order []mirror.SessionKey
-	tr := mirror.NewTracker(mirror.TrackerConfig{IsServer: ts.IsServer}, mirror.SinkFunc(func(k mirror.SessionKey, ev mirror.Event) {
+	streams := map[session.SessionKey]*stream{}
+	var order []session.SessionKey
+	tr := session.NewTracker(session.TrackerConfig{IsServer: ts.IsServer}, session.SinkFunc(func(k session.SessionKey, ev session.Event) {
 		s := streams[k]
 		if s == nil {
 			s = &stream{Stream: liveprobe.Stream{Client: k.Client, Server: k.Server}, h: sha256.New()}
@@ -118,16 +120,16 @@ func run() error {
 			order = append(order, k)
 		}
 		switch ev.Kind {
-		case mirror.EvData:
+		case session.EvData:
 			s.h.Write(ev.Data)
 			s.Bytes += int64(len(ev.Data))
-		case mirror.EvTurn:
+		case session.EvTurn:
 			s.Turns++
-		case mirror.EvFin:
+		case session.EvFin:
 			s.End = "fin"
-		case mirror.EvRst:
+		case session.EvRst:
 			s.End = "rst"
-		case mirror.EvGap:
+		case session.EvGap:
 			s.End = "gap: " + ev.Reason
 		}
 	}))

@@ -33,27 +33,27 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/stackcopy/stackcopy/netstack"
+	"github.com/stackcopy/stackcopy/wire"
 	"golang.org/x/net/bpf"
 	"golang.org/x/sys/unix"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/checksum"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
-
-	"github.com/stackcopy/stackcopy/stack"
 )
 
 // Result is what rawprobe writes to -out.
 type Result struct {
-	Wire    string      `json:"wire"`
-	GSO     string      `json:"gso"`
-	Client  string      `json:"client"`
-	NextHop string      `json:"next_hop,omitempty"`
-	Bytes   int64       `json:"bytes"`
-	SHA256  string      `json:"sha256"`
-	Seconds float64     `json:"seconds"`
-	Mbps    float64     `json:"mbps"`
-	Answers uint64      `json:"answers"`
-	Stats   stack.Stats `json:"stats"`
+	Wire    string         `json:"wire"`
+	GSO     string         `json:"gso"`
+	Client  string         `json:"client"`
+	NextHop string         `json:"next_hop,omitempty"`
+	Bytes   int64          `json:"bytes"`
+	SHA256  string         `json:"sha256"`
+	Seconds float64        `json:"seconds"`
+	Mbps    float64        `json:"mbps"`
+	Answers uint64         `json:"answers"`
+	Stats   netstack.Stats `json:"stats"`
 }
 
 func main() {
@@ -64,7 +64,7 @@ func main() {
 }
 
 func run() error {
-	wire := flag.String("wire", "raw", "wire: raw (IPPROTO_RAW socket) or afpacket (Ethernet frames on -iface)")
+	wireName := flag.String("wire", "raw", "wire: raw (IPPROTO_RAW socket) or afpacket (Ethernet frames on -iface)")
 	iface := flag.String("iface", "eth0", "interface the target's answers arrive on (and afpacket sends on)")
 	gsoFlag := flag.String("gso", "off", "who segments TCP: off, coalesce or host")
 	srcFlag := flag.String("src", "198.18.1.50:40000", "forged client address")
@@ -89,7 +89,7 @@ func run() error {
 	if *check {
 		return checkErrors(*iface, dst.Addr(), netip.MustParseAddr(*routed), netip.MustParseAddr(*absent), src.Addr())
 	}
-	cfg := stack.DefaultConfig()
+	cfg := netstack.DefaultConfig()
 	cfg.MTU = uint32(*mtu)
 	// Closing the stack resets connections still in TIME_WAIT; a short
 	// TIME_WAIT that rawprobe waits out keeps the run free of RSTs, which
@@ -97,35 +97,35 @@ func run() error {
 	cfg.TimeWait = 200 * time.Millisecond
 	switch *gsoFlag {
 	case "off":
-		cfg.GSO = stack.GSOOff
+		cfg.GSO = netstack.GSOOff
 	case "coalesce":
-		cfg.GSO = stack.GSOCoalesce
+		cfg.GSO = netstack.GSOCoalesce
 	case "host":
-		cfg.GSO = stack.GSOHost
+		cfg.GSO = netstack.GSOHost
 	default:
 		return fmt.Errorf("-gso %q: want off, coalesce or host", *gsoFlag)
 	}
-	res := Result{Wire: *wire, GSO: *gsoFlag, Client: src.String()}
+	res := Result{Wire: *wireName, GSO: *gsoFlag, Client: src.String()}
 
-	var w stack.Wire
-	switch *wire {
+	var w wire.Wire
+	switch *wireName {
 	case "raw":
-		w, err = stack.OpenRaw()
+		w, err = wire.OpenRaw()
 	case "afpacket":
 		var mac net.HardwareAddr
-		if mac, err = stack.ResolveNextHop(*iface, dst.Addr()); err != nil {
+		if mac, err = wire.ResolveNextHop(*iface, dst.Addr()); err != nil {
 			return err
 		}
 		res.NextHop = mac.String()
-		w, err = stack.OpenAFPacket(*iface, mac)
+		w, err = wire.OpenAFPacket(*iface, mac)
 	default:
-		return fmt.Errorf("-wire %q: want raw or afpacket", *wire)
+		return fmt.Errorf("-wire %q: want raw or afpacket", *wireName)
 	}
 	if err != nil {
 		return err
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
-	st, err := stack.New(cfg, w, log)
+	st, err := netstack.New(cfg, w, log)
 	if err != nil {
 		return err
 	}
@@ -267,11 +267,11 @@ func openAnswerCapture(ifname string, client netip.Addr, port uint16) (*os.File,
 //   - a packet larger than the MTU fails with EMSGSIZE and the destination
 //     in the message, on both wires.
 func checkErrors(iface string, target, routed, absent, client netip.Addr) error {
-	mac, err := stack.ResolveNextHop(iface, target)
+	mac, err := wire.ResolveNextHop(iface, target)
 	if err != nil {
 		return fmt.Errorf("resolve on-link %s: %w", target, err)
 	}
-	gw, err := stack.ResolveNextHop(iface, routed)
+	gw, err := wire.ResolveNextHop(iface, routed)
 	if err != nil {
 		return fmt.Errorf("resolve routed %s: %w", routed, err)
 	}
@@ -281,29 +281,29 @@ func checkErrors(iface string, target, routed, absent, client netip.Addr) error 
 	fmt.Printf("next hop of %s: %s; of %s: %s (gateway)\n", target, mac, routed, gw)
 
 	start := time.Now()
-	_, err = stack.ResolveNextHop(iface, absent)
+	_, err = wire.ResolveNextHop(iface, absent)
 	if err == nil || !strings.Contains(err.Error(), "ip neigh show dev "+iface) {
 		return fmt.Errorf("resolve absent %s: got %v, want an error naming ip neigh show dev %s", absent, err, iface)
 	}
 	fmt.Printf("absent next hop, after %v: %v\n", time.Since(start).Round(time.Millisecond), err)
 
 	big := ipv4TCP(client, target, 2000)
-	raw, err := stack.OpenRaw()
+	raw, err := wire.OpenRaw()
 	if err != nil {
 		return err
 	}
 	defer raw.Close()
-	err = raw.WritePacket([][]byte{big}, stack.GSO{})
+	err = raw.WritePacket([][]byte{big}, wire.GSO{})
 	if !errors.Is(err, unix.EMSGSIZE) || !strings.Contains(err.Error(), "raw: send "+target.String()+": ") {
 		return fmt.Errorf("raw: oversized packet: got %v, want EMSGSIZE naming %s", err, target)
 	}
 	fmt.Println("raw, oversized:", err)
-	afp, err := stack.OpenAFPacket(iface, mac)
+	afp, err := wire.OpenAFPacket(iface, mac)
 	if err != nil {
 		return err
 	}
 	defer afp.Close()
-	err = afp.WritePacket([][]byte{big}, stack.GSO{})
+	err = afp.WritePacket([][]byte{big}, wire.GSO{})
 	if !errors.Is(err, unix.EMSGSIZE) || !strings.Contains(err.Error(), "send "+target.String()+": ") {
 		return fmt.Errorf("afpacket: oversized packet: got %v, want EMSGSIZE naming %s", err, target)
 	}

@@ -30,7 +30,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/stackcopy/stackcopy/intercept/relay"
+	"github.com/stackcopy/stackcopy/relay"
 )
 
 // Packet is one relayed packet as relayprobe logs it.

@@ -1,0 +1,141 @@
+package netstack
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
+	"gvisor.dev/gvisor/pkg/waiter"
+)
+
+// Errors a replayer branches on. Errors returned by Conn and DialFrom wrap
+// one of them when it applies.
+var (
+	// ErrReset: the target reset the connection.
+	ErrReset = errors.New("connection reset by target")
+	// ErrRefused: the target answered the SYN with a RST.
+	ErrRefused = errors.New("connection refused by target")
+	// ErrTimeout: the handshake or a retransmission gave up.
+	ErrTimeout = errors.New("timed out")
+	// ErrPortInUse: the forged 4-tuple is still reserved (TIME_WAIT or a
+	// live session with the same client address).
+	ErrPortInUse = errors.New("forged client port in use")
+	// ErrUnreachable: no route to the target.
+	ErrUnreachable = errors.New("target unreachable")
+)
+
+// convertErr maps a gVisor error to a Go error, keeping the cases callers
+// branch on distinguishable.
+func convertErr(e tcpip.Error) error {
+	switch e.(type) {
+	case *tcpip.ErrConnectionReset, *tcpip.ErrConnectionAborted:
+		return ErrReset
+	case *tcpip.ErrConnectionRefused:
+		return ErrRefused
+	case *tcpip.ErrTimeout:
+		return ErrTimeout
+	case *tcpip.ErrPortInUse, *tcpip.ErrBadLocalAddress:
+		return ErrPortInUse
+	case *tcpip.ErrNetworkUnreachable, *tcpip.ErrHostUnreachable:
+		return ErrUnreachable
+	case *tcpip.ErrClosedForReceive:
+		return io.EOF
+	case *tcpip.ErrClosedForSend:
+		return net.ErrClosed
+	}
+	return errors.New(e.String())
+}
+
+// gonet flattens gVisor errors to strings; these map them back.
+var gonetErrs = map[string]error{
+	(&tcpip.ErrConnectionReset{}).String():   ErrReset,
+	(&tcpip.ErrConnectionAborted{}).String(): ErrReset,
+	(&tcpip.ErrTimeout{}).String():           ErrTimeout,
+	(&tcpip.ErrConnectionRefused{}).String(): ErrRefused,
+	(&tcpip.ErrClosedForSend{}).String():     net.ErrClosed,
+}
+
+// Conn is a forged client's connection to the target. It is a net.Conn
+// whose Read and Write errors wrap ErrReset or ErrTimeout when the target
+// reset the connection or stopped answering, and which can replay the
+// captured client's FIN (CloseWrite) and RST (Abort).
+type Conn struct {
+	*gonet.TCPConn
+	ep          tcpip.Endpoint
+	wq          *waiter.Queue
+	local, peer netip.AddrPort
+}
+
+func newConn(wq *waiter.Queue, ep tcpip.Endpoint, local, peer netip.AddrPort) *Conn {
+	return &Conn{TCPConn: gonet.NewTCPConn(wq, ep), ep: ep, wq: wq, local: local, peer: peer}
+}
+
+// Discard waits until the target sent something and consumes all of it
+// without copying, returning how many bytes it was. A replayer that only
+// counts answers holds no read buffer while a session idles. It returns
+// io.EOF after the target's FIN.
+func (c *Conn) Discard() (int, error) { return c.DiscardTo(io.Discard) }
+
+// DiscardTo is Discard that first shows the bytes to w, straight from the
+// stack's receive queue (no read buffer either). w must not block or keep
+// the slices: the endpoint is locked while it runs.
+func (c *Conn) DiscardTo(w io.Writer) (int, error) {
+	entry, ready := waiter.NewChannelEntry(waiter.ReadableEvents)
+	c.wq.EventRegister(&entry)
+	defer c.wq.EventUnregister(&entry)
+	for {
+		res, err := c.ep.Read(w, tcpip.ReadOptions{})
+		if _, ok := err.(*tcpip.ErrWouldBlock); ok {
+			<-ready
+			continue
+		}
+		if err != nil {
+			return 0, fmt.Errorf("read %v from %v: %w", c.peer, c.local, convertErr(err))
+		}
+		// Reading opens the receive window; tell auto-tuning, as gonet does.
+		c.ep.ModerateRecvBuf(res.Count)
+		return res.Count, nil
+	}
+}
+
+// Local is the forged client address the connection is bound to.
+func (c *Conn) Local() netip.AddrPort { return c.local }
+
+// Peer is the target address.
+func (c *Conn) Peer() netip.AddrPort { return c.peer }
+
+// Read implements net.Conn.
+func (c *Conn) Read(b []byte) (int, error) {
+	n, err := c.TCPConn.Read(b)
+	return n, c.classify(err)
+}
+
+// Write implements net.Conn.
+func (c *Conn) Write(b []byte) (int, error) {
+	n, err := c.TCPConn.Write(b)
+	return n, c.classify(err)
+}
+
+// Abort sends a RST and releases the connection, as the captured client
+// did when it reset.
+func (c *Conn) Abort() {
+	c.ep.Abort()
+	c.TCPConn.Close()
+}
+
+func (c *Conn) classify(err error) error {
+	if err == nil || err == io.EOF {
+		return err
+	}
+	var op *net.OpError
+	if errors.As(err, &op) && op.Err != nil {
+		if e, ok := gonetErrs[op.Err.Error()]; ok {
+			return fmt.Errorf("%s %v from %v: %w", op.Op, c.peer, c.local, e)
+		}
+	}
+	return err
+}

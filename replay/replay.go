@@ -1,0 +1,1029 @@
+// Package replay turns the session events of a capture into real TCP
+// connections to the target: one goroutine per session dials from the
+// (possibly rewritten) captured client address, writes the client's bytes
+// turn by turn, drains and counts the target's answers, and replays the
+// client's FIN or RST.
+package replay
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/netip"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/stackcopy/stackcopy/httpframe"
+	"github.com/stackcopy/stackcopy/session"
+	"github.com/stackcopy/stackcopy/transfer"
+)
+
+// Conn is what the replayer needs of a forged connection. *stack.Conn
+// satisfies it.
+type Conn interface {
+	io.WriteCloser
+	// Discard waits for the target's next bytes and consumes them,
+	// returning how many; io.EOF after the target's FIN.
+	Discard() (int, error)
+	CloseWrite() error // replays the client's FIN
+	Abort()            // replays the client's RST
+}
+
+// answerTap is implemented by connections that can show the target's bytes
+// to a writer as they are consumed (*stack.Conn): HTTP framing needs them,
+// counting does not. The writer must not block.
+type answerTap interface {
+	DiscardTo(w io.Writer) (int, error)
+}
+
+// DialFunc opens a connection from the forged src to dst. A zero src port
+// asks for any free port.
+type DialFunc func(ctx context.Context, src, dst netip.AddrPort) (Conn, error)
+
+// Errors the dialer wraps, so the replayer can count failures by cause
+// without importing the stack.
+type Errors struct {
+	PortInUse, Reset, Refused, Timeout error
+}
+
+// Config says what to replay where, and how.
+type Config struct {
+	// Transfers maps captured server addresses to targets (tcpcopy -x).
+	Transfers transfer.Transfers
+	// Pool rewrites client addresses (tcpcopy -c); nil keeps them.
+	Pool *transfer.ClientPool
+	// Speed scales the captured pace: 2 replays twice as fast; 0 sends each
+	// turn as soon as the target answered the previous one.
+	Speed float64
+	// NoWait sends the next turn without waiting for the target's answer
+	// (tcpcopy -W).
+	NoWait bool
+	// TurnWait bounds how long a turn waits for the target's answer before
+	// it is sent anyway (counted in Stats.TurnsUnanswered).
+	TurnWait time.Duration
+	// Quiet is how long the target must be silent before a shorter answer
+	// than the captured one counts as complete.
+	Quiet time.Duration
+	// NoHTTPFraming turns off HTTP/1.x turn ends. By default a session
+	// whose first bytes are an HTTP/1.x request line has both directions
+	// framed (mirror/replay/httpframe): a turn is answered when every
+	// request sent has its complete final response, whatever its size
+	// compared with the captured one, with no quiet spell. Sessions that
+	// are not HTTP, answers the framer cannot follow (zero-filled payloads
+	// from a header-only relay, a body until close, a protocol switch)
+	// fall back to size and Quiet.
+	NoHTTPFraming bool
+	// Idle ends a session that made no progress for this long (tcpcopy -t).
+	Idle time.Duration
+	// DialTimeout bounds the handshake.
+	DialTimeout time.Duration
+	// MaxHandshakes bounds the handshakes in flight. Thousands of sessions
+	// starting at once (--speed 0, a burst in the capture) otherwise starve
+	// the stack's own goroutines on a small machine: measured with 6 000
+	// simultaneous sessions on 2 cores, ACKs were processed so late that
+	// gVisor retransmitted spuriously (1 163 RTOs, every one a duplicate at
+	// the target) and answers missed --turn-wait.
+	MaxHandshakes int
+	// QueueBytes bounds the captured bytes held in memory per session;
+	// beyond it they go to the session's spill file.
+	QueueBytes int
+	// SpillDir is where spill files are made (unlinked at once); "" is the
+	// system's temporary directory.
+	SpillDir string
+	// SpillMax bounds the bytes all spill files hold together; 0 turns
+	// spilling off.
+	SpillMax int64
+	// ShedWhenFull says what happens to a session whose queue is full when
+	// no spill space is left: true ends that session (counted in
+	// Stats.Overflowed) so the capture reader never waits, as a live capture
+	// needs; false makes the reader wait, as a capture file allows.
+	ShedWhenFull bool
+	// Errors classifies dial and I/O errors.
+	Errors Errors
+	// Keep samples sessions (tcpcopy -r); nil keeps all.
+	Keep func(client netip.AddrPort) bool
+	// Admit is asked before each new session; false sheds it (counted), as
+	// the memory limit (-m) does before it is crossed. nil admits all.
+	Admit func() bool
+	// Copies replays each session this many times (tcpcopy -n).
+	Copies int
+	// CopyPorts is the client port range copies after the first take their
+	// ports from, in turn per client address. The default, 1024-32767, lies
+	// below the ephemeral ranges of Linux (32768-60999) and of Windows and
+	// IANA (49152-65535), so a copy does not take the port a real client
+	// will use next, and a copy's 4-tuple repeats only once the range wraps.
+	CopyPorts [2]uint16
+	// PortOffset shifts captured client ports (tcpcopy -f), so several
+	// instances replaying the same capture do not collide.
+	PortOffset int
+}
+
+// DefaultConfig returns the defaults documented in --help.
+func DefaultConfig() Config {
+	return Config{
+		TurnWait:      2 * time.Second,
+		Quiet:         20 * time.Millisecond,
+		Idle:          120 * time.Second,
+		DialTimeout:   10 * time.Second,
+		QueueBytes:    4 << 20,
+		SpillMax:      2 << 30,
+		MaxHandshakes: 128,
+		CopyPorts:     [2]uint16{1024, 32767},
+	}
+}
+
+// Stats counts sessions by outcome and bytes moved. Every session the
+// replayer was given ends in exactly one of the outcome counters.
+type Stats struct {
+	Sessions        uint64 // sessions opened (SYN captured, matched by -x)
+	Unmatched       uint64 // sessions whose server matched no -x entry
+	SampledOut      uint64 // sessions left out by Keep (-r)
+	Shed            uint64 // sessions refused by Admit (memory limit -m)
+	Completed       uint64 // all client bytes delivered, ended as captured
+	ClientResets    uint64 // all bytes before the client's RST delivered, RST replayed
+	TargetResets    uint64 // the target reset or closed before all bytes were delivered
+	Refused         uint64 // the target refused the connection
+	TimedOut        uint64 // handshake or idle timeout (-t)
+	Gaps            uint64 // the capture missed client bytes: aborted, not replayed wrong
+	Overflowed      uint64 // fell behind by more than the memory queue and spill space: aborted (ShedWhenFull)
+	Failed          uint64 // other dial or write errors
+	BytesSent       uint64 // client bytes written to targets
+	BytesReceived   uint64 // response bytes drained from targets
+	Turns           uint64 // turns that waited for the target's answer
+	TurnsUnanswered uint64 // turns sent after TurnWait without an answer
+	TurnsFramed     uint64 // turns whose answer HTTP framing found complete
+	PortsRemapped   uint64 // captured client port busy: the stack chose another
+	SpilledBytes    uint64 // client bytes that went through a spill file
+	SpillPeak       int64  // most bytes held in spill files at once
+}
+
+// Replayer implements session.Sink.
+type Replayer struct {
+	cfg  Config
+	dial DialFunc
+	log  *slog.Logger
+	ctx  context.Context
+
+	mu       sync.Mutex
+	sessions map[session.SessionKey][]*player // the copies (-n) of each live session
+	wg       sync.WaitGroup
+	dialing  chan struct{}         // a token per handshake in flight
+	spill    *spillBudget          // nil: spilling off
+	copyPort map[netip.Addr]uint16 // next -n copy port per client address (under mu)
+
+	// Pacing: capture time base and wall-clock base (see due).
+	base0 time.Time
+	wall0 time.Time
+
+	s struct {
+		sessions, unmatched, sampled, shed, sent, received, turns, unanswered, framed, remapped atomic.Uint64
+		outcomes                                                                                [numOutcomes]atomic.Uint64 // indexed by outcome
+	}
+}
+
+// New makes a replayer. ctx ends every session early when cancelled.
+func New(ctx context.Context, cfg Config, dial DialFunc, log *slog.Logger) *Replayer {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	def := DefaultConfig()
+	if cfg.QueueBytes <= 0 {
+		cfg.QueueBytes = def.QueueBytes
+	}
+	if cfg.Quiet <= 0 {
+		cfg.Quiet = def.Quiet
+	}
+	if cfg.DialTimeout <= 0 {
+		cfg.DialTimeout = def.DialTimeout
+	}
+	if cfg.TurnWait <= 0 {
+		cfg.TurnWait = def.TurnWait
+	}
+	if cfg.MaxHandshakes <= 0 {
+		cfg.MaxHandshakes = def.MaxHandshakes
+	}
+	if cfg.CopyPorts[0] == 0 || cfg.CopyPorts[1] < cfg.CopyPorts[0] {
+		cfg.CopyPorts = def.CopyPorts
+	}
+	r := &Replayer{cfg: cfg, dial: dial, log: log, ctx: ctx, sessions: make(map[session.SessionKey][]*player),
+		dialing: make(chan struct{}, cfg.MaxHandshakes), copyPort: make(map[netip.Addr]uint16)}
+	if cfg.SpillMax > 0 {
+		r.spill = &spillBudget{dir: cfg.SpillDir, max: cfg.SpillMax}
+	}
+	return r
+}
+
+// Rebase restarts the pacing clock: the next event is due now. Call it at
+// the start of each loop over a capture.
+func (r *Replayer) Rebase() {
+	r.mu.Lock()
+	r.base0 = time.Time{}
+	r.mu.Unlock()
+}
+
+// lookahead is how far the capture reader may run ahead of the replay
+// clock, so sessions have their next events queued before they are due
+// without the whole capture being read into memory.
+const lookahead = 500 * time.Millisecond
+
+// due returns when an event captured at t must be acted on.
+func (r *Replayer) due(t time.Time) time.Time {
+	if r.cfg.Speed <= 0 {
+		return time.Time{}
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.base0.IsZero() {
+		r.base0, r.wall0 = t, time.Now()
+	}
+	return r.wall0.Add(time.Duration(float64(t.Sub(r.base0)) / r.cfg.Speed))
+}
+
+// Event implements session.Sink. It blocks while the session's queue is full
+// and, when pacing, until the event is nearly due.
+func (r *Replayer) Event(k session.SessionKey, ev session.Event) {
+	at := r.due(ev.Time)
+	if !at.IsZero() {
+		if d := time.Until(at) - lookahead; d > 0 {
+			select {
+			case <-time.After(d):
+			case <-r.ctx.Done():
+			}
+		}
+	}
+	r.mu.Lock()
+	copies := r.sessions[k]
+	if ev.Kind == session.EvOpen {
+		for _, old := range copies {
+			// A new SYN on the key: the tracker sends the old session
+			// nothing more, so end it as if its capture ended.
+			defer old.push(session.Event{Kind: evEndOfInput}, time.Time{})
+		}
+		delete(r.sessions, k)
+		target, ok := r.cfg.Transfers.Match(k.Server)
+		if !ok {
+			r.mu.Unlock()
+			r.s.unmatched.Add(1)
+			return
+		}
+		if r.cfg.Keep != nil && !r.cfg.Keep(k.Client) {
+			r.mu.Unlock()
+			r.s.sampled.Add(1)
+			return
+		}
+		if r.cfg.Admit != nil && !r.cfg.Admit() {
+			r.mu.Unlock()
+			r.s.shed.Add(1)
+			return
+		}
+		n := max(r.cfg.Copies, 1)
+		copies = make([]*player, n)
+		for i := range copies {
+			copies[i] = r.newSession(k, target, i)
+		}
+		r.sessions[k] = copies
+		r.mu.Unlock()
+		for _, s := range copies {
+			r.s.sessions.Add(1)
+			r.wg.Add(1)
+			go func() {
+				defer r.wg.Done()
+				s.run()
+				r.mu.Lock()
+				if cur := r.sessions[k]; slices.Contains(cur, s) {
+					// Still this generation of the key: forget the ended copy.
+					rest := slices.DeleteFunc(slices.Clone(cur), func(x *player) bool { return x == s })
+					if len(rest) == 0 {
+						delete(r.sessions, k)
+					} else {
+						r.sessions[k] = rest
+					}
+				}
+				r.mu.Unlock()
+			}()
+			s.push(ev, at)
+		}
+		return
+	}
+	r.mu.Unlock()
+	for _, s := range copies { // none: unmatched, or already ended
+		s.push(ev, at)
+	}
+}
+
+// CloseInput says the capture is over: sessions without a captured ending
+// finish their last turn and close.
+func (r *Replayer) CloseInput() {
+	r.mu.Lock()
+	all := make([]*player, 0, len(r.sessions))
+	for _, copies := range r.sessions {
+		all = append(all, copies...)
+	}
+	r.mu.Unlock()
+	for _, s := range all {
+		s.push(session.Event{Kind: evEndOfInput}, time.Time{})
+	}
+}
+
+// Wait blocks until every session has ended.
+func (r *Replayer) Wait() { r.wg.Wait() }
+
+// Stats returns the counters so far.
+func (r *Replayer) Stats() Stats {
+	o := &r.s.outcomes
+	return Stats{
+		Sessions: r.s.sessions.Load(), Unmatched: r.s.unmatched.Load(), SampledOut: r.s.sampled.Load(), Shed: r.s.shed.Load(),
+		Completed: o[outCompleted].Load(), ClientResets: o[outClientReset].Load(), TargetResets: o[outTargetReset].Load(),
+		Refused: o[outRefused].Load(), TimedOut: o[outTimedOut].Load(), Gaps: o[outGap].Load(),
+		Overflowed: o[outOverflow].Load(), Failed: o[outFailed].Load(),
+		BytesSent: r.s.sent.Load(), BytesReceived: r.s.received.Load(), Turns: r.s.turns.Load(),
+		TurnsUnanswered: r.s.unanswered.Load(), TurnsFramed: r.s.framed.Load(), PortsRemapped: r.s.remapped.Load(),
+		SpilledBytes: r.spill.spilled(), SpillPeak: r.spill.highest(),
+	}
+}
+
+// nextCopyPort hands out -n copy ports in turn per client address,
+// starting PortOffset into the range, so instances told apart by -f do not
+// start on the same copy ports either. Called with r.mu held.
+func (r *Replayer) nextCopyPort(a netip.Addr) uint16 {
+	lo, hi := r.cfg.CopyPorts[0], r.cfg.CopyPorts[1]
+	p, ok := r.copyPort[a]
+	if !ok || p < lo || p > hi {
+		p = uint16(int(lo) + r.cfg.PortOffset%(int(hi)-int(lo)+1))
+	}
+	next := p + 1
+	if p == hi {
+		next = lo
+	}
+	r.copyPort[a] = next
+	return p
+}
+
+// Replayer-internal event kinds.
+const (
+	evEndOfInput session.EventKind = 255 // the capture ended
+	evOverflow   session.EventKind = 254 // the session fell too far behind (Reason says how)
+)
+
+type queued struct {
+	ev session.Event
+	at time.Time
+	// spillLen > 0: ev.Data is in the spill file at spillOff.
+	spillOff int64
+	spillLen int
+}
+
+type player struct {
+	r      *Replayer
+	key    session.SessionKey
+	copy   int // 0 for the session as captured, 1.. for -n copies
+	src    netip.AddrPort
+	target netip.AddrPort
+
+	mu        sync.Mutex
+	cond      *sync.Cond
+	q         []queued
+	bytes     int
+	closed    bool // run has returned: push drops
+	cancelled bool // the replayer's context ended
+	conn      Conn // set once dialed, for cancel
+	spill     *spillFile
+	overflow  atomic.Bool // shed for falling behind: push drops, the outcome is outOverflow
+
+	// HTTP framing, decided on the first client bytes (sniffed). reqs is fed
+	// by run before each write; resps by the drain as answers are consumed.
+	sniffed bool
+	reqs    *httpframe.Requests
+	resps   atomic.Pointer[httpframe.Responses]
+
+	// Written by the drain goroutine, read by run.
+	rcvd     atomic.Uint64
+	lastRcv  atomic.Int64 // unix nanos of the last answer byte
+	rcvErr   error        // set before rcvDone is closed
+	rcvDone  chan struct{}
+	progress chan struct{} // poked on every answer read
+}
+
+func (r *Replayer) newSession(k session.SessionKey, target netip.AddrPort, copy int) *player {
+	addr := k.Client.Addr()
+	if r.cfg.Pool != nil {
+		addr = r.cfg.Pool.Map(addr)
+	}
+	port := k.Client.Port()
+	if r.cfg.PortOffset != 0 {
+		// Keep shifted ports in the unprivileged range, as tcpcopy -f does.
+		port = uint16(1024 + (int(port)-1024+r.cfg.PortOffset+64512)%64512)
+	}
+	if copy > 0 {
+		port = r.nextCopyPort(addr)
+	}
+	src := netip.AddrPortFrom(addr, port)
+	s := &player{r: r, key: k, copy: copy, src: src, target: target, rcvDone: make(chan struct{}), progress: make(chan struct{}, 1)}
+	s.cond = sync.NewCond(&s.mu)
+	return s
+}
+
+// push queues an event for the session. Bytes beyond QueueBytes go to the
+// spill file while spill space lasts; after that the session is shed
+// (ShedWhenFull) or the caller waits for room.
+func (s *player) push(ev session.Event, at time.Time) {
+	var abort Conn
+	defer func() {
+		if abort != nil {
+			abort.Abort() // outside the lock, as cancel does
+		}
+	}()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed || s.overflow.Load() {
+		return
+	}
+	n := len(ev.Data)
+	full := n > 0 && s.bytes > 0 && s.bytes+n > s.r.cfg.QueueBytes
+	if full && s.r.spill != nil {
+		err := s.spillLocked(ev, at)
+		if err == nil {
+			return
+		}
+		if s.r.cfg.ShedWhenFull {
+			abort = s.shedLocked(err.Error())
+			return
+		}
+	} else if full && s.r.cfg.ShedWhenFull {
+		abort = s.shedLocked(fmt.Sprintf("more than %d bytes queued", s.r.cfg.QueueBytes))
+		return
+	}
+	for full && !s.closed {
+		s.cond.Wait()
+		full = s.bytes > 0 && s.bytes+n > s.r.cfg.QueueBytes
+	}
+	if s.closed {
+		return
+	}
+	s.q = append(s.q, queued{ev: ev, at: at})
+	s.bytes += n
+	s.cond.Broadcast()
+}
+
+// errSpillFull is why a session could not spill: the budget is spent.
+var errSpillFull = errors.New("spill space spent")
+
+// spillLocked writes the event's bytes to the spill file and queues a
+// reference to them.
+func (s *player) spillLocked(ev session.Event, at time.Time) error {
+	b := s.r.spill
+	if !b.take(len(ev.Data)) {
+		return fmt.Errorf("%d bytes queued and %w (--spill-max %d)", s.bytes, errSpillFull, b.max)
+	}
+	if s.spill == nil {
+		sf, err := openSpill(b.dir)
+		if err != nil {
+			b.give(int64(len(ev.Data)))
+			return err
+		}
+		s.spill = sf
+	}
+	off, err := s.spill.write(ev.Data)
+	if err != nil {
+		b.give(int64(len(ev.Data)))
+		return err
+	}
+	n := len(ev.Data)
+	ev.Data = nil
+	s.q = append(s.q, queued{ev: ev, at: at, spillOff: off, spillLen: n})
+	s.cond.Broadcast()
+	return nil
+}
+
+// shedLocked gives the session up: what is queued is dropped, and the
+// connection it returns (nil before the dial) is to be aborted once the
+// lock is released, so the target sees a client that went away rather than
+// a stream with bytes missing.
+func (s *player) shedLocked(reason string) Conn {
+	s.overflow.Store(true)
+	s.dropQueueLocked()
+	s.q = append(s.q, queued{ev: session.Event{Kind: evOverflow, Reason: reason}})
+	s.cond.Broadcast()
+	return s.conn
+}
+
+// dropQueueLocked empties the queue and gives its spill space back.
+func (s *player) dropQueueLocked() {
+	s.q = nil
+	s.bytes = 0
+	if s.spill != nil {
+		s.r.spill.give(s.spill.unread)
+		s.spill.unread = 0
+	}
+}
+
+// next returns the next queued event, waiting up to idle for one. Spilled
+// bytes are read back outside the lock, so the capture side can go on
+// queueing meanwhile.
+func (s *player) next(idle time.Duration) (queued, bool, error) {
+	s.mu.Lock()
+	if len(s.q) == 0 {
+		// sync.Cond has no timeout; a timer broadcast stands in for one.
+		// The deadline is taken before the timer starts, so the timer's
+		// one wake-up can never come before it.
+		deadline := time.Now().Add(idle)
+		t := time.AfterFunc(idle, func() {
+			s.mu.Lock()
+			s.cond.Broadcast()
+			s.mu.Unlock()
+		})
+		for len(s.q) == 0 && time.Now().Before(deadline) && !s.cancelled {
+			s.cond.Wait()
+		}
+		t.Stop()
+		if len(s.q) == 0 {
+			s.mu.Unlock()
+			return queued{}, false, nil
+		}
+	}
+	q := s.q[0]
+	s.q[0] = queued{}
+	s.q = s.q[1:]
+	s.bytes -= len(q.ev.Data)
+	s.cond.Broadcast()
+	sf := s.spill
+	s.mu.Unlock()
+	if q.spillLen == 0 {
+		return q, true, nil
+	}
+	// The file is only rewound when nothing unread is left in it, and this
+	// item is unread until consumed below: the bytes at spillOff stay put.
+	data, err := sf.read(q.spillOff, q.spillLen)
+	s.mu.Lock()
+	if !s.overflow.Load() {
+		sf.consumed(q.spillLen)
+		s.r.spill.give(int64(q.spillLen))
+	}
+	s.mu.Unlock()
+	if err != nil {
+		return queued{}, false, err
+	}
+	q.ev.Data = data
+	return q, true, nil
+}
+
+// cancel runs when the replayer's context ends: it wakes the session
+// wherever it waits and aborts its connection, which also unblocks a write
+// to a target that stopped reading.
+func (s *player) cancel() {
+	s.mu.Lock()
+	s.cancelled = true
+	c := s.conn
+	s.cond.Broadcast()
+	s.mu.Unlock()
+	if c != nil {
+		c.Abort()
+	}
+}
+
+func (s *player) finish() {
+	s.mu.Lock()
+	s.closed = true
+	s.dropQueueLocked()
+	if s.spill != nil {
+		s.spill.close()
+		s.spill = nil
+	}
+	s.cond.Broadcast()
+	s.mu.Unlock()
+}
+
+type outcome int
+
+const (
+	outCompleted outcome = iota
+	outClientReset
+	outTargetReset
+	outRefused
+	outTimedOut
+	outGap
+	outOverflow
+	outFailed
+	numOutcomes
+)
+
+func (s *player) count(o outcome, err error) {
+	if s.overflow.Load() {
+		// Shed for falling behind: whatever the connection did after the
+		// abort is a consequence, not the cause.
+		o = outOverflow
+	}
+	if o < 0 || o >= numOutcomes {
+		o = outFailed
+	}
+	s.r.s.outcomes[o].Add(1)
+	if err != nil {
+		s.r.log.Debug("session ended", "client", s.key.Client, "forged", s.src, "target", s.target, "outcome", o, "err", err)
+	}
+}
+
+// failure explains a failed write or close: when the target already reset
+// or closed the connection, that is the cause, not the local error.
+func (s *player) failure(err error) (outcome, error) {
+	select {
+	case <-s.rcvDone:
+		if s.rcvErr != nil {
+			return s.classify(s.rcvErr), s.rcvErr
+		}
+	default:
+	}
+	return s.classify(err), err
+}
+
+func (s *player) classify(err error) outcome {
+	e := s.r.cfg.Errors
+	switch {
+	case e.Reset != nil && errors.Is(err, e.Reset), errors.Is(err, io.EOF), errors.Is(err, io.ErrClosedPipe):
+		return outTargetReset
+	case e.Refused != nil && errors.Is(err, e.Refused):
+		return outRefused
+	case e.Timeout != nil && errors.Is(err, e.Timeout), errors.Is(err, context.DeadlineExceeded):
+		return outTimedOut
+	}
+	return outFailed
+}
+
+func (s *player) waitUntil(at time.Time) {
+	if at.IsZero() {
+		return
+	}
+	if d := time.Until(at); d > 0 {
+		select {
+		case <-time.After(d):
+		case <-s.r.ctx.Done():
+		}
+	}
+}
+
+// run replays the session's events and counts its outcome once.
+func (s *player) run() {
+	defer s.finish()
+	stop := context.AfterFunc(s.r.ctx, s.cancel)
+	defer stop()
+	cfg := &s.r.cfg
+	idle := cfg.Idle
+	if idle <= 0 {
+		idle = 24 * time.Hour
+	}
+	first, ok, _ := s.next(idle) // EvOpen carries no bytes: never spilled
+	if !ok || first.ev.Kind != session.EvOpen {
+		s.count(outFailed, errors.New("session without open"))
+		return
+	}
+	s.waitUntil(first.at)
+	conn, err := s.dial()
+	if err != nil {
+		s.count(s.classify(err), err)
+		return
+	}
+	s.mu.Lock()
+	s.conn = conn
+	cancelled := s.cancelled
+	s.mu.Unlock()
+	if cancelled {
+		conn.Abort()
+		s.count(outFailed, s.r.ctx.Err())
+		return
+	}
+	go s.drain(conn)
+	defer func() {
+		conn.Close()
+		<-s.rcvDone // the drain ends with the connection: counters are final at Wait
+	}()
+
+	var mark turnStart  // where the target's answers stood at the current turn's first write
+	wrote := false      // the current turn has written bytes
+	var pendingTurn int // captured answer size the next data must wait for
+	waitTurn := false
+
+	for {
+		q, ok, err := s.next(idle)
+		if err != nil {
+			conn.Abort()
+			s.count(outFailed, err)
+			s.r.log.Error("session aborted", "client", s.key.Client, "server", s.key.Server, "err", err)
+			return
+		}
+		if s.r.ctx.Err() != nil {
+			conn.Abort()
+			s.count(outFailed, s.r.ctx.Err())
+			return
+		}
+		if !ok {
+			if s.r.ctx.Err() != nil {
+				conn.Abort()
+				s.count(outFailed, s.r.ctx.Err())
+				return
+			}
+			conn.Abort()
+			s.count(outTimedOut, fmt.Errorf("no captured activity for %v", idle))
+			return
+		}
+		ev := q.ev
+		switch ev.Kind {
+		case session.EvTurn:
+			waitTurn, pendingTurn = true, ev.ServerBytes
+		case session.EvData:
+			if waitTurn {
+				s.awaitAnswer(mark, pendingTurn)
+				waitTurn = false
+				wrote = false
+			}
+			s.waitUntil(q.at)
+			if s.r.ctx.Err() != nil {
+				conn.Abort()
+				s.count(outFailed, s.r.ctx.Err())
+				return
+			}
+			if !s.sniffed {
+				s.sniffed = true
+				if _, ok := conn.(answerTap); ok && !cfg.NoHTTPFraming && httpframe.Sniff(ev.Data) {
+					s.reqs = new(httpframe.Requests)
+					s.resps.Store(httpframe.NewResponses(s.reqs))
+				}
+			}
+			if !wrote {
+				mark = s.turnStart()
+				wrote = true
+			}
+			if s.reqs != nil {
+				// Before the write: the target may answer before it returns.
+				s.reqs.Write(ev.Data)
+			}
+			if err := s.write(conn, ev.Data); err != nil {
+				s.count(s.failure(err))
+				return
+			}
+		case session.EvFin:
+			if waitTurn {
+				// The client closed after it got its answer: so do we, or
+				// the target sees a client that gave up early.
+				s.awaitAnswer(mark, pendingTurn)
+			}
+			s.waitUntil(q.at)
+			if err := conn.CloseWrite(); err != nil {
+				s.count(s.failure(err))
+				return
+			}
+			s.count(s.awaitClose(conn, idle), nil)
+			return
+		case session.EvRst:
+			if waitTurn {
+				s.awaitAnswer(mark, pendingTurn)
+			}
+			s.waitUntil(q.at)
+			conn.Abort()
+			s.count(outClientReset, nil)
+			return
+		case evOverflow:
+			conn.Abort()
+			s.count(outOverflow, errors.New(ev.Reason))
+			s.r.log.Warn("session aborted: fell behind the capture", "client", s.key.Client, "server", s.key.Server, "reason", ev.Reason)
+			return
+		case session.EvGap:
+			conn.Abort()
+			s.count(outGap, errors.New(ev.Reason))
+			s.r.log.Warn("session aborted: capture gap", "client", s.key.Client, "server", s.key.Server, "reason", ev.Reason)
+			return
+		case session.EvServerClose:
+			// The target's own close decides; the captured one is
+			// informational, except that after a captured server RST the
+			// tracker sends nothing more: end like a capture that ended.
+			if ev.Reason != session.ReasonServerRST {
+				break
+			}
+			fallthrough
+		case evEndOfInput:
+			// The capture ended without the client closing: let the last
+			// turn be answered, then close as a polite client would.
+			switch {
+			case waitTurn:
+				s.awaitAnswer(mark, pendingTurn)
+			case wrote:
+				s.awaitAnswer(mark, 1)
+			}
+			conn.CloseWrite()
+			s.count(s.awaitClose(conn, min(idle, cfg.TurnWait+time.Second)), nil)
+			return
+		}
+		select {
+		case <-s.rcvDone:
+			if s.rcvErr != nil && !errors.Is(s.rcvErr, io.EOF) {
+				// The target reset while we still had events to replay.
+				s.count(s.classify(s.rcvErr), s.rcvErr)
+				return
+			}
+		default:
+		}
+	}
+}
+
+func (s *player) dial() (Conn, error) {
+	select {
+	case s.r.dialing <- struct{}{}:
+	case <-s.r.ctx.Done():
+		return nil, s.r.ctx.Err()
+	}
+	defer func() { <-s.r.dialing }()
+	if err := s.r.ctx.Err(); err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(s.r.ctx, s.r.cfg.DialTimeout)
+	defer cancel()
+	conn, err := s.r.dial(ctx, s.src, s.target)
+	inUse := func(err error) bool {
+		return err != nil && s.r.cfg.Errors.PortInUse != nil && errors.Is(err, s.r.cfg.Errors.PortInUse)
+	}
+	// A copy (-n) whose port is taken tries the next ones in its range: a
+	// port the stack picked could be a real client's next one.
+	for try := 0; s.copy > 0 && try < 64 && inUse(err); try++ {
+		s.r.mu.Lock()
+		s.src = netip.AddrPortFrom(s.src.Addr(), s.r.nextCopyPort(s.src.Addr()))
+		s.r.mu.Unlock()
+		conn, err = s.r.dial(ctx, s.src, s.target)
+	}
+	if inUse(err) {
+		// The captured 4-tuple is still taken (TIME_WAIT, a loop over the
+		// same capture, -c folding clients): keep the address, let the
+		// stack pick a free port.
+		s.r.s.remapped.Add(1)
+		conn, err = s.r.dial(ctx, netip.AddrPortFrom(s.src.Addr(), 0), s.target)
+	}
+	return conn, err
+}
+
+func (s *player) write(c Conn, b []byte) error {
+	for len(b) > 0 {
+		n, err := c.Write(b)
+		s.r.s.sent.Add(uint64(n))
+		if err != nil {
+			return err
+		}
+		b = b[n:]
+	}
+	return nil
+}
+
+// drain reads and counts everything the target sends. gVisor only opens
+// its receive window as the application reads, so a replayer that stops
+// reading would stall the target.
+func (s *player) drain(c Conn) {
+	tap, _ := c.(answerTap)
+	sink := answerSink{s}
+	for {
+		var n int
+		var err error
+		if tap != nil {
+			n, err = tap.DiscardTo(sink)
+		} else {
+			n, err = c.Discard()
+		}
+		if n > 0 {
+			// lastRcv first: awaitAnswer reads rcvd, then lastRcv.
+			s.lastRcv.Store(time.Now().UnixNano())
+			s.rcvd.Add(uint64(n))
+			s.r.s.received.Add(uint64(n))
+			select {
+			case s.progress <- struct{}{}:
+			default:
+			}
+		}
+		if err != nil {
+			if r := s.resps.Load(); r != nil && errors.Is(err, io.EOF) {
+				r.EOF() // completes an answer whose body ran until close
+			}
+			s.rcvErr = err
+			close(s.rcvDone)
+			return
+		}
+	}
+}
+
+// answerSink shows the target's bytes to the session's HTTP framer, if it
+// has one by the time they are consumed: the framer is set up before the
+// first request is written, so no answer to it can slip past.
+type answerSink struct{ s *player }
+
+func (a answerSink) Write(p []byte) (int, error) {
+	if r := a.s.resps.Load(); r != nil {
+		r.Write(p)
+	}
+	return len(p), nil
+}
+
+// turnStart is where the target's answers stood when a turn's first bytes
+// were written.
+type turnStart struct {
+	rcvd           uint64
+	interim, final int
+}
+
+func (s *player) turnStart() turnStart {
+	t := turnStart{rcvd: s.rcvd.Load()}
+	if r := s.resps.Load(); r != nil {
+		t.interim, t.final = r.Interim(), r.Final()
+	}
+	return t
+}
+
+// httpAnswered asks the HTTP framing whether the turn that started at m is
+// answered. known is false when framing cannot tell (not HTTP, a side
+// went opaque, a body that runs until close): the caller falls back to
+// size and silence.
+func (s *player) httpAnswered(m turnStart) (answered, known bool) {
+	r := s.resps.Load()
+	if r == nil || r.Opaque() || s.reqs.Opaque() || r.UntilClose() {
+		return false, false
+	}
+	if !s.reqs.Idle() {
+		// The turn ended inside a request, as a client does after
+		// "Expect: 100-continue": an interim answer lets it go on, and so
+		// does a final one (a refusal).
+		return r.Interim() > m.interim || r.Final() > m.final, true
+	}
+	n := s.reqs.Complete()
+	return n > 0 && r.Final() >= n && r.Idle(), true
+}
+
+// awaitAnswer waits until the target answered the turn that started at
+// m: by HTTP framing when the session has it, else want bytes (the
+// captured answer's size), or at least one byte and then a quiet spell; or
+// the target closed, or TurnWait passed.
+func (s *player) awaitAnswer(m turnStart, want int) {
+	cfg := &s.r.cfg
+	if cfg.NoWait {
+		return
+	}
+	s.r.s.turns.Add(1)
+	if want <= 0 {
+		want = 1
+	}
+	limit := time.NewTimer(cfg.TurnWait)
+	defer limit.Stop()
+	for {
+		var quiet <-chan time.Time
+		answered, known := s.httpAnswered(m)
+		switch {
+		case answered:
+			s.r.s.framed.Add(1)
+			return
+		case !known:
+			got := s.rcvd.Load() - m.rcvd
+			if got >= uint64(want) {
+				return
+			}
+			if got > 0 {
+				since := time.Since(time.Unix(0, s.lastRcv.Load()))
+				if since >= cfg.Quiet {
+					return
+				}
+				quiet = time.After(cfg.Quiet - since)
+			}
+		}
+		select {
+		case <-s.progress:
+		case <-quiet:
+		case <-s.rcvDone:
+			return
+		case <-limit.C:
+			s.r.s.unanswered.Add(1)
+			return
+		case <-s.r.ctx.Done():
+			return
+		}
+	}
+}
+
+// awaitClose waits for the target to close after the client's FIN and
+// reports how the session ended.
+func (s *player) awaitClose(c Conn, idle time.Duration) outcome {
+	t := time.NewTimer(idle)
+	defer t.Stop()
+	select {
+	case <-s.rcvDone:
+		if s.rcvErr != nil && !errors.Is(s.rcvErr, io.EOF) {
+			// A RST after every client byte and FIN was delivered is how
+			// many servers end a session; the replay itself was complete.
+			if o := s.classify(s.rcvErr); o != outTargetReset {
+				return o
+			}
+		}
+		return outCompleted
+	case <-t.C:
+		// Everything was delivered; the target just kept the session open.
+		c.Abort()
+		return outCompleted
+	case <-s.r.ctx.Done():
+		c.Abort()
+		return outFailed
+	}
+}

@@ -1,0 +1,135 @@
+package wire
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// TUN flags for TUNSETOFFLOAD (linux/if_tun.h); x/sys/unix does not export them.
+const (
+	tunFCsum = 0x01
+	tunFTSO4 = 0x02
+	tunFTSO6 = 0x04
+)
+
+// virtioNetHdrLen is sizeof(struct virtio_net_hdr): every read and write on
+// an IFF_VNET_HDR TUN carries one in front of the IP packet.
+const virtioNetHdrLen = 10
+
+// ReadBufferSize is the buffer a TUN read needs to never truncate: the
+// virtio header and the largest (GRO) super-packet.
+const ReadBufferSize = virtioNetHdrLen + 1<<16
+
+// TUN is a Linux TUN device opened with IFF_VNET_HDR and TCP segmentation
+// offload, so the stack can hand the kernel 64 KiB TCP super-packets and
+// the kernel segments them (measured on this class of machine: 6–9 Gbit/s
+// for one upload, against 0.5–0.9 Gbit/s with one write per MTU-sized
+// packet). github.com/songgao/water cannot request IFF_VNET_HDR or
+// TUNSETOFFLOAD, which is why the device is opened here with x/sys/unix.
+type TUN struct {
+	name string
+	file *os.File
+	raw  syscall.RawConn
+	hdr  [virtioNetHdrLen]byte
+	iov  [][]byte
+}
+
+// OpenTUN creates (or attaches to) the TUN device name. The caller brings it
+// up and routes into it.
+func OpenTUN(name string) (*TUN, error) {
+	fd, err := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_CLOEXEC|unix.O_NONBLOCK, 0)
+	if err != nil {
+		if errors.Is(err, unix.EACCES) || errors.Is(err, unix.EPERM) {
+			return nil, fmt.Errorf("open /dev/net/tun: %w (needs root or CAP_NET_ADMIN)", err)
+		}
+		return nil, fmt.Errorf("open /dev/net/tun: %w", err)
+	}
+	ifr, err := unix.NewIfreq(name)
+	if err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("tun %q: %w", name, err)
+	}
+	ifr.SetUint16(unix.IFF_TUN | unix.IFF_NO_PI | unix.IFF_VNET_HDR)
+	if err := unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("tun %q: TUNSETIFF: %w", name, err)
+	}
+	if err := unix.IoctlSetInt(fd, unix.TUNSETOFFLOAD, tunFCsum|tunFTSO4|tunFTSO6); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("tun %q: TUNSETOFFLOAD: %w", name, err)
+	}
+	f := os.NewFile(uintptr(fd), "/dev/net/tun")
+	raw, err := f.SyscallConn()
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("tun %q: %w", name, err)
+	}
+	return &TUN{name: ifr.Name(), file: f, raw: raw}, nil
+}
+
+// Name is the kernel's name of the device.
+func (t *TUN) Name() string { return t.name }
+
+// WritePacket implements Wire. The kernel does the segmentation and
+// checksum described by gso. It is called from one goroutine only.
+func (t *TUN) WritePacket(bufs [][]byte, gso GSO) error {
+	h := t.hdr[:]
+	clear(h)
+	if gso.NeedsCsum {
+		h[0] = unix.VIRTIO_NET_HDR_F_NEEDS_CSUM
+	}
+	switch gso.Type {
+	case GSOTCPv4:
+		h[1] = unix.VIRTIO_NET_HDR_GSO_TCPV4
+	case GSOTCPv6:
+		h[1] = unix.VIRTIO_NET_HDR_GSO_TCPV6
+	}
+	if gso.Type != GSONone || gso.NeedsCsum {
+		binary.LittleEndian.PutUint16(h[2:], gso.HdrLen)
+		binary.LittleEndian.PutUint16(h[4:], gso.MSS)
+		binary.LittleEndian.PutUint16(h[6:], gso.CsumStart)
+		binary.LittleEndian.PutUint16(h[8:], gso.CsumOffset)
+	}
+	t.iov = append(append(t.iov[:0], h), bufs...)
+	var werr error
+	err := t.raw.Write(func(fd uintptr) bool {
+		_, werr = unix.Writev(int(fd), t.iov)
+		return werr != unix.EAGAIN
+	})
+	clear(t.iov)
+	if err != nil {
+		return fmt.Errorf("tun %s: write: %w", t.name, err)
+	}
+	if werr != nil {
+		return fmt.Errorf("tun %s: write: %w", t.name, werr)
+	}
+	return nil
+}
+
+// ReadPacket reads one packet the kernel routed into the device and
+// returns it without the virtio header, starting at the IP header. A GSO
+// super-packet is returned whole: gVisor's TCP takes segments larger than
+// the MSS, and the partial checksum is covered by RX checksum offload.
+// buf must hold 64 KiB plus the 10-byte header to never truncate.
+func (t *TUN) ReadPacket(buf []byte) ([]byte, error) {
+	for {
+		n, err := t.file.Read(buf)
+		if err != nil {
+			return nil, fmt.Errorf("tun %s: read: %w", t.name, err)
+		}
+		if n <= virtioNetHdrLen {
+			continue
+		}
+		return buf[virtioNetHdrLen:n], nil
+	}
+}
+
+// Close implements Wire. It unblocks a pending ReadPacket.
+func (t *TUN) Close() error {
+	return t.file.Close()
+}
