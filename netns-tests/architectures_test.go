@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net/netip"
 	"os"
@@ -19,27 +18,8 @@ import (
 	"github.com/stackcopy/stackcopy/netns-tests/recorder"
 )
 
-var interceptBin = struct {
-	once sync.Once
-	path string
-	err  error
-}{}
-
-func interceptPath(t testing.TB) string {
-	t.Helper()
-	interceptBin.once.Do(func() {
-		if testBinDir == "" {
-			interceptBin.err = errors.New("no directory for test binaries (TestMain found the lab unavailable)")
-			return
-		}
-		interceptBin.path = filepath.Join(testBinDir, "intercept")
-		interceptBin.err = lab.BuildBinary("github.com/stackcopy/stackcopy/cmd/intercept", interceptBin.path)
-	})
-	if interceptBin.err != nil {
-		t.Fatalf("build intercept: %v", interceptBin.err)
-	}
-	return interceptBin.path
-}
+// interceptPath returns the intercept binary.
+func interceptPath(tb testing.TB) string { return labBinary(tb, pkgIntercept) }
 
 // liveLab is the two-program deployment:
 //

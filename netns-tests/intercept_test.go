@@ -51,19 +51,10 @@ var (
 	icptRelayAP = netip.AddrPortFrom(icptListen, 36524)
 )
 
-// icptBinaries builds intercept and relayprobe for one test.
+// icptBinaries returns the intercept and relayprobe binaries.
 func icptBinaries(t *testing.T) (intercept, probe string) {
 	t.Helper()
-	lab.RequireRoot(t)
-	dir := t.TempDir()
-	intercept, probe = filepath.Join(dir, "intercept"), filepath.Join(dir, "relayprobe")
-	if err := lab.BuildBinary("github.com/stackcopy/stackcopy/cmd/intercept", intercept); err != nil {
-		t.Fatal(err)
-	}
-	if err := lab.BuildBinary("github.com/stackcopy/stackcopy/netns-tests/cmd/relayprobe", probe); err != nil {
-		t.Fatal(err)
-	}
-	return intercept, probe
+	return labBinary(t, pkgIntercept), labBinary(t, pkgRelayprobe)
 }
 
 // icptKeys writes the relay key and a wrong one into the lab directory.
@@ -696,10 +687,7 @@ func TestInterceptLoad(t *testing.T) {
 		}
 	}
 	bin, probe := icptBinaries(t)
-	load := filepath.Join(t.TempDir(), "synload")
-	if err := lab.BuildBinary("github.com/stackcopy/stackcopy/netns-tests/cmd/synload", load); err != nil {
-		t.Fatal(err)
-	}
+	load := labBinary(t, pkgSynload)
 	var results []string
 	for _, mode := range []string{"nfqueue", "capture"} {
 		t.Run(mode, func(t *testing.T) {

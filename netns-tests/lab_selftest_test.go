@@ -34,9 +34,22 @@ import (
 // gets killed. See runHelper.
 const helperEnv = "STACKCOPY_LAB_HELPER"
 
-// recorderBin is the recorder binary built by TestMain; testBinDir holds it
-// and the other binaries the tests build (removed when the tests end).
-var recorderBin, testBinDir string
+// The programs the lab tests run, as main packages for labBinary.
+const (
+	pkgStackcopy  = "github.com/stackcopy/stackcopy/cmd/stackcopy"
+	pkgIntercept  = "github.com/stackcopy/stackcopy/cmd/intercept"
+	pkgRecorder   = "github.com/stackcopy/stackcopy/netns-tests/cmd/recorder"
+	pkgLiveprobe  = "github.com/stackcopy/stackcopy/netns-tests/cmd/liveprobe"
+	pkgRawprobe   = "github.com/stackcopy/stackcopy/netns-tests/cmd/rawprobe"
+	pkgRelayprobe = "github.com/stackcopy/stackcopy/netns-tests/cmd/relayprobe"
+	pkgSynload    = "github.com/stackcopy/stackcopy/netns-tests/cmd/synload"
+)
+
+// testBins builds those programs, each once per test binary run, into
+// TestMain's temporary directory (removed when the tests end). TestMain
+// sets it before any test runs and leaves it nil when the lab is
+// unavailable.
+var testBins *lab.Binaries
 
 func TestMain(m *testing.M) {
 	if h := os.Getenv(helperEnv); h != "" {
@@ -52,9 +65,10 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	testBinDir = dir
-	recorderBin = filepath.Join(dir, "recorder")
-	if err := lab.BuildBinary("github.com/stackcopy/stackcopy/netns-tests/cmd/recorder", recorderBin); err != nil {
+	testBins = lab.NewBinaries(dir)
+	// The recorder at once: nearly every test needs it, and a build
+	// failure reads better once here than in every test.
+	if _, err := testBins.Path(pkgRecorder); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.RemoveAll(dir)
 		os.Exit(1)
@@ -64,15 +78,23 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// recorderPath returns the recorder binary built by TestMain.
-func recorderPath(tb testing.TB) string {
+// labBinary returns the binary of the main package pkg, built once per
+// test binary run (see testBins).
+func labBinary(tb testing.TB, pkg string) string {
 	tb.Helper()
-	lab.RequireRoot(tb)
-	if recorderBin == "" {
-		tb.Fatal("recorder binary not built (TestMain found the lab unavailable)")
+	if testBins == nil {
+		lab.RequireRoot(tb) // skips without root
+		tb.Fatalf("build %s: no directory for test binaries (TestMain found the lab unavailable)", pkg)
 	}
-	return recorderBin
+	bin, err := testBins.Path(pkg)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return bin
 }
+
+// recorderPath returns the recorder binary.
+func recorderPath(tb testing.TB) string { return labBinary(tb, pkgRecorder) }
 
 var (
 	stClientAddr = netip.MustParsePrefix("198.18.1.2/24")

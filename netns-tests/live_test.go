@@ -32,18 +32,6 @@ import (
 //	go test -run Live -v ./netns-tests/
 //	STACKCOPY_LIVE_BENCH=1 go test -run LiveThroughput -v ./netns-tests/  # rates before drops
 
-// buildLiveprobe builds netns-tests/cmd/liveprobe into a directory removed
-// when the test ends.
-func buildLiveprobe(t *testing.T) string {
-	t.Helper()
-	lab.RequireRoot(t)
-	path := filepath.Join(t.TempDir(), "liveprobe")
-	if err := lab.BuildBinary("github.com/stackcopy/stackcopy/netns-tests/cmd/liveprobe", path); err != nil {
-		t.Fatal(err)
-	}
-	return path
-}
-
 // liveResult is the JSON liveprobe writes.
 type liveResult = liveprobe.Result
 
@@ -130,7 +118,7 @@ func countPorts(t *testing.T, path string, ports ...uint16) map[uint16]uint64 {
 func TestLiveCapture(t *testing.T) {
 	l := lab.NewT(t)
 	c := newCaptureLab(t, l, 4)
-	probe := buildLiveprobe(t)
+	probe := labBinary(t, pkgLiveprobe)
 
 	root := filepath.Join(l.Dir(), "www")
 	if err := os.MkdirAll(root, 0o755); err != nil {
@@ -270,7 +258,7 @@ func TestLiveCapture(t *testing.T) {
 func TestLiveLargeUpload(t *testing.T) {
 	l := lab.NewT(t)
 	c := newCaptureLab(t, l, 1)
-	probe := buildLiveprobe(t)
+	probe := labBinary(t, pkgLiveprobe)
 	server := netip.AddrPortFrom(onlineAddr, 8080)
 	recLog := startRecorder(t, c.online, server, "http")
 	upload := filepath.Join(l.Dir(), "upload.bin")
@@ -359,7 +347,7 @@ func TestLiveThroughput(t *testing.T) {
 	}
 	l := lab.NewT(t)
 	c := newCaptureLab(t, l, 1)
-	probe := buildLiveprobe(t)
+	probe := labBinary(t, pkgLiveprobe)
 	server := netip.AddrPortFrom(onlineAddr, 8080)
 	startRecorder(t, c.online, server, "http")
 	size := 256 << 20
@@ -457,7 +445,7 @@ const liveClientIf = "eth0"
 func TestLiveInterfaceDownAndGone(t *testing.T) {
 	l := lab.NewT(t)
 	c := newCaptureLab(t, l, 1)
-	probe := buildLiveprobe(t)
+	probe := labBinary(t, pkgLiveprobe)
 	root := filepath.Join(l.Dir(), "www")
 	if err := os.MkdirAll(root, 0o755); err != nil {
 		t.Fatal(err)
@@ -527,7 +515,7 @@ func TestLiveInterfaceDownAndGone(t *testing.T) {
 func TestLiveSeveralInterfaces(t *testing.T) {
 	l := lab.NewT(t)
 	c := newCaptureLab(t, l, 1)
-	probe := buildLiveprobe(t)
+	probe := labBinary(t, pkgLiveprobe)
 	root := filepath.Join(l.Dir(), "www")
 	if err := os.MkdirAll(root, 0o755); err != nil {
 		t.Fatal(err)
@@ -604,7 +592,7 @@ func TestLiveSeveralInterfaces(t *testing.T) {
 func TestLiveVLAN(t *testing.T) {
 	l := lab.NewT(t)
 	c := newCaptureLab(t, l, 1)
-	probe := buildLiveprobe(t)
+	probe := labBinary(t, pkgLiveprobe)
 	qinq := []layers.EthernetType{layers.EthernetTypeQinQ, layers.EthernetTypeDot1Q}
 	sessions := []struct {
 		name string

@@ -29,18 +29,6 @@ import (
 //	go test -run RawWire -v ./netns-tests/
 //	STACKCOPY_RAWWIRE_BYTES=268435456 go test -run RawWire -v ./netns-tests/  # throughput
 
-// buildRawprobe builds netns-tests/cmd/rawprobe into a directory removed
-// when the test ends.
-func buildRawprobe(t *testing.T) string {
-	t.Helper()
-	lab.RequireRoot(t)
-	path := filepath.Join(t.TempDir(), "rawprobe")
-	if err := lab.BuildBinary("github.com/stackcopy/stackcopy/netns-tests/cmd/rawprobe", path); err != nil {
-		t.Fatal(err)
-	}
-	return path
-}
-
 // rawprobeResult is the JSON rawprobe writes (cmd/rawprobe.Result).
 type rawprobeResult struct {
 	Wire    string  `json:"wire"`
@@ -62,7 +50,7 @@ type rawprobeResult struct {
 func TestRawWire(t *testing.T) {
 	t.Parallel()
 	l := lab.NewT(t)
-	probe := buildRawprobe(t)
+	probe := labBinary(t, pkgRawprobe)
 	sender, err := l.Host("sender")
 	if err != nil {
 		t.Fatal(err)

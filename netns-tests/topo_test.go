@@ -15,7 +15,6 @@ import (
 	"path/filepath"
 	"sort"
 	"strconv"
-	"sync"
 	"testing"
 	"time"
 
@@ -46,28 +45,8 @@ func clientAddrs(n int) []netip.Addr {
 	return out
 }
 
-var stackcopyBin = struct {
-	once sync.Once
-	path string
-	err  error
-}{}
-
-// stackcopyPath builds cmd/stackcopy once per test binary.
-func stackcopyPath(t testing.TB) string {
-	t.Helper()
-	stackcopyBin.once.Do(func() {
-		if testBinDir == "" {
-			stackcopyBin.err = errors.New("no directory for test binaries (TestMain found the lab unavailable)")
-			return
-		}
-		stackcopyBin.path = filepath.Join(testBinDir, "stackcopy")
-		stackcopyBin.err = lab.BuildBinary("github.com/stackcopy/stackcopy/cmd/stackcopy", stackcopyBin.path)
-	})
-	if stackcopyBin.err != nil {
-		t.Fatalf("build stackcopy: %v", stackcopyBin.err)
-	}
-	return stackcopyBin.path
-}
+// stackcopyPath returns the stackcopy binary.
+func stackcopyPath(tb testing.TB) string { return labBinary(tb, pkgStackcopy) }
 
 // captureLab is client ── online: real clients talk to a real server while
 // the online host captures.

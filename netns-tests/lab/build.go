@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path"
 	"path/filepath"
+	"sync"
 	"time"
 )
 
@@ -36,4 +38,49 @@ func BuildBinary(pkg, out string) error {
 		return fmt.Errorf("lab: build %s: %s: %w%s", pkg, cmdline(goBin, cmd.Args[1:]), err, outputSuffix(b))
 	}
 	return nil
+}
+
+// Binaries builds the programs a test binary's lab tests run, each once
+// per test binary run, into one directory (TestMain's temporary one): tests
+// in parallel share one build of a program instead of each paying for its
+// own. A build that fails is not retried; every test that needs the
+// program gets the error.
+type Binaries struct {
+	dir string
+
+	mu     sync.Mutex
+	builds map[string]*binaryBuild // by package
+	names  map[string]string       // file name → package, to refuse clashes
+}
+
+type binaryBuild struct {
+	once sync.Once
+	path string
+	err  error
+}
+
+// NewBinaries returns a Binaries that builds into dir (which must exist
+// and is the caller's to remove).
+func NewBinaries(dir string) *Binaries {
+	return &Binaries{dir: dir, builds: map[string]*binaryBuild{}, names: map[string]string{}}
+}
+
+// Path returns the binary of the main package pkg (as for BuildBinary),
+// building it on first use. The file is named after pkg's last element.
+func (b *Binaries) Path(pkg string) (string, error) {
+	name := path.Base(pkg)
+	b.mu.Lock()
+	if other, ok := b.names[name]; ok && other != pkg {
+		b.mu.Unlock()
+		return "", fmt.Errorf("lab: build %s: %s is already the binary of %s", pkg, name, other)
+	}
+	b.names[name] = pkg
+	bb := b.builds[pkg]
+	if bb == nil {
+		bb = &binaryBuild{path: filepath.Join(b.dir, name)}
+		b.builds[pkg] = bb
+	}
+	b.mu.Unlock()
+	bb.once.Do(func() { bb.err = BuildBinary(pkg, bb.path) })
+	return bb.path, bb.err
 }
