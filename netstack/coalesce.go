@@ -28,8 +28,9 @@ type coalescer struct {
 	flows     map[flowKey]*flowState
 	lastSweep time.Time
 
-	buf  []byte // the pending packet, from the IP header
-	segs int    // segments merged into buf
+	buf  []byte   // the pending packet, from the IP header
+	free [][]byte // buffers the device is done with
+	segs int      // segments merged into buf
 	ihl  int    // IPv4 header length
 	thl  int    // TCP header length
 	mss  int    // payload size of the first segment: every merged segment but the last has it
@@ -53,16 +54,12 @@ type flowState struct {
 const lossyFor = time.Second
 
 func newCoalescer() *coalescer {
-	return &coalescer{buf: make([]byte, 0, gsoMaxSize), flows: make(map[flowKey]*flowState)}
+	return &coalescer{flows: make(map[flowKey]*flowState)}
 }
 
-// calm notes b's sequence range for its flow and reports whether the flow
-// may be coalesced: it has not retransmitted within lossyFor.
-func (c *coalescer) calm(b []byte, ihl, payload int, now time.Time) bool {
-	return c.calmHeaders(header.IPv4(b), header.TCP(b[ihl:]), payload, now)
-}
-
-// calmHeaders is calm for headers held apart from the payload.
+// calmHeaders notes a segment's sequence range for its flow and reports
+// whether the flow may be coalesced: it has not retransmitted within
+// lossyFor.
 func (c *coalescer) calmHeaders(ip header.IPv4, tcp header.TCP, payload int, now time.Time) bool {
 	k := flowKey{src: ip.SourceAddress().As4(), dst: ip.DestinationAddress().As4(), srcPort: tcp.SourcePort(), dstPort: tcp.DestinationPort()}
 	f := c.flows[k]
@@ -100,49 +97,74 @@ func (c *coalescer) growing() bool {
 // pending reports whether a packet waits to be flushed.
 func (c *coalescer) pending() bool { return len(c.buf) > 0 }
 
-// startable checks that b (one IPv4 packet) may start a super-packet: TCP
-// data, no IP options or fragmentation, only ACK (and PSH) set.
-func startable(b []byte) (ihl, thl, payload int, ok bool) {
-	if len(b) < header.IPv4MinimumSize+header.TCPMinimumSize || header.IPVersion(b) != header.IPv4Version {
+// startable checks that an IPv4 packet of size bytes whose headers are in
+// hdr may start a super-packet: TCP data, no IP options or fragmentation,
+// only ACK (and PSH) set.
+func startable(hdr []byte, size int) (ihl, thl, payload int, ok bool) {
+	if len(hdr) < header.IPv4MinimumSize+header.TCPMinimumSize || header.IPVersion(hdr) != header.IPv4Version {
 		return 0, 0, 0, false
 	}
-	ip := header.IPv4(b)
+	ip := header.IPv4(hdr)
 	ihl = int(ip.HeaderLength())
 	if ihl != header.IPv4MinimumSize || ip.Protocol() != uint8(header.TCPProtocolNumber) ||
-		int(ip.TotalLength()) != len(b) || ip.More() || ip.FragmentOffset() != 0 {
+		int(ip.TotalLength()) != size || ip.More() || ip.FragmentOffset() != 0 {
 		return 0, 0, 0, false
 	}
-	tcp := header.TCP(b[ihl:])
+	tcp := header.TCP(hdr[ihl:])
 	thl = int(tcp.DataOffset())
-	if thl < header.TCPMinimumSize || ihl+thl > len(b) {
+	if thl < header.TCPMinimumSize || ihl+thl > len(hdr) || ihl+thl > size {
 		return 0, 0, 0, false
 	}
 	if f := tcp.Flags(); f&^(header.TCPFlagAck|header.TCPFlagPsh) != 0 || f&header.TCPFlagAck == 0 {
 		return 0, 0, 0, false
 	}
-	payload = len(b) - ihl - thl
+	payload = size - ihl - thl
 	return ihl, thl, payload, payload > 0
 }
 
 // segment is where a mergeable packet's parts lie.
 type segment struct{ ihl, thl, payload int }
 
-// mergeable reports whether b may be merged at all: it is TCP data that
-// can start a super-packet and its flow is calm. Call it once per packet:
-// calm takes a second look at the same segment for a retransmission (which
-// once kept nearly every burst from being merged).
-func (c *coalescer) mergeable(b []byte, now time.Time) (segment, bool) {
-	ihl, thl, payload, ok := startable(b)
-	return segment{ihl, thl, payload}, ok && c.calm(b, ihl, payload, now)
+// mergeable reports whether the packet in bufs (size bytes; its IP and
+// TCP headers in bufs[0], as gVisor builds them) may be merged at all: it
+// is TCP data that can start a super-packet and its flow is calm. Call it
+// once per packet: calm takes a second look at the same segment for a
+// retransmission (which once kept nearly every burst from being merged).
+func (c *coalescer) mergeable(bufs [][]byte, size int, now time.Time) (segment, bool) {
+	if len(bufs) == 0 {
+		return segment{}, false
+	}
+	b := bufs[0]
+	ihl, thl, payload, ok := startable(b, size)
+	return segment{ihl, thl, payload}, ok && c.calmHeaders(header.IPv4(b), header.TCP(b[ihl:]), payload, now)
 }
 
-// add tries to append b, which mergeable accepted as seg, to the pending
-// packet. It reports false when b does not continue it; the caller then
-// flushes and adds b again, to start anew.
-func (c *coalescer) add(b []byte, seg segment) bool {
+// appendFrom appends the bytes of bufs after the first skip to dst.
+func appendFrom(dst []byte, bufs [][]byte, skip int) []byte {
+	for _, p := range bufs {
+		if skip >= len(p) {
+			skip -= len(p)
+			continue
+		}
+		dst = append(dst, p[skip:]...)
+		skip = 0
+	}
+	return dst
+}
+
+// add tries to append the packet in bufs, which mergeable accepted as seg,
+// to the pending packet: its bytes are copied once, into the coalescer's
+// buffer. It reports false when the packet does not continue the pending
+// one; the caller then takes the pending one and adds the packet again, to
+// start anew.
+func (c *coalescer) add(bufs [][]byte, seg segment) bool {
 	ihl, thl, payload := seg.ihl, seg.thl, seg.payload
+	b := bufs[0] // the headers
 	if !c.pending() {
-		c.buf = append(c.buf[:0], b...)
+		if c.buf == nil {
+			c.buf = c.newBuf()
+		}
+		c.buf = appendFrom(c.buf[:0], bufs, 0)
 		c.segs, c.ihl, c.thl, c.mss, c.last = 1, ihl, thl, payload, payload
 		c.next = header.TCP(b[ihl:]).SequenceNumber() + uint32(payload)
 		return true
@@ -162,7 +184,7 @@ func (c *coalescer) add(b []byte, seg segment) bool {
 		!sameOptions(pt.Options(), qt.Options()):
 		return false
 	}
-	c.buf = append(c.buf, b[ihl+thl:]...)
+	c.buf = appendFrom(c.buf, bufs, ihl+thl)
 	if qt.Flags()&header.TCPFlagPsh != 0 {
 		pt.SetFlags(uint8(pt.Flags() | header.TCPFlagPsh))
 	}
@@ -189,12 +211,32 @@ func sameOptions(a, b []byte) bool {
 	return len(a) == 12 && len(b) == 12 && [4]byte(a[:4]) == tsOptions && [4]byte(b[:4]) == tsOptions
 }
 
+// newBuf returns a buffer for a super-packet, reusing one the device is
+// done with.
+func (c *coalescer) newBuf() []byte {
+	if n := len(c.free); n > 0 {
+		b := c.free[n-1]
+		c.free[n-1] = nil
+		c.free = c.free[:n-1]
+		return b[:0]
+	}
+	return make([]byte, 0, gsoMaxSize)
+}
+
+// recycle returns a buffer take handed out, once the device wrote it.
+func (c *coalescer) recycle(b []byte) {
+	if cap(b) >= gsoMaxSize {
+		c.free = append(c.free, b[:0])
+	}
+}
+
 // take returns the pending packet and how the wire must finish it, and
-// resets the coalescer. The slice is valid until the next add.
+// resets the coalescer. The buffer is the caller's until it gives it back
+// with recycle; the coalescer starts its next packet in another.
 func (c *coalescer) take() ([]byte, wire.GSO) {
 	b := c.buf
 	segs := c.segs
-	c.buf, c.segs = c.buf[:0], 0
+	c.buf, c.segs = nil, 0
 	if segs <= 1 {
 		return b, wire.GSO{} // untouched: gVisor's own checksums stand
 	}

@@ -11,19 +11,24 @@ import (
 	gstack "gvisor.dev/gvisor/pkg/tcpip/stack"
 )
 
-// recordWire keeps what the link endpoint writes.
-type recordWire struct {
+// recordDevice keeps what the link endpoint writes.
+type recordDevice struct {
 	writes [][]byte
 	gso    []wire.GSO
+	calls  int
 }
 
-func (w *recordWire) WritePacket(bufs [][]byte, gso wire.GSO) error {
-	w.writes = append(w.writes, bytes.Join(bufs, nil))
-	w.gso = append(w.gso, gso)
-	return nil
+func (w *recordDevice) Write(pkts []wire.Packet) (int, error) {
+	w.calls++
+	for _, p := range pkts {
+		w.writes = append(w.writes, bytes.Join(p.Bufs, nil))
+		w.gso = append(w.gso, p.GSO)
+	}
+	return len(pkts), nil
 }
 
-func (w *recordWire) Close() error { return nil }
+func (w *recordDevice) BatchSize() int { return 64 }
+func (w *recordDevice) Close() error   { return nil }
 
 // TestCoalesceBursts feeds the writer's coalescing path the segments of a
 // clean upload, two bursts of three full segments each ending in PSH, then
@@ -34,14 +39,20 @@ func (w *recordWire) Close() error { return nil }
 // and nearly nothing was ever merged).
 func TestCoalesceBursts(t *testing.T) {
 	const mss = 1448
-	w := &recordWire{}
-	e := &linkEndpoint{wire: w}
-	co, scratch := newCoalescer(), make([]byte, 0, gsoMaxSize)
+	w := &recordDevice{}
+	e := &linkEndpoint{dev: w}
+	co, b := newCoalescer(), &batch{max: w.BatchSize()}
 	send := func(seq uint32, flags header.TCPFlags) {
-		b := wiretest.TCPv4(t, mss, seq, flags, false)
-		pkt := gstack.NewPacketBuffer(gstack.PacketBufferOptions{Payload: buffer.MakeWithData(b)})
-		e.coalesce(co, pkt, scratch)
-		pkt.DecRef()
+		p := wiretest.TCPv4(t, mss, seq, flags, false)
+		// coalesce takes over the packet's reference.
+		e.coalesce(b, co, gstack.NewPacketBuffer(gstack.PacketBufferOptions{Payload: buffer.MakeWithData(p)}))
+	}
+	flush := func() {
+		if co.pending() {
+			buf, gso := co.take()
+			b.addOwned(buf, gso)
+		}
+		e.writeBatch(b, co)
 	}
 	seq := uint32(1000)
 	for range 2 {
@@ -54,11 +65,9 @@ func TestCoalesceBursts(t *testing.T) {
 			seq += mss
 		}
 	}
-	if co.pending() {
-		e.flush(co)
-	}
-	if len(w.writes) != 2 {
-		t.Fatalf("%d writes for two bursts of three segments, want 2", len(w.writes))
+	flush()
+	if len(w.writes) != 2 || w.calls != 1 {
+		t.Fatalf("%d packets in %d device writes for two bursts of three segments, want 2 in one batch", len(w.writes), w.calls)
 	}
 	for i, g := range w.gso {
 		if g.Type != wire.GSOTCPv4 || g.MSS != mss || len(w.writes[i]) != 20+32+3*mss {
@@ -72,9 +81,7 @@ func TestCoalesceBursts(t *testing.T) {
 	for i := range 3 {
 		send(seq+uint32(i)*mss, header.TCPFlagAck)
 	}
-	if co.pending() {
-		e.flush(co)
-	}
+	flush()
 	if len(w.writes) != 4 {
 		t.Fatalf("%d writes after a retransmission, want 4 (segment by segment)", len(w.writes))
 	}

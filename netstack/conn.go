@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"time"
 
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
@@ -63,15 +64,18 @@ var gonetErrs = map[string]error{
 // whose Read and Write errors wrap ErrReset or ErrTimeout when the target
 // reset the connection or stopped answering, and which can replay the
 // captured client's FIN (CloseWrite) and RST (Abort).
+//
+// It wraps gVisor's gonet adapter without embedding it, so no gVisor type
+// or method reaches callers.
 type Conn struct {
-	*gonet.TCPConn
+	tc          *gonet.TCPConn
 	ep          tcpip.Endpoint
 	wq          *waiter.Queue
 	local, peer netip.AddrPort
 }
 
 func newConn(wq *waiter.Queue, ep tcpip.Endpoint, local, peer netip.AddrPort) *Conn {
-	return &Conn{TCPConn: gonet.NewTCPConn(wq, ep), ep: ep, wq: wq, local: local, peer: peer}
+	return &Conn{tc: gonet.NewTCPConn(wq, ep), ep: ep, wq: wq, local: local, peer: peer}
 }
 
 // Discard waits until the target sent something and consumes all of it
@@ -108,23 +112,47 @@ func (c *Conn) Local() netip.AddrPort { return c.local }
 // Peer is the target address.
 func (c *Conn) Peer() netip.AddrPort { return c.peer }
 
+var _ net.Conn = (*Conn)(nil)
+
 // Read implements net.Conn.
 func (c *Conn) Read(b []byte) (int, error) {
-	n, err := c.TCPConn.Read(b)
+	n, err := c.tc.Read(b)
 	return n, c.classify(err)
 }
 
 // Write implements net.Conn.
 func (c *Conn) Write(b []byte) (int, error) {
-	n, err := c.TCPConn.Write(b)
+	n, err := c.tc.Write(b)
 	return n, c.classify(err)
 }
+
+// CloseWrite sends the client's FIN and keeps reading.
+func (c *Conn) CloseWrite() error { return c.classify(c.tc.CloseWrite()) }
+
+// Close implements net.Conn: an orderly close (FIN), as the captured
+// client's.
+func (c *Conn) Close() error { return c.tc.Close() }
+
+// LocalAddr implements net.Conn.
+func (c *Conn) LocalAddr() net.Addr { return net.TCPAddrFromAddrPort(c.local) }
+
+// RemoteAddr implements net.Conn.
+func (c *Conn) RemoteAddr() net.Addr { return net.TCPAddrFromAddrPort(c.peer) }
+
+// SetDeadline implements net.Conn.
+func (c *Conn) SetDeadline(t time.Time) error { return c.tc.SetDeadline(t) }
+
+// SetReadDeadline implements net.Conn.
+func (c *Conn) SetReadDeadline(t time.Time) error { return c.tc.SetReadDeadline(t) }
+
+// SetWriteDeadline implements net.Conn.
+func (c *Conn) SetWriteDeadline(t time.Time) error { return c.tc.SetWriteDeadline(t) }
 
 // Abort sends a RST and releases the connection, as the captured client
 // did when it reset.
 func (c *Conn) Abort() {
 	c.ep.Abort()
-	c.TCPConn.Close()
+	c.tc.Close()
 }
 
 func (c *Conn) classify(err error) error {

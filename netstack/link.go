@@ -16,10 +16,11 @@ import (
 // linkEndpoint is the stack's only NIC. Outbound packets go through a
 // bounded queue that blocks when full (gVisor's channel endpoint drops
 // instead, which costs retransmissions and throughput), drained by one
-// writer goroutine into the Wire. Inbound packets arrive through deliver,
-// from whatever carries the target's answers (TUN reader, relay).
+// writer goroutine that hands them to the device in batches. Inbound
+// packets arrive through deliver, from whatever carries the target's
+// answers (TUN reader, relay).
 type linkEndpoint struct {
-	wire   wire.Wire
+	dev    wire.Device
 	mtu    atomic.Uint32
 	gso    GSOMode
 	queue  chan *gstack.PacketBuffer
@@ -47,9 +48,13 @@ var (
 // 32 KiB channel endpoint.
 const gsoMaxSize = 1<<16 - 1
 
-func newLinkEndpoint(w wire.Wire, mtu uint32, queueLen int, gso GSOMode, onWriteErr func(error)) *linkEndpoint {
+// batchBytes bounds the bytes one batch holds, so a batch of coalesced
+// super-packets does not pin BatchSize × 64 KiB of buffers.
+const batchBytes = 512 << 10
+
+func newLinkEndpoint(dev wire.Device, mtu uint32, queueLen int, gso GSOMode, onWriteErr func(error)) *linkEndpoint {
 	e := &linkEndpoint{
-		wire:       w,
+		dev:        dev,
 		gso:        gso,
 		queue:      make(chan *gstack.PacketBuffer, queueLen),
 		closed:     make(chan struct{}),
@@ -61,15 +66,43 @@ func newLinkEndpoint(w wire.Wire, mtu uint32, queueLen int, gso GSOMode, onWrite
 	return e
 }
 
-// writeLoop is the only writer of the wire, so wires need no locking.
+// batch is what the writer gathers for one Device.Write: the packets, the
+// gVisor buffers they point into (released once written), and the
+// coalescer's buffers they point into (returned to it once written).
+type batch struct {
+	pkts  []wire.Packet
+	refs  []*gstack.PacketBuffer
+	owned [][]byte
+	bytes int
+	max   int
+}
+
+func (b *batch) full() bool { return len(b.pkts) >= b.max || b.bytes >= batchBytes }
+
+// addRef queues pkt's own buffers: no copy, pkt is released after the
+// write.
+func (b *batch) addRef(pkt *gstack.PacketBuffer, gso wire.GSO) {
+	b.pkts = append(b.pkts, wire.Packet{Bufs: pkt.AsSlices(), GSO: gso})
+	b.refs = append(b.refs, pkt)
+	b.bytes += pkt.Size()
+}
+
+// addOwned queues a buffer of the coalescer's.
+func (b *batch) addOwned(buf []byte, gso wire.GSO) {
+	b.pkts = append(b.pkts, wire.Packet{Bufs: [][]byte{buf}, GSO: gso})
+	b.owned = append(b.owned, buf)
+	b.bytes += len(buf)
+}
+
+// writeLoop is the only writer of the device, so devices need no locking.
 func (e *linkEndpoint) writeLoop() {
 	defer close(e.done)
+	b := &batch{max: max(1, e.dev.BatchSize())}
 	var co *coalescer
-	var scratch []byte
 	var guard *hostGuard
 	switch e.gso {
 	case GSOCoalesce:
-		co, scratch = newCoalescer(), make([]byte, 0, gsoMaxSize)
+		co = newCoalescer()
 	case GSOHost:
 		guard = &hostGuard{flows: newCoalescer(), split: wire.NewSplitter(nil)}
 	}
@@ -80,29 +113,34 @@ func (e *linkEndpoint) writeLoop() {
 		case <-e.closed:
 			// Write what gVisor already handed over: at shutdown that is
 			// the RSTs of every aborted session, and a target that never
-			// gets them keeps the sessions open. The wire closes after.
+			// gets them keeps the sessions open. The device closes after.
 			for {
 				select {
 				case pkt = <-e.queue:
-					e.write(pkt.AsSlices(), gsoOf(pkt))
-					pkt.DecRef()
+					b.addRef(pkt, gsoOf(pkt))
+					if b.full() {
+						e.writeBatch(b, co)
+					}
 				default:
+					e.writeBatch(b, co)
 					return
 				}
 			}
 		}
 		// Take everything queued now: consecutive segments of a burst can
-		// then be merged into one write.
+		// then be merged, and the batch goes to the device in one call.
 		for pkt != nil {
 			switch {
 			case co != nil:
-				e.coalesce(co, pkt, scratch)
+				e.coalesce(b, co, pkt)
 			case guard != nil:
-				e.writeGuarded(guard, pkt)
+				e.addGuarded(b, guard, pkt)
 			default:
-				e.write(pkt.AsSlices(), gsoOf(pkt))
+				b.addRef(pkt, gsoOf(pkt))
 			}
-			pkt.DecRef()
+			if b.full() {
+				e.writeBatch(b, co)
+			}
 			select {
 			case pkt = <-e.queue:
 			default:
@@ -113,8 +151,10 @@ func (e *linkEndpoint) writeLoop() {
 			}
 		}
 		if co != nil && co.pending() {
-			e.flush(co)
+			buf, gso := co.take()
+			b.addOwned(buf, gso)
 		}
+		e.writeBatch(b, co)
 	}
 }
 
@@ -139,41 +179,45 @@ func (e *linkEndpoint) linger() *gstack.PacketBuffer {
 	return nil
 }
 
-func (e *linkEndpoint) coalesce(co *coalescer, pkt *gstack.PacketBuffer, scratch []byte) {
-	b := scratch[:0]
-	for _, s := range pkt.AsSlices() {
-		b = append(b, s...)
-	}
-	if seg, ok := co.mergeable(b, time.Now()); ok {
-		if co.add(b, seg) {
+// coalesce merges pkt into the coalescer's pending super-packet, or queues
+// it as it is. Its bytes are copied once, into the coalescer's buffer, and
+// only when they are merged.
+func (e *linkEndpoint) coalesce(b *batch, co *coalescer, pkt *gstack.PacketBuffer) {
+	bufs := pkt.AsSlices()
+	if seg, ok := co.mergeable(bufs, pkt.Size(), time.Now()); ok {
+		if co.add(bufs, seg) {
+			pkt.DecRef()
 			return
 		}
-		e.flush(co)
-		if co.add(b, seg) {
+		buf, gso := co.take()
+		b.addOwned(buf, gso)
+		if co.add(bufs, seg) {
+			pkt.DecRef()
 			return
 		}
 	}
 	if co.pending() {
-		e.flush(co)
+		buf, gso := co.take()
+		b.addOwned(buf, gso)
 	}
-	e.write([][]byte{b}, wire.GSO{})
+	// gVisor's own packet, checksums complete: as it is.
+	b.addRef(pkt, wire.GSO{})
 }
 
 // hostGuard keeps gVisor's 64 KiB super-packets whole for the kernel to
 // cut, except for flows that retransmitted within lossyFor: their
-// super-packets are cut into MSS-sized packets here, one write each, so the
-// receiver ACKs segment by segment and gVisor's fast recovery works (see
-// coalescer for the measurements).
+// super-packets are cut into MSS-sized packets here, one device packet
+// each, so the receiver ACKs segment by segment and gVisor's fast recovery
+// works (see coalescer for the measurements).
 type hostGuard struct {
 	flows *coalescer // only its per-flow loss tracking is used
 	split *wire.Splitter
 }
 
-func (e *linkEndpoint) writeGuarded(g *hostGuard, pkt *gstack.PacketBuffer) {
+func (e *linkEndpoint) addGuarded(b *batch, g *hostGuard, pkt *gstack.PacketBuffer) {
 	gso := gsoOf(pkt)
-	bufs := pkt.AsSlices()
 	if gso.Type != wire.GSOTCPv4 {
-		e.write(bufs, gso)
+		b.addRef(pkt, gso)
 		return
 	}
 	// The headers decide; the 64 KiB payload is only copied to be cut.
@@ -181,33 +225,53 @@ func (e *linkEndpoint) writeGuarded(g *hostGuard, pkt *gstack.PacketBuffer) {
 	tcp := header.TCP(pkt.TransportHeader().Slice())
 	if len(ip) < header.IPv4MinimumSize || len(tcp) < header.TCPMinimumSize ||
 		g.flows.calmHeaders(ip, tcp, pkt.Data().Size(), time.Now()) {
-		e.write(bufs, gso)
+		b.addRef(pkt, gso)
 		return
 	}
-	segs, err := g.split.Split(bufs, gso)
+	segs, err := g.split.Split(pkt.AsSlices(), gso)
 	if err != nil {
-		e.write(bufs, gso) // let the kernel judge it
+		b.addRef(pkt, gso) // let the kernel judge it
 		return
 	}
+	// The segments live in the splitter's buffers until its next Split:
+	// write them now.
+	e.writeBatch(b, nil)
 	for _, seg := range segs {
-		e.write([][]byte{seg}, wire.GSO{})
+		b.pkts = append(b.pkts, wire.Packet{Bufs: [][]byte{seg}})
 	}
+	e.writeBatch(b, nil)
+	pkt.DecRef()
 }
 
-func (e *linkEndpoint) flush(co *coalescer) {
-	b, gso := co.take()
-	e.write([][]byte{b}, gso)
-}
-
-func (e *linkEndpoint) write(bufs [][]byte, gso wire.GSO) {
-	if err := e.wire.WritePacket(bufs, gso); err != nil {
+// writeBatch hands the batch to the device and releases its buffers. A
+// packet the device fails is counted and skipped; the rest are written.
+func (e *linkEndpoint) writeBatch(b *batch, co *coalescer) {
+	pkts := b.pkts
+	for len(pkts) > 0 {
+		n, err := e.dev.Write(pkts)
+		n = min(max(n, 0), len(pkts))
+		e.written.Add(uint64(n))
+		if err == nil || n == len(pkts) {
+			break
+		}
 		e.writeErrors.Add(1)
 		if e.onWriteErr != nil {
 			e.onWriteErr(err)
 		}
-		return
+		pkts = pkts[n+1:]
 	}
-	e.written.Add(1)
+	for _, pkt := range b.refs {
+		pkt.DecRef()
+	}
+	if co != nil {
+		for _, buf := range b.owned {
+			co.recycle(buf)
+		}
+	}
+	clear(b.pkts)
+	clear(b.refs)
+	clear(b.owned)
+	b.pkts, b.refs, b.owned, b.bytes = b.pkts[:0], b.refs[:0], b.owned[:0], 0
 }
 
 // gsoOf describes the work the wire must finish on pkt. Only a packet

@@ -1,10 +1,14 @@
-// Package stack is the forged end user: a gVisor TCP/IP stack with spoofing
-// on, so a connection can be bound to any captured client address and
-// connected to the target. The stack owns one NIC whose packets leave
-// through a Wire (a TUN device, a raw socket) and whose inbound packets are
-// handed in with InjectInbound or DeliverFrom.
+// Package netstack is the forged end user: a gVisor TCP/IP stack with
+// spoofing on, so a connection can be bound to any captured client address
+// and connected to the target. The stack owns one NIC whose packets leave
+// in batches through a wire.Device (TUN, raw socket, AF_PACKET, or an
+// in-memory device in tests) and whose inbound packets are handed in with
+// Inject or DeliverFrom.
 //
-// gVisor types stay inside this package; callers see netip and plain errors.
+// gVisor types stay inside this package; callers see netip, net.Conn and
+// plain error values. netstack does no host I/O of its own (the device
+// does) and imports nothing of stackcopy but wire; it must not import
+// capture, session, replay, relay, hostnet, mirror or intercept.
 package netstack
 
 import (
@@ -106,9 +110,9 @@ type Stack struct {
 
 // New builds the stack on top of w. The stack owns w from then on and
 // closes it in Close.
-func New(cfg Config, w wire.Wire, log *slog.Logger) (*Stack, error) {
+func New(cfg Config, w wire.Device, log *slog.Logger) (*Stack, error) {
 	if w == nil {
-		return nil, errors.New("stack: nil wire")
+		return nil, errors.New("stack: nil device")
 	}
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -202,28 +206,39 @@ func New(cfg Config, w wire.Wire, log *slog.Logger) (*Stack, error) {
 	return st, nil
 }
 
-// InjectInbound hands one IP packet to the stack as if it came from the
-// wire. The packet is copied. It reports false for a packet that is not
-// IPv4 or IPv6 (counted in Stats).
-func (st *Stack) InjectInbound(pkt []byte) bool {
-	return st.link.deliver(pkt)
+// Inject hands IP packets (each from its IP header on) to the stack as if
+// they came from the wire, in order. They are copied; the caller keeps
+// pkts. It returns how many were taken: a packet that is not IPv4 or IPv6
+// is counted in Stats and skipped.
+func (st *Stack) Inject(pkts [][]byte) int {
+	n := 0
+	for _, p := range pkts {
+		if st.link.deliver(p) {
+			n++
+		}
+	}
+	return n
 }
 
-// PacketReader is a source of inbound packets, such as a TUN device.
-type PacketReader interface {
-	ReadPacket(buf []byte) ([]byte, error)
-}
+// readBatch is how many packets DeliverFrom takes from its reader at once.
+const readBatch = 16
 
-// DeliverFrom reads packets from r into the stack until r fails (for a TUN:
-// until it is closed) and returns that error.
-func (st *Stack) DeliverFrom(r PacketReader) error {
-	buf := make([]byte, wire.ReadBufferSize)
+// DeliverFrom reads packets from r into the stack, a batch at a time,
+// until r fails (for a TUN: until it is closed) and returns that error.
+func (st *Stack) DeliverFrom(r wire.Reader) error {
+	bufs := make([][]byte, readBatch)
+	for i := range bufs {
+		bufs[i] = make([]byte, wire.ReadBufferSize)
+	}
+	pkts := make([][]byte, readBatch)
 	for {
-		pkt, err := r.ReadPacket(buf)
+		n, err := r.Read(bufs, pkts)
+		if n > 0 {
+			st.Inject(pkts[:n])
+		}
 		if err != nil {
 			return err
 		}
-		st.link.deliver(pkt)
 	}
 }
 
@@ -340,5 +355,5 @@ func (st *Stack) Close() error {
 	st.s.Close()
 	st.s.Wait() // removes the NIC, which closes the link endpoint
 	st.link.Close()
-	return st.link.wire.Close()
+	return st.link.dev.Close()
 }

@@ -9,94 +9,41 @@ import (
 	"net"
 	"net/netip"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/stackcopy/stackcopy/wire"
-	"gvisor.dev/gvisor/pkg/buffer"
+	"github.com/stackcopy/stackcopy/wire/wiretest"
 	"gvisor.dev/gvisor/pkg/tcpip"
-	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
-	"gvisor.dev/gvisor/pkg/tcpip/link/channel"
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
-	gstack "gvisor.dev/gvisor/pkg/tcpip/stack"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
 	"gvisor.dev/gvisor/pkg/waiter"
 )
 
-// peer is a second, ordinary gVisor stack playing the target. Our stack's
-// wire feeds it; its channel endpoint's output is injected back into ours.
-type peer struct {
-	s       *gstack.Stack
-	ch      *channel.Endpoint
-	drop    atomic.Bool // drop everything our stack sends
-	written atomic.Int64
-}
-
 var targetAddr = netip.MustParseAddr("198.18.2.2")
 
-func (p *peer) WritePacket(bufs [][]byte, gso wire.GSO) error {
-	if gso.Type != wire.GSONone {
-		return errors.New("peer wire cannot segment")
-	}
-	p.written.Add(1)
-	if p.drop.Load() {
-		return nil
-	}
-	b := bytes.Join(bufs, nil)
-	p.ch.InjectInbound(header.IPv4ProtocolNumber, gstack.NewPacketBuffer(gstack.PacketBufferOptions{Payload: bufferOf(b)}))
-	return nil
-}
-
-func (p *peer) Close() error { return nil }
-
-func newPair(t *testing.T) (*Stack, *peer) {
+// newPair builds the stack under test on an in-memory device whose far end
+// is a second, ordinary gVisor stack playing the target at targetAddr.
+func newPair(t *testing.T) (*Stack, *wiretest.Target) {
 	t.Helper()
-	p := &peer{ch: channel.New(4096, 1500, "")}
-	p.s = gstack.New(gstack.Options{
-		NetworkProtocols:   []gstack.NetworkProtocolFactory{ipv4.NewProtocol},
-		TransportProtocols: []gstack.TransportProtocolFactory{tcp.NewProtocol},
-	})
-	if err := p.s.CreateNIC(1, p.ch); err != nil {
-		t.Fatal(err)
-	}
-	p.s.AddProtocolAddress(1, tcpip.ProtocolAddress{Protocol: ipv4.ProtocolNumber, AddressWithPrefix: tcpip.AddrFromSlice(targetAddr.AsSlice()).WithPrefix()}, gstack.AddressProperties{})
-	p.s.SetRouteTable([]tcpip.Route{{Destination: header.IPv4EmptySubnet, NIC: 1}})
-
-	cfg := DefaultConfig()
-	cfg.GSO = GSOOff
-	st, err := New(cfg, p, nil)
+	tg, err := wiretest.NewTarget(1500, targetAddr)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			pkt := p.ch.ReadContext(ctx)
-			if pkt == nil {
-				return
-			}
-			st.InjectInbound(bytes.Join(pkt.AsSlices(), nil))
-			pkt.DecRef()
-		}
-	}()
-	t.Cleanup(func() {
-		cancel()
-		wg.Wait()
-		st.Close()
-		p.s.Destroy()
-	})
-	return st, p
+	cfg := DefaultConfig()
+	cfg.GSO = GSOOff
+	st, err := New(cfg, tg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tg.Answer(st.Inject)
+	t.Cleanup(func() { st.Close() }) // closes the target too
+	return st, tg
 }
 
-func (p *peer) listen(t *testing.T, port uint16) *gonet.TCPListener {
+func listen(t *testing.T, tg *wiretest.Target, port uint16) net.Listener {
 	t.Helper()
-	l, err := gonet.ListenTCP(p.s, tcpip.FullAddress{NIC: 1, Addr: tcpip.AddrFromSlice(targetAddr.AsSlice()), Port: port}, ipv4.ProtocolNumber)
+	l, err := tg.Listen(netip.AddrPortFrom(targetAddr, port))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -106,7 +53,7 @@ func (p *peer) listen(t *testing.T, port uint16) *gonet.TCPListener {
 
 func TestDialFromForgedAddressCarriesBytes(t *testing.T) {
 	st, p := newPair(t)
-	l := p.listen(t, 80)
+	l := listen(t, p, 80)
 	type got struct {
 		remote string
 		sum    [32]byte
@@ -165,7 +112,7 @@ func TestDialFromForgedAddressCarriesBytes(t *testing.T) {
 
 func TestAbortSendsReset(t *testing.T) {
 	st, p := newPair(t)
-	l := p.listen(t, 80)
+	l := listen(t, p, 80)
 	errc := make(chan error, 1)
 	go func() {
 		c, err := l.Accept()
@@ -195,7 +142,7 @@ func TestAbortSendsReset(t *testing.T) {
 func TestTargetResetIsErrReset(t *testing.T) {
 	st, p := newPair(t)
 	var wq waiter.Queue
-	lep, terr := p.s.NewEndpoint(tcp.ProtocolNumber, ipv4.ProtocolNumber, &wq)
+	lep, terr := p.Stack().NewEndpoint(tcp.ProtocolNumber, ipv4.ProtocolNumber, &wq)
 	if terr != nil {
 		t.Fatal(terr)
 	}
@@ -242,7 +189,7 @@ func TestDialRefusedAndTimeout(t *testing.T) {
 	if !errors.Is(err, ErrRefused) {
 		t.Fatalf("dial closed port: %v, want ErrRefused", err)
 	}
-	p.drop.Store(true)
+	p.Drop.Store(true)
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
 	_, err = st.DialFrom(ctx, netip.MustParseAddrPort("198.18.1.5:1003"), netip.AddrPortFrom(targetAddr, 80))
@@ -253,7 +200,7 @@ func TestDialRefusedAndTimeout(t *testing.T) {
 
 func TestUnknownFlowGetsNoReset(t *testing.T) {
 	st, p := newPair(t)
-	before := p.written.Load()
+	before := p.Stats().Packets
 	// A late answer from the target to a session the stack no longer has.
 	seg := make([]byte, header.IPv4MinimumSize+header.TCPMinimumSize)
 	ip := header.IPv4(seg)
@@ -261,21 +208,21 @@ func TestUnknownFlowGetsNoReset(t *testing.T) {
 		SrcAddr: tcpip.AddrFromSlice(targetAddr.AsSlice()), DstAddr: tcpip.AddrFrom4([4]byte{198, 18, 1, 9})})
 	ip.SetChecksum(^ip.CalculateChecksum())
 	header.TCP(seg[header.IPv4MinimumSize:]).Encode(&header.TCPFields{SrcPort: 80, DstPort: 5555, SeqNum: 1, AckNum: 1, DataOffset: header.TCPMinimumSize, Flags: header.TCPFlagAck | header.TCPFlagPsh, WindowSize: 1000})
-	if !st.InjectInbound(seg) {
-		t.Fatal("InjectInbound refused an IPv4 packet")
+	if st.Inject([][]byte{seg}) != 1 {
+		t.Fatal("Inject refused an IPv4 packet")
 	}
 	time.Sleep(100 * time.Millisecond)
-	if d := p.written.Load() - before; d != 0 {
+	if d := p.Stats().Packets - before; d != 0 {
 		t.Fatalf("stack sent %d packets in answer to an unknown flow, want none", d)
 	}
-	if st.InjectInbound([]byte{0x10, 0, 0}) || st.Stats().Malformed != 1 {
+	if st.Inject([][]byte{{0x10, 0, 0}}) != 0 || st.Stats().Malformed != 1 {
 		t.Fatal("a non-IP packet was not refused and counted")
 	}
 }
 
 func TestSameForgedTupleTwiceIsPortInUse(t *testing.T) {
 	st, p := newPair(t)
-	l := p.listen(t, 80)
+	l := listen(t, p, 80)
 	go func() {
 		for {
 			c, err := l.Accept()
@@ -307,11 +254,9 @@ func TestSameForgedTupleTwiceIsPortInUse(t *testing.T) {
 
 var _ net.Conn = (*Conn)(nil)
 
-func bufferOf(b []byte) buffer.Buffer { return buffer.MakeWithData(b) }
-
 func TestBeforeConnectSeesChosenPort(t *testing.T) {
 	st, p := newPair(t)
-	l := p.listen(t, 80)
+	l := listen(t, p, 80)
 	go func() {
 		for {
 			c, err := l.Accept()
@@ -331,13 +276,13 @@ func TestBeforeConnectSeesChosenPort(t *testing.T) {
 	if seen.Port() == 0 || seen != c.Local() {
 		t.Fatalf("BeforeConnect saw %v, connection is from %v", seen, c.Local())
 	}
-	before := p.written.Load()
+	before := p.Stats().Packets
 	_, err = st.DialFromWith(context.Background(), netip.MustParseAddrPort("198.18.1.5:0"), netip.AddrPortFrom(targetAddr, 80),
 		DialOptions{BeforeConnect: func(netip.AddrPort) error { return errors.New("no intercept") }})
 	if err == nil || !strings.Contains(err.Error(), "no intercept") {
 		t.Fatalf("dial with a failing hook: %v", err)
 	}
-	if d := p.written.Load() - before; d != 0 {
+	if d := p.Stats().Packets - before; d != 0 {
 		t.Fatalf("%d packets left although the hook refused the dial", d)
 	}
 }

@@ -37,7 +37,7 @@ type AFPacket struct {
 	addr   unix.RawSockaddrLinklayer
 }
 
-var _ Wire = (*AFPacket)(nil)
+var _ Device = (*AFPacket)(nil)
 
 // ethHdrLen is the Ethernet header the frames carry (no VLAN tag).
 const ethHdrLen = 14
@@ -105,10 +105,21 @@ func OpenAFPacket(ifname string, nextHop net.HardwareAddr) (*AFPacket, error) {
 	return a, nil
 }
 
-// WritePacket implements Wire: it sends the IPv4 packet in bufs (segmented
-// and checksummed as gso says) as Ethernet frames. It is called from one
-// goroutine only.
-func (a *AFPacket) WritePacket(bufs [][]byte, gso GSO) error {
+// BatchSize implements Device.
+func (a *AFPacket) BatchSize() int { return sendBatch }
+
+// Write implements Device: each packet is segmented and checksummed as its
+// GSO says, and its segments go out in one sendmmsg call.
+func (a *AFPacket) Write(pkts []Packet) (int, error) {
+	for i, p := range pkts {
+		if err := a.write(p.Bufs, p.GSO); err != nil {
+			return i, err
+		}
+	}
+	return len(pkts), nil
+}
+
+func (a *AFPacket) write(bufs [][]byte, gso GSO) error {
 	if len(bufs) == 0 || len(bufs[0]) == 0 || header.IPVersion(bufs[0]) != header.IPv4Version {
 		return fmt.Errorf("afpacket %s: not an IPv4 packet (the AF_PACKET wire sends IPv4 only)", a.ifname)
 	}
@@ -126,7 +137,7 @@ func (a *AFPacket) WritePacket(bufs [][]byte, gso GSO) error {
 	return nil
 }
 
-// Close implements Wire.
+// Close implements Device.
 func (a *AFPacket) Close() error {
 	return a.file.Close()
 }

@@ -39,8 +39,9 @@ func NewSplitter(prefix []byte) *Splitter {
 	return &Splitter{prefix: slices.Clone(prefix)}
 }
 
-// errGSOMalformed is wrapped by split's errors about the packet itself.
-var errGSOMalformed = errors.New("malformed packet")
+// ErrMalformed is wrapped by the errors about a packet a device cannot
+// segment or send (truncated, not IPv4 TCP, checksum outside the packet).
+var ErrMalformed = errors.New("malformed packet")
 
 // Split returns the packets to put on the wire for one WritePacket call,
 // each starting with the splitter's prefix. A packet that needs no work
@@ -65,7 +66,7 @@ func (s *Splitter) Split(bufs [][]byte, gso GSO) ([][]byte, error) {
 		in = s.in
 	}
 	if len(in) == 0 {
-		return nil, fmt.Errorf("%w: empty", errGSOMalformed)
+		return nil, fmt.Errorf("%w: empty", ErrMalformed)
 	}
 	switch gso.Type {
 	case GSONone:
@@ -87,7 +88,7 @@ func (s *Splitter) whole(in []byte, gso GSO) ([][]byte, error) {
 		p := s.out[len(s.prefix):]
 		start, field := int(gso.CsumStart), int(gso.CsumStart)+int(gso.CsumOffset)
 		if start < header.IPv4MinimumSize || field+checksum.Size > len(p) {
-			return nil, fmt.Errorf("%w: checksum at %d+%d outside the %d-byte packet", errGSOMalformed, gso.CsumStart, gso.CsumOffset, len(p))
+			return nil, fmt.Errorf("%w: checksum at %d+%d outside the %d-byte packet", ErrMalformed, gso.CsumStart, gso.CsumOffset, len(p))
 		}
 		// CHECKSUM_PARTIAL: the field holds the pseudo-header sum; the sum
 		// from CsumStart to the end, the field included, completes it.
@@ -107,24 +108,24 @@ func (s *Splitter) whole(in []byte, gso GSO) ([][]byte, error) {
 // bytes becomes one segment) with complete checksums.
 func (s *Splitter) segmentTCPv4(in []byte, gso GSO) ([][]byte, error) {
 	if len(in) < header.IPv4MinimumSize+header.TCPMinimumSize || header.IPVersion(in) != header.IPv4Version {
-		return nil, fmt.Errorf("%w: GSO TCPv4 packet of %d bytes is not IPv4 TCP", errGSOMalformed, len(in))
+		return nil, fmt.Errorf("%w: GSO TCPv4 packet of %d bytes is not IPv4 TCP", ErrMalformed, len(in))
 	}
 	ip := header.IPv4(in)
 	ihl := int(ip.HeaderLength())
 	if ihl < header.IPv4MinimumSize || ihl+header.TCPMinimumSize > len(in) || ip.Protocol() != uint8(header.TCPProtocolNumber) {
-		return nil, fmt.Errorf("%w: GSO TCPv4 packet: IP header length %d, protocol %d", errGSOMalformed, ihl, ip.Protocol())
+		return nil, fmt.Errorf("%w: GSO TCPv4 packet: IP header length %d, protocol %d", ErrMalformed, ihl, ip.Protocol())
 	}
 	thl := int(header.TCP(in[ihl:]).DataOffset())
 	if thl < header.TCPMinimumSize || ihl+thl > len(in) {
-		return nil, fmt.Errorf("%w: GSO TCPv4 packet: TCP header length %d", errGSOMalformed, thl)
+		return nil, fmt.Errorf("%w: GSO TCPv4 packet: TCP header length %d", ErrMalformed, thl)
 	}
 	hl := ihl + thl
 	mss := int(gso.MSS)
 	if mss == 0 {
-		return nil, fmt.Errorf("%w: GSO TCPv4 packet with MSS 0", errGSOMalformed)
+		return nil, fmt.Errorf("%w: GSO TCPv4 packet with MSS 0", ErrMalformed)
 	}
 	if hl+mss > 0xffff {
-		return nil, fmt.Errorf("%w: GSO TCPv4 packet: MSS %d too large", errGSOMalformed, mss)
+		return nil, fmt.Errorf("%w: GSO TCPv4 packet: MSS %d too large", ErrMalformed, mss)
 	}
 	payload := in[hl:]
 	n := max(1, (len(payload)+mss-1)/mss)

@@ -1,10 +1,11 @@
-package wire
+package wire_test
 
 import (
 	"bytes"
 	"errors"
 	"testing"
 
+	"github.com/stackcopy/stackcopy/wire"
 	"github.com/stackcopy/stackcopy/wire/wiretest"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
@@ -50,8 +51,8 @@ func TestGSOSplitSegments(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			in := wiretest.TCPv4(t, tc.payload, tc.seq, tc.flags, tc.partial)
 			orig := bytes.Clone(in)
-			s := NewSplitter(tc.prefix)
-			gso := GSO{Type: GSOTCPv4, NeedsCsum: true, CsumStart: header.IPv4MinimumSize, CsumOffset: header.TCPChecksumOffset, MSS: uint16(tc.mss), HdrLen: hl}
+			s := wire.NewSplitter(tc.prefix)
+			gso := wire.GSO{Type: wire.GSOTCPv4, NeedsCsum: true, CsumStart: header.IPv4MinimumSize, CsumOffset: header.TCPChecksumOffset, MSS: uint16(tc.mss), HdrLen: hl}
 			pkts, err := s.Split(cut(in, tc.cutAt...), gso)
 			if err != nil {
 				t.Fatal(err)
@@ -133,8 +134,8 @@ func TestGSOSplitCompletesChecksum(t *testing.T) {
 				t.Fatal("test packet already has a valid checksum")
 			}
 			orig := bytes.Clone(in)
-			s := NewSplitter(tc.prefix)
-			pkts, err := s.Split(cut(in, tc.cutAt...), GSO{NeedsCsum: true, CsumStart: header.IPv4MinimumSize, CsumOffset: header.TCPChecksumOffset})
+			s := wire.NewSplitter(tc.prefix)
+			pkts, err := s.Split(cut(in, tc.cutAt...), wire.GSO{NeedsCsum: true, CsumStart: header.IPv4MinimumSize, CsumOffset: header.TCPChecksumOffset})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -163,8 +164,8 @@ func TestGSOSplitCompletesChecksum(t *testing.T) {
 func TestGSOSplitPassesThrough(t *testing.T) {
 	in := wiretest.TCPv4(t, 1000, 1, header.TCPFlagAck, false)
 	orig := bytes.Clone(in)
-	s := NewSplitter(nil)
-	pkts, err := s.Split([][]byte{in}, GSO{})
+	s := wire.NewSplitter(nil)
+	pkts, err := s.Split([][]byte{in}, wire.GSO{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -176,8 +177,8 @@ func TestGSOSplitPassesThrough(t *testing.T) {
 	}
 
 	// With a prefix, or in several views, the packet is copied unchanged.
-	s = NewSplitter(testEth)
-	pkts, err = s.Split(cut(in, 20, 500), GSO{})
+	s = wire.NewSplitter(testEth)
+	pkts, err = s.Split(cut(in, 20, 500), wire.GSO{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -188,24 +189,24 @@ func TestGSOSplitPassesThrough(t *testing.T) {
 
 func TestGSOSplitRejects(t *testing.T) {
 	good := wiretest.TCPv4(t, 5000, 1, header.TCPFlagAck, true)
-	gso := GSO{Type: GSOTCPv4, NeedsCsum: true, CsumStart: 20, CsumOffset: 16, MSS: 1448, HdrLen: 52}
+	gso := wire.GSO{Type: wire.GSOTCPv4, NeedsCsum: true, CsumStart: 20, CsumOffset: 16, MSS: 1448, HdrLen: 52}
 	udp := bytes.Clone(good)
 	udp[9] = uint8(header.UDPProtocolNumber)
 	for _, tc := range []struct {
 		name string
 		bufs [][]byte
-		gso  GSO
+		gso  wire.GSO
 		want error
 	}{
-		{"mss 0", [][]byte{good}, GSO{Type: GSOTCPv4, NeedsCsum: true, CsumStart: 20, CsumOffset: 16}, errGSOMalformed},
-		{"ipv6", [][]byte{good}, GSO{Type: GSOTCPv6, MSS: 1448}, errors.ErrUnsupported},
-		{"truncated", [][]byte{good[:30]}, gso, errGSOMalformed},
-		{"not tcp", [][]byte{udp}, gso, errGSOMalformed},
-		{"empty", nil, gso, errGSOMalformed},
-		{"checksum outside", [][]byte{good[:37]}, GSO{NeedsCsum: true, CsumStart: 20, CsumOffset: 16}, errGSOMalformed},
+		{"mss 0", [][]byte{good}, wire.GSO{Type: wire.GSOTCPv4, NeedsCsum: true, CsumStart: 20, CsumOffset: 16}, wire.ErrMalformed},
+		{"ipv6", [][]byte{good}, wire.GSO{Type: wire.GSOTCPv6, MSS: 1448}, errors.ErrUnsupported},
+		{"truncated", [][]byte{good[:30]}, gso, wire.ErrMalformed},
+		{"not tcp", [][]byte{udp}, gso, wire.ErrMalformed},
+		{"empty", nil, gso, wire.ErrMalformed},
+		{"checksum outside", [][]byte{good[:37]}, wire.GSO{NeedsCsum: true, CsumStart: 20, CsumOffset: 16}, wire.ErrMalformed},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := NewSplitter(nil).Split(tc.bufs, tc.gso)
+			_, err := wire.NewSplitter(nil).Split(tc.bufs, tc.gso)
 			if !errors.Is(err, tc.want) {
 				t.Fatalf("err %v, want %v", err, tc.want)
 			}
@@ -216,8 +217,8 @@ func TestGSOSplitRejects(t *testing.T) {
 func BenchmarkGSOSplit64KiB(b *testing.B) {
 	t := &testing.T{}
 	in := wiretest.TCPv4(t, 0xffff-52, 1, header.TCPFlagAck, true)
-	s := NewSplitter(testEth)
-	gso := GSO{Type: GSOTCPv4, NeedsCsum: true, CsumStart: 20, CsumOffset: 16, MSS: 1448, HdrLen: 52}
+	s := wire.NewSplitter(testEth)
+	gso := wire.GSO{Type: wire.GSOTCPv4, NeedsCsum: true, CsumStart: 20, CsumOffset: 16, MSS: 1448, HdrLen: 52}
 	b.SetBytes(int64(len(in)))
 	for b.Loop() {
 		if _, err := s.Split([][]byte{in}, gso); err != nil {

@@ -20,6 +20,10 @@ import (
 // failing.
 const wireSendBuffer = 4 << 20
 
+// sendBatch is how many packets the stack's writer gathers for one Write
+// to a send-only device.
+const sendBatch = 64
+
 // Raw is a Wire that sends each IPv4 packet through an IPPROTO_RAW socket
 // (IP_HDRINCL implied): the kernel routes it to its destination address as
 // it is, forged source included, so the replay host needs no TUN, no
@@ -48,7 +52,7 @@ type Raw struct {
 	dst   unix.RawSockaddrInet4
 }
 
-var _ Wire = (*Raw)(nil)
+var _ Device = (*Raw)(nil)
 
 // OpenRaw opens the raw socket. It needs root or CAP_NET_RAW.
 func OpenRaw() (*Raw, error) {
@@ -69,10 +73,21 @@ func OpenRaw() (*Raw, error) {
 	return &Raw{file: f, rc: rc, split: NewSplitter(nil), dst: unix.RawSockaddrInet4{Family: unix.AF_INET}}, nil
 }
 
-// WritePacket implements Wire: it sends the IPv4 packet in bufs (segmented
-// and checksummed as gso says) to its destination address. It is called
-// from one goroutine only.
-func (r *Raw) WritePacket(bufs [][]byte, gso GSO) error {
+// BatchSize implements Device.
+func (r *Raw) BatchSize() int { return sendBatch }
+
+// Write implements Device: each packet is segmented and checksummed as its
+// GSO says, and its segments go out in one sendmmsg call.
+func (r *Raw) Write(pkts []Packet) (int, error) {
+	for i, p := range pkts {
+		if err := r.write(p.Bufs, p.GSO); err != nil {
+			return i, err
+		}
+	}
+	return len(pkts), nil
+}
+
+func (r *Raw) write(bufs [][]byte, gso GSO) error {
 	if len(bufs) == 0 || len(bufs[0]) == 0 || header.IPVersion(bufs[0]) != header.IPv4Version {
 		return errors.New("raw: not an IPv4 packet (the raw wire sends IPv4 only)")
 	}
@@ -82,7 +97,7 @@ func (r *Raw) WritePacket(bufs [][]byte, gso GSO) error {
 	}
 	// All packets of one call share the destination of the first.
 	if len(pkts[0]) < header.IPv4MinimumSize {
-		return fmt.Errorf("raw: %w: %d-byte IPv4 packet", errGSOMalformed, len(pkts[0]))
+		return fmt.Errorf("raw: %w: %d-byte IPv4 packet", ErrMalformed, len(pkts[0]))
 	}
 	r.dst.Addr = header.IPv4(pkts[0]).DestinationAddress().As4()
 	if i, err := r.batch.send(r.rc, pkts, (*byte)(unsafe.Pointer(&r.dst)), unix.SizeofSockaddrInet4); err != nil {
@@ -91,7 +106,7 @@ func (r *Raw) WritePacket(bufs [][]byte, gso GSO) error {
 	return nil
 }
 
-// Close implements Wire.
+// Close implements Device.
 func (r *Raw) Close() error {
 	return r.file.Close()
 }
@@ -151,7 +166,7 @@ func (b *mmsgBatch) send(rc syscall.RawConn, pkts [][]byte, name *byte, namelen 
 	defer clear(b.hdrs)
 	for i, p := range pkts {
 		if len(p) == 0 {
-			return i, fmt.Errorf("%w: empty packet", errGSOMalformed)
+			return i, fmt.Errorf("%w: empty packet", ErrMalformed)
 		}
 		b.iovs[i] = unix.Iovec{Base: &p[0]}
 		b.iovs[i].SetLen(len(p))

@@ -75,9 +75,34 @@ func OpenTUN(name string) (*TUN, error) {
 // Name is the kernel's name of the device.
 func (t *TUN) Name() string { return t.name }
 
-// WritePacket implements Wire. The kernel does the segmentation and
-// checksum described by gso. It is called from one goroutine only.
-func (t *TUN) WritePacket(bufs [][]byte, gso GSO) error {
+var (
+	_ Device = (*TUN)(nil)
+	_ Reader = (*TUN)(nil)
+)
+
+// tunBatch is how many packets the stack's writer gathers for one Write.
+// A TUN fd takes one packet per write(2) (there is no sendmmsg for it), so
+// a batch saves the hand-offs between the stack and the writer, not system
+// calls.
+const tunBatch = 64
+
+// BatchSize implements Device.
+func (t *TUN) BatchSize() int { return tunBatch }
+
+// Write implements Device: one writev per packet, the virtio-net header
+// that tells the kernel what segmentation and checksum work is left
+// prepended as the first iovec.
+func (t *TUN) Write(pkts []Packet) (int, error) {
+	for i, p := range pkts {
+		if err := t.write(p); err != nil {
+			return i, err
+		}
+	}
+	return len(pkts), nil
+}
+
+func (t *TUN) write(p Packet) error {
+	gso := p.GSO
 	h := t.hdr[:]
 	clear(h)
 	if gso.NeedsCsum {
@@ -95,7 +120,7 @@ func (t *TUN) WritePacket(bufs [][]byte, gso GSO) error {
 		binary.LittleEndian.PutUint16(h[6:], gso.CsumStart)
 		binary.LittleEndian.PutUint16(h[8:], gso.CsumOffset)
 	}
-	t.iov = append(append(t.iov[:0], h), bufs...)
+	t.iov = append(append(t.iov[:0], h), p.Bufs...)
 	var werr error
 	err := t.raw.Write(func(fd uintptr) bool {
 		_, werr = unix.Writev(int(fd), t.iov)
@@ -111,25 +136,45 @@ func (t *TUN) WritePacket(bufs [][]byte, gso GSO) error {
 	return nil
 }
 
-// ReadPacket reads one packet the kernel routed into the device and
-// returns it without the virtio header, starting at the IP header. A GSO
-// super-packet is returned whole: gVisor's TCP takes segments larger than
-// the MSS, and the partial checksum is covered by RX checksum offload.
-// buf must hold 64 KiB plus the 10-byte header to never truncate.
-func (t *TUN) ReadPacket(buf []byte) ([]byte, error) {
-	for {
-		n, err := t.file.Read(buf)
-		if err != nil {
-			return nil, fmt.Errorf("tun %s: read: %w", t.name, err)
+// Read implements Reader. It waits for the first packet, then takes what
+// else the kernel has queued without waiting again. A GSO super-packet is
+// returned whole, without its virtio header: gVisor's TCP takes segments
+// larger than the MSS, and the partial checksum is covered by RX checksum
+// offload.
+func (t *TUN) Read(bufs, pkts [][]byte) (int, error) {
+	n := 0
+	var rerr error
+	err := t.raw.Read(func(fd uintptr) bool {
+		for n < min(len(bufs), len(pkts)) {
+			m, err := unix.Read(int(fd), bufs[n])
+			if err == unix.EINTR {
+				continue
+			}
+			if err != nil {
+				if err != unix.EAGAIN {
+					rerr = err
+				}
+				break
+			}
+			if m <= virtioNetHdrLen {
+				continue // nothing behind the header: not a packet
+			}
+			pkts[n] = bufs[n][virtioNetHdrLen:m]
+			n++
 		}
-		if n <= virtioNetHdrLen {
-			continue
-		}
-		return buf[virtioNetHdrLen:n], nil
+		// Done once something was read or reading failed; else wait.
+		return n > 0 || rerr != nil
+	})
+	if n > 0 {
+		return n, nil
 	}
+	if err == nil {
+		err = rerr
+	}
+	return 0, fmt.Errorf("tun %s: read: %w", t.name, err)
 }
 
-// Close implements Wire. It unblocks a pending ReadPacket.
+// Close implements Device. It unblocks a pending Read.
 func (t *TUN) Close() error {
 	return t.file.Close()
 }

@@ -46,9 +46,9 @@ func newLogger(cfg *config, stderr io.Writer) (*slog.Logger, func(), error) {
 
 // egress is where forged packets leave and how answers come back.
 type egress struct {
-	wire wire.Wire
-	tun  *wire.TUN       // TUN loop: the kernel routes answers into it
-	dev  *hostnet.Device // routes added for forged clients (TUN only)
+	dev    wire.Device
+	tun    *wire.TUN       // TUN loop: the kernel routes answers into it
+	routes *hostnet.Device // routes added for forged clients (TUN only)
 }
 
 func openEgress(cfg *config, log *slog.Logger) (*egress, error) {
@@ -69,13 +69,13 @@ func openEgress(cfg *config, log *slog.Logger) (*egress, error) {
 				return nil, err
 			}
 		}
-		return &egress{wire: tun, tun: tun, dev: dev}, nil
+		return &egress{dev: tun, tun: tun, routes: dev}, nil
 	case "raw":
 		w, err := wire.OpenRaw()
 		if err != nil {
 			return nil, err
 		}
-		return &egress{wire: w}, nil
+		return &egress{dev: w}, nil
 	}
 	// -o IFACE[@MAC]: link-layer injection towards the next hop.
 	iface, macText, _ := strings.Cut(cfg.output, "@")
@@ -93,7 +93,7 @@ func openEgress(cfg *config, log *slog.Logger) (*egress, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &egress{wire: w}, nil
+	return &egress{dev: w}, nil
 }
 
 // rssBytes reads the process's resident set size.
@@ -213,7 +213,7 @@ func replayRun(ctx context.Context, cfg *config, stderr io.Writer) (*summary, er
 	default:
 		scfg.GSO = netstack.GSOCoalesce
 	}
-	st, err := netstack.New(scfg, eg.wire, log)
+	st, err := netstack.New(scfg, eg.dev, log)
 	if err != nil {
 		return nil, err
 	}
@@ -235,8 +235,8 @@ func replayRun(ctx context.Context, cfg *config, stderr io.Writer) (*summary, er
 		}
 		st.Close()
 		wg.Wait()
-		if eg.dev != nil {
-			if err := eg.dev.Close(); err != nil {
+		if eg.routes != nil {
+			if err := eg.routes.Close(); err != nil {
 				log.Warn("route cleanup", "err", err)
 			}
 		}
@@ -245,7 +245,7 @@ func replayRun(ctx context.Context, cfg *config, stderr io.Writer) (*summary, er
 		dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		rc, err = relay.Dial(dctx, cfg.intercepts, key, relay.ClientConfig{
 			Channels: cfg.channels,
-			OnPacket: func(pkt []byte) { st.InjectInbound(pkt) },
+			OnPacket: func(pkt []byte) { st.Inject([][]byte{pkt}) },
 			Logger:   log,
 		})
 		cancel()
@@ -256,8 +256,8 @@ func replayRun(ctx context.Context, cfg *config, stderr io.Writer) (*summary, er
 
 	var routeErr atomic.Pointer[error]
 	dial := func(ctx context.Context, src, dst netip.AddrPort) (replay.Conn, error) {
-		if eg.dev != nil && !cfg.noRoutes {
-			if err := eg.dev.Route(src.Addr()); err != nil {
+		if eg.routes != nil && !cfg.noRoutes {
+			if err := eg.routes.Route(src.Addr()); err != nil {
 				routeErr.CompareAndSwap(nil, &err)
 				return nil, err
 			}
@@ -349,9 +349,9 @@ func replayRun(ctx context.Context, cfg *config, stderr io.Writer) (*summary, er
 	sum.elapsed = time.Since(sum.start)
 	sum.replay = rp.Stats()
 	sum.stack = st.Stats()
-	if eg.dev != nil {
-		sum.routes = eg.dev.Routes()
-		sum.tunTxDrops, sum.tunRxDrops = eg.dev.Drops()
+	if eg.routes != nil {
+		sum.routes = eg.routes.Routes()
+		sum.tunTxDrops, sum.tunRxDrops = eg.routes.Drops()
 	}
 	if rc != nil {
 		s := rc.Stats()

@@ -107,7 +107,7 @@ func run() error {
 	}
 	res := Result{Wire: *wireName, GSO: *gsoFlag, Client: src.String()}
 
-	var w wire.Wire
+	var w wire.Device
 	switch *wireName {
 	case "raw":
 		w, err = wire.OpenRaw()
@@ -146,7 +146,7 @@ func run() error {
 				return
 			}
 			answers.Add(1)
-			st.InjectInbound(buf[:n])
+			st.Inject([][]byte{buf[:n]})
 		}
 	}()
 	defer func() {
@@ -293,7 +293,7 @@ func checkErrors(iface string, target, routed, absent, client netip.Addr) error 
 		return err
 	}
 	defer raw.Close()
-	err = raw.WritePacket([][]byte{big}, wire.GSO{})
+	_, err = raw.Write([]wire.Packet{{Bufs: [][]byte{big}}})
 	if !errors.Is(err, unix.EMSGSIZE) || !strings.Contains(err.Error(), "raw: send "+target.String()+": ") {
 		return fmt.Errorf("raw: oversized packet: got %v, want EMSGSIZE naming %s", err, target)
 	}
@@ -303,7 +303,7 @@ func checkErrors(iface string, target, routed, absent, client netip.Addr) error 
 		return err
 	}
 	defer afp.Close()
-	err = afp.WritePacket([][]byte{big}, wire.GSO{})
+	_, err = afp.Write([]wire.Packet{{Bufs: [][]byte{big}}})
 	if !errors.Is(err, unix.EMSGSIZE) || !strings.Contains(err.Error(), "send "+target.String()+": ") {
 		return fmt.Errorf("afpacket: oversized packet: got %v, want EMSGSIZE naming %s", err, target)
 	}

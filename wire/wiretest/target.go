@@ -1,0 +1,175 @@
+package wiretest
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+
+	"gvisor.dev/gvisor/pkg/buffer"
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+	"gvisor.dev/gvisor/pkg/tcpip/link/channel"
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
+	gstack "gvisor.dev/gvisor/pkg/tcpip/stack"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
+
+	"github.com/stackcopy/stackcopy/wire"
+)
+
+// Target is an in-memory wire.Device whose far end is a second, ordinary
+// gVisor stack playing the target host: what the stack under test writes
+// is cut and checksummed the way a raw or AF_PACKET device would do it
+// (wire.Splitter), every checksum is verified, and the segments reach the
+// target stack; the target's answers go to the function given to Answer,
+// in batches. Tests then see real TCP on both ends, without root, TUN or
+// namespaces.
+type Target struct {
+	s     *gstack.Stack
+	ch    *channel.Endpoint
+	mtu   int
+	split *wire.Splitter
+
+	// Drop, while set, makes the target lose everything written to it.
+	Drop atomic.Bool
+
+	written, supers, segments, bad atomic.Int64
+
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup
+	closeOnce sync.Once
+}
+
+var _ wire.Device = (*Target)(nil)
+
+// TargetStats counts what reached a Target.
+type TargetStats struct {
+	Packets  int64 // packets written (a super-packet counts once)
+	Supers   int64 // of those, GSO super-packets
+	Segments int64 // segments after cutting
+	Bad      int64 // segments over the MTU or with a wrong checksum
+}
+
+// NewTarget builds a target stack owning addrs, behind a link of the given
+// MTU. Its NIC does not offload checksums: it verifies every segment's.
+func NewTarget(mtu int, addrs ...netip.Addr) (*Target, error) {
+	t := &Target{ch: channel.New(4096, uint32(mtu), ""), mtu: mtu, split: wire.NewSplitter(nil)}
+	t.s = gstack.New(gstack.Options{
+		NetworkProtocols:   []gstack.NetworkProtocolFactory{ipv4.NewProtocol},
+		TransportProtocols: []gstack.TransportProtocolFactory{tcp.NewProtocol},
+	})
+	if err := t.s.CreateNIC(1, t.ch); err != nil {
+		t.s.Destroy()
+		return nil, fmt.Errorf("wiretest: target NIC: %s", err)
+	}
+	for _, a := range addrs {
+		if !a.Is4() {
+			t.s.Destroy()
+			return nil, fmt.Errorf("wiretest: target address %v: IPv4 only", a)
+		}
+		pa := tcpip.ProtocolAddress{Protocol: ipv4.ProtocolNumber, AddressWithPrefix: tcpip.AddrFrom4(a.As4()).WithPrefix()}
+		if err := t.s.AddProtocolAddress(1, pa, gstack.AddressProperties{}); err != nil {
+			t.s.Destroy()
+			return nil, fmt.Errorf("wiretest: target address %v: %s", a, err)
+		}
+	}
+	t.s.SetRouteTable([]tcpip.Route{{Destination: header.IPv4EmptySubnet, NIC: 1}})
+	return t, nil
+}
+
+// Answer starts handing the target's outbound packets to inject, as many
+// at once as are queued, until Close. Call it once.
+func (t *Target) Answer(inject func(pkts [][]byte) int) {
+	ctx, cancel := context.WithCancel(context.Background())
+	t.cancel = cancel
+	t.wg.Go(func() {
+		var batch [][]byte
+		for {
+			pkt := t.ch.ReadContext(ctx)
+			if pkt == nil {
+				return
+			}
+			batch = append(batch[:0], flatten(pkt))
+			for len(batch) < 64 {
+				more := t.ch.Read()
+				if more == nil {
+					break
+				}
+				batch = append(batch, flatten(more))
+			}
+			inject(batch)
+		}
+	})
+}
+
+func flatten(pkt *gstack.PacketBuffer) []byte {
+	defer pkt.DecRef()
+	return pkt.ToView().AsSlice()
+}
+
+// Listen accepts TCP connections on the target at ap.
+func (t *Target) Listen(ap netip.AddrPort) (net.Listener, error) {
+	l, err := gonet.ListenTCP(t.s, tcpip.FullAddress{NIC: 1, Addr: tcpip.AddrFrom4(ap.Addr().As4()), Port: ap.Port()}, ipv4.ProtocolNumber)
+	if err != nil {
+		return nil, fmt.Errorf("wiretest: listen %v: %w", ap, err)
+	}
+	return l, nil
+}
+
+// BatchSize implements wire.Device.
+func (t *Target) BatchSize() int { return 64 }
+
+// Write implements wire.Device.
+func (t *Target) Write(pkts []wire.Packet) (int, error) {
+	for i, p := range pkts {
+		t.written.Add(1)
+		if p.GSO.Type != wire.GSONone {
+			t.supers.Add(1)
+		}
+		if t.Drop.Load() {
+			continue
+		}
+		segs, err := t.split.Split(p.Bufs, p.GSO)
+		if err != nil {
+			return i, fmt.Errorf("wiretest: %w", err)
+		}
+		for _, s := range segs {
+			if len(s) > t.mtu || !header.IPv4(s).IsChecksumValid() || !TCPChecksumValid(s) {
+				t.bad.Add(1)
+			}
+			t.segments.Add(1)
+			t.ch.InjectInbound(header.IPv4ProtocolNumber, gstack.NewPacketBuffer(gstack.PacketBufferOptions{Payload: buffer.MakeWithData(s)}))
+		}
+	}
+	return len(pkts), nil
+}
+
+// Stack is the target's gVisor stack, for tests that need what a
+// listener cannot do (a target that resets, say).
+func (t *Target) Stack() *gstack.Stack { return t.s }
+
+// Stats returns the target's counters.
+func (t *Target) Stats() TargetStats {
+	return TargetStats{Packets: t.written.Load(), Supers: t.supers.Load(), Segments: t.segments.Load(), Bad: t.bad.Load()}
+}
+
+// ChecksumErrors is the target stack's own count of TCP segments it
+// dropped for a bad checksum.
+func (t *Target) ChecksumErrors() uint64 { return t.s.Stats().TCP.ChecksumErrors.Value() }
+
+// Close implements wire.Device: it stops answering and tears the target
+// stack down. It may be called more than once.
+func (t *Target) Close() error {
+	t.closeOnce.Do(func() {
+		if t.cancel != nil {
+			t.cancel()
+		}
+		t.wg.Wait()
+		t.s.Close()
+		t.s.Wait()
+	})
+	return nil
+}
