@@ -1,16 +1,11 @@
 package capture
 
 import (
-	"bufio"
-	"bytes"
-	"context"
 	"errors"
 	"fmt"
-	"os/exec"
 	"strconv"
-	"strings"
-	"time"
 
+	"github.com/stackcopy/stackcopy/internal/pcapfilter"
 	"github.com/stackcopy/stackcopy/transfer"
 	"golang.org/x/net/bpf"
 )
@@ -249,85 +244,11 @@ func (p *bpfProg) assemble() ([]bpf.Instruction, error) {
 	return out, nil
 }
 
-// pcapLinkName is the tcpdump -y data link type a filter for link is
-// compiled for: Ethernet frames, or packets starting at the IP header.
-func pcapLinkName(link filterLink) string {
+// pcapLink is the link pcapfilter compiles a user filter (-F) for on
+// sockets of the given kind.
+func pcapLink(link filterLink) pcapfilter.Link {
 	if link == filterCooked {
-		return "RAW"
+		return pcapfilter.Raw
 	}
-	return "EN10MB"
-}
-
-// compilePcapFilter compiles a pcap-syntax filter expression (tcpdump's,
-// tcpcopy's -F) into a classic BPF program for sockets of the given link,
-// returning snaplen for accepted packets. There is no pcap compiler in pure
-// Go, so it runs `tcpdump -s SNAPLEN -ddd -y EN10MB|RAW -- EXPR`, which
-// compiles without opening a device or needing privileges, and reads the
-// decimal program it prints.
-//
-// Compiled this way (not on a live device) libpcap generates no Linux
-// packet-metadata loads: "vlan" only matches tags left in the frame, which
-// the kernel usually strips before filtering.
-func compilePcapFilter(expr string, link filterLink, snaplen int) ([]bpf.RawInstruction, error) {
-	bin, err := exec.LookPath("tcpdump")
-	if err != nil {
-		return nil, fmt.Errorf("filter %q: compiling a pcap filter needs tcpdump (install the Debian package tcpdump): %w", expr, err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, bin, "-s", strconv.Itoa(snaplen), "-ddd", "-y", pcapLinkName(link), "--", expr)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Run(); err != nil {
-		msg := strings.TrimSpace(stderr.String())
-		if msg == "" {
-			msg = err.Error()
-		}
-		return nil, fmt.Errorf("filter %q: %s", expr, oneLine(msg))
-	}
-	prog, err := parseBPFDecimal(stdout.Bytes())
-	if err != nil {
-		return nil, fmt.Errorf("filter %q: tcpdump -ddd output: %w", expr, err)
-	}
-	return prog, nil
-}
-
-// parseBPFDecimal reads tcpdump -ddd output: the instruction count, then
-// one "code jt jf k" line per instruction.
-func parseBPFDecimal(out []byte) ([]bpf.RawInstruction, error) {
-	sc := bufio.NewScanner(bytes.NewReader(out))
-	if !sc.Scan() {
-		return nil, errors.New("empty")
-	}
-	n, err := strconv.Atoi(strings.TrimSpace(sc.Text()))
-	if err != nil || n <= 0 || n > bpfMaxInsns {
-		return nil, fmt.Errorf("bad instruction count %q", sc.Text())
-	}
-	prog := make([]bpf.RawInstruction, 0, n)
-	for sc.Scan() {
-		line := strings.TrimSpace(sc.Text())
-		if line == "" {
-			continue
-		}
-		f := strings.Fields(line)
-		if len(f) != 4 {
-			return nil, fmt.Errorf("line %d: %q: want 4 numbers", len(prog)+2, line)
-		}
-		var v [4]uint64
-		for i, bits := range []int{16, 8, 8, 32} {
-			if v[i], err = strconv.ParseUint(f[i], 10, bits); err != nil {
-				return nil, fmt.Errorf("line %d: %q: %w", len(prog)+2, line, err)
-			}
-		}
-		prog = append(prog, bpf.RawInstruction{Op: uint16(v[0]), Jt: uint8(v[1]), Jf: uint8(v[2]), K: uint32(v[3])})
-	}
-	if len(prog) != n {
-		return nil, fmt.Errorf("%d instructions announced, %d given", n, len(prog))
-	}
-	return prog, nil
-}
-
-// oneLine joins a multi-line message (tcpdump's stderr) into one line.
-func oneLine(s string) string {
-	return strings.Join(strings.Fields(strings.ReplaceAll(s, "\n", "; ")), " ")
+	return pcapfilter.Ethernet
 }

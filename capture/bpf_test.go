@@ -10,6 +10,7 @@ import (
 
 	"github.com/google/gopacket"
 	"github.com/google/gopacket/layers"
+	"github.com/stackcopy/stackcopy/internal/pcapfilter"
 	"github.com/stackcopy/stackcopy/transfer"
 	"golang.org/x/net/bpf"
 )
@@ -287,7 +288,7 @@ func TestCompilePcapFilter(t *testing.T) {
 		t.Skip("tcpdump not installed")
 	}
 	for _, link := range []filterLink{filterEthernet, filterCooked} {
-		raw, err := compilePcapFilter("tcp port 80 and host 198.18.1.1", link, 262144)
+		raw, err := pcapfilter.Compile("tcp port 80 and host 198.18.1.1", pcapLink(link), 262144)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -317,34 +318,9 @@ func TestCompilePcapFilter(t *testing.T) {
 			}
 		}
 	}
-	_, err := compilePcapFilter("tcp prot 80", filterEthernet, 262144)
+	_, err := pcapfilter.Compile("tcp prot 80", pcapLink(filterEthernet), 262144)
 	if err == nil || !strings.Contains(err.Error(), `filter "tcp prot 80": `) || !strings.Contains(err.Error(), "syntax error") || strings.Contains(err.Error(), "\n") {
 		t.Errorf("bad filter: %v, want one line naming the filter and tcpdump's complaint", err)
 	}
 	t.Logf("bad filter: %v", err)
-}
-
-func TestCompilePcapFilterNoTcpdump(t *testing.T) {
-	t.Setenv("PATH", t.TempDir())
-	_, err := compilePcapFilter("tcp", filterEthernet, 65535)
-	if err == nil || !strings.Contains(err.Error(), "Debian package tcpdump") {
-		t.Fatalf("got %v, want an error naming the Debian package", err)
-	}
-	t.Log(err)
-}
-
-func TestParseBPFDecimal(t *testing.T) {
-	got, err := parseBPFDecimal([]byte("2\n40 0 0 12\n6 0 0 262144\n"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := []bpf.RawInstruction{{Op: 40, K: 12}, {Op: 6, K: 262144}}
-	if len(got) != 2 || got[0] != want[0] || got[1] != want[1] {
-		t.Errorf("got %v, want %v", got, want)
-	}
-	for _, bad := range []string{"", "x\n", "2\n40 0 0 12\n", "1\n40 0 0\n", "1\n70000 0 0 1\n", "1\n6 0 256 0\n"} {
-		if _, err := parseBPFDecimal([]byte(bad)); err == nil {
-			t.Errorf("%q: no error", bad)
-		}
-	}
 }

@@ -14,6 +14,7 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/stackcopy/stackcopy/internal/pcapfilter"
 	"github.com/stackcopy/stackcopy/transfer"
 	"golang.org/x/net/bpf"
 	"golang.org/x/sys/unix"
@@ -251,7 +252,7 @@ func OpenLive(cfg LiveConfig) (*LiveSource, error) {
 		var raw []bpf.RawInstruction
 		if cfg.Filter != "" {
 			var err error
-			if raw, err = compilePcapFilter(cfg.Filter, link, cfg.Snaplen); err != nil {
+			if raw, err = pcapfilter.Compile(cfg.Filter, pcapLink(link), cfg.Snaplen); err != nil {
 				return fail("%v", err)
 			}
 		} else {

@@ -1,16 +1,12 @@
 package intercept
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -19,6 +15,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/stackcopy/stackcopy/internal/pcapfilter"
 )
 
 // CaptureConfig configures OpenCapture.
@@ -95,9 +93,17 @@ func OpenCapture(cfg CaptureConfig) (*Capture, error) {
 		return nil, fmt.Errorf("%s: %w", what, err)
 	}
 	cooked := hwType != unix.ARPHRD_ETHER && hwType != unix.ARPHRD_LOOPBACK
-	filter, err := compileFilter(cfg.Filter, cooked, cfg.Snaplen)
+	link := pcapfilter.Ethernet
+	if cooked {
+		link = pcapfilter.Raw
+	}
+	raw, err := pcapfilter.Compile(cfg.Filter, link, cfg.Snaplen)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", what, err)
+	}
+	filter := make([]unix.SockFilter, len(raw))
+	for i, in := range raw {
+		filter[i] = unix.SockFilter{Code: in.Op, Jt: in.Jt, Jf: in.Jf, K: in.K}
 	}
 
 	typ := unix.SOCK_RAW
@@ -173,73 +179,6 @@ func hardwareType(name string) (uint16, error) {
 		return 0, fmt.Errorf("hardware type: %w", err)
 	}
 	return ifr.Uint16(), nil
-}
-
-// compileFilter compiles a pcap filter expression for a socket that sees
-// Ethernet frames (or, cooked, packets from the IP header on) by running
-// `tcpdump -s SNAPLEN -ddd -y EN10MB|RAW -- EXPR`, which needs no device
-// and no privileges, and reads the decimal program it prints.
-func compileFilter(expr string, cooked bool, snaplen int) ([]unix.SockFilter, error) {
-	bin, err := exec.LookPath("tcpdump")
-	if err != nil {
-		return nil, fmt.Errorf("filter %q: compiling a pcap filter needs tcpdump (Debian package tcpdump): %w", expr, err)
-	}
-	link := "EN10MB"
-	if cooked {
-		link = "RAW"
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, bin, "-s", strconv.Itoa(snaplen), "-ddd", "-y", link, "--", expr)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Run(); err != nil {
-		msg := strings.Join(strings.Fields(stderr.String()), " ")
-		if msg == "" {
-			msg = err.Error()
-		}
-		return nil, fmt.Errorf("filter %q: %s", expr, msg)
-	}
-	prog, err := parseFilter(stdout.Bytes())
-	if err != nil {
-		return nil, fmt.Errorf("filter %q: tcpdump -ddd output: %w", expr, err)
-	}
-	return prog, nil
-}
-
-// parseFilter reads tcpdump -ddd output: the instruction count, then one
-// "code jt jf k" line per instruction.
-func parseFilter(out []byte) ([]unix.SockFilter, error) {
-	const maxInsns = 4096 // BPF_MAXINSNS
-	sc := bufio.NewScanner(bytes.NewReader(out))
-	if !sc.Scan() {
-		return nil, errors.New("empty")
-	}
-	n, err := strconv.Atoi(strings.TrimSpace(sc.Text()))
-	if err != nil || n <= 0 || n > maxInsns {
-		return nil, fmt.Errorf("bad instruction count %q", sc.Text())
-	}
-	prog := make([]unix.SockFilter, 0, n)
-	for sc.Scan() {
-		f := strings.Fields(sc.Text())
-		if len(f) == 0 {
-			continue
-		}
-		if len(f) != 4 {
-			return nil, fmt.Errorf("line %d: %q: want 4 numbers", len(prog)+2, sc.Text())
-		}
-		var v [4]uint64
-		for i, bits := range []int{16, 8, 8, 32} {
-			if v[i], err = strconv.ParseUint(f[i], 10, bits); err != nil {
-				return nil, fmt.Errorf("line %d: %w", len(prog)+2, err)
-			}
-		}
-		prog = append(prog, unix.SockFilter{Code: uint16(v[0]), Jt: uint8(v[1]), Jf: uint8(v[2]), K: uint32(v[3])})
-	}
-	if len(prog) != n {
-		return nil, fmt.Errorf("%d instructions announced, %d given", n, len(prog))
-	}
-	return prog, nil
 }
 
 // Next returns the next captured IP packet.

@@ -2,62 +2,9 @@ package intercept
 
 import (
 	"bytes"
-	"os/exec"
 	"strings"
 	"testing"
-
-	"golang.org/x/sys/unix"
 )
-
-func TestParseFilter(t *testing.T) {
-	// tcpdump -ddd -y EN10MB 'tcp' (IPv4 and IPv6).
-	out := "8\n40 0 0 12\n21 0 5 34525\n48 0 0 20\n21 6 4 6\n21 0 3 2048\n48 0 0 23\n21 0 1 6\n6 0 0 262144\n6 0 0 0\n"
-	_, err := parseFilter([]byte(out))
-	if err == nil || !strings.Contains(err.Error(), "8 instructions announced, 9 given") {
-		t.Fatalf("miscounted program: %v", err)
-	}
-	out = "2\n40 0 0 12\n6 0 0 262144\n"
-	prog, err := parseFilter([]byte(out))
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := []unix.SockFilter{{Code: 40, K: 12}, {Code: 6, K: 262144}}
-	if len(prog) != 2 || prog[0] != want[0] || prog[1] != want[1] {
-		t.Fatalf("parsed %+v, want %+v", prog, want)
-	}
-	for _, bad := range []string{"", "0\n", "x\n", "1\n40 0 0\n", "1\n40 0 0 99999999999\n", "1\n70000 0 0 1\n"} {
-		if _, err := parseFilter([]byte(bad)); err == nil {
-			t.Errorf("parseFilter(%q) accepted", bad)
-		}
-	}
-}
-
-func TestCompileFilter(t *testing.T) {
-	if _, err := exec.LookPath("tcpdump"); err != nil {
-		t.Skip("tcpdump not installed")
-	}
-	prog, err := compileFilter("tcp and src port 80", false, 256)
-	if err != nil {
-		t.Fatal(err)
-	}
-	// The program accepts with the snap length.
-	accepts := false
-	for _, in := range prog {
-		if in.Code == unix.BPF_RET|unix.BPF_K && in.K == 256 {
-			accepts = true
-		}
-	}
-	if !accepts {
-		t.Fatalf("no 'ret #256' in %+v", prog)
-	}
-	if _, err := compileFilter("tcp and src port 80", true, 256); err != nil {
-		t.Fatalf("cooked: %v", err)
-	}
-	_, err = compileFilter("tcp and srcport 80", false, 256)
-	if err == nil || !strings.Contains(err.Error(), `filter "tcp and srcport 80"`) || strings.Contains(err.Error(), "\n") {
-		t.Fatalf("bad expression: %v; want a one-line error naming the filter", err)
-	}
-}
 
 func TestStripEthernet(t *testing.T) {
 	ip := tcp4(t, serverAP, forgedAP, true, true, nil)
