@@ -343,7 +343,7 @@ func (f *fakeSource) feed(t *testing.T, pkt []byte) Verdict {
 	return 0
 }
 
-func testKey(t *testing.T) relay.Key {
+func testKey(t testing.TB) relay.Key {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "relay.key")
 	if err := os.WriteFile(path, []byte("unit-test-relay-key-0123456789"), 0o600); err != nil {
