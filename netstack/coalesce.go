@@ -31,11 +31,11 @@ type coalescer struct {
 	buf  []byte   // the pending packet, from the IP header
 	free [][]byte // buffers the device is done with
 	segs int      // segments merged into buf
-	ihl  int    // IPv4 header length
-	thl  int    // TCP header length
-	mss  int    // payload size of the first segment: every merged segment but the last has it
-	last int    // payload size of the last merged segment
-	next uint32 // sequence number the next segment must start at
+	ihl  int      // IPv4 header length
+	thl  int      // TCP header length
+	mss  int      // payload size of the first segment: every merged segment but the last has it
+	last int      // payload size of the last merged segment
+	next uint32   // sequence number the next segment must start at
 }
 
 type flowKey struct {

@@ -35,8 +35,12 @@ func TestGSOSplitCarriesStackTraffic(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			tg.Answer(st.Inject)
-			defer st.Close() // closes the target too
+			read := make(chan error, 1)
+			go func() { read <- st.DeliverFrom(tg) }()
+			defer func() {
+				st.Close() // closes the target too
+				<-read
+			}()
 
 			l, err := tg.Listen(netip.AddrPortFrom(wiretest.Dst, 80))
 			if err != nil {

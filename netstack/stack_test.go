@@ -36,8 +36,13 @@ func newPair(t *testing.T) (*Stack, *wiretest.Target) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tg.Answer(st.Inject)
-	t.Cleanup(func() { st.Close() }) // closes the target too
+	// The target's answers come back as from a TUN; Close ends the reader.
+	read := make(chan error, 1)
+	go func() { read <- st.DeliverFrom(tg) }()
+	t.Cleanup(func() {
+		st.Close() // closes the target too
+		<-read
+	})
 	return st, tg
 }
 

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"sync"
 	"sync/atomic"
 
@@ -24,8 +25,8 @@ import (
 // gVisor stack playing the target host: what the stack under test writes
 // is cut and checksummed the way a raw or AF_PACKET device would do it
 // (wire.Splitter), every checksum is verified, and the segments reach the
-// target stack; the target's answers go to the function given to Answer,
-// in batches. Tests then see real TCP on both ends, without root, TUN or
+// target stack; the target's answers are read back with Read, as from a
+// TUN. Tests then see real TCP on both ends, without root, TUN or
 // namespaces.
 type Target struct {
 	s     *gstack.Stack
@@ -38,12 +39,15 @@ type Target struct {
 
 	written, supers, segments, bad atomic.Int64
 
+	ctx       context.Context // ends with Close: unblocks Read
 	cancel    context.CancelFunc
-	wg        sync.WaitGroup
 	closeOnce sync.Once
 }
 
-var _ wire.Device = (*Target)(nil)
+var (
+	_ wire.Device = (*Target)(nil)
+	_ wire.Reader = (*Target)(nil)
+)
 
 // TargetStats counts what reached a Target.
 type TargetStats struct {
@@ -57,6 +61,7 @@ type TargetStats struct {
 // MTU. Its NIC does not offload checksums: it verifies every segment's.
 func NewTarget(mtu int, addrs ...netip.Addr) (*Target, error) {
 	t := &Target{ch: channel.New(4096, uint32(mtu), ""), mtu: mtu, split: wire.NewSplitter(nil)}
+	t.ctx, t.cancel = context.WithCancel(context.Background())
 	t.s = gstack.New(gstack.Options{
 		NetworkProtocols:   []gstack.NetworkProtocolFactory{ipv4.NewProtocol},
 		TransportProtocols: []gstack.TransportProtocolFactory{tcp.NewProtocol},
@@ -80,34 +85,32 @@ func NewTarget(mtu int, addrs ...netip.Addr) (*Target, error) {
 	return t, nil
 }
 
-// Answer starts handing the target's outbound packets to inject, as many
-// at once as are queued, until Close. Call it once.
-func (t *Target) Answer(inject func(pkts [][]byte) int) {
-	ctx, cancel := context.WithCancel(context.Background())
-	t.cancel = cancel
-	t.wg.Go(func() {
-		var batch [][]byte
-		for {
-			pkt := t.ch.ReadContext(ctx)
-			if pkt == nil {
-				return
-			}
-			batch = append(batch[:0], flatten(pkt))
-			for len(batch) < 64 {
-				more := t.ch.Read()
-				if more == nil {
-					break
-				}
-				batch = append(batch, flatten(more))
-			}
-			inject(batch)
+// Read implements wire.Reader: the target's answers, as a TUN would hand
+// them over, until Close.
+func (t *Target) Read(bufs, pkts [][]byte) (int, error) {
+	n := 0
+	for n < min(len(bufs), len(pkts)) {
+		var pkt *gstack.PacketBuffer
+		if n == 0 {
+			pkt = t.ch.ReadContext(t.ctx)
+		} else {
+			pkt = t.ch.Read()
 		}
-	})
-}
-
-func flatten(pkt *gstack.PacketBuffer) []byte {
-	defer pkt.DecRef()
-	return pkt.ToView().AsSlice()
+		if pkt == nil {
+			break
+		}
+		m := 0
+		for _, s := range pkt.AsSlices() {
+			m += copy(bufs[n][m:], s)
+		}
+		pkt.DecRef()
+		pkts[n] = bufs[n][:m]
+		n++
+	}
+	if n == 0 {
+		return 0, fmt.Errorf("wiretest: read: %w", os.ErrClosed)
+	}
+	return n, nil
 }
 
 // Listen accepts TCP connections on the target at ap.
@@ -160,14 +163,11 @@ func (t *Target) Stats() TargetStats {
 // dropped for a bad checksum.
 func (t *Target) ChecksumErrors() uint64 { return t.s.Stats().TCP.ChecksumErrors.Value() }
 
-// Close implements wire.Device: it stops answering and tears the target
-// stack down. It may be called more than once.
+// Close implements wire.Device: it ends Read and tears the target stack
+// down. It may be called more than once.
 func (t *Target) Close() error {
 	t.closeOnce.Do(func() {
-		if t.cancel != nil {
-			t.cancel()
-		}
-		t.wg.Wait()
+		t.cancel()
 		t.s.Close()
 		t.s.Wait()
 	})
