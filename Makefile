@@ -52,16 +52,17 @@ check:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed: $$out"; exit 1; fi
 	$(GO) vet ./...
 	$(GO) tool staticcheck ./...
+	$(GO) mod tidy -diff
 
 
 fuzz:
-	$(GO) test ./mirror/ -run XXX -fuzz FuzzOpenFile -fuzztime 60s
-	$(GO) test ./mirror/ -run XXX -fuzz FuzzTracker -fuzztime 60s
-	$(GO) test ./intercept/relay/ -run XXX -fuzz FuzzDecodeFrame -fuzztime 60s
-	$(GO) test ./intercept/relay/ -run XXX -fuzz FuzzHandshake -fuzztime 60s
-	$(GO) test ./intercept/relay/ -run XXX -fuzz FuzzDeliver -fuzztime 60s
-	$(GO) test ./mirror/replay/httpframe/ -run XXX -fuzz FuzzResponses -fuzztime 60s
-	$(GO) test ./mirror/replay/httpframe/ -run XXX -fuzz FuzzRequests -fuzztime 60s
+	$(GO) test ./capture/ -run XXX -fuzz FuzzOpenFile -fuzztime 60s
+	$(GO) test ./session/ -run XXX -fuzz FuzzTracker -fuzztime 60s
+	$(GO) test ./relay/ -run XXX -fuzz FuzzDecodeFrame -fuzztime 60s
+	$(GO) test ./relay/ -run XXX -fuzz FuzzHandshake -fuzztime 60s
+	$(GO) test ./relay/ -run XXX -fuzz FuzzDeliver -fuzztime 60s
+	$(GO) test ./httpframe/ -run XXX -fuzz FuzzResponses -fuzztime 60s
+	$(GO) test ./httpframe/ -run XXX -fuzz FuzzRequests -fuzztime 60s
 
 clean:
 	rm -rf $(BIN)
