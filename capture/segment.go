@@ -1,10 +1,13 @@
-// Package mirror turns captured client TCP traffic into per-session client
-// byte streams: capture sources (pcap, pcapng), address rewriting (tcpcopy's
-// -x, -c and -r), and the session tracker that reassembles each client's
-// stream and cuts it into request/response turns.
+// Package capture turns packets into TCP segments: it reads pcap and
+// pcapng files (Ethernet, VLAN, Linux SLL/SLL2, raw IP; gzip) and captures
+// live traffic through an AF_PACKET TPACKET_V3 ring with a kernel filter
+// built from -x. Both are Sources yielding Segments, with one-line errors
+// that name the file and byte offset or the interface.
 //
-// Nothing here knows about the replay stack; the tracker reports what it saw
-// through a Sink and the replayer decides what to do with it.
+// capture knows nothing of sessions or of the replay: it imports only
+// transfer (to build filters), internal/ plumbing and the standard library
+// and x/ packages. It must not import session, replay, netstack, wire,
+// relay, mirror or intercept.
 package capture
 
 import (

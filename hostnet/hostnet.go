@@ -2,6 +2,10 @@
 // the device up, routes forged client addresses into it (and removes
 // exactly the routes it added), and checks the sysctls and routes that
 // would silently stop forged packets, naming the command that fixes each.
+//
+// hostnet changes the host only through the devices, routes and sysctls it
+// is asked about, and imports nothing of stackcopy; it must not import
+// netstack, wire, replay, relay, mirror or intercept.
 package hostnet
 
 import (

@@ -33,6 +33,8 @@
 // goroutine while it runs: they read a snapshot published at the end of each
 // Write. A Requests and the Responses paired with it may be fed from two
 // different goroutines (the client's side and the target's side).
+//
+// httpframe is a leaf: it imports only the standard library.
 package httpframe
 
 import (

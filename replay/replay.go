@@ -3,6 +3,11 @@
 // (possibly rewritten) captured client address, writes the client's bytes
 // turn by turn, drains and counts the target's answers, and replays the
 // client's FIN or RST.
+//
+// replay sees connections only through its Conn contract and dials through
+// the function it is given, so it does not know the stack: it imports
+// session, transfer and httpframe, and must not import netstack, wire,
+// relay, capture, mirror or intercept.
 package replay
 
 import (
