@@ -2,9 +2,7 @@ package netnstests
 
 import (
 	"bufio"
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -19,6 +17,7 @@ import (
 	"github.com/google/gopacket"
 
 	"github.com/stackcopy/stackcopy/netns-tests/lab"
+	"github.com/stackcopy/stackcopy/netns-tests/relayprobe"
 )
 
 // intercept in the lab. Run as root:
@@ -160,19 +159,6 @@ func icptWait(t *testing.T, what string, within time.Duration, cond func() bool)
 	}
 }
 
-// probePacket is one line of relayprobe's output (cmd/relayprobe.Packet).
-type probePacket struct {
-	Src         string `json:"src"`
-	Dst         string `json:"dst"`
-	Flags       string `json:"flags"`
-	Seq         uint32 `json:"seq"`
-	Ack         uint32 `json:"ack"`
-	IPLen       int    `json:"ip_len"`
-	PayloadLen  int    `json:"payload_len"`
-	PayloadZero bool   `json:"payload_zero"`
-	PayloadHead string `json:"payload_head"`
-}
-
 type relayProbe struct {
 	proc *lab.Proc
 	out  string
@@ -211,28 +197,18 @@ func runRelayProbe(t *testing.T, h *lab.Host, bin string, ip *icptProc, clients 
 	return p
 }
 
-func (rp *relayProbe) packets(t *testing.T) []probePacket {
+// packets returns the packets relayprobe logged so far.
+func (rp *relayProbe) packets(t *testing.T) []relayprobe.Packet {
 	t.Helper()
-	b, err := os.ReadFile(rp.out)
-	if err != nil && !errors.Is(err, os.ErrNotExist) {
+	ps, err := lab.ReadJSONLines[relayprobe.Packet](rp.out)
+	if err != nil {
 		t.Fatal(err)
 	}
-	var out []probePacket
-	for _, line := range bytes.Split(b, []byte("\n")) {
-		if len(bytes.TrimSpace(line)) == 0 {
-			continue
-		}
-		var p probePacket
-		if err := json.Unmarshal(line, &p); err != nil {
-			continue // a line being written
-		}
-		out = append(out, p)
-	}
-	return out
+	return ps
 }
 
-func probeTo(ps []probePacket, dst netip.AddrPort) []probePacket {
-	var out []probePacket
+func probeTo(ps []relayprobe.Packet, dst netip.AddrPort) []relayprobe.Packet {
+	var out []relayprobe.Packet
 	for _, p := range ps {
 		if p.Dst == dst.String() {
 			out = append(out, p)
@@ -468,7 +444,7 @@ func TestInterceptNFQueue(t *testing.T) {
 			t.Errorf("the client received %q from :81 beyond the handshake: the answer leaked", a)
 		}
 	}
-	var http81 []probePacket
+	var http81 []relayprobe.Packet
 	for _, p := range probeTo(rp.packets(t), forged81) {
 		if p.PayloadLen > 0 {
 			http81 = append(http81, p)

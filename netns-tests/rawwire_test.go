@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/stackcopy/stackcopy/netns-tests/lab"
+	"github.com/stackcopy/stackcopy/netns-tests/rawprobe"
 	"github.com/stackcopy/stackcopy/netns-tests/recorder"
 )
 
@@ -28,24 +29,6 @@ import (
 //
 //	go test -run RawWire -v ./netns-tests/
 //	STACKCOPY_RAWWIRE_BYTES=268435456 go test -run RawWire -v ./netns-tests/  # throughput
-
-// rawprobeResult is the JSON rawprobe writes (cmd/rawprobe.Result).
-type rawprobeResult struct {
-	Wire    string  `json:"wire"`
-	GSO     string  `json:"gso"`
-	Client  string  `json:"client"`
-	NextHop string  `json:"next_hop"`
-	Bytes   int64   `json:"bytes"`
-	SHA256  string  `json:"sha256"`
-	Seconds float64 `json:"seconds"`
-	Mbps    float64 `json:"mbps"`
-	Answers uint64  `json:"answers"`
-	Stats   struct {
-		Retransmits, ResetsReceived, ResetsSent uint64
-		PacketsWritten, WriteErrors             uint64
-		PacketsInjected                         uint64
-	} `json:"stats"`
-}
 
 func TestRawWire(t *testing.T) {
 	t.Parallel()
@@ -110,7 +93,7 @@ func TestRawWire(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			var res rawprobeResult
+			var res rawprobe.Result
 			if err := json.Unmarshal(b, &res); err != nil {
 				t.Fatalf("rawprobe result %s: %v", b, err)
 			}

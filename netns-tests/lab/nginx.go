@@ -1,16 +1,12 @@
 package lab
 
 import (
-	"bufio"
 	"bytes"
 	"context"
-	"encoding/json"
-	"errors"
 	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"text/template"
 	"time"
@@ -196,27 +192,5 @@ func (n *Nginx) AccessLog() ([]NginxAccess, error) {
 // ReadNginxAccessLog parses an access log in the lab format. A last line
 // without a newline (being written) is ignored.
 func ReadNginxAccessLog(path string) ([]NginxAccess, error) {
-	b, err := os.ReadFile(path)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, err
-	}
-	if i := bytes.LastIndexByte(b, '\n'); i >= 0 {
-		b = b[:i+1]
-	} else {
-		b = nil
-	}
-	var out []NginxAccess
-	sc := bufio.NewScanner(bytes.NewReader(b))
-	sc.Buffer(make([]byte, 64*1024), 1<<20)
-	for line := 1; sc.Scan(); line++ {
-		var a NginxAccess
-		if err := json.Unmarshal(sc.Bytes(), &a); err != nil {
-			return out, fmt.Errorf("%s:%s: %w", path, strconv.Itoa(line), err)
-		}
-		out = append(out, a)
-	}
-	return out, sc.Err()
+	return ReadJSONLines[NginxAccess](path)
 }

@@ -1,11 +1,14 @@
 package lab
 
 import (
+	"bufio"
+	"context"
 	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -15,6 +18,9 @@ import (
 
 // stopGrace is how long Stop waits after SIGTERM before SIGKILL.
 const stopGrace = 3 * time.Second
+
+// killWait is how long Stop waits for a process to go after SIGKILL.
+const killWait = 10 * time.Second
 
 // Proc is a background process started in a lab namespace.
 type Proc struct {
@@ -26,12 +32,23 @@ type Proc struct {
 	name    string
 	logPath string
 	cmd     *exec.Cmd
+	stdout  *SyncBuffer // nil unless StartOptions.Stdout
+	started time.Time
 
 	done     chan struct{}
-	waitErr  error // valid after done is closed
+	waitErr  error     // valid after done is closed
+	ended    time.Time // valid after done is closed
 	signaled atomic.Bool
 	stopOnce sync.Once
 	stopErr  error
+}
+
+// StartOptions change how StartWith runs a program.
+type StartOptions struct {
+	// Stdout keeps the program's standard output apart, in memory, for
+	// Proc.Stdout: for programs whose output is their result (a JSON
+	// object, a summary to parse). Standard error still goes to the log.
+	Stdout bool
 }
 
 // Start runs name with args in the background inside the host's namespace.
@@ -43,6 +60,11 @@ type Proc struct {
 // goroutines that lock threads to switch namespaces can cause at any time.
 // Processes of a killed test are removed by the next New instead.
 func (h *Host) Start(name string, args ...string) (*Proc, error) {
+	return h.StartWith(StartOptions{}, name, args...)
+}
+
+// StartWith is Start with options.
+func (h *Host) StartWith(opts StartOptions, name string, args ...string) (*Proc, error) {
 	what := "lab: start " + filepath.Base(name) + " on " + h.name
 	// `ip netns exec` reports a missing binary only in its own output after
 	// the fact; look it up first (same mount namespace) for a clear error.
@@ -65,6 +87,13 @@ func (h *Host) Start(name string, args ...string) (*Proc, error) {
 	cmd.Stderr = logFile
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	p := &Proc{host: h, name: filepath.Base(name), logPath: logPath, cmd: cmd, done: make(chan struct{})}
+	if opts.Stdout {
+		p.stdout = new(SyncBuffer)
+		cmd.Stdout = p.stdout
+		// The output now goes through a pipe that Wait drains; a child
+		// the program left behind could hold it open for ever.
+		cmd.WaitDelay = 2 * time.Second
+	}
 	// Start and register under the lab lock, so that a concurrent Close
 	// either refuses this start or sees the process and stops it.
 	l.mu.Lock()
@@ -72,6 +101,7 @@ func (h *Host) Start(name string, args ...string) (*Proc, error) {
 		l.mu.Unlock()
 		return nil, fmt.Errorf("%s: lab is closed", what)
 	}
+	p.started = time.Now()
 	if err := cmd.Start(); err != nil {
 		l.mu.Unlock()
 		return nil, fmt.Errorf("%s: %w", what, err)
@@ -83,9 +113,15 @@ func (h *Host) Start(name string, args ...string) (*Proc, error) {
 	l.mu.Unlock()
 	go func() {
 		p.waitErr = cmd.Wait()
+		p.ended = time.Now()
 		close(p.done)
 	}()
 	return p, nil
+}
+
+// String names the process for messages: "stackcopy (pid 4711) on replay".
+func (p *Proc) String() string {
+	return fmt.Sprintf("%s (pid %d) on %s", p.name, p.PID, p.host.name)
 }
 
 // Wait waits for the process to exit and returns its exit error.
@@ -120,11 +156,11 @@ func (p *Proc) Resume() error { return p.signal(syscall.SIGCONT) }
 
 func (p *Proc) signal(sig syscall.Signal) error {
 	if p.exited() {
-		return fmt.Errorf("lab: signal %s (pid %d) on %s: it has exited", p.name, p.PID, p.host.name)
+		return fmt.Errorf("lab: signal %s: it has exited", p)
 	}
 	// Not reaped yet: the group ID cannot belong to anyone else.
 	if err := syscall.Kill(-p.PID, sig); err != nil {
-		return fmt.Errorf("lab: signal %s (pid %d) on %s: %w", p.name, p.PID, p.host.name, err)
+		return fmt.Errorf("lab: signal %s: %w", p, err)
 	}
 	return nil
 }
@@ -139,27 +175,65 @@ func (p *Proc) Stop() error {
 }
 
 func (p *Proc) stop() error {
+	if _, _, err := p.terminate(stopGrace); err != nil {
+		return err
+	}
+	return p.exitError()
+}
+
+// StopWithin ends the process like Stop, but waits grace (not 3 s) after
+// SIGTERM before SIGKILL, and reports how long the process took to exit
+// after SIGTERM and whether it exited on SIGTERM alone: how fast a
+// program shuts down is itself a measurement. Its exit status is for
+// ExitCode and Wait; the error is only for a process SIGKILL did not end.
+// A process that has already exited takes 0 s.
+func (p *Proc) StopWithin(grace time.Duration) (took time.Duration, graceful bool, err error) {
+	return p.terminate(grace)
+}
+
+// terminate sends SIGTERM to the process group (and SIGCONT: a paused
+// process would not act on SIGTERM), then SIGKILL after grace.
+func (p *Proc) terminate(grace time.Duration) (took time.Duration, graceful bool, err error) {
 	if p.exited() {
-		return p.exitError()
+		return 0, true, nil
 	}
 	p.signaled.Store(true)
 	// The process is not reaped yet (done is open), so its PID and group ID
-	// cannot have been reused by an unrelated process. SIGCONT first: a
-	// paused process would not act on SIGTERM.
+	// cannot have been reused by an unrelated process.
+	t0 := time.Now()
 	_ = syscall.Kill(-p.PID, syscall.SIGTERM)
 	_ = syscall.Kill(-p.PID, syscall.SIGCONT)
 	select {
 	case <-p.done:
-		return p.exitError()
-	case <-time.After(stopGrace):
+		return time.Since(t0), true, nil
+	case <-time.After(grace):
 	}
 	_ = syscall.Kill(-p.PID, syscall.SIGKILL)
 	select {
 	case <-p.done:
-		return p.exitError()
-	case <-time.After(10 * time.Second):
-		return fmt.Errorf("lab: stop %s (pid %d) on %s: still running 10s after SIGKILL", p.name, p.PID, p.host.name)
+		return time.Since(t0), false, nil
+	case <-time.After(killWait):
+		return time.Since(t0), false, fmt.Errorf("lab: stop %s: still running %v after SIGKILL", p, killWait)
 	}
+}
+
+// WaitContext waits for the process to exit and returns its exit error,
+// with the tail of its log. If ctx ends first, it stops the process
+// (SIGTERM, SIGKILL after grace) and returns ctx's error: a bounded run
+// of a program that is expected to end by itself.
+func (p *Proc) WaitContext(ctx context.Context, grace time.Duration) error {
+	select {
+	case <-p.done:
+	case <-ctx.Done():
+		if _, _, err := p.terminate(grace); err != nil {
+			return errors.Join(fmt.Errorf("lab: %s: %w", p, ctx.Err()), err)
+		}
+		return fmt.Errorf("lab: %s: still running, stopped: %w%s", p, ctx.Err(), outputSuffix([]byte(tail(p.Log(), 2048))))
+	}
+	if p.waitErr != nil {
+		return fmt.Errorf("lab: %s: %w%s", p, p.waitErr, outputSuffix([]byte(tail(p.Log(), 2048))))
+	}
+	return nil
 }
 
 // exitError interprets the exit status for Stop.
@@ -175,10 +249,96 @@ func (p *Proc) exitError() error {
 			return nil
 		}
 	}
-	return fmt.Errorf("lab: %s (pid %d) on %s: %w%s", p.name, p.PID, p.host.name, err, outputSuffix([]byte(tail(p.Log(), 1024))))
+	return fmt.Errorf("lab: %s: %w%s", p, err, outputSuffix([]byte(tail(p.Log(), 1024))))
 }
 
-// Log returns the process's output so far (stdout and stderr interleaved).
+// ExitCode waits for the process to exit and returns its exit status, -1
+// if a signal ended it.
+func (p *Proc) ExitCode() int {
+	<-p.done
+	return p.cmd.ProcessState.ExitCode()
+}
+
+// Wall returns how long the process ran: from start to exit, or so far.
+func (p *Proc) Wall() time.Duration {
+	select {
+	case <-p.done:
+		return p.ended.Sub(p.started)
+	default:
+		return time.Since(p.started)
+	}
+}
+
+// CPU returns the user+system CPU time the process used: so far (from
+// /proc/PID/stat, in 10 ms ticks) while it runs, all of it (its rusage)
+// once it has exited. `ip netns exec` execs the program in place, so this
+// is the program's own time, not a wrapper's.
+func (p *Proc) CPU() (time.Duration, error) {
+	select {
+	case <-p.done:
+		ru, ok := p.cmd.ProcessState.SysUsage().(*syscall.Rusage)
+		if !ok {
+			return 0, fmt.Errorf("lab: CPU of %s: no rusage", p)
+		}
+		return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()), nil
+	default:
+	}
+	// Not reaped yet: /proc/PID is this process's.
+	user, sys, err := ProcCPU(p.PID)
+	if err != nil {
+		return 0, fmt.Errorf("lab: CPU of %s: %w", p, err)
+	}
+	return user + sys, nil
+}
+
+// RSS returns the resident set size (VmRSS) of the running process in
+// bytes.
+func (p *Proc) RSS() (int64, error) {
+	if p.exited() {
+		return 0, fmt.Errorf("lab: RSS of %s: it has exited", p)
+	}
+	kb, err := procStatusKB(p.PID, "VmRSS")
+	if err != nil {
+		return 0, fmt.Errorf("lab: RSS of %s: %w", p, err)
+	}
+	return kb << 10, nil
+}
+
+// procStatusKB reads a "Name:   123 kB" field of /proc/PID/status.
+func procStatusKB(pid int, field string) (int64, error) {
+	path := "/proc/" + strconv.Itoa(pid) + "/status"
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), field+":"); ok {
+			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			if err != nil {
+				return 0, fmt.Errorf("%s: %s %q: %w", path, field, v, err)
+			}
+			return kb, nil
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return 0, fmt.Errorf("%s: %w", path, err)
+	}
+	return 0, fmt.Errorf("%s: no %s", path, field)
+}
+
+// Stdout returns the program's standard output so far, if it was started
+// with StartOptions.Stdout ("" otherwise).
+func (p *Proc) Stdout() string {
+	if p.stdout == nil {
+		return ""
+	}
+	return p.stdout.String()
+}
+
+// Log returns the process's output so far: stdout and stderr interleaved,
+// or stderr alone if it was started with StartOptions.Stdout.
 func (p *Proc) Log() string {
 	b, err := os.ReadFile(p.logPath)
 	if err != nil {

@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/stackcopy/stackcopy/netns-tests/lab"
 )
 
 // memSample is one memory measurement with count idle sessions open.
@@ -59,15 +61,15 @@ func (b *bench) idle(ctx context.Context) (result, error) {
 	}
 	// stackcopy must keep the sessions open well past the measurement:
 	// they close at the captured FINs (idleFin); -t above that.
-	scStart := func(pcap string) func(context.Context) (*child, error) {
-		return func(ctx context.Context) (*child, error) {
+	scStart := func(pcap string) func() (*lab.Proc, error) {
+		return func() (*lab.Proc, error) {
 			stats := filepath.Join(b.dir, "idle.stats.json")
-			return startChild(ctx, b.replay, b.cfg.stackcopy, b.stackcopyArgs(pcap, httpPort, stats, "--speed", "1", "-t", "120")...)
+			return startRole(b.replay, b.cfg.stackcopy, b.stackcopyArgs(pcap, httpPort, stats, "--speed", "1", "-t", "120")...)
 		}
 	}
-	kStart := func(count int) func(context.Context) (*child, error) {
-		return func(ctx context.Context) (*child, error) {
-			return startChild(ctx, b.replay, b.self, "-role", "idle", "-connect", target.String(), "-n", strconv.Itoa(count),
+	kStart := func(count int) func() (*lab.Proc, error) {
+		return func() (*lab.Proc, error) {
+			return startRole(b.replay, b.self, "-role", "idle", "-connect", target.String(), "-n", strconv.Itoa(count),
 				"-src", strings.Join(srcs, ","), "-hold", "3m", "-timeout", "1m")
 		}
 	}
@@ -129,7 +131,7 @@ func (b *bench) idle(ctx context.Context) (result, error) {
 // measureMem starts a client holding count idle sessions, waits until the
 // target has answered all of them and they are still open, samples the
 // client's VmRSS and the machine's Slab three times, then stops it.
-func (b *bench) measureMem(ctx context.Context, who string, count int, start func(context.Context) (*child, error)) (memSample, error) {
+func (b *bench) measureMem(ctx context.Context, who string, count int, start func() (*lab.Proc, error)) (memSample, error) {
 	m := memSample{count: count}
 	if err := b.waitHTTPIdle(ctx, 0); err != nil {
 		return m, err
@@ -145,18 +147,19 @@ func (b *bench) measureMem(ctx context.Context, who string, count int, start fun
 	if err != nil {
 		return m, err
 	}
-	cctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
-	defer cancel()
 	t0 := time.Now()
-	c, err := start(cctx)
+	c, err := start()
 	if err != nil {
 		return m, err
 	}
-	defer c.terminate(5 * time.Second)
+	// Every return ends the client; the measured stop is below.
+	defer c.StopWithin(5 * time.Second)
 	w := watchNetDev(c)
 	err = poll(ctx, 60*time.Second, 50*time.Millisecond, fmt.Sprintf("%d idle sessions of %s on the target", count, who), func() (bool, error) {
-		if c.exited() {
-			return false, fmt.Errorf("%s exited early (status %d): %s%s", c.what, c.exitCode(), firstLines(c.stdout.String(), 8), outputTail(c.stderr.String()))
+		select {
+		case <-c.Done():
+			return false, fmt.Errorf("%s exited early (status %d): %s%s", c, c.ExitCode(), firstLines(c.Stdout(), 8), outputTail(c.Log()))
+		default:
 		}
 		st, err := readStatus(b.httpStatus)
 		return err == nil && st.IdleOpen >= int64(count), err
@@ -171,9 +174,9 @@ func (b *bench) measureMem(ctx context.Context, who string, count int, start fun
 		if i > 0 {
 			time.Sleep(time.Second)
 		}
-		r, err := vmRSS(c.pid())
+		r, err := c.RSS()
 		if err != nil {
-			return m, fmt.Errorf("%s: %w", c.what, err)
+			return m, err
 		}
 		mi, err := meminfo("Slab", "SUnreclaim")
 		if err != nil {
@@ -199,10 +202,13 @@ func (b *bench) measureMem(ctx context.Context, who string, count int, start fun
 	if tun, ok := w.get(tunName); ok && who == "stackcopy" {
 		m.net = "TUN " + tunName + " " + tun.String() + ", " + m.net
 	}
-	m.stopTook, m.stopped = c.terminate(20 * time.Second)
-	m.exitCode = c.exitCode()
+	m.stopTook, m.stopped, err = c.StopWithin(20 * time.Second)
+	if err != nil {
+		return m, err
+	}
+	m.exitCode = c.ExitCode()
 	if who == "stackcopy" {
-		r := scRun{stdout: c.stdout.String()}
+		r := scRun{stdout: c.Stdout()}
 		m.summary = r.summaryLines()
 	}
 	b.logf("idle %s %d: VmRSS %.1f MiB, Slab %+.1f MiB, exit after SIGTERM %.1fs", who, count, mib(m.rss), mib(m.slabDelta), m.stopTook.Seconds())

@@ -46,6 +46,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/stackcopy/stackcopy/netns-tests/benchrole"
+
 	"github.com/stackcopy/stackcopy/netns-tests/lab"
 )
 
@@ -378,8 +380,8 @@ func (b *bench) liveStep(ctx context.Context, ll *liveLab, rate int) (liveStep, 
 		return st, err
 	}
 	ic0, rel0 := interceptStats(ll.icpt.Log())
-	sc0, err1 := procCPU(sc.PID)
-	icCPU0, err2 := procCPU(ll.icpt.PID)
+	sc0, err1 := sc.CPU()
+	icCPU0, err2 := ll.icpt.CPU()
 	if err := errors.Join(err1, err2); err != nil {
 		return st, err
 	}
@@ -388,18 +390,18 @@ func (b *bench) liveStep(ctx context.Context, ll *liveLab, rate int) (liveStep, 
 	timeout := liveStepDur + 10*time.Second
 	rctx, cancel := context.WithTimeout(ctx, timeout+15*time.Second)
 	defer cancel()
-	load, err := startChild(rctx, ll.client, b.self, "-role", "liveload",
+	load, err := startRole(ll.client, b.self, "-role", "liveload",
 		"-connect", netip.AddrPortFrom(onlineAddr, 80).String(), "-rate", strconv.Itoa(rate),
 		"-duration", liveStepDur.String(), "-conns", strconv.Itoa(liveConns), "-timeout", timeout.String())
 	if err != nil {
 		return st, err
 	}
-	if err := load.wait(); err != nil {
+	if err := load.WaitContext(rctx, roleGrace); err != nil {
 		return st, err
 	}
-	var lr liveLoadResult
-	if err := json.Unmarshal([]byte(load.stdout.String()), &lr); err != nil {
-		return st, fmt.Errorf("%s: result %q: %w", load.what, load.stdout.String(), err)
+	var lr benchrole.LiveLoadResult
+	if err := json.Unmarshal([]byte(load.Stdout()), &lr); err != nil {
+		return st, fmt.Errorf("%s: result %q: %w", load, load.Stdout(), err)
 	}
 	st.achieved, st.loadFail, st.loadErrs, st.loadSecs = lr.Rate, lr.Failed, lr.Errors, lr.Seconds
 
@@ -432,8 +434,8 @@ func (b *bench) liveStep(ctx context.Context, ll *liveLab, rate int) (liveStep, 
 	st.mirrored = recs1 - recs0
 	st.lost = st.served - st.mirrored
 	st.drain = max(lastChange.Sub(loadEnd), 0)
-	sc1, err1 := procCPU(sc.PID)
-	icCPU1, err2 := procCPU(ll.icpt.PID)
+	sc1, err1 := sc.CPU()
+	icCPU1, err2 := ll.icpt.CPU()
 	if err := errors.Join(err1, err2); err != nil {
 		return st, err
 	}
@@ -460,12 +462,6 @@ func (b *bench) liveStep(ctx context.Context, ll *liveLab, rate int) (liveStep, 
 	}
 	st.capDrops, st.sessions, st.completed = ss.Drops, ss.Replay.Sessions, ss.Replay.Completed
 	return st, nil
-}
-
-// procCPU is a process's user+system CPU time.
-func procCPU(pid int) (time.Duration, error) {
-	user, sys, err := lab.ProcCPU(pid)
-	return user + sys, err
 }
 
 // countLines counts complete lines of a file (0 if it does not exist).
@@ -495,15 +491,6 @@ func interceptStats(log string) (kernelDrops, relayed uint64) {
 	return kernelDrops, relayed
 }
 
-// liveLoadResult is what the liveload role prints.
-type liveLoadResult struct {
-	Seconds   float64  `json:"seconds"`
-	Completed int      `json:"completed"`
-	Failed    int      `json:"failed"`
-	Rate      float64  `json:"rate"` // completed / the scheduled duration (or longer, if late)
-	Errors    []string `json:"errors,omitempty"`
-}
-
 // roleLiveLoad sends GET /a.txt at -rate requests/s for -duration over
 // -conns keep-alive connections, each paced on its own schedule (a late
 // request goes out at once, no later than the end plus 2 s). It reconnects
@@ -528,7 +515,7 @@ func roleLiveLoad(args []string) error {
 	end := start.Add(*dur)
 	hardEnd := end.Add(2 * time.Second)
 	var mu sync.Mutex
-	var res liveLoadResult
+	var res benchrole.LiveLoadResult
 	var lastDone time.Time
 	var wg sync.WaitGroup
 	for w := range *conns {

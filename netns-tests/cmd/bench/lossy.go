@@ -322,7 +322,7 @@ func (b *bench) lossyStackcopy(ctx context.Context, ll *liveLab, onlineLog, file
 		_, sums, err := recorder.ReadLog(ll.targetLog)
 		return err == nil && slices.ContainsFunc(sums, func(s recorder.ConnSummary) bool { return s.Conn == rec.Conn }), err
 	})
-	if r.cpu, err = procCPU(sc.PID); err != nil {
+	if r.cpu, err = sc.CPU(); err != nil {
 		return r, err
 	}
 	time.Sleep(1100 * time.Millisecond) // intercept's next stats line

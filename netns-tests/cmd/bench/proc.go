@@ -1,139 +1,38 @@
 package main
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"maps"
 	"os"
-	"os/exec"
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
+
+	"github.com/stackcopy/stackcopy/netns-tests/benchrole"
 
 	"github.com/stackcopy/stackcopy/netns-tests/lab"
 )
 
-// syncBuffer is a bytes.Buffer safe to read while a child writes to it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
+// startRole starts prog in h's namespace with its standard output kept
+// apart (lab.StartOptions.Stdout): the bench's client roles print their
+// result there, stackcopy its summary. The lab records the PID and ends
+// the process by it at the latest when it closes.
+func startRole(h *lab.Host, prog string, args ...string) (*lab.Proc, error) {
+	return h.StartWith(lab.StartOptions{Stdout: true}, prog, args...)
 }
 
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
+// roleGrace is how long a bounded run that overran its time gets between
+// SIGTERM and SIGKILL.
+const roleGrace = 10 * time.Second
 
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-// child is a program run with `ip netns exec NS prog args...`. ip execs
-// the program in place, so the PID, the exit status and the rusage are the
-// program's own.
-type child struct {
-	what   string
-	cmd    *exec.Cmd
-	stdout syncBuffer
-	stderr syncBuffer
-	done   chan struct{}
-	err    error // valid after done
-	wall   time.Duration
-}
-
-// startChild starts prog in h's namespace. ctx bounds its life: when it
-// ends the child gets SIGTERM, and SIGKILL 10 s later.
-func startChild(ctx context.Context, h *lab.Host, prog string, args ...string) (*child, error) {
-	c := &child{what: fmt.Sprintf("%s on %s", baseName(prog), h.Label()), done: make(chan struct{})}
-	c.cmd = exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", h.Name(), prog}, args...)...)
-	c.cmd.Stdout = &c.stdout
-	c.cmd.Stderr = &c.stderr
-	c.cmd.Cancel = func() error { return c.cmd.Process.Signal(syscall.SIGTERM) }
-	c.cmd.WaitDelay = 10 * time.Second
-	start := time.Now()
-	if err := c.cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start %s: %w", c.what, err)
-	}
-	go func() {
-		c.err = c.cmd.Wait()
-		c.wall = time.Since(start)
-		close(c.done)
-	}()
-	return c, nil
-}
-
-func baseName(p string) string {
-	if i := strings.LastIndexByte(p, '/'); i >= 0 {
-		return p[i+1:]
-	}
-	return p
-}
-
-func (c *child) pid() int { return c.cmd.Process.Pid }
-
-func (c *child) exited() bool {
-	select {
-	case <-c.done:
-		return true
-	default:
-		return false
-	}
-}
-
-// wait waits for the child; it returns the exit error with the tail of its
-// stderr.
-func (c *child) wait() error {
-	<-c.done
-	if c.err != nil {
-		return fmt.Errorf("%s: %w%s", c.what, c.err, outputTail(c.stderr.String()))
-	}
-	return nil
-}
-
-// exitCode is the child's exit status, -1 if it was killed by a signal.
-func (c *child) exitCode() int {
-	<-c.done
-	return c.cmd.ProcessState.ExitCode()
-}
-
-// cpu is the child's user+system CPU time (valid after it exited).
-func (c *child) cpu() time.Duration {
-	<-c.done
-	ru, ok := c.cmd.ProcessState.SysUsage().(*syscall.Rusage)
-	if !ok {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
-
-// terminate sends SIGTERM and waits up to grace, then SIGKILL. It returns
-// how long the child took to exit after SIGTERM.
-func (c *child) terminate(grace time.Duration) (time.Duration, bool) {
-	if c.exited() {
-		return 0, true
-	}
-	t0 := time.Now()
-	_ = c.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-c.done:
-		return time.Since(t0), true
-	case <-time.After(grace):
-	}
-	_ = c.cmd.Process.Kill()
-	select {
-	case <-c.done:
-	case <-time.After(15 * time.Second):
-	}
-	return time.Since(t0), false
+// exitCPU is an exited process's user+system CPU time (0 if unknown, as
+// the table shows it rather than failing a workload over it).
+func exitCPU(p *lab.Proc) time.Duration {
+	d, _ := p.CPU()
+	return d
 }
 
 func outputTail(s string) string {
@@ -145,29 +44,6 @@ func outputTail(s string) string {
 		s = "…" + s[len(s)-2000:]
 	}
 	return ": " + s
-}
-
-// vmRSS returns a process's resident set size in bytes.
-func vmRSS(pid int) (int64, error) {
-	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0, err
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "VmRSS:"); ok {
-			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
-			if err != nil {
-				return 0, fmt.Errorf("/proc/%d/status: VmRSS %q: %w", pid, v, err)
-			}
-			return kb << 10, nil
-		}
-	}
-	if err := sc.Err(); err != nil {
-		return 0, err
-	}
-	return 0, fmt.Errorf("/proc/%d/status: no VmRSS", pid)
 }
 
 // meminfo reads fields of /proc/meminfo (machine-wide) in bytes.
@@ -201,8 +77,8 @@ func meminfo(fields ...string) (map[string]int64, error) {
 }
 
 // readStatus reads a server role's status file.
-func readStatus(path string) (serverStatus, error) {
-	var s serverStatus
+func readStatus(path string) (benchrole.ServerStatus, error) {
+	var s benchrole.ServerStatus
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return s, err
@@ -214,26 +90,8 @@ func readStatus(path string) (serverStatus, error) {
 }
 
 // readRecords reads a server role's JSON-lines log.
-func readRecords(path string) ([]connRecord, error) {
-	b, err := os.ReadFile(path)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, err
-	}
-	var out []connRecord
-	for i, line := range bytes.Split(b, []byte("\n")) {
-		if len(bytes.TrimSpace(line)) == 0 {
-			continue
-		}
-		var r connRecord
-		if err := json.Unmarshal(line, &r); err != nil {
-			return nil, fmt.Errorf("%s line %d: %w", path, i+1, err)
-		}
-		out = append(out, r)
-	}
-	return out, nil
+func readRecords(path string) ([]benchrole.ConnRecord, error) {
+	return lab.ReadJSONLines[benchrole.ConnRecord](path)
 }
 
 // poll calls cond every interval until it reports true, it fails, or
@@ -369,7 +227,7 @@ type devWatcher struct {
 	done chan struct{}
 }
 
-func watchNetDev(c *child) *devWatcher {
+func watchNetDev(c *lab.Proc) *devWatcher {
 	w := &devWatcher{last: make(map[string]linkStats), done: make(chan struct{})}
 	go func() {
 		defer close(w.done)
@@ -378,13 +236,13 @@ func watchNetDev(c *child) *devWatcher {
 		for {
 			// Merge: an interface that disappeared (the TUN closed
 			// before exit) keeps its last counters.
-			if m, err := procNetDev(c.pid()); err == nil {
+			if m, err := procNetDev(c.PID); err == nil {
 				w.mu.Lock()
 				maps.Copy(w.last, m)
 				w.mu.Unlock()
 			}
 			select {
-			case <-c.done:
+			case <-c.Done():
 				return
 			case <-t.C:
 			}

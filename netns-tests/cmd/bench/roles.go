@@ -23,6 +23,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/stackcopy/stackcopy/netns-tests/benchrole"
 )
 
 // uploadAnswer is what the upload sink answers after the client's EOF.
@@ -79,26 +81,6 @@ func runRole(name string, args []string) int {
 	return 0
 }
 
-// connRecord is one line of a server role's -log: a finished connection.
-type connRecord struct {
-	Remote  string  `json:"remote"`
-	Bytes   int64   `json:"bytes"`   // client bytes read
-	Seconds float64 `json:"seconds"` // accept → client EOF
-	OK      bool    `json:"ok"`      // answered and closed without error
-	Err     string  `json:"err,omitempty"`
-}
-
-// serverStatus is what a server role writes to -status every 100 ms.
-type serverStatus struct {
-	Accepted  int64 `json:"accepted"`
-	Open      int64 `json:"open"`       // accepted, not yet closed
-	Answered  int64 `json:"answered"`   // answer written (ever)
-	IdleOpen  int64 `json:"idle_open"`  // answered and still open
-	Completed int64 `json:"completed"`  // answered, client EOF, closed cleanly
-	Failed    int64 `json:"failed"`     // ended with an error
-	Reset     int64 `json:"reset_kill"` // closed by SIGUSR1
-}
-
 // server is the state of a server role.
 type server struct {
 	answer []byte // httpAnswer(), built once
@@ -111,14 +93,14 @@ type server struct {
 	accepted, open, answered, idleOpen, completed, failed, reset atomic.Int64
 }
 
-func (s *server) status() serverStatus {
-	return serverStatus{
+func (s *server) status() benchrole.ServerStatus {
+	return benchrole.ServerStatus{
 		Accepted: s.accepted.Load(), Open: s.open.Load(), Answered: s.answered.Load(), IdleOpen: s.idleOpen.Load(),
 		Completed: s.completed.Load(), Failed: s.failed.Load(), Reset: s.reset.Load(),
 	}
 }
 
-func (s *server) record(r connRecord) {
+func (s *server) record(r benchrole.ConnRecord) {
 	if s.log == nil {
 		return
 	}
@@ -215,7 +197,7 @@ func roleServer(name string, args []string, serve serveFunc) error {
 			s.mu.Unlock()
 			tc.Close()
 			s.open.Add(-1)
-			r := connRecord{Remote: tc.RemoteAddr().String(), Bytes: n, Seconds: d.Seconds(), OK: err == nil}
+			r := benchrole.ConnRecord{Remote: tc.RemoteAddr().String(), Bytes: n, Seconds: d.Seconds(), OK: err == nil}
 			if err != nil {
 				r.Err = err.Error()
 				s.failed.Add(1)
@@ -307,17 +289,7 @@ func serveHTTP(s *server, c *net.TCPConn, accepted time.Time) (int64, time.Durat
 	}
 }
 
-// clientResult is what a client role prints (one JSON object on stdout).
-type clientResult struct {
-	Seconds   float64  `json:"seconds"`
-	Bytes     int64    `json:"bytes,omitempty"`
-	Completed int      `json:"completed"`
-	Failed    int      `json:"failed"`
-	Errors    []string `json:"errors,omitempty"` // the first few
-	Answer    string   `json:"answer,omitempty"`
-}
-
-func printResult(r clientResult) error {
+func printResult(r benchrole.ClientResult) error {
 	return json.NewEncoder(os.Stdout).Encode(r)
 }
 
@@ -363,7 +335,7 @@ func roleUpload(args []string) error {
 	if err != nil {
 		return fmt.Errorf("read answer: %w", err)
 	}
-	return printResult(clientResult{Seconds: time.Since(start).Seconds(), Bytes: sent, Completed: 1, Answer: string(ans)})
+	return printResult(benchrole.ClientResult{Seconds: time.Since(start).Seconds(), Bytes: sent, Completed: 1, Answer: string(ans)})
 }
 
 // shortSession is one kernel-TCP short session: connect, request, the whole
@@ -409,7 +381,7 @@ func roleShort(args []string) error {
 	var d net.Dialer
 	var wg sync.WaitGroup
 	var mu sync.Mutex
-	var res clientResult
+	var res benchrole.ClientResult
 	start := time.Now()
 	for range *n {
 		wg.Go(func() {

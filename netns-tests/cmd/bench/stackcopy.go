@@ -100,14 +100,15 @@ func (b *bench) runStackcopy(ctx context.Context, timeout time.Duration, name, p
 	_ = os.Remove(statsPath)
 	rctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	c, err := startChild(rctx, b.replay, b.cfg.stackcopy, b.stackcopyArgs(pcap, port, statsPath, extra...)...)
+	c, err := startRole(b.replay, b.cfg.stackcopy, b.stackcopyArgs(pcap, port, statsPath, extra...)...)
 	if err != nil {
 		return nil, err
 	}
 	w := watchNetDev(c)
-	<-c.done
+	// A failed run is judged by its exit status and stats below.
+	_ = c.WaitContext(rctx, roleGrace)
 	<-w.done
-	r := &scRun{exitCode: c.exitCode(), cpu: c.cpu(), wall: c.wall, stdout: c.stdout.String(), stderr: c.stderr.String()}
+	r := &scRun{exitCode: c.ExitCode(), cpu: exitCPU(c), wall: c.Wall(), stdout: c.Stdout(), stderr: c.Log()}
 	r.tun, r.tunSeen = w.get(tunName)
 	if rctx.Err() != nil {
 		return r, fmt.Errorf("stackcopy %s: still running after %v, stopped: %s%s", name, timeout, firstLines(r.stdout, 8), outputTail(r.stderr))

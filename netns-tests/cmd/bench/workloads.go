@@ -13,6 +13,10 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/stackcopy/stackcopy/netns-tests/benchrole"
+
+	"github.com/stackcopy/stackcopy/netns-tests/lab"
 )
 
 func median(xs []float64) float64 {
@@ -97,21 +101,21 @@ func (s netSnapshot) since(s0 netSnapshot, replayIf, targetIf string) string {
 
 // clientRole runs a kernel client role of the bench in the replay
 // namespace and returns its printed result and rusage.
-func (b *bench) clientRole(ctx context.Context, timeout time.Duration, role string, args ...string) (clientResult, *child, error) {
-	var res clientResult
+func (b *bench) clientRole(ctx context.Context, timeout time.Duration, role string, args ...string) (benchrole.ClientResult, *lab.Proc, error) {
+	var res benchrole.ClientResult
 	rctx, cancel := context.WithTimeout(ctx, timeout+15*time.Second)
 	defer cancel()
 	all := append([]string{"-role", role}, args...)
 	all = append(all, "-timeout", timeout.String())
-	c, err := startChild(rctx, b.replay, b.self, all...)
+	c, err := startRole(b.replay, b.self, all...)
 	if err != nil {
 		return res, nil, err
 	}
-	if err := c.wait(); err != nil {
+	if err := c.WaitContext(rctx, roleGrace); err != nil {
 		return res, c, err
 	}
-	if err := json.Unmarshal([]byte(c.stdout.String()), &res); err != nil {
-		return res, c, fmt.Errorf("%s: result %q: %w", c.what, c.stdout.String(), err)
+	if err := json.Unmarshal([]byte(c.Stdout()), &res); err != nil {
+		return res, c, fmt.Errorf("%s: result %q: %w", c, c.Stdout(), err)
 	}
 	return res, c, nil
 }
@@ -197,7 +201,7 @@ func (b *bench) upload(ctx context.Context) (result, error) {
 			retr := s2.replay["Tcp.RetransSegs"] - s1.replay["Tcp.RetransSegs"]
 			kG = append(kG, g)
 			kRetr = append(kRetr, float64(retr))
-			kLine = append(kLine, fmt.Sprintf("%.2f (%.2fs, %d retransmits, cpu %.2fs)", g, rec.Seconds, retr, c.cpu().Seconds()))
+			kLine = append(kLine, fmt.Sprintf("%.2f (%.2fs, %d retransmits, cpu %.2fs)", g, rec.Seconds, retr, exitCPU(c).Seconds()))
 			b.logf("upload run %d kernel:    %.2f Gbit/s, %d retransmits", i, g, retr)
 		}
 	}
@@ -226,8 +230,8 @@ func (b *bench) upload(ctx context.Context) (result, error) {
 
 // sinkRecord waits (at most 10 s) for the upload sink's record of a
 // connection that ended after the previous call, and checks its size.
-func (b *bench) sinkRecord(ctx context.Context, want int64) (connRecord, error) {
-	var recs []connRecord
+func (b *bench) sinkRecord(ctx context.Context, want int64) (benchrole.ConnRecord, error) {
+	var recs []benchrole.ConnRecord
 	err := poll(ctx, 10*time.Second, 20*time.Millisecond, "the upload sink's record", func() (bool, error) {
 		st, err := readStatus(b.uploadStatus)
 		if err != nil {
@@ -240,7 +244,7 @@ func (b *bench) sinkRecord(ctx context.Context, want int64) (connRecord, error) 
 		return err == nil && len(recs) > 0, err
 	})
 	if err != nil {
-		return connRecord{}, err
+		return benchrole.ConnRecord{}, err
 	}
 	last := recs[len(recs)-1]
 	// Consume: the next call waits for a new record.
@@ -335,7 +339,7 @@ func (b *bench) short(ctx context.Context) (result, error) {
 			if kr.Failed > 0 {
 				notes = append(notes, fmt.Sprintf("  kernel short run %d: %d failed: %s", i, kr.Failed, strings.Join(kr.Errors, " | ")))
 			}
-			return kr.Seconds, c.cpu(), kr.Completed, nil
+			return kr.Seconds, exitCPU(c), kr.Completed, nil
 		})
 		if err != nil {
 			return res, err

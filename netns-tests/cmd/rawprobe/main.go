@@ -33,6 +33,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/stackcopy/stackcopy/netns-tests/rawprobe"
 	"github.com/stackcopy/stackcopy/netstack"
 	"github.com/stackcopy/stackcopy/wire"
 	"golang.org/x/net/bpf"
@@ -41,20 +42,6 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/checksum"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 )
-
-// Result is what rawprobe writes to -out.
-type Result struct {
-	Wire    string         `json:"wire"`
-	GSO     string         `json:"gso"`
-	Client  string         `json:"client"`
-	NextHop string         `json:"next_hop,omitempty"`
-	Bytes   int64          `json:"bytes"`
-	SHA256  string         `json:"sha256"`
-	Seconds float64        `json:"seconds"`
-	Mbps    float64        `json:"mbps"`
-	Answers uint64         `json:"answers"`
-	Stats   netstack.Stats `json:"stats"`
-}
 
 func main() {
 	if err := run(); err != nil {
@@ -105,7 +92,7 @@ func run() error {
 	default:
 		return fmt.Errorf("-gso %q: want off, coalesce or host", *gsoFlag)
 	}
-	res := Result{Wire: *wireName, GSO: *gsoFlag, Client: src.String()}
+	res := rawprobe.Result{Wire: *wireName, GSO: *gsoFlag, Client: src.String()}
 
 	var w wire.Device
 	switch *wireName {

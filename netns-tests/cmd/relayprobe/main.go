@@ -30,21 +30,9 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/stackcopy/stackcopy/netns-tests/relayprobe"
 	"github.com/stackcopy/stackcopy/relay"
 )
-
-// Packet is one relayed packet as relayprobe logs it.
-type Packet struct {
-	Src         string `json:"src"`
-	Dst         string `json:"dst"`
-	Flags       string `json:"flags"` // e.g. "SA": SYN ACK; F S R P A U
-	Seq         uint32 `json:"seq"`
-	Ack         uint32 `json:"ack"`
-	IPLen       int    `json:"ip_len"`
-	PayloadLen  int    `json:"payload_len"`
-	PayloadZero bool   `json:"payload_zero"` // every payload byte is 0 (header-only relay)
-	PayloadHead string `json:"payload_head"` // the first 32 payload bytes
-}
 
 func main() {
 	code, err := run()
@@ -181,19 +169,19 @@ func parseRange(s string) ([]netip.AddrPort, error) {
 }
 
 // decode reads an IPv4 TCP packet.
-func decode(b []byte) (Packet, bool) {
+func decode(b []byte) (relayprobe.Packet, bool) {
 	if len(b) < 20 || b[0]>>4 != 4 || b[9] != 6 {
-		return Packet{}, false
+		return relayprobe.Packet{}, false
 	}
 	ihl := int(b[0]&0x0f) * 4
 	total := int(binary.BigEndian.Uint16(b[2:4]))
 	if ihl < 20 || total > len(b) || total < ihl+20 {
-		return Packet{}, false
+		return relayprobe.Packet{}, false
 	}
 	t := b[ihl:total]
 	off := int(t[12]>>4) * 4
 	if off < 20 || off > len(t) {
-		return Packet{}, false
+		return relayprobe.Packet{}, false
 	}
 	src := netip.AddrPortFrom(netip.AddrFrom4([4]byte(b[12:16])), binary.BigEndian.Uint16(t[0:2]))
 	dst := netip.AddrPortFrom(netip.AddrFrom4([4]byte(b[16:20])), binary.BigEndian.Uint16(t[2:4]))
@@ -214,7 +202,7 @@ func decode(b []byte) (Packet, bool) {
 			break
 		}
 	}
-	return Packet{
+	return relayprobe.Packet{
 		Src:         src.String(),
 		Dst:         dst.String(),
 		Flags:       flags.String(),
