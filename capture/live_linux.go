@@ -14,6 +14,7 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/stackcopy/stackcopy/internal/afpacket"
 	"github.com/stackcopy/stackcopy/internal/pcapfilter"
 	"github.com/stackcopy/stackcopy/transfer"
 	"golang.org/x/net/bpf"
@@ -232,15 +233,15 @@ func OpenLive(cfg LiveConfig) (*LiveSource, error) {
 			ifs = append(ifs, iface{name: ifname, cooked: true})
 			continue
 		}
-		index, hwType, _, err := interfaceInfo(ifname)
+		ifi, err := afpacket.LookupInterface(ifname)
 		if err != nil {
 			return nil, fmt.Errorf("live capture on %s: %w", ifname, err)
 		}
-		ifs = append(ifs, iface{name: ifname, index: index, cooked: hwType != unix.ARPHRD_ETHER && hwType != unix.ARPHRD_LOOPBACK})
+		ifs = append(ifs, iface{name: ifname, index: ifi.Index, cooked: ifi.Cooked()})
 	}
 
 	// The filters, one per link kind in use.
-	filters := map[bool][]unix.SockFilter{}
+	filters := map[bool][]bpf.RawInstruction{}
 	for _, ifc := range ifs {
 		if _, ok := filters[ifc.cooked]; ok {
 			continue
@@ -264,11 +265,7 @@ func OpenLive(cfg LiveConfig) (*LiveSource, error) {
 				return fail("filter: %v", err)
 			}
 		}
-		sf := make([]unix.SockFilter, len(raw))
-		for i, in := range raw {
-			sf[i] = unix.SockFilter{Code: in.Op, Jt: in.Jt, Jf: in.Jf, K: in.K}
-		}
-		filters[ifc.cooked] = sf
+		filters[ifc.cooked] = raw
 	}
 
 	s := &LiveSource{name: name, ts: slices.Clone(cfg.Transfers), efd: -1}
@@ -294,67 +291,18 @@ func OpenLive(cfg LiveConfig) (*LiveSource, error) {
 	return s, nil
 }
 
-// interfaceInfo returns an interface's index, ARPHRD_* hardware type and
-// whether it is up.
-func interfaceInfo(name string) (index int, hwType uint16, up bool, err error) {
-	if _, err := unix.NewIfreq(name); err != nil {
-		return 0, 0, false, fmt.Errorf("bad interface name: %w", err)
-	}
-	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		return 0, 0, false, fmt.Errorf("socket: %w", err)
-	}
-	defer unix.Close(fd)
-	ioctl := func(req uint, what string) (*unix.Ifreq, error) {
-		ifr, _ := unix.NewIfreq(name)
-		if err := unix.IoctlIfreq(fd, req, ifr); err != nil {
-			if errors.Is(err, unix.ENODEV) {
-				return nil, noInterfaceError{}
-			}
-			return nil, fmt.Errorf("%s: %w", what, err)
-		}
-		return ifr, nil
-	}
-	ifr, err := ioctl(unix.SIOCGIFINDEX, "interface index")
-	if err != nil {
-		return 0, 0, false, err
-	}
-	index = int(ifr.Uint32())
-	if ifr, err = ioctl(unix.SIOCGIFHWADDR, "hardware type"); err != nil {
-		return 0, 0, false, err
-	}
-	hwType = ifr.Uint16() // sa_family of ifr_hwaddr
-	if ifr, err = ioctl(unix.SIOCGIFFLAGS, "interface flags"); err != nil {
-		return 0, 0, false, err
-	}
-	return index, hwType, ifr.Uint16()&unix.IFF_UP != 0, nil
-}
-
-// noInterfaceError reads "no such network interface" and matches ENODEV.
-type noInterfaceError struct{}
-
-func (noInterfaceError) Error() string { return "no such network interface" }
-func (noInterfaceError) Unwrap() error { return unix.ENODEV }
-
 // openRing opens one capture socket: filter attached, ring mapped, then
 // bound, so no unfiltered packet is ever queued. index 0 binds to all
 // interfaces.
-func openRing(name string, index int, cooked bool, filter []unix.SockFilter, blockSize, nBlocks int) (*ring, error) {
+func openRing(name string, index int, cooked bool, filter []bpf.RawInstruction, blockSize, nBlocks int) (*ring, error) {
 	fail := func(what string, err error) (*ring, error) {
-		if errors.Is(err, unix.EPERM) || errors.Is(err, unix.EACCES) {
-			return nil, fmt.Errorf("live capture on %s: %w (needs root or CAP_NET_RAW)", name, err)
-		}
 		if what != "" {
 			return nil, fmt.Errorf("live capture on %s: %s: %w", name, what, err)
 		}
 		return nil, fmt.Errorf("live capture on %s: %w", name, err)
 	}
-	typ := unix.SOCK_RAW
-	if cooked {
-		typ = unix.SOCK_DGRAM
-	}
-	// Protocol 0: nothing is queued until bind.
-	fd, err := unix.Socket(unix.AF_PACKET, typ|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0)
+	// Nothing is queued until bind.
+	fd, err := afpacket.Open(cooked)
 	if err != nil {
 		return fail("", err)
 	}
@@ -365,8 +313,8 @@ func openRing(name string, index int, cooked bool, filter []unix.SockFilter, blo
 			r.close()
 		}
 	}()
-	if err := unix.SetsockoptSockFprog(fd, unix.SOL_SOCKET, unix.SO_ATTACH_FILTER, &unix.SockFprog{Len: uint16(len(filter)), Filter: &filter[0]}); err != nil {
-		return fail("attach filter", err)
+	if err := afpacket.AttachFilter(fd, filter); err != nil {
+		return fail("", err)
 	}
 	if err := unix.SetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_VERSION, unix.TPACKET_V3); err != nil {
 		return fail("TPACKET_V3 (Linux 3.2 or later)", err)
@@ -386,9 +334,8 @@ func openRing(name string, index int, cooked bool, filter []unix.SockFilter, blo
 		return fail("mmap ring", err)
 	}
 	r.mem = mem
-	const ethPAll = unix.ETH_P_ALL<<8&0xff00 | unix.ETH_P_ALL>>8 // htons
-	if err := unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: ethPAll, Ifindex: index}); err != nil {
-		return fail("bind", err)
+	if err := afpacket.Bind(fd, index, afpacket.ProtoAll); err != nil {
+		return fail("", err)
 	}
 	ok = true
 	return r, nil
@@ -622,11 +569,11 @@ func (s *LiveSource) wait() error {
 			}
 		}
 		if r.down {
-			index, _, up, err := interfaceInfo(r.name)
-			if err != nil || index != r.index {
+			ifi, err := afpacket.LookupInterface(r.name)
+			if err != nil || ifi.Index != r.index {
 				return fmt.Errorf("live capture on %s: the interface disappeared", r.name)
 			}
-			r.down = !up
+			r.down = !ifi.Up
 		}
 	}
 	return nil
@@ -666,13 +613,13 @@ func (s *LiveSource) pollKernelLocked() {
 		return
 	}
 	for i, r := range s.rings {
-		ks, err := unix.GetsockoptTpacketStatsV3(r.fd, unix.SOL_PACKET, unix.PACKET_STATISTICS)
+		ks, err := afpacket.ReadStats(r.fd)
 		if err != nil {
 			continue
 		}
-		s.kstats[i].KernelPackets += uint64(ks.Packets)
-		s.kstats[i].Drops += uint64(ks.Drops)
-		s.kstats[i].FreezeQueue += uint64(ks.Freeze_q_cnt)
+		s.kstats[i].KernelPackets += ks.Packets
+		s.kstats[i].Drops += ks.Drops
+		s.kstats[i].FreezeQueue += ks.FreezeQueue
 	}
 }
 

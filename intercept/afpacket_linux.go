@@ -16,6 +16,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/stackcopy/stackcopy/internal/afpacket"
 	"github.com/stackcopy/stackcopy/internal/pcapfilter"
 )
 
@@ -84,58 +85,41 @@ func OpenCapture(cfg CaptureConfig) (*Capture, error) {
 	if cfg.BufferBytes <= 0 {
 		cfg.BufferBytes = DefaultCaptureBuffer
 	}
-	ifi, err := net.InterfaceByName(cfg.Interface)
+	ifi, err := afpacket.LookupInterface(cfg.Interface)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", what, err)
 	}
-	hwType, err := hardwareType(cfg.Interface)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", what, err)
-	}
-	cooked := hwType != unix.ARPHRD_ETHER && hwType != unix.ARPHRD_LOOPBACK
+	cooked := ifi.Cooked()
 	link := pcapfilter.Ethernet
 	if cooked {
 		link = pcapfilter.Raw
 	}
-	raw, err := pcapfilter.Compile(cfg.Filter, link, cfg.Snaplen)
+	filter, err := pcapfilter.Compile(cfg.Filter, link, cfg.Snaplen)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", what, err)
-	}
-	filter := make([]unix.SockFilter, len(raw))
-	for i, in := range raw {
-		filter[i] = unix.SockFilter{Code: in.Op, Jt: in.Jt, Jf: in.Jf, K: in.K}
 	}
 
-	typ := unix.SOCK_RAW
-	if cooked {
-		typ = unix.SOCK_DGRAM
-	}
-	// Protocol 0: nothing is queued before bind, so nothing unfiltered.
-	fd, err := unix.Socket(unix.AF_PACKET, typ|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	// Nothing is queued before bind, so nothing unfiltered.
+	fd, err := afpacket.Open(cooked)
 	if err != nil {
-		if errors.Is(err, unix.EPERM) || errors.Is(err, unix.EACCES) {
-			return nil, fmt.Errorf("%s: %w (needs root or CAP_NET_RAW)", what, err)
-		}
 		return nil, fmt.Errorf("%s: %w", what, err)
 	}
-	fail := func(step string, err error) (*Capture, error) {
+	fail := func(err error) (*Capture, error) {
 		unix.Close(fd)
-		return nil, fmt.Errorf("%s: %s: %w", what, step, err)
+		return nil, fmt.Errorf("%s: %w", what, err)
 	}
-	prog := unix.SockFprog{Len: uint16(len(filter)), Filter: &filter[0]}
-	if err := unix.SetsockoptSockFprog(fd, unix.SOL_SOCKET, unix.SO_ATTACH_FILTER, &prog); err != nil {
-		return fail("attach filter", err)
+	if err := afpacket.AttachFilter(fd, filter); err != nil {
+		return fail(err)
 	}
 	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, cfg.BufferBytes); err != nil {
-		return fail("receive buffer", err)
+		return fail(fmt.Errorf("receive buffer: %w", err))
 	}
 	// Only what arrives: our own sends on the interface are not answers.
 	// (Linux 4.20 and later; older kernels' outgoing copies are skipped
 	// by their packet type below.)
 	_ = unix.SetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_IGNORE_OUTGOING, 1)
-	const ethPAll = unix.ETH_P_ALL<<8&0xff00 | unix.ETH_P_ALL>>8 // htons
-	if err := unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: ethPAll, Ifindex: ifi.Index}); err != nil {
-		return fail("bind", err)
+	if err := afpacket.Bind(fd, ifi.Index, afpacket.ProtoAll); err != nil {
+		return fail(err)
 	}
 	f := os.NewFile(uintptr(fd), "packet:"+cfg.Interface)
 	rc, err := f.SyscallConn()
@@ -162,23 +146,6 @@ func OpenCapture(cfg CaptureConfig) (*Capture, error) {
 		c.msgs[i].Hdr.Name = (*byte)(unsafe.Pointer(&c.addrs[i]))
 	}
 	return c, nil
-}
-
-// hardwareType returns an interface's ARPHRD_* type.
-func hardwareType(name string) (uint16, error) {
-	ifr, err := unix.NewIfreq(name)
-	if err != nil {
-		return 0, err
-	}
-	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		return 0, err
-	}
-	defer unix.Close(fd)
-	if err := unix.IoctlIfreq(fd, unix.SIOCGIFHWADDR, ifr); err != nil {
-		return 0, fmt.Errorf("hardware type: %w", err)
-	}
-	return ifr.Uint16(), nil
 }
 
 // Next returns the next captured IP packet.
@@ -332,10 +299,9 @@ func (c *Capture) readKernelStats() {
 		return
 	}
 	_ = c.rc.Control(func(fd uintptr) {
-		st, err := unix.GetsockoptTpacketStats(int(fd), unix.SOL_PACKET, unix.PACKET_STATISTICS)
-		if err == nil {
-			c.kpackets += uint64(st.Packets)
-			c.kdrops += uint64(st.Drops)
+		if st, err := afpacket.ReadStats(int(fd)); err == nil {
+			c.kpackets += st.Packets
+			c.kdrops += st.Drops
 		}
 	})
 }

@@ -2,7 +2,6 @@ package wire
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -11,6 +10,7 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/stackcopy/stackcopy/internal/afpacket"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
@@ -65,17 +65,14 @@ func OpenAFPacket(ifname string, nextHop net.HardwareAddr) (*AFPacket, error) {
 	if len(nextHop) != 6 {
 		return nil, fmt.Errorf("afpacket %s: next hop %q is not an Ethernet (6-byte) address", ifname, nextHop)
 	}
-	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	fd, err := afpacket.Open(false)
 	if err != nil {
-		if errors.Is(err, unix.EPERM) || errors.Is(err, unix.EACCES) {
-			return nil, fmt.Errorf("afpacket %s: socket(AF_PACKET, SOCK_RAW): %w (needs root or CAP_NET_RAW)", ifname, err)
-		}
-		return nil, fmt.Errorf("afpacket %s: socket(AF_PACKET, SOCK_RAW): %w", ifname, err)
+		return nil, fmt.Errorf("afpacket %s: %w", ifname, err)
 	}
 	// Bound with protocol 0: tied to the interface, receives nothing.
-	if err := unix.Bind(fd, &unix.SockaddrLinklayer{Ifindex: ifi.Index}); err != nil {
+	if err := afpacket.Bind(fd, ifi.Index, afpacket.ProtoNone); err != nil {
 		unix.Close(fd)
-		return nil, fmt.Errorf("afpacket %s: bind: %w", ifname, err)
+		return nil, fmt.Errorf("afpacket %s: %w", ifname, err)
 	}
 	setSendBuffer(fd, wireSendBuffer)
 	f := os.NewFile(uintptr(fd), "afpacket-"+ifname)
