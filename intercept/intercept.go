@@ -121,18 +121,6 @@ func (c *Config) fill() error {
 	return nil
 }
 
-// LoadKey reads the relay key from file, or from $STACKCOPY_RELAY_KEY
-// when file is empty.
-func LoadKey(file string) (relay.Key, error) {
-	if file != "" {
-		return relay.LoadKey(file)
-	}
-	if _, ok := os.LookupEnv(KeyEnv); !ok {
-		return relay.Key{}, fmt.Errorf("no relay key: give --key-file FILE or set %s", KeyEnv)
-	}
-	return relay.KeyFromEnv(KeyEnv)
-}
-
 // Run serves mirrors on cfg.Listen and relays the answers the source
 // catches, until ctx is done (SIGINT, SIGTERM). It returns nil after a
 // clean shutdown and an error if it could not start or a part failed.
@@ -143,7 +131,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err := cfg.fill(); err != nil {
 		return err
 	}
-	key, err := LoadKey(cfg.KeyFile)
+	key, err := relay.LoadKey(cfg.KeyFile, KeyEnv)
 	if err != nil {
 		return err
 	}

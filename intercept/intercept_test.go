@@ -349,7 +349,7 @@ func testKey(t testing.TB) relay.Key {
 	if err := os.WriteFile(path, []byte("unit-test-relay-key-0123456789"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	key, err := LoadKey(path)
+	key, err := relay.LoadKey(path, "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -508,25 +508,6 @@ func TestServeRelaysAndDecides(t *testing.T) {
 	}
 	if _, err := net.Dial("tcp", ln.Addr().String()); err == nil {
 		t.Error("the listener is still open after shutdown")
-	}
-}
-
-func TestLoadKey(t *testing.T) {
-	t.Setenv(KeyEnv, "")
-	os.Unsetenv(KeyEnv)
-	if _, err := LoadKey(""); err == nil || !strings.Contains(err.Error(), "--key-file") || !strings.Contains(err.Error(), KeyEnv) {
-		t.Fatalf("no key anywhere: %v; want an error naming --key-file and %s", err, KeyEnv)
-	}
-	t.Setenv(KeyEnv, "an-environment-key-long-enough")
-	if _, err := LoadKey(""); err != nil {
-		t.Fatal(err)
-	}
-	path := filepath.Join(t.TempDir(), "k")
-	if err := os.WriteFile(path, []byte("a-file-key-long-enough-123"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := LoadKey(path); err == nil || !strings.Contains(err.Error(), "chmod 600") {
-		t.Fatalf("world-readable key file: %v", err)
 	}
 }
 

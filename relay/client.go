@@ -99,7 +99,7 @@ type ClientStats struct {
 // connections are re-established in the background until Close.
 func Dial(ctx context.Context, addrs []string, key Key, cfg ClientConfig) (*Client, error) {
 	if len(key.secret) < MinKeyLen {
-		return nil, errors.New("relay: client needs a key (LoadKey or KeyFromEnv)")
+		return nil, errors.New("relay: client needs a key (LoadKey)")
 	}
 	targets, err := parseAddrs(addrs)
 	if err != nil {

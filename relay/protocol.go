@@ -368,10 +368,27 @@ func newKey(b []byte, source string) (Key, error) {
 // at by mistake.
 const maxKeyFile = 4096
 
-// LoadKey reads the pre-shared key from a file. The file must not be
-// readable by everyone: a key anybody on the host can read authenticates
-// anybody. Keys are never taken from the command line, where ps shows them.
-func LoadKey(path string) (Key, error) {
+// LoadKey reads the pre-shared key from file or, when file is "", from the
+// environment variable envVar (both commands use STACKCOPY_RELAY_KEY and a
+// --key-file flag). A key file must not be readable by everyone: a key
+// anybody on the host can read authenticates anybody. Keys are never taken
+// from the command line, where ps shows them. Errors name the file or the
+// variable, never the key.
+func LoadKey(file, envVar string) (Key, error) {
+	if file != "" {
+		return loadKeyFile(file)
+	}
+	if envVar == "" {
+		return Key{}, errors.New("no relay key: no key file given")
+	}
+	v, ok := os.LookupEnv(envVar)
+	if !ok {
+		return Key{}, fmt.Errorf("no relay key: --key-file not given and environment variable %s is not set", envVar)
+	}
+	return newKey([]byte(v), "$"+envVar)
+}
+
+func loadKeyFile(path string) (Key, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return Key{}, fmt.Errorf("relay key: %w", err)
@@ -397,16 +414,6 @@ func LoadKey(path string) (Key, error) {
 		return Key{}, fmt.Errorf("relay key %s is larger than %d bytes: not a key file", path, maxKeyFile)
 	}
 	return newKey(b, path)
-}
-
-// KeyFromEnv reads the pre-shared key from an environment variable,
-// conventionally STACKCOPY_RELAY_KEY.
-func KeyFromEnv(name string) (Key, error) {
-	v, ok := os.LookupEnv(name)
-	if !ok {
-		return Key{}, fmt.Errorf("relay key: environment variable %s is not set", name)
-	}
-	return newKey([]byte(v), "$"+name)
 }
 
 // Addresses are encoded as [family u8: 4 or 6][address: 4 or 16 bytes]

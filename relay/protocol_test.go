@@ -466,14 +466,14 @@ func TestKeyFile(t *testing.T) {
 		return p
 	}
 	good := write("good", "  c2VjcmV0LXNlY3JldC1zZWNyZXQ=\n", 0o600)
-	k, err := LoadKey(good)
+	k, err := LoadKey(good, "")
 	if err != nil {
 		t.Fatal(err)
 	}
 	if string(k.secret) != "c2VjcmV0LXNlY3JldC1zZWNyZXQ=" {
 		t.Fatalf("key %q: whitespace not trimmed", k.secret)
 	}
-	if _, err := LoadKey(write("group", "0123456789abcdef", 0o640)); err != nil {
+	if _, err := LoadKey(write("group", "0123456789abcdef", 0o640), ""); err != nil {
 		t.Fatalf("group-readable key refused: %v", err)
 	}
 	tests := []struct {
@@ -487,7 +487,7 @@ func TestKeyFile(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := LoadKey(tt.path)
+			_, err := LoadKey(tt.path, "")
 			if err == nil || !strings.Contains(err.Error(), tt.want) {
 				t.Fatalf("error %v, want one containing %q", err, tt.want)
 			}
@@ -497,16 +497,63 @@ func TestKeyFile(t *testing.T) {
 
 func TestKeyFromEnv(t *testing.T) {
 	t.Setenv("STACKCOPY_RELAY_KEY", "0123456789abcdef0123")
-	k, err := KeyFromEnv("STACKCOPY_RELAY_KEY")
+	k, err := LoadKey("", "STACKCOPY_RELAY_KEY")
 	if err != nil || string(k.secret) != "0123456789abcdef0123" {
 		t.Fatalf("%v %q", err, k.secret)
 	}
 	t.Setenv("STACKCOPY_RELAY_KEY", "short")
-	if _, err := KeyFromEnv("STACKCOPY_RELAY_KEY"); err == nil || !strings.Contains(err.Error(), "from $STACKCOPY_RELAY_KEY has 5 bytes") {
+	if _, err := LoadKey("", "STACKCOPY_RELAY_KEY"); err == nil || !strings.Contains(err.Error(), "from $STACKCOPY_RELAY_KEY has 5 bytes") {
 		t.Fatalf("short key: %v", err)
 	}
-	if _, err := KeyFromEnv("STACKCOPY_RELAY_KEY_UNSET_FOR_TEST"); err == nil || !strings.Contains(err.Error(), "is not set") {
+	if _, err := LoadKey("", "STACKCOPY_RELAY_KEY_UNSET_FOR_TEST"); err == nil || !strings.Contains(err.Error(), "is not set") {
 		t.Fatalf("unset: %v", err)
+	}
+}
+
+// TestLoadKey: a key file wins over the environment; without either the
+// error names both ways to give a key; no error shows key material.
+func TestLoadKey(t *testing.T) {
+	const env = "STACKCOPY_RELAY_KEY"
+	t.Setenv(env, "")
+	os.Unsetenv(env)
+	if _, err := LoadKey("", env); err == nil || !strings.Contains(err.Error(), "--key-file") || !strings.Contains(err.Error(), env) ||
+		!strings.HasPrefix(err.Error(), "no relay key") {
+		t.Fatalf("no key anywhere: %v; want an error naming --key-file and %s", err, env)
+	}
+	if _, err := LoadKey("", ""); err == nil {
+		t.Fatal("no file and no variable: accepted")
+	}
+	t.Setenv(env, "an-environment-key-long-enough")
+	if k, err := LoadKey("", env); err != nil || string(k.secret) != "an-environment-key-long-enough" {
+		t.Fatalf("environment key: %v", err)
+	}
+	dir := t.TempDir()
+	path := filepath.Join(dir, "k")
+	if err := os.WriteFile(path, []byte("a-file-key-long-enough-123"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if k, err := LoadKey(path, env); err != nil || string(k.secret) != "a-file-key-long-enough-123" {
+		t.Fatalf("the file does not win over the environment: %v", err)
+	}
+	if err := os.Chmod(path, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := LoadKey(path, env); err == nil || !strings.Contains(err.Error(), "chmod 600") {
+		t.Fatalf("world-readable key file: %v", err)
+	}
+
+	// Keys too short to use: the errors give lengths, never the bytes.
+	const secret = "Sh0rtSecr3t"
+	t.Setenv(env, secret)
+	short := filepath.Join(dir, "short")
+	if err := os.WriteFile(short, []byte(secret+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, file := range []string{"", short} {
+		_, err := LoadKey(file, env)
+		if err == nil || strings.Contains(err.Error(), secret) || !strings.Contains(err.Error(), "has 11 bytes") {
+			t.Errorf("short key (file %q): %v; want its length and not its bytes", file, err)
+		}
 	}
 }
 

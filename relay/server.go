@@ -96,7 +96,7 @@ type ServerStats struct {
 // NewServer checks cfg and fills in defaults.
 func NewServer(cfg ServerConfig) (*Server, error) {
 	if len(cfg.Key.secret) < MinKeyLen {
-		return nil, errors.New("relay: server needs a key (LoadKey or KeyFromEnv)")
+		return nil, errors.New("relay: server needs a key (LoadKey)")
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)

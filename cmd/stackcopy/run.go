@@ -176,12 +176,7 @@ func replayRun(ctx context.Context, cfg *config, stderr io.Writer) (*summary, er
 	}
 	var key relay.Key
 	if len(cfg.intercepts) > 0 {
-		if cfg.keyFile != "" {
-			key, err = relay.LoadKey(cfg.keyFile)
-		} else {
-			key, err = relay.KeyFromEnv(keyEnv)
-		}
-		if err != nil {
+		if key, err = relay.LoadKey(cfg.keyFile, keyEnv); err != nil {
 			return nil, fmt.Errorf("-s: %w", err)
 		}
 	}
