@@ -2,8 +2,6 @@ package netnstests
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"net/netip"
@@ -47,30 +45,22 @@ func newLiveLab(t *testing.T, advanced bool, nClients int) *liveLab {
 	t.Helper()
 	l := lab.NewT(t)
 	ll := &liveLab{captureLab: newCaptureLab(t, l, nClients)}
-	var err error
-	if ll.target, err = l.Host("target"); err != nil {
-		t.Fatal(err)
-	}
-	if _, _, err := l.Link(ll.online, netip.PrefixFrom(replayAddr, 24), ll.target, netip.PrefixFrom(targetAddr, 24)); err != nil {
-		t.Fatal(err)
-	}
 	// The online host forwards: an answer that escaped interception would
 	// travel on to the real client, where the test looks for it.
-	if err := ll.online.Sysctl("net.ipv4.ip_forward", "1"); err != nil {
-		t.Fatal(err)
+	// Traditional: the target routes the (real = forged) client prefix
+	// back to the online host; advanced: to the assistant, below.
+	var back []netip.Prefix
+	if !advanced {
+		back = append(back, clientNet)
 	}
-	key := make([]byte, 32)
-	rand.Read(key)
-	ll.keyFile = filepath.Join(l.Dir(), "relay.key")
-	if err := os.WriteFile(ll.keyFile, []byte(hex.EncodeToString(key)+"\n"), 0o600); err != nil {
+	ll.target = ll.addTarget(t, back...)
+	var err error
+	if ll.keyFile, err = l.WriteKey("relay.key"); err != nil {
 		t.Fatal(err)
 	}
 	ll.targetLog = startRecorder(t, ll.target, netip.AddrPortFrom(targetAddr, 80), "http")
 
 	if !advanced {
-		if err := ll.target.AddRoute(clientNet, replayAddr); err != nil {
-			t.Fatal(err)
-		}
 		if err := ll.target.IPTables("-I", "OUTPUT", "-p", "tcp", "--sport", "80", "-j", "NFQUEUE", "--queue-num", "3"); err != nil {
 			t.Fatal(err)
 		}
@@ -203,18 +193,7 @@ func (ll *liveLab) load(t *testing.T, batches, perBatch int) (requests, conns in
 
 func (ll *liveLab) serveFiles(t *testing.T) *lab.Nginx {
 	t.Helper()
-	root := filepath.Join(ll.l.Dir(), "www")
-	if err := os.MkdirAll(root, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(root, "a.txt"), []byte(strings.Repeat("answer ", 40)), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	ng, err := lab.StartNginx(ll.online, netip.AddrPortFrom(onlineAddr, 80), root)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return ng
+	return serveFiles(t, ll.online, netip.AddrPortFrom(onlineAddr, 80), map[string][]byte{"a.txt": []byte(strings.Repeat("answer ", 40))})
 }
 
 // noLeak captures on the client host while fn runs and fails if anything

@@ -69,6 +69,81 @@ func icptKeys(t *testing.T, l *lab.Lab) (key, wrong string) {
 	return key, wrong
 }
 
+// icptLab is the hosts and links of an intercept test, in the traditional
+// or the advanced deployment (see the diagrams above).
+type icptLab struct {
+	client, target, mirror *lab.Host
+	assistant              *lab.Host  // advanced only
+	server                 netip.Addr // the target's address the clients talk to
+	clientIf               string     // the client's interface
+	targetClientIf         string     // the target's interface towards the client
+	assistantIf            string     // advanced: the assistant's towards the target
+}
+
+// newIcptLab builds the deployment's hosts and links; the client owns
+// icptForged and the addresses in more as well.
+func newIcptLab(t *testing.T, l *lab.Lab, advanced bool, more ...netip.Addr) *icptLab {
+	t.Helper()
+	names := []string{"client", "target", "mirror"}
+	if advanced {
+		names = append(names, "assistant")
+	}
+	hosts, err := l.NewHosts(names...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	il := &icptLab{client: hosts[0], target: hosts[1], mirror: hosts[2]}
+	if !advanced {
+		// The client really owns the forged addresses: a leaked answer
+		// shows up in its capture.
+		il.server = netip.MustParseAddr("198.18.1.1")
+		if il.clientIf, il.targetClientIf, err = l.Link(il.client, netip.PrefixFrom(icptForged, 24), il.target, netip.PrefixFrom(il.server, 24)); err != nil {
+			t.Fatal(err)
+		}
+		il.addClientAddrs(t, 24, more)
+		if _, _, err := l.Link(il.mirror, netip.PrefixFrom(icptMirror, 24), il.target, netip.PrefixFrom(icptListen, 24)); err != nil {
+			t.Fatal(err)
+		}
+		return il
+	}
+	il.assistant = hosts[3]
+	il.server = netip.MustParseAddr("198.18.3.1")
+	assistantAddr := netip.MustParseAddr("198.18.4.2")
+	if il.clientIf, il.targetClientIf, err = l.Link(il.client, netip.MustParsePrefix("198.18.3.2/24"), il.target, netip.PrefixFrom(il.server, 24)); err != nil {
+		t.Fatal(err)
+	}
+	il.addClientAddrs(t, 32, append([]netip.Addr{icptForged}, more...))
+	if _, il.assistantIf, err = l.Link(il.target, netip.MustParsePrefix("198.18.4.1/24"), il.assistant, netip.PrefixFrom(assistantAddr, 24)); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := l.Link(il.mirror, netip.PrefixFrom(icptMirror, 24), il.assistant, netip.PrefixFrom(icptListen, 24)); err != nil {
+		t.Fatal(err)
+	}
+	// The deployment: the forged prefix routed to the assistant. The
+	// clients' SYNs come in from the client link, so no strict reverse
+	// path filter on the target.
+	if err := il.target.AddRoute(netip.MustParsePrefix("198.18.1.0/24"), assistantAddr); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{"net.ipv4.conf.all.rp_filter", "net.ipv4.conf.default.rp_filter", "net.ipv4.conf." + il.targetClientIf + ".rp_filter"} {
+		if err := il.target.Sysctl(k, "0"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return il
+}
+
+func (il *icptLab) addClientAddrs(t *testing.T, bits int, addrs []netip.Addr) {
+	t.Helper()
+	var ps []netip.Prefix
+	for _, a := range addrs {
+		ps = append(ps, netip.PrefixFrom(a, bits))
+	}
+	if err := il.client.AddAddrs(il.clientIf, ps...); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // icptProc is a running intercept.
 type icptProc struct {
 	proc    *lab.Proc
@@ -90,7 +165,7 @@ func startIntercept(t *testing.T, h *lab.Host, bin string, args ...string) *icpt
 		t.Fatal(err)
 	}
 	ip.proc = p
-	icptWait(t, "intercept ready", 15*time.Second, func() bool {
+	waitFor(t, "intercept ready", 15*time.Second, func() bool {
 		select {
 		case <-p.Done():
 			t.Fatalf("intercept exited: %v\nlog:\n%s\n%s", p.Wait(), ip.log(), p.Log())
@@ -135,28 +210,12 @@ func (ip *icptProc) stop(t *testing.T) map[string]uint64 {
 		t.Fatalf("intercept: %v", err)
 	}
 	if !strings.Contains(ip.log(), `msg="intercept stopped"`) {
-		t.Fatalf("intercept did not shut down cleanly on SIGTERM; log:\n%s", tailLog(ip.log(), 20))
+		t.Fatalf("intercept did not shut down cleanly on SIGTERM; log:\n%s", tailLines(ip.log(), 20))
 	}
 	if _, err := os.Stat(ip.pidPath); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("pid file %s still there after exit (%v)", ip.pidPath, err)
 	}
 	return ip.stats(t)
-}
-
-func tailLog(s string, n int) string {
-	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
-	return strings.Join(lines[max(0, len(lines)-n):], "\n")
-}
-
-// icptWait polls cond every 50 ms until it holds or within passes.
-func icptWait(t *testing.T, what string, within time.Duration, cond func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(within); !cond(); {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", within, what)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }
 
 type relayProbe struct {
@@ -186,7 +245,7 @@ func runRelayProbe(t *testing.T, h *lab.Host, bin string, ip *icptProc, clients 
 	if err != nil {
 		t.Fatal(err)
 	}
-	icptWait(t, "relayprobe registrations at the intercept", 15*time.Second, func() bool {
+	waitFor(t, "relayprobe registrations at the intercept", 15*time.Second, func() bool {
 		select {
 		case <-p.Done():
 			t.Fatalf("relayprobe exited: %v\n%s", p.Wait(), p.Log())
@@ -311,7 +370,7 @@ func checkRejects(t *testing.T, h *lab.Host, probe, wrongKey string, ip *icptPro
 	if err == nil || !strings.Contains(string(out), "authentication failed") {
 		t.Fatalf("a probe with the wrong key was not refused: %v\n%s", err, out)
 	}
-	icptWait(t, "two rejections in the intercept's log", 10*time.Second, func() bool {
+	waitFor(t, "two rejections in the intercept's log", 10*time.Second, func() bool {
 		n := 0
 		for _, line := range strings.Split(ip.log(), "\n") {
 			if strings.Contains(line, "rejected unauthenticated peer") && strings.Contains(line, "remote="+icptMirror.String()+":") {
@@ -320,7 +379,7 @@ func checkRejects(t *testing.T, h *lab.Host, probe, wrongKey string, ip *icptPro
 		}
 		return n >= 2
 	})
-	icptWait(t, "auth_failures >= 2 in the intercept's stats", 5*time.Second, func() bool {
+	waitFor(t, "auth_failures >= 2 in the intercept's stats", 5*time.Second, func() bool {
 		return ip.stats(t)["auth_failures"] >= 2
 	})
 	if st := ip.stats(t); st["clients"] != 0 {
@@ -339,29 +398,8 @@ func TestInterceptNFQueue(t *testing.T) {
 	bin, probe := icptBinaries(t)
 	key, wrongKey := icptKeys(t, l)
 
-	client, err := l.Host("client")
-	if err != nil {
-		t.Fatal(err)
-	}
-	target, err := l.Host("target")
-	if err != nil {
-		t.Fatal(err)
-	}
-	mirror, err := l.Host("mirror")
-	if err != nil {
-		t.Fatal(err)
-	}
-	server := netip.MustParseAddr("198.18.1.1")
-	clientIf, _, err := l.Link(client, netip.PrefixFrom(icptForged, 24), target, netip.PrefixFrom(server, 24))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, a := range []netip.Addr{icptReal, icptPassed} {
-		mustExec(t, client, "ip", "addr", "add", netip.PrefixFrom(a, 24).String(), "dev", clientIf)
-	}
-	if _, _, err := l.Link(mirror, netip.PrefixFrom(icptMirror, 24), target, netip.PrefixFrom(icptListen, 24)); err != nil {
-		t.Fatal(err)
-	}
+	il := newIcptLab(t, l, false, icptReal, icptPassed)
+	client, target, mirror, server, clientIf := il.client, il.target, il.mirror, il.server, il.clientIf
 	web, web81 := netip.AddrPortFrom(server, 80), netip.AddrPortFrom(server, 81)
 	startRecorder(t, target, web, "http")
 	startRecorder(t, target, web81, "http")
@@ -412,7 +450,7 @@ func TestInterceptNFQueue(t *testing.T) {
 	// Every answer to forged80 the target sent (the counting rule) reaches
 	// the probe: SYN-ACKs acknowledging the client's SYN.
 	counted := uint64(0)
-	icptWait(t, "every queued SYN-ACK relayed", 5*time.Second, func() bool {
+	waitFor(t, "every queued SYN-ACK relayed", 5*time.Second, func() bool {
 		counted = iptCount(t, target, "dpt:40000")
 		return counted > 0 && uint64(len(probeTo(rp.packets(t), forged80))) == counted
 	})
@@ -470,7 +508,7 @@ func TestInterceptNFQueue(t *testing.T) {
 	if err := rp.proc.Stop(); err != nil {
 		t.Fatal(err)
 	}
-	icptWait(t, "the mirror's disconnect", 10*time.Second, func() bool { return ip.stats(t)["mirrors"] == 0 })
+	waitFor(t, "the mirror's disconnect", 10*time.Second, func() bool { return ip.stats(t)["mirrors"] == 0 })
 	if code, _ := icptCurl(t, client, forged80, web, 2*time.Second); code == 0 {
 		t.Errorf("after the mirror left, %v got an answer: it leaked", forged80)
 	}
@@ -497,42 +535,9 @@ func TestInterceptCapture(t *testing.T) {
 	bin, probe := icptBinaries(t)
 	key, wrongKey := icptKeys(t, l)
 
-	hosts := map[string]*lab.Host{}
-	for _, name := range []string{"client", "target", "assistant", "mirror"} {
-		h, err := l.Host(name)
-		if err != nil {
-			t.Fatal(err)
-		}
-		hosts[name] = h
-	}
-	client, target, assistant, mirror := hosts["client"], hosts["target"], hosts["assistant"], hosts["mirror"]
-	server := netip.MustParseAddr("198.18.3.1")
-	assistantAddr := netip.MustParseAddr("198.18.4.2")
-	clientIf, targetClientIf, err := l.Link(client, netip.MustParsePrefix("198.18.3.2/24"), target, netip.PrefixFrom(server, 24))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, a := range []netip.Addr{icptForged, icptReal} {
-		mustExec(t, client, "ip", "addr", "add", netip.PrefixFrom(a, 32).String(), "dev", clientIf)
-	}
-	_, assistantIf, err := l.Link(target, netip.MustParsePrefix("198.18.4.1/24"), assistant, netip.PrefixFrom(assistantAddr, 24))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, _, err := l.Link(mirror, netip.PrefixFrom(icptMirror, 24), assistant, netip.PrefixFrom(icptListen, 24)); err != nil {
-		t.Fatal(err)
-	}
-	// The deployment: the forged prefix routed to the assistant. The
-	// clients' SYNs come in from the client link, so no strict reverse
-	// path filter on the target.
-	if err := target.AddRoute(netip.MustParsePrefix("198.18.1.0/24"), assistantAddr); err != nil {
-		t.Fatal(err)
-	}
-	for _, k := range []string{"net.ipv4.conf.all.rp_filter", "net.ipv4.conf.default.rp_filter", "net.ipv4.conf." + targetClientIf + ".rp_filter"} {
-		if err := target.Sysctl(k, "0"); err != nil {
-			t.Fatal(err)
-		}
-	}
+	il := newIcptLab(t, l, true, icptReal)
+	client, target, assistant, mirror := il.client, il.target, il.assistant, il.mirror
+	server, clientIf, targetClientIf, assistantIf := il.server, il.clientIf, il.targetClientIf, il.assistantIf
 	// So that a session on :81 gets established, its SYN-ACKs go straight
 	// to the client; everything after goes the deployment's way.
 	if err := target.IPTables("-t", "mangle", "-A", "OUTPUT", "-p", "tcp", "--sport", "81", "--tcp-flags", "SYN", "SYN", "-j", "MARK", "--set-mark", "0x51"); err != nil {
@@ -582,7 +587,7 @@ func TestInterceptCapture(t *testing.T) {
 	if code, _ := icptCurl(t, client, real80, web, 2*time.Second); code == 0 {
 		t.Errorf("%v got an answer through the assistant, which must not forward", real80)
 	}
-	icptWait(t, "the HTTP answer on :81 relayed", 5*time.Second, func() bool {
+	waitFor(t, "the HTTP answer on :81 relayed", 5*time.Second, func() bool {
 		for _, p := range probeTo(rp.packets(t), forged81) {
 			if p.PayloadLen > 0 {
 				return true
@@ -630,7 +635,7 @@ func TestInterceptCapture(t *testing.T) {
 		t.Errorf("the client received answers to %v through the assistant: %v", real80, ans)
 	}
 	nProbe := uint64(len(rp.packets(t)))
-	icptWait(t, "the intercept's counters to settle", 5*time.Second, func() bool {
+	waitFor(t, "the intercept's counters to settle", 5*time.Second, func() bool {
 		st := ip.stats(t)
 		return st["relay_delivered"] == uint64(len(rp.packets(t))) && st["relay_delivered"] >= nProbe
 	})
@@ -679,57 +684,14 @@ func TestInterceptLoad(t *testing.T) {
 func interceptLoad(t *testing.T, mode, bin, probe, load string, count, rate int) (relayCost, otherCost time.Duration) {
 	l := lab.NewT(t)
 	key, _ := icptKeys(t, l)
-	var hosts []*lab.Host
-	for _, name := range []string{"client", "target", "mirror", "assistant"} {
-		if mode == "nfqueue" && name == "assistant" {
-			break
-		}
-		h, err := l.Host(name)
-		if err != nil {
+	il := newIcptLab(t, l, mode != "nfqueue")
+	client, target, mirror, server := il.client, il.target, il.mirror, il.server
+	icptHost, icptArgs := target, []string{"-q", "3"}
+	if mode != "nfqueue" {
+		if err := il.assistant.Sysctl("net.ipv4.ip_forward", "0"); err != nil {
 			t.Fatal(err)
 		}
-		hosts = append(hosts, h)
-	}
-	client, target, mirror := hosts[0], hosts[1], hosts[2]
-	server := netip.MustParseAddr("198.18.1.1")
-	icptHost := target
-	var icptArgs []string
-	if mode == "nfqueue" {
-		if _, _, err := l.Link(client, netip.PrefixFrom(icptForged, 24), target, netip.PrefixFrom(server, 24)); err != nil {
-			t.Fatal(err)
-		}
-		if _, _, err := l.Link(mirror, netip.PrefixFrom(icptMirror, 24), target, netip.PrefixFrom(icptListen, 24)); err != nil {
-			t.Fatal(err)
-		}
-		icptArgs = []string{"-q", "3"}
-	} else {
-		assistant := hosts[3]
-		server = netip.MustParseAddr("198.18.3.1")
-		clientIf, _, err := l.Link(client, netip.MustParsePrefix("198.18.3.2/24"), target, netip.PrefixFrom(server, 24))
-		if err != nil {
-			t.Fatal(err)
-		}
-		mustExec(t, client, "ip", "addr", "add", netip.PrefixFrom(icptForged, 32).String(), "dev", clientIf)
-		_, assistantIf, err := l.Link(target, netip.MustParsePrefix("198.18.4.1/24"), assistant, netip.MustParsePrefix("198.18.4.2/24"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, _, err := l.Link(mirror, netip.PrefixFrom(icptMirror, 24), assistant, netip.PrefixFrom(icptListen, 24)); err != nil {
-			t.Fatal(err)
-		}
-		if err := target.AddRoute(netip.MustParsePrefix("198.18.1.0/24"), netip.MustParseAddr("198.18.4.2")); err != nil {
-			t.Fatal(err)
-		}
-		for _, k := range []string{"net.ipv4.conf.all.rp_filter", "net.ipv4.conf.default.rp_filter"} {
-			if err := target.Sysctl(k, "0"); err != nil {
-				t.Fatal(err)
-			}
-		}
-		if err := assistant.Sysctl("net.ipv4.ip_forward", "0"); err != nil {
-			t.Fatal(err)
-		}
-		icptHost = assistant
-		icptArgs = []string{"-i", assistantIf, "-F", "tcp and src port 80"}
+		icptHost, icptArgs = il.assistant, []string{"-i", il.assistantIf, "-F", "tcp and src port 80"}
 	}
 	// One SYN-ACK per SYN: no retransmissions of unanswered SYN-ACKs.
 	if err := target.Sysctl("net.ipv4.tcp_synack_retries", "0"); err != nil {
@@ -798,7 +760,7 @@ func interceptLoad(t *testing.T, mode, bin, probe, load string, count, rate int)
 		return per
 	}
 	relayCost = phase(registered, "relayed")
-	icptWait(t, "relayed answers delivered to the mirror", 10*time.Second, func() bool {
+	waitFor(t, "relayed answers delivered to the mirror", 10*time.Second, func() bool {
 		st := ip.stats(t)
 		return st["relay_delivered"] == st["relayed"]
 	})

@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
-	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -174,32 +173,20 @@ func (s *selfLab) writeRandom(name string, n int) (string, string) {
 	if err := os.WriteFile(path, b, 0o644); err != nil {
 		s.t.Fatal(err)
 	}
-	return path, sha256hex(b)
-}
-
-func sha256hex(b []byte) string {
-	h := sha256.Sum256(b)
-	return hex.EncodeToString(h[:])
+	return path, sha(b)
 }
 
 func TestLabNginxKeepAlive(t *testing.T) {
 	t.Parallel()
 	s := newSelfLab(t)
-	root := filepath.Join(s.l.Dir(), "www")
-	if err := os.Mkdir(root, 0o755); err != nil {
-		t.Fatal(err)
-	}
 	sizes := map[string]int{"small.txt": 100, "mid.bin": 100 << 10, "big.bin": 3 << 20}
-	want := map[string]string{}
+	files, want := map[string][]byte{}, map[string]string{}
 	for name, n := range sizes {
-		_, sum := s.writeRandom("www/"+name, n)
-		want[name] = sum
+		files[name] = randomBytes(n)
+		want[name] = sha(files[name])
 	}
 	listen := netip.AddrPortFrom(stOnlineAddr.Addr(), 80)
-	ngx, err := lab.StartNginx(s.online, listen, root)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ngx := serveFiles(t, s.online, listen, files)
 	// One curl, three URLs: curl reuses the connection (keep-alive).
 	args := []string{"curl", "-sS", "--fail"}
 	names := []string{"small.txt", "mid.bin", "big.bin"}
@@ -212,11 +199,12 @@ func TestLabNginxKeepAlive(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got := sha256hex(b); got != want[name] {
+		if got := sha(b); got != want[name] {
 			t.Errorf("%s: downloaded sha256 %s, want %s", name, got, want[name])
 		}
 	}
 	var acc []lab.NginxAccess
+	var err error
 	for range 100 { // nginx logs when a request completes; bounded wait
 		if acc, err = ngx.AccessLog(); err != nil || len(acc) >= len(names) {
 			break
@@ -357,8 +345,8 @@ func TestLabRecorderHTTP(t *testing.T) {
 	for i, w := range want {
 		all = append(all, w...)
 		r := curlRecs[i]
-		if r.Bytes != int64(len(w)) || r.SHA256 != sha256hex(w) || r.Early || r.Error != "" || r.Client.Addr() != stClientAddr.Addr() {
-			t.Errorf("request %d: record %+v, want %d bytes sha256 %s, not early, from %s", i, r, len(w), sha256hex(w), stClientAddr.Addr())
+		if r.Bytes != int64(len(w)) || r.SHA256 != sha(w) || r.Early || r.Error != "" || r.Client.Addr() != stClientAddr.Addr() {
+			t.Errorf("request %d: record %+v, want %d bytes sha256 %s, not early, from %s", i, r, len(w), sha(w), stClientAddr.Addr())
 		}
 	}
 	if r := curlRecs[2]; r.BodySHA256 != uploadSHA || r.BodyBytes != 300<<10 {
@@ -367,7 +355,7 @@ func TestLabRecorderHTTP(t *testing.T) {
 	if r := curlRecs[3]; r.BodySHA256 != chunkedSHA || !strings.Contains(string(want[3]), "Transfer-Encoding: chunked") {
 		t.Errorf("chunked body: %s, want %s", r.BodySHA256, chunkedSHA)
 	}
-	if sm := sums[0]; sm.Conn != 1 || sm.TotalBytes != int64(len(all)) || sm.SHA256All != sha256hex(all) || sm.Closed != "fin" {
+	if sm := sums[0]; sm.Conn != 1 || sm.TotalBytes != int64(len(all)) || sm.SHA256All != sha(all) || sm.Closed != "fin" {
 		t.Errorf("curl connection summary %+v, want %d bytes, closed fin", sm, len(all))
 	}
 	p := byConn[2]
@@ -415,11 +403,11 @@ func TestLabRecorderSMTP(t *testing.T) {
 	var all []byte
 	for i, w := range want {
 		all = append(all, w...)
-		if r := recs[i]; r.Bytes != int64(len(w)) || r.SHA256 != sha256hex(w) || r.Early {
-			t.Errorf("record %d %+v, want %q (sha256 %s), not early", i, r, w, sha256hex(w))
+		if r := recs[i]; r.Bytes != int64(len(w)) || r.SHA256 != sha(w) || r.Early {
+			t.Errorf("record %d %+v, want %q (sha256 %s), not early", i, r, w, sha(w))
 		}
 	}
-	if sm := sums[0]; sm.TotalBytes != int64(len(all)) || sm.SHA256All != sha256hex(all) || sm.Closed != "fin" || !sm.ServerClosed {
+	if sm := sums[0]; sm.TotalBytes != int64(len(all)) || sm.SHA256All != sha(all) || sm.Closed != "fin" || !sm.ServerClosed {
 		t.Errorf("summary %+v, want %d bytes, server closed after QUIT, client fin", sm, len(all))
 	}
 	t.Logf("records: %+v", recs)
@@ -798,7 +786,7 @@ func helperRawReset(args []string) error {
 	if err := tc.SetLinger(0); err != nil {
 		return err
 	}
-	fmt.Println(sha256hex(b))
+	fmt.Println(sha(b))
 	return nil
 }
 

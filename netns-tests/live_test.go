@@ -120,27 +120,13 @@ func TestLiveCapture(t *testing.T) {
 	c := newCaptureLab(t, l, 4)
 	probe := labBinary(t, pkgLiveprobe)
 
-	root := filepath.Join(l.Dir(), "www")
-	if err := os.MkdirAll(root, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	for name, n := range map[string]int{"small.txt": 100, "page.html": 20_000, "big.bin": 300_000} {
-		b := make([]byte, n)
-		rand.Read(b)
-		if err := os.WriteFile(filepath.Join(root, name), b, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	post := filepath.Join(l.Dir(), "post.bin")
-	body := make([]byte, 50_000)
-	rand.Read(body)
-	if err := os.WriteFile(post, body, 0o644); err != nil {
-		t.Fatal(err)
-	}
 	online := netip.AddrPortFrom(onlineAddr, 80)
 	other := netip.AddrPortFrom(onlineAddr, 81)
-	ng, err := lab.StartNginx(c.online, online, root)
-	if err != nil {
+	ng := serveFiles(t, c.online, online, map[string][]byte{
+		"small.txt": randomBytes(100), "page.html": randomBytes(20_000), "big.bin": randomBytes(300_000)})
+	post := filepath.Join(l.Dir(), "post.bin")
+	body := randomBytes(50_000)
+	if err := os.WriteFile(post, body, 0o644); err != nil {
 		t.Fatal(err)
 	}
 	otherLog := startRecorder(t, c.online, other, "http")
@@ -446,17 +432,8 @@ func TestLiveInterfaceDownAndGone(t *testing.T) {
 	l := lab.NewT(t)
 	c := newCaptureLab(t, l, 1)
 	probe := labBinary(t, pkgLiveprobe)
-	root := filepath.Join(l.Dir(), "www")
-	if err := os.MkdirAll(root, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(root, "small.txt"), []byte("hello\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
 	online := netip.AddrPortFrom(onlineAddr, 80)
-	if _, err := lab.StartNginx(c.online, online, root); err != nil {
-		t.Fatal(err)
-	}
+	serveFiles(t, c.online, online, map[string][]byte{"small.txt": []byte("hello\n")})
 	lp := startLiveprobe(t, c.online, probe, "downup", "-iface", c.onlineIf, "-x", "80-198.18.2.2:80")
 	get := func() {
 		mustExec(t, c.client, "curl", "-sS", "-o", "/dev/null", "--connect-timeout", "5", "--retry", "5", "--retry-all-errors", "--retry-delay", "1",
@@ -516,20 +493,9 @@ func TestLiveSeveralInterfaces(t *testing.T) {
 	l := lab.NewT(t)
 	c := newCaptureLab(t, l, 1)
 	probe := labBinary(t, pkgLiveprobe)
-	root := filepath.Join(l.Dir(), "www")
-	if err := os.MkdirAll(root, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	page := make([]byte, 200_000)
-	rand.Read(page)
-	if err := os.WriteFile(filepath.Join(root, "page.bin"), page, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	page := randomBytes(200_000)
 	online := netip.AddrPortFrom(onlineAddr, 80)
-	ng, err := lab.StartNginx(c.online, online, root)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ng := serveFiles(t, c.online, online, map[string][]byte{"page.bin": page})
 	probes := map[string]*liveProbe{
 		c.onlineIf + ",lo": startLiveprobe(t, c.online, probe, "two", "-iface", c.onlineIf+",lo", "-x", "80-198.18.2.2:80"),
 		"any":              startLiveprobe(t, c.online, probe, "any", "-iface", "any", "-x", "80-198.18.2.2:80"),
@@ -538,6 +504,7 @@ func TestLiveSeveralInterfaces(t *testing.T) {
 	mustExec(t, c.client, "curl", "-sS", "-o", "/dev/null", url, "-o", "/dev/null", url)
 	mustExec(t, c.online, "curl", "-sS", "-o", "/dev/null", url, "-o", "/dev/null", url, "-o", "/dev/null", url)
 	var acc []lab.NginxAccess
+	var err error
 	for deadline := time.Now().Add(10 * time.Second); len(acc) < 5 && time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
 		if acc, err = ng.AccessLog(); err != nil {
 			t.Fatal(err)

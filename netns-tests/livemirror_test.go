@@ -23,34 +23,10 @@ import (
 func TestLiveMirrorTUNLoop(t *testing.T) {
 	l := lab.NewT(t)
 	c := newCaptureLab(t, l, 5)
-	target, err := l.Host("target")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, _, err := l.Link(c.online, netip.PrefixFrom(replayAddr, 24), target, netip.PrefixFrom(targetAddr, 24)); err != nil {
-		t.Fatal(err)
-	}
-	if err := target.AddRoute(poolNet, replayAddr); err != nil {
-		t.Fatal(err)
-	}
-	if err := c.online.Sysctl("net.ipv4.ip_forward", "1"); err != nil {
-		t.Fatal(err)
-	}
+	target := c.addTarget(t, poolNet)
 	targetLog := startRecorder(t, target, netip.AddrPortFrom(targetAddr, 80), "http")
 
-	root := filepath.Join(l.Dir(), "www")
-	if err := os.MkdirAll(root, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	for name, n := range map[string]int{"a.txt": 300, "b.bin": 40_000} {
-		if err := os.WriteFile(filepath.Join(root, name), make([]byte, n), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	ng, err := lab.StartNginx(c.online, netip.AddrPortFrom(onlineAddr, 80), root)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ng := serveFiles(t, c.online, netip.AddrPortFrom(onlineAddr, 80), map[string][]byte{"a.txt": make([]byte, 300), "b.bin": make([]byte, 40_000)})
 
 	stats := filepath.Join(l.Dir(), "live-stats.json")
 	sc, err := c.online.Start(stackcopyPath(t), "-v", "--stats-json", stats, "-x", "198.18.1.1:80-198.18.2.2:80",
@@ -146,27 +122,9 @@ func tailLines(s string, n int) string {
 func TestLiveMirrorRefusesToDivertRealClients(t *testing.T) {
 	l := lab.NewT(t)
 	c := newCaptureLab(t, l, 1)
-	target, err := l.Host("target")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, _, err := l.Link(c.online, netip.PrefixFrom(replayAddr, 24), target, netip.PrefixFrom(targetAddr, 24)); err != nil {
-		t.Fatal(err)
-	}
-	if err := c.online.Sysctl("net.ipv4.ip_forward", "1"); err != nil {
-		t.Fatal(err)
-	}
+	target := c.addTarget(t)
 	startRecorder(t, target, netip.AddrPortFrom(targetAddr, 80), "http")
-	root := filepath.Join(l.Dir(), "www")
-	if err := os.MkdirAll(root, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(root, "a.txt"), []byte("hello\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := lab.StartNginx(c.online, netip.AddrPortFrom(onlineAddr, 80), root); err != nil {
-		t.Fatal(err)
-	}
+	serveFiles(t, c.online, netip.AddrPortFrom(onlineAddr, 80), map[string][]byte{"a.txt": []byte("hello\n")})
 	sc, err := c.online.Start(stackcopyPath(t), "-v", "-x", "198.18.1.1:80-198.18.2.2:80", "-i", c.onlineIf)
 	if err != nil {
 		t.Fatal(err)

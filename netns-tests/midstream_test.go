@@ -218,17 +218,7 @@ func TestMidStreamLive(t *testing.T) {
 func TestMidStreamOffline(t *testing.T) {
 	l := lab.NewT(t)
 	c := newCaptureLab(t, l, 1)
-	root := filepath.Join(l.Dir(), "www")
-	if err := os.MkdirAll(root, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(root, "a.txt"), bytes.Repeat([]byte("answer "), 300), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	ng, err := lab.StartNginx(c.online, netip.AddrPortFrom(onlineAddr, 80), root)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ng := serveFiles(t, c.online, netip.AddrPortFrom(onlineAddr, 80), map[string][]byte{"a.txt": bytes.Repeat([]byte("answer "), 300)})
 	full := filepath.Join(l.Dir(), "full.pcap")
 	capt, err := c.online.Capture(c.onlineIf, "tcp port 80", full)
 	if err != nil {

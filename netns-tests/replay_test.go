@@ -1,7 +1,6 @@
 package netnstests
 
 import (
-	"crypto/rand"
 	"fmt"
 	"net/netip"
 	"os"
@@ -19,31 +18,16 @@ import (
 
 // captureCurlNginx captures real curl traffic to nginx: nClients client
 // addresses, each running one curl with several keep-alive requests (GETs
-// of files of different sizes and a POST). It returns the pcap path and the
-// requests nginx served, as its access log tells.
-func captureCurlNginx(t *testing.T, c *captureLab) (string, []lab.NginxAccess) {
+// of files of different sizes and a POST). It returns the pcap path, the
+// requests nginx served, as its access log tells, and the directory of the
+// files it served.
+func captureCurlNginx(t *testing.T, c *captureLab) (pcapPath string, served []lab.NginxAccess, root string) {
 	t.Helper()
-	root := filepath.Join(c.l.Dir(), "www")
-	if err := os.MkdirAll(root, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	sizes := map[string]int{"small.txt": 100, "page.html": 20_000, "big.bin": 300_000}
-	for name, n := range sizes {
-		b := make([]byte, n)
-		rand.Read(b)
-		if err := os.WriteFile(filepath.Join(root, name), b, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	post := filepath.Join(c.l.Dir(), "post.bin")
-	body := make([]byte, 50_000)
-	rand.Read(body)
-	if err := os.WriteFile(post, body, 0o644); err != nil {
-		t.Fatal(err)
-	}
 	online := netip.AddrPortFrom(onlineAddr, 80)
-	ng, err := lab.StartNginx(c.online, online, root)
-	if err != nil {
+	ng := serveFiles(t, c.online, online, map[string][]byte{
+		"small.txt": randomBytes(100), "page.html": randomBytes(20_000), "big.bin": randomBytes(300_000)})
+	post := filepath.Join(c.l.Dir(), "post.bin")
+	if err := os.WriteFile(post, randomBytes(50_000), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	pcap := filepath.Join(c.l.Dir(), "http.pcap")
@@ -77,7 +61,7 @@ func captureCurlNginx(t *testing.T, c *captureLab) (string, []lab.NginxAccess) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return pcap, acc
+	return pcap, acc, ng.Config.Root
 }
 
 // TestReplayHTTPKeepAlive: real curl → nginx traffic, captured, is replayed
@@ -87,7 +71,7 @@ func captureCurlNginx(t *testing.T, c *captureLab) (string, []lab.NginxAccess) {
 func TestReplayHTTPKeepAlive(t *testing.T) {
 	l := lab.NewT(t)
 	c := newCaptureLab(t, l, 6)
-	pcap, acc := captureCurlNginx(t, c)
+	pcap, acc, _ := captureCurlNginx(t, c)
 	served := len(acc)
 	if served != 6*4 {
 		t.Fatalf("nginx served %d requests, want %d", served, 6*4)
@@ -268,7 +252,7 @@ func TestReplayLargeUploadWithLoss(t *testing.T) {
 func TestReplayCaptureHole(t *testing.T) {
 	l := lab.NewT(t)
 	c := newCaptureLab(t, l, 3)
-	pcap, _ := captureCurlNginx(t, c)
+	pcap, _, _ := captureCurlNginx(t, c)
 	streams := clientStreams(t, pcap, netip.AddrPortFrom(onlineAddr, 80))
 
 	// Drop the client segment that starts the second request of client .11.
@@ -357,7 +341,7 @@ func cutSegmentAt(t *testing.T, in, out string, victim netip.Addr, off uint32) i
 func TestCorruptCaptureIsOneLineError(t *testing.T) {
 	l := lab.NewT(t)
 	c := newCaptureLab(t, l, 1)
-	pcap, _ := captureCurlNginx(t, c)
+	pcap, _, _ := captureCurlNginx(t, c)
 	b, err := os.ReadFile(pcap)
 	if err != nil {
 		t.Fatal(err)
@@ -391,10 +375,10 @@ func TestCorruptCaptureIsOneLineError(t *testing.T) {
 func TestReplayToNginxPoolAndLoop(t *testing.T) {
 	l := lab.NewT(t)
 	c := newCaptureLab(t, l, 4)
-	pcap, onlineLog := captureCurlNginx(t, c)
+	pcap, onlineLog, www := captureCurlNginx(t, c)
 
 	r := newReplayLab(t, l)
-	ng, err := lab.StartNginx(r.target, netip.AddrPortFrom(targetAddr, 80), filepath.Join(l.Dir(), "www"))
+	ng, err := lab.StartNginx(r.target, netip.AddrPortFrom(targetAddr, 80), www)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,6 +3,7 @@ package netnstests
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -11,7 +12,6 @@ import (
 	"io"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sort"
 	"strconv"
@@ -72,10 +72,29 @@ func newCaptureLab(t *testing.T, l *lab.Lab, nClients int) *captureLab {
 		t.Fatal(err)
 	}
 	c.onlineIf = onlineIf
+	var more []netip.Prefix
 	for _, a := range c.clients[1:] {
-		mustExec(t, c.client, "ip", "addr", "add", netip.PrefixFrom(a, 24).String(), "dev", clientIf)
+		more = append(more, netip.PrefixFrom(a, 24))
+	}
+	if err := c.client.AddAddrs(clientIf, more...); err != nil {
+		t.Fatal(err)
 	}
 	return c
+}
+
+// addTarget adds a target host linked to the online host (198.18.2.1 ──
+// 198.18.2.2), the live mirror's way out: the online host forwards, and
+// the target routes back over it the prefixes in back.
+func (c *captureLab) addTarget(t *testing.T, back ...netip.Prefix) *lab.Host {
+	t.Helper()
+	target, err := c.l.Host("target")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := c.l.ForwardPath(c.online, netip.PrefixFrom(replayAddr, 24), target, netip.PrefixFrom(targetAddr, 24), back...); err != nil {
+		t.Fatal(err)
+	}
+	return target
 }
 
 // replayLab is replay ── target: stackcopy runs on the replay host; the
@@ -97,17 +116,7 @@ func newReplayLab(t *testing.T, l *lab.Lab) *replayLab {
 	if r.target, err = l.Host("target"); err != nil {
 		t.Fatal(err)
 	}
-	replayIf, targetIf, err := l.Link(r.replay, netip.PrefixFrom(replayAddr, 24), r.target, netip.PrefixFrom(targetAddr, 24))
-	if err != nil {
-		t.Fatal(err)
-	}
-	r.replayIf, r.targetIf = replayIf, targetIf
-	for _, p := range []netip.Prefix{clientNet, poolNet} {
-		if err := r.target.AddRoute(p, replayAddr); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := r.replay.Sysctl("net.ipv4.ip_forward", "1"); err != nil {
+	if r.replayIf, r.targetIf, err = l.ForwardPath(r.replay, netip.PrefixFrom(replayAddr, 24), r.target, netip.PrefixFrom(targetAddr, 24), clientNet, poolNet); err != nil {
 		t.Fatal(err)
 	}
 	return r
@@ -129,15 +138,29 @@ func startRecorder(t *testing.T, h *lab.Host, listen netip.AddrPort, mode string
 	t.Helper()
 	logPath := filepath.Join(h.Lab().Dir(), fmt.Sprintf("recorder-%s-%d.jsonl", h.Label(), listen.Port()))
 	args := append([]string{"-listen", listen.String(), "-mode", mode, "-log", logPath}, extra...)
-	if _, err := h.Start(recorderPath(t), args...); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := h.WaitListening(ctx, listen); err != nil {
+	if _, err := h.StartServer(listen, recorderPath(t), args...); err != nil {
 		t.Fatal(err)
 	}
 	return logPath
+}
+
+// serveFiles serves files (name → content) with nginx on h at listen; the
+// files' directory is the result's Config.Root.
+func serveFiles(t *testing.T, h *lab.Host, listen netip.AddrPort, files map[string][]byte) *lab.Nginx {
+	t.Helper()
+	ng, err := lab.ServeFiles(h, listen, files)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ng
+}
+
+// randomBytes returns n random bytes: content no compression or
+// deduplication on the way can shrink.
+func randomBytes(n int) []byte {
+	b := make([]byte, n)
+	rand.Read(b)
+	return b
 }
 
 // readRecords waits until the recorder logged want connection summaries
@@ -185,20 +208,14 @@ func runStackcopy(t *testing.T, h *lab.Host, within time.Duration, args ...strin
 	statsPath := filepath.Join(h.Lab().Dir(), fmt.Sprintf("stats-%d.json", time.Now().UnixNano()))
 	ctx, cancel := context.WithTimeout(context.Background(), within)
 	defer cancel()
-	full := append([]string{"netns", "exec", h.Name(), stackcopyPath(t), "--stats-json", statsPath}, args...)
-	cmd := exec.CommandContext(ctx, "ip", full...)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	err := cmd.Run()
-	res := runResult{stdout: stdout.String(), stderr: stderr.String()}
-	var ee *exec.ExitError
-	switch {
-	case err == nil:
-	case errors.As(err, &ee):
-		res.exit = ee.ExitCode()
-	default:
-		t.Fatalf("stackcopy: %v\n%s", err, stderr.String())
+	p, err := h.StartWith(lab.StartOptions{Stdout: true}, stackcopyPath(t), append([]string{"--stats-json", statsPath}, args...)...)
+	if err != nil {
+		t.Fatal(err)
 	}
+	// A non-zero exit is a result the test judges; a run past within is
+	// stopped and fails the test.
+	_ = p.WaitContext(ctx, 3*time.Second)
+	res := runResult{exit: p.ExitCode(), stdout: p.Stdout(), stderr: p.Log()}
 	if ctx.Err() != nil {
 		t.Fatalf("stackcopy did not finish within %v\nstdout:\n%s\nstderr:\n%s", within, res.stdout, res.stderr)
 	}

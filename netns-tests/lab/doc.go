@@ -3,6 +3,23 @@
 // by veth pairs, routes, sysctls, iptables rules, background processes,
 // tcpdump captures and a Debian nginx.
 //
+// It is the one toolkit of netns-tests: the lab tests, the bench and the
+// demo use it rather than keep their own. It owns
+//
+//   - the network: Lab, Host, Link, ForwardPath (a link the far side routes
+//     answers back over), AddAddrs, AddRoute, Sysctl, IPTables;
+//   - every process run in a lab: Proc (Host.Start, StartWith, StartServer),
+//     its PID, output, exit status, CPU time and memory, and its end by the
+//     PID recorded at start;
+//   - building the lab's programs once per test binary run: BuildBinary,
+//     Binaries;
+//   - what tests read back: Capture (tcpdump), Nginx and its access log,
+//     ReadJSONLines for the programs' JSON-lines logs, SyncBuffer for
+//     output read while it is written, WriteKey for relay keys.
+//
+// The programs' own result types live beside their commands, in packages
+// the tests import (liveprobe, rawprobe, relayprobe, benchrole, recorder).
+//
 // Lab rules, enforced here where they can be:
 //
 //   - Only addresses in 198.18.0.0/15 (RFC 2544 benchmarking range) are

@@ -2,7 +2,6 @@ package lab
 
 import (
 	"bytes"
-	"context"
 	"fmt"
 	"net/netip"
 	"os"
@@ -157,16 +156,10 @@ func StartNginxConfig(h *Host, cfg NginxConfig) (*Nginx, error) {
 	if err := os.WriteFile(cfg.ConfPath(), []byte(text), 0o644); err != nil {
 		return nil, fmt.Errorf("lab: nginx on %s: %w", h.name, err)
 	}
-	p, err := h.Start("nginx", "-p", cfg.Dir+"/", "-e", cfg.ErrorLog(), "-c", cfg.ConfPath(), "-g", "daemon off;")
+	p, err := h.StartServer(cfg.Listen, "nginx", "-p", cfg.Dir+"/", "-e", cfg.ErrorLog(), "-c", cfg.ConfPath(), "-g", "daemon off;")
 	if err != nil {
-		return nil, err
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := h.WaitListening(ctx, cfg.Listen); err != nil {
 		errLog, _ := os.ReadFile(cfg.ErrorLog())
-		_ = p.Stop()
-		return nil, fmt.Errorf("lab: nginx on %s: %w; output:%s; error.log:%s", h.name, err, outputSuffix([]byte(p.Log())), outputSuffix(errLog))
+		return nil, fmt.Errorf("lab: nginx on %s: %w; error.log:%s", h.name, err, outputSuffix(errLog))
 	}
 	return &Nginx{Proc: p, Config: cfg}, nil
 }

@@ -28,8 +28,6 @@ package main
 import (
 	"bufio"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -258,17 +256,14 @@ func (b *bench) liveSetup(ctx context.Context, name string, server liveTargetSer
 	if _, ll.onlineIf, err = l.Link(ll.client, netip.MustParsePrefix(liveClient), ll.online, netip.MustParsePrefix(liveOnline)); err != nil {
 		return ll, err
 	}
-	if ll.mirrorIf, _, err = l.Link(ll.online, netip.MustParsePrefix(liveMirror), ll.target, netip.MustParsePrefix(liveTarget)); err != nil {
+	// Traditional: the target routes the (real) client prefix back to the
+	// online host, which forwards; intercept keeps the answers from leaving.
+	if ll.mirrorIf, _, err = l.ForwardPath(ll.online, netip.MustParsePrefix(liveMirror), ll.target, netip.MustParsePrefix(liveTarget), netip.MustParsePrefix(liveNet)); err != nil {
 		return ll, err
 	}
 	onlineAddr := netip.MustParsePrefix(liveOnline).Addr()
-	mirrorAddr := netip.MustParsePrefix(liveMirror).Addr()
 	targetAddr := netip.MustParsePrefix(liveTarget).Addr()
-	// Traditional: the target routes the (real) client prefix back to the
-	// online host, which forwards; intercept keeps the answers from leaving.
 	for _, step := range []error{
-		ll.online.Sysctl("net.ipv4.ip_forward", "1"),
-		ll.target.AddRoute(netip.MustParsePrefix(liveNet), mirrorAddr),
 		ll.online.Sysctl("net.core.somaxconn", "16384"),
 		ll.target.Sysctl("net.core.somaxconn", "16384"),
 	} {
@@ -276,10 +271,7 @@ func (b *bench) liveSetup(ctx context.Context, name string, server liveTargetSer
 			return ll, step
 		}
 	}
-	key := make([]byte, 32)
-	rand.Read(key)
-	ll.keyFile = filepath.Join(l.Dir(), "relay.key")
-	if err := os.WriteFile(ll.keyFile, []byte(hex.EncodeToString(key)+"\n"), 0o600); err != nil {
+	if ll.keyFile, err = l.WriteKey("relay.key"); err != nil {
 		return ll, err
 	}
 
@@ -295,16 +287,9 @@ func (b *bench) liveSetup(ctx context.Context, name string, server liveTargetSer
 		return ll, fmt.Errorf("%w; intercept log: %s", err, outputTail(ll.icpt.Log()))
 	}
 
-	// The online host: nginx serving a 280-byte file.
-	root := filepath.Join(l.Dir(), "www")
-	if err := os.MkdirAll(root, 0o755); err != nil {
-		return ll, err
-	}
-	if err := os.WriteFile(filepath.Join(root, "a.txt"), []byte(strings.Repeat("answer ", 40)), 0o644); err != nil {
-		return ll, err
-	}
-	// StartNginx returns once nginx listens.
-	ng, err := lab.StartNginx(ll.online, netip.AddrPortFrom(onlineAddr, 80), root)
+	// The online host: nginx serving a 280-byte file (returns once nginx
+	// listens).
+	ng, err := lab.ServeFiles(ll.online, netip.AddrPortFrom(onlineAddr, 80), map[string][]byte{"a.txt": []byte(strings.Repeat("answer ", 40))})
 	if err != nil {
 		return ll, err
 	}
@@ -313,14 +298,14 @@ func (b *bench) liveSetup(ctx context.Context, name string, server liveTargetSer
 	serverName := "nginx"
 	switch server {
 	case liveTargetNginx:
-		tng, err := lab.StartNginx(ll.target, targetListen, root)
+		tng, err := lab.StartNginx(ll.target, targetListen, ng.Config.Root)
 		if err != nil {
 			return ll, err
 		}
 		ll.targetAccess = tng.Config.AccessLog()
 	case liveTargetRecorder:
 		serverName = "recorder"
-		if ll.targetLog, err = startRecorder(ctx, ll.target, b.cfg.recorder, targetListen); err != nil {
+		if ll.targetLog, err = startRecorder(ll.target, b.cfg.recorder, targetListen); err != nil {
 			return ll, err
 		}
 	default:
@@ -333,14 +318,9 @@ func (b *bench) liveSetup(ctx context.Context, name string, server liveTargetSer
 
 // startRecorder starts the recorder (-mode http) on h and returns its log
 // once it listens.
-func startRecorder(ctx context.Context, h *lab.Host, bin string, listen netip.AddrPort) (string, error) {
+func startRecorder(h *lab.Host, bin string, listen netip.AddrPort) (string, error) {
 	logPath := filepath.Join(h.Lab().Dir(), fmt.Sprintf("recorder-%s-%d.jsonl", h.Label(), listen.Port()))
-	if _, err := h.Start(bin, "-listen", listen.String(), "-mode", "http", "-log", logPath); err != nil {
-		return "", err
-	}
-	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	if err := h.WaitListening(wctx, listen); err != nil {
+	if _, err := h.StartServer(listen, bin, "-listen", listen.String(), "-mode", "http", "-log", logPath); err != nil {
 		return "", err
 	}
 	return logPath, nil

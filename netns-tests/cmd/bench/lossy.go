@@ -113,7 +113,7 @@ func (b *bench) lossy(ctx context.Context) (res result, err error) {
 	if err != nil {
 		return res, fmt.Errorf("lossy lab setup: %w", err)
 	}
-	onlineLog, err := startRecorder(ctx, ll.online, b.cfg.recorder, lossyOnlineRecorder)
+	onlineLog, err := startRecorder(ll.online, b.cfg.recorder, lossyOnlineRecorder)
 	if err != nil {
 		return res, err
 	}

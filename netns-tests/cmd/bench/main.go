@@ -146,7 +146,6 @@ const (
 	httpPort     = 9080
 )
 
-func replayAddr() netip.Addr { return netip.MustParsePrefix(replayPrefix).Addr() }
 func targetAddr() netip.Addr { return netip.MustParsePrefix(targetPrefix).Addr() }
 
 // kernelClients are the kernel idle client's 100 source addresses.
@@ -217,7 +216,7 @@ func run(cfg *config, stdout, stderr io.Writer) error {
 	}()
 	b := &bench{cfg: cfg, self: self, progress: stderr, lab: l, dir: l.Dir()}
 	start := time.Now()
-	if err := b.setup(ctx); err != nil {
+	if err := b.setup(); err != nil {
 		return fmt.Errorf("lab setup: %w", err)
 	}
 	var results []result
@@ -252,23 +251,14 @@ func (b *bench) logf(format string, args ...any) {
 
 // setup builds the lab: hosts, veth, routes, sysctls, kernel client
 // addresses, and starts the two target servers.
-func (b *bench) setup(ctx context.Context) error {
-	var err error
-	if b.replay, err = b.lab.Host("replay"); err != nil {
+func (b *bench) setup() error {
+	hosts, err := b.lab.NewHosts("replay", "target")
+	if err != nil {
 		return err
 	}
-	if b.target, err = b.lab.Host("target"); err != nil {
-		return err
-	}
-	if b.replayIf, b.targetIf, err = b.lab.Link(b.replay, netip.MustParsePrefix(replayPrefix), b.target, netip.MustParsePrefix(targetPrefix)); err != nil {
-		return err
-	}
-	for _, p := range []string{clientsNet, kernelNet} {
-		if err := b.target.AddRoute(netip.MustParsePrefix(p), replayAddr()); err != nil {
-			return err
-		}
-	}
-	if err := b.replay.Sysctl("net.ipv4.ip_forward", "1"); err != nil {
+	b.replay, b.target = hosts[0], hosts[1]
+	if b.replayIf, b.targetIf, err = b.lab.ForwardPath(b.replay, netip.MustParsePrefix(replayPrefix), b.target, netip.MustParsePrefix(targetPrefix),
+		netip.MustParsePrefix(clientsNet), netip.MustParsePrefix(kernelNet)); err != nil {
 		return err
 	}
 	// Both sides face the same target: a backlog that takes 10,000
@@ -280,21 +270,12 @@ func (b *bench) setup(ctx context.Context) error {
 	}
 	// The kernel idle client's addresses: 198.18.3.10-109/32 on the replay
 	// veth (not the forged prefix 198.18.1.0/24, which stackcopy routes into
-	// its TUN). lab.Link and AddRoute check the range; ip addr add does not
-	// go through the lab, so check here.
-	var batch strings.Builder
+	// its TUN).
+	var kc []netip.Prefix
 	for _, a := range kernelClients() {
-		p := netip.PrefixFrom(a, 32)
-		if !lab.InLab(p) {
-			return fmt.Errorf("kernel client address %s outside the lab range", p)
-		}
-		fmt.Fprintf(&batch, "addr add %s dev %s\n", p, b.replayIf)
+		kc = append(kc, netip.PrefixFrom(a, 32))
 	}
-	batchFile := filepath.Join(b.dir, "kernel-clients.ip")
-	if err := os.WriteFile(batchFile, []byte(batch.String()), 0o644); err != nil {
-		return err
-	}
-	if _, err := b.replay.Exec(ctx, "ip", "-batch", batchFile); err != nil {
+	if err := b.replay.AddAddrs(b.replayIf, kc...); err != nil {
 		return err
 	}
 
@@ -304,19 +285,11 @@ func (b *bench) setup(ctx context.Context) error {
 	life := (b.cfg.budget + time.Minute).String()
 	uploadListen := netip.AddrPortFrom(targetAddr(), uploadPort)
 	httpListen := netip.AddrPortFrom(targetAddr(), httpPort)
-	if _, err := b.target.Start(b.self, "-role", "sink", "-listen", uploadListen.String(), "-log", b.uploadLog, "-status", b.uploadStatus, "-life", life); err != nil {
+	if _, err := b.target.StartServer(uploadListen, b.self, "-role", "sink", "-listen", uploadListen.String(), "-log", b.uploadLog, "-status", b.uploadStatus, "-life", life); err != nil {
 		return err
 	}
-	if b.httpSink, err = b.target.Start(b.self, "-role", "http", "-listen", httpListen.String(), "-status", b.httpStatus, "-life", life); err != nil {
+	if b.httpSink, err = b.target.StartServer(httpListen, b.self, "-role", "http", "-listen", httpListen.String(), "-status", b.httpStatus, "-life", life); err != nil {
 		return err
-	}
-	for _, a := range []netip.AddrPort{uploadListen, httpListen} {
-		wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		err := b.target.WaitListening(wctx, a)
-		cancel()
-		if err != nil {
-			return err
-		}
 	}
 	b.logf("lab %s: replay %s (%s) ── target %s (%s); kernel clients 198.18.3.10-109 on %s",
 		b.lab.Prefix(), replayPrefix, b.replayIf, targetPrefix, b.targetIf, b.replayIf)

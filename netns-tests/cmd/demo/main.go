@@ -16,7 +16,6 @@ import (
 	"io"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"time"
 
@@ -74,45 +73,34 @@ func demo(stackcopyBin, recorderBin, pcap string) error {
 		return err
 	}
 	defer l.Close()
-	replay, err := l.Host("replay")
+	hosts, err := l.NewHosts("replay", "target")
 	if err != nil {
 		return err
 	}
-	target, err := l.Host("target")
-	if err != nil {
-		return err
-	}
-	if _, _, err := l.Link(replay, netip.PrefixFrom(replayAddr, 24), target, netip.PrefixFrom(targetAddr, 24)); err != nil {
-		return err
-	}
+	replay, target := hosts[0], hosts[1]
 	// The target routes the forged clients back to the replay host, which
 	// forwards into stackcopy's TUN.
-	if err := target.AddRoute(netip.MustParsePrefix("198.18.1.0/24"), replayAddr); err != nil {
-		return err
-	}
-	if err := replay.Sysctl("net.ipv4.ip_forward", "1"); err != nil {
+	if _, _, err := l.ForwardPath(replay, netip.PrefixFrom(replayAddr, 24), target, netip.PrefixFrom(targetAddr, 24), netip.MustParsePrefix("198.18.1.0/24")); err != nil {
 		return err
 	}
 	listen := netip.AddrPortFrom(targetAddr, 8080)
 	logPath := filepath.Join(l.Dir(), "target.jsonl")
-	if _, err := target.Start(recorderBin, "-listen", listen.String(), "-mode", "http", "-log", logPath); err != nil {
-		return err
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := target.WaitListening(ctx, listen); err != nil {
+	if _, err := target.StartServer(listen, recorderBin, "-listen", listen.String(), "-mode", "http", "-log", logPath); err != nil {
 		return err
 	}
 
 	fmt.Printf("lab: replay host %s (%s) ── target %s (%s), target routes 198.18.1.0/24 back via %s\n\n",
 		replay.Name(), replayAddr, target.Name(), targetAddr, replayAddr)
-	args := []string{"netns", "exec", replay.Name(), stackcopyBin, "-x", "80-" + listen.String(), "-i", pcap}
 	fmt.Printf("$ stackcopy -x 80-%s -i %s\n", listen, filepath.Base(pcap))
+	sc, err := replay.Start(stackcopyBin, "-x", "80-"+listen.String(), "-i", pcap)
+	if err != nil {
+		return err
+	}
 	rctx, rcancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer rcancel()
-	cmd := exec.CommandContext(rctx, "ip", args...)
-	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
-	runErr := cmd.Run()
+	runErr := sc.WaitContext(rctx, 10*time.Second)
+	// stackcopy's summary (and any error) as it printed it.
+	fmt.Print(sc.Log())
 
 	// The recorder logs a connection once the client closed it.
 	time.Sleep(500 * time.Millisecond)
@@ -125,7 +113,7 @@ func demo(stackcopyBin, recorderBin, pcap string) error {
 		fmt.Printf("  %-21s #%d %7d bytes  sha256 %.16s  %s\n", r.Client, r.Index, r.Bytes, r.SHA256, r.Line)
 	}
 	if runErr != nil {
-		return fmt.Errorf("stackcopy: %w", runErr)
+		return runErr
 	}
 	return nil
 }
@@ -140,41 +128,27 @@ func capture(out string) error {
 		return err
 	}
 	defer l.Close()
-	client, err := l.Host("client")
+	hosts, err := l.NewHosts("client", "online")
 	if err != nil {
 		return err
 	}
-	online, err := l.Host("online")
-	if err != nil {
-		return err
-	}
+	client, online := hosts[0], hosts[1]
 	clients := []netip.Addr{netip.MustParseAddr("198.18.1.10"), netip.MustParseAddr("198.18.1.11"), netip.MustParseAddr("198.18.1.12")}
 	clientIf, onlineIf, err := l.Link(client, netip.PrefixFrom(clients[0], 24), online, netip.PrefixFrom(onlineAddr, 24))
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	for _, a := range clients[1:] {
-		if _, err := client.Exec(ctx, "ip", "addr", "add", netip.PrefixFrom(a, 24).String(), "dev", clientIf); err != nil {
-			return err
-		}
-	}
-	root := filepath.Join(l.Dir(), "www")
-	if err := os.MkdirAll(root, 0o755); err != nil {
-		return err
-	}
-	if err := os.WriteFile(filepath.Join(root, "index.html"), []byte("<h1>hello from the online server</h1>\n"), 0o644); err != nil {
+	if err := client.AddAddrs(clientIf, netip.PrefixFrom(clients[1], 24), netip.PrefixFrom(clients[2], 24)); err != nil {
 		return err
 	}
 	img := make([]byte, 40_000)
 	rand.Read(img)
-	if err := os.WriteFile(filepath.Join(root, "logo.png"), img, 0o644); err != nil {
+	files := map[string][]byte{"index.html": []byte("<h1>hello from the online server</h1>\n"), "logo.png": img}
+	if _, err := lab.ServeFiles(online, netip.AddrPortFrom(onlineAddr, 80), files); err != nil {
 		return err
 	}
-	if _, err := lab.StartNginx(online, netip.AddrPortFrom(onlineAddr, 80), root); err != nil {
-		return err
-	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
 	tmp := filepath.Join(l.Dir(), "demo.pcap")
 	capt, err := online.Capture(onlineIf, "tcp port 80", tmp)
 	if err != nil {
