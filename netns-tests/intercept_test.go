@@ -335,6 +335,18 @@ func capturedFrom(t *testing.T, path string, server netip.Addr, dst netip.AddrPo
 	return answers, synSeqs
 }
 
+// stopComplete stops a capture that must hold every packet: one that
+// tcpdump missed cannot prove that an answer did not arrive.
+func stopComplete(t *testing.T, c *lab.Capture) {
+	t.Helper()
+	if _, err := c.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if m := c.Stats().Missing(); m != 0 {
+		t.Fatalf("the client's capture missed %d packets: cannot prove absence", m)
+	}
+}
+
 // iptCount returns the packet counter of the first OUTPUT rule that
 // mentions match.
 func iptCount(t *testing.T, h *lab.Host, match string) uint64 {
@@ -454,12 +466,7 @@ func TestInterceptNFQueue(t *testing.T) {
 		counted = iptCount(t, target, "dpt:40000")
 		return counted > 0 && uint64(len(probeTo(rp.packets(t), forged80))) == counted
 	})
-	if _, err := capture.Stop(); err != nil {
-		t.Fatal(err)
-	}
-	if m := capture.Stats().Missing(); m != 0 {
-		t.Fatalf("the client's capture missed %d packets: cannot prove absence", m)
-	}
+	stopComplete(t, capture)
 	leaked, syns := capturedFrom(t, capture.Path(), server, forged80)
 	if len(leaked) != 0 {
 		t.Errorf("the client received answers to the registered %v: %v", forged80, leaked)
@@ -595,12 +602,7 @@ func TestInterceptCapture(t *testing.T) {
 		}
 		return false
 	})
-	if _, err := capture.Stop(); err != nil {
-		t.Fatal(err)
-	}
-	if m := capture.Stats().Missing(); m != 0 {
-		t.Fatalf("the client's capture missed %d packets: cannot prove absence", m)
-	}
+	stopComplete(t, capture)
 
 	leaked, syns := capturedFrom(t, capture.Path(), server, forged80)
 	if len(leaked) != 0 {

@@ -158,6 +158,25 @@ func (s *tcpSession) serverData(b []byte) error {
 }
 
 // clientFin: the client's FIN, which the server acknowledges.
+// exchange is a session's handshake, one request and its answer.
+func (s *tcpSession) exchange(req, ans []byte) error {
+	if err := s.handshake(); err != nil {
+		return err
+	}
+	if err := s.clientData(req); err != nil {
+		return err
+	}
+	return s.serverData(ans)
+}
+
+// close is the client's FIN, then the server's.
+func (s *tcpSession) close() error {
+	if err := s.clientFin(); err != nil {
+		return err
+	}
+	return s.serverFin()
+}
+
 func (s *tcpSession) clientFin() error {
 	if err := s.p.packet(s.client, s.server, s.cseq, s.sseq, fACK|fFIN, nil); err != nil {
 		return err
@@ -236,18 +255,9 @@ func writeShortPcap(path string, n int) error {
 	for i := 0; i < n && err == nil; i++ {
 		p.t = start.Add(time.Duration(i) * 100 * time.Microsecond)
 		s := p.session(clientAddr(i), capturedServer(), uint32(1000+i*100_003), uint32(9000+i*70_001))
-		err = s.handshake()
+		err = s.exchange(req, ans)
 		if err == nil {
-			err = s.clientData(req)
-		}
-		if err == nil {
-			err = s.serverData(ans)
-		}
-		if err == nil {
-			err = s.clientFin()
-		}
-		if err == nil {
-			err = s.serverFin()
+			err = s.close()
 		}
 	}
 	if cerr := p.close(); err == nil {
@@ -272,21 +282,11 @@ func writeIdlePcap(path string, n int, finAfter time.Duration) error {
 		p.t = start.Add(time.Duration(i) * step)
 		s := p.session(clientAddr(i), capturedServer(), uint32(1000+i*100_003), uint32(9000+i*70_001))
 		sessions[i] = s
-		err = s.handshake()
-		if err == nil {
-			err = s.clientData(req)
-		}
-		if err == nil {
-			err = s.serverData(ans)
-		}
+		err = s.exchange(req, ans)
 	}
 	for i := 0; i < n && err == nil; i++ {
 		p.t = start.Add(finAfter + time.Duration(i)*step)
-		s := sessions[i]
-		err = s.clientFin()
-		if err == nil {
-			err = s.serverFin()
-		}
+		err = sessions[i].close()
 	}
 	if cerr := p.close(); err == nil {
 		err = cerr
