@@ -579,6 +579,14 @@ func (s *LiveSource) wait() error {
 	return nil
 }
 
+var _ Source = (*LiveSource)(nil)
+
+// Counts implements Source: Stats' totals.
+func (s *LiveSource) Counts() Counts {
+	st := s.Stats()
+	return Counts{SourceStats: st.SourceStats, Drops: st.Drops}
+}
+
 // Stats returns the counters so far; safe for concurrent use with Next.
 // It reads (and so resets) the kernel's counters and adds them up.
 func (s *LiveSource) Stats() LiveStats {

@@ -49,11 +49,20 @@ type answerTap interface {
 // asks for any free port.
 type DialFunc func(ctx context.Context, src, dst netip.AddrPort) (Conn, error)
 
-// Errors the dialer wraps, so the replayer can count failures by cause
-// without importing the stack.
-type Errors struct {
-	PortInUse, Reset, Refused, Timeout error
-}
+// Errors a DialFunc and a Conn wrap (errors.Is) when they apply, so the
+// replayer counts failures by cause without importing the stack: the
+// caller that builds the DialFunc maps its stack's errors onto these.
+var (
+	// ErrReset: the target reset the connection.
+	ErrReset = errors.New("connection reset by target")
+	// ErrRefused: the target answered the SYN with a RST.
+	ErrRefused = errors.New("connection refused by target")
+	// ErrTimeout: the handshake or a retransmission gave up.
+	ErrTimeout = errors.New("timed out")
+	// ErrPortInUse: the forged 4-tuple is still taken; a copy (-n) then
+	// tries the next port of its range.
+	ErrPortInUse = errors.New("forged client port in use")
+)
 
 // Config says what to replay where, and how.
 type Config struct {
@@ -107,8 +116,6 @@ type Config struct {
 	// Stats.Overflowed) so the capture reader never waits, as a live capture
 	// needs; false makes the reader wait, as a capture file allows.
 	ShedWhenFull bool
-	// Errors classifies dial and I/O errors.
-	Errors Errors
 	// Keep samples sessions (tcpcopy -r); nil keeps all.
 	Keep func(client netip.AddrPort) bool
 	// Admit is asked before each new session; false sheds it (counted), as
@@ -645,13 +652,12 @@ func (s *player) failure(err error) (outcome, error) {
 }
 
 func (s *player) classify(err error) outcome {
-	e := s.r.cfg.Errors
 	switch {
-	case e.Reset != nil && errors.Is(err, e.Reset), errors.Is(err, io.EOF), errors.Is(err, io.ErrClosedPipe):
+	case errors.Is(err, ErrReset), errors.Is(err, io.EOF), errors.Is(err, io.ErrClosedPipe):
 		return outTargetReset
-	case e.Refused != nil && errors.Is(err, e.Refused):
+	case errors.Is(err, ErrRefused):
 		return outRefused
-	case e.Timeout != nil && errors.Is(err, e.Timeout), errors.Is(err, context.DeadlineExceeded):
+	case errors.Is(err, ErrTimeout), errors.Is(err, context.DeadlineExceeded):
 		return outTimedOut
 	}
 	return outFailed
@@ -846,7 +852,7 @@ func (s *player) dial() (Conn, error) {
 	defer cancel()
 	conn, err := s.r.dial(ctx, s.src, s.target)
 	inUse := func(err error) bool {
-		return err != nil && s.r.cfg.Errors.PortInUse != nil && errors.Is(err, s.r.cfg.Errors.PortInUse)
+		return errors.Is(err, ErrPortInUse)
 	}
 	// A copy (-n) whose port is taken tries the next ones in its range: a
 	// port the stack picked could be a real client's next one.

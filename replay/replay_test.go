@@ -40,12 +40,10 @@ const (
 )
 
 var (
-	errPortInUse = errors.New("test: forged port in use")
-	errReset     = errors.New("test: reset by target")
-	errRefused   = errors.New("test: refused by target")
-	errTimeout   = errors.New("test: timed out")
-
-	testErrors = replay.Errors{PortInUse: errPortInUse, Reset: errReset, Refused: errRefused, Timeout: errTimeout}
+	errPortInUse = fmt.Errorf("test: %w", replay.ErrPortInUse)
+	errReset     = fmt.Errorf("test: %w", replay.ErrReset)
+	errRefused   = fmt.Errorf("test: %w", replay.ErrRefused)
+	errTimeout   = fmt.Errorf("test: %w", replay.ErrTimeout)
 )
 
 // ---------------------------------------------------------------------------
@@ -549,7 +547,6 @@ func newReplayer(t *testing.T, target netip.AddrPort, d *dialer, mod func(*repla
 	cfg.TurnWait = 5 * time.Second
 	cfg.Idle = 10 * time.Second
 	cfg.DialTimeout = 5 * time.Second
-	cfg.Errors = testErrors
 	if mod != nil {
 		mod(&cfg)
 	}

@@ -1,19 +1,27 @@
 // Command stackcopy replays captured TCP sessions to a test server through
-// a userspace TCP stack that forges the original client addresses.
+// a userspace TCP stack that forges the original client addresses. The
+// engine is package mirror; this command turns flags into its Config and
+// owns what belongs to a process: logging, the pid file, profiling,
+// signals, the printed summary and the exit status.
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	_ "net/http/pprof" // served only with --pprof
 	"os"
 	"os/signal"
+	"strconv"
 	"syscall"
 	"time"
+
+	"github.com/stackcopy/stackcopy/mirror"
 )
 
 // Exit codes. Documented in --help.
@@ -54,11 +62,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 		go srv.Serve(ln)
 		defer srv.Close()
 	}
-	sum, err := replayRun(ctx, cfg, stderr)
+	sum, err := start(ctx, cfg, stderr)
 	if sum != nil {
-		sum.print(stdout)
+		sum.WriteText(stdout)
 		if cfg.statsJSON != "" {
-			if werr := sum.writeJSON(cfg.statsJSON); werr != nil {
+			if werr := writeStats(sum, cfg.statsJSON); werr != nil {
 				fmt.Fprintf(stderr, "stackcopy: %v\n", werr)
 			}
 		}
@@ -67,8 +75,55 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "stackcopy: %v\n", err)
 		return exitFatal
 	}
-	if !sum.allCompleted() {
+	if !sum.AllCompleted() {
 		return exitPartial
 	}
 	return exitOK
+}
+
+// start sets up logging and the pid file, then runs the engine.
+func start(ctx context.Context, cfg *config, stderr io.Writer) (*mirror.Summary, error) {
+	log, closeLog, err := newLogger(cfg, stderr)
+	if err != nil {
+		return nil, err
+	}
+	defer closeLog()
+	if cfg.pidFile != "" {
+		if err := os.WriteFile(cfg.pidFile, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644); err != nil {
+			return nil, fmt.Errorf("-P: %w", err)
+		}
+		defer os.Remove(cfg.pidFile)
+	}
+	return mirror.Run(ctx, cfg.engine, log)
+}
+
+func newLogger(cfg *config, stderr io.Writer) (*slog.Logger, func(), error) {
+	w, closeLog := stderr, func() {}
+	if cfg.logFile != "" {
+		f, err := os.OpenFile(cfg.logFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+		if err != nil {
+			return nil, nil, fmt.Errorf("-l: %w", err)
+		}
+		w, closeLog = f, func() { f.Close() }
+	}
+	level := slog.LevelWarn
+	switch {
+	case cfg.verbose == 1:
+		level = slog.LevelInfo
+	case cfg.verbose >= 2:
+		level = slog.LevelDebug
+	}
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level})), closeLog, nil
+}
+
+// writeStats writes the --stats-json file.
+func writeStats(sum *mirror.Summary, path string) error {
+	var b bytes.Buffer
+	if err := sum.WriteJSON(&b); err != nil {
+		return fmt.Errorf("--stats-json: %w", err)
+	}
+	if err := os.WriteFile(path, b.Bytes(), 0o644); err != nil {
+		return fmt.Errorf("--stats-json: %w", err)
+	}
+	return nil
 }

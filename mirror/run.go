@@ -1,0 +1,304 @@
+package mirror
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/stackcopy/stackcopy/capture"
+	"github.com/stackcopy/stackcopy/netstack"
+	"github.com/stackcopy/stackcopy/relay"
+	"github.com/stackcopy/stackcopy/replay"
+	"github.com/stackcopy/stackcopy/session"
+	"github.com/stackcopy/stackcopy/transfer"
+)
+
+// Run replays the capture files cfg.Loops times, or with cfg.Live mirrors
+// live traffic until ctx ends (then sessions get one turn's grace). For
+// files, ctx ending stops the replay early ("interrupted").
+//
+// It returns a summary whenever sessions were replayed, also with an
+// error; a nil summary means nothing was replayed (bad input, a host
+// that cannot be set up). Every goroutine, timer, route and registration
+// it made is gone when it returns. log may be nil.
+func Run(ctx context.Context, cfg Config, log *slog.Logger) (*Summary, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	// Check the inputs before touching the host: a typo should not leave a
+	// TUN behind or need root.
+	if !cfg.Live {
+		for _, path := range cfg.Inputs {
+			src, err := capture.OpenFile(path)
+			if err != nil {
+				return nil, err
+			}
+			src.Close()
+		}
+	}
+	for _, t := range cfg.Transfers {
+		if !t.Target.Addr().Is4() {
+			return nil, fmt.Errorf("-x: target %v: only IPv4 targets are replayed in this version", t.Target)
+		}
+	}
+	var key relay.Key
+	if len(cfg.Intercepts) > 0 {
+		var err error
+		if key, err = relay.LoadKey(cfg.KeyFile, cfg.KeyEnv); err != nil {
+			return nil, fmt.Errorf("-s: %w", err)
+		}
+	}
+	var sampler *transfer.Sampler
+	if cfg.Percent < 100 {
+		var err error
+		if sampler, err = transfer.NewSampler(cfg.Percent); err != nil {
+			return nil, fmt.Errorf("-r: %w", err)
+		}
+	}
+
+	eg, err := openEgress(&cfg, log)
+	if err != nil {
+		return nil, err
+	}
+	st, err := netstack.New(stackConfig(&cfg, eg), eg.dev, log)
+	if err != nil {
+		return nil, err // the stack closed the device
+	}
+	var wg sync.WaitGroup
+	if eg.answers != nil {
+		wg.Go(func() {
+			// Ends when st.Close closes the device.
+			if err := st.DeliverFrom(eg.answers); !errors.Is(err, os.ErrClosed) {
+				log.Warn("TUN reader stopped", "err", err)
+			}
+		})
+	}
+	var (
+		rc *relay.Client
+		d  *dialer
+	)
+	defer func() {
+		if d != nil {
+			d.close() // before rc.Close: unregistrations still running use it
+		}
+		if rc != nil {
+			rc.Close()
+		}
+		st.Close()
+		wg.Wait()
+		if eg.routes != nil {
+			if err := eg.routes.Close(); err != nil {
+				log.Warn("route cleanup", "err", err)
+			}
+		}
+	}()
+	if len(cfg.Intercepts) > 0 {
+		dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		rc, err = relay.Dial(dctx, cfg.Intercepts, key, relay.ClientConfig{
+			Channels: cfg.Channels,
+			OnPacket: func(pkt []byte) { st.Inject([][]byte{pkt}) },
+			Logger:   log,
+		})
+		cancel()
+		if err != nil {
+			return nil, fmt.Errorf("-s: %w", err)
+		}
+	}
+	routes := eg.routes
+	if cfg.NoRoutes {
+		routes = nil
+	}
+	d = newDialer(st, routes, rc)
+
+	// In live mode the signal ends the capture; sessions then get a grace
+	// period to finish their turn before they are aborted.
+	rctx, rcancel := context.WithCancel(context.Background())
+	defer rcancel()
+	if !cfg.Live {
+		stop := context.AfterFunc(ctx, rcancel)
+		defer stop()
+	}
+	rp := replay.New(rctx, replayConfig(&cfg, sampler), d.dial, log)
+
+	sum := &Summary{Inputs: cfg.Inputs, Loops: cfg.Loops, Live: cfg.Live}
+	start := time.Now()
+	var readErr error
+	if cfg.Live {
+		readErr = mirrorLive(ctx, &cfg, rp, sum, log)
+		// Sessions get one turn's grace to finish; then what is left is aborted.
+		grace := time.AfterFunc(cfg.TurnWait+2*time.Second, rcancel)
+		defer grace.Stop()
+	} else {
+		for loop := 0; loop < cfg.Loops && readErr == nil && ctx.Err() == nil; loop++ {
+			rp.Rebase()
+			for _, path := range cfg.Inputs {
+				if readErr = replayFile(ctx, path, &cfg, rp, sum, log); readErr != nil {
+					break
+				}
+			}
+		}
+	}
+	rp.CloseInput()
+	rp.Wait()
+	sum.Elapsed = time.Since(start)
+	sum.Replay = rp.Stats()
+	sum.Stack = st.Stats()
+	if eg.routes != nil {
+		sum.Routes = eg.routes.Routes()
+		sum.TUNTxDrops, sum.TUNRxDrops = eg.routes.Drops()
+	}
+	if rc != nil {
+		s := rc.Stats()
+		sum.Relay = &s
+	}
+	if readErr != nil {
+		return sum, readErr
+	}
+	if e := d.routeErr.Load(); e != nil {
+		return sum, *e
+	}
+	if !cfg.Live && ctx.Err() != nil {
+		return sum, errors.New("interrupted")
+	}
+	if !cfg.Live && sum.Replay.Sessions == 0 {
+		return sum, fmt.Errorf("no session to replay: the capture has no TCP session with a SYN matching -x")
+	}
+	return sum, nil
+}
+
+// stackConfig is the forged clients' TCP behaviour.
+func stackConfig(cfg *Config, eg *egress) netstack.Config {
+	sc := netstack.DefaultConfig()
+	sc.MTU = uint32(cfg.MTU)
+	sc.MSS = cfg.MSS
+	sc.CongestionControl = cfg.CongestionControl
+	sc.RACK = cfg.RACK
+	sc.MinRTO = cfg.MinRTO
+	sc.SendBufferMax = cfg.SendBuffer
+	sc.SendBuffer = min(sc.SendBuffer, cfg.SendBuffer)
+	switch {
+	case cfg.GSO == "host":
+		sc.GSO = netstack.GSOHost
+	case cfg.GSO == "off" || !eg.kernelGSO:
+		// Wires that cut super-packets in userspace gain nothing from
+		// merging first.
+		sc.GSO = netstack.GSOOff
+	default:
+		sc.GSO = netstack.GSOCoalesce
+	}
+	return sc
+}
+
+// replayConfig is how sessions are replayed.
+func replayConfig(cfg *Config, sampler *transfer.Sampler) replay.Config {
+	rc := replay.DefaultConfig()
+	rc.Transfers = cfg.Transfers
+	rc.Pool = cfg.Pool
+	rc.Speed = cfg.Speed
+	if cfg.Live {
+		rc.Speed = 0 // events arrive at the captured pace already
+	}
+	rc.NoWait = cfg.NoWait
+	rc.NoHTTPFraming = !cfg.HTTPTurns
+	rc.TurnWait = cfg.TurnWait
+	rc.Idle = cfg.Idle
+	rc.MaxHandshakes = cfg.MaxHandshakes
+	rc.Copies = cfg.Copies
+	rc.PortOffset = cfg.PortOffset
+	rc.CopyPorts = cfg.CopyPorts
+	rc.SpillDir = cfg.SpillDir
+	rc.SpillMax = max(cfg.SpillMax, 0)
+	// A live capture must not wait for one slow session: the kernel ring
+	// would overflow for all of them. A file can be read later.
+	rc.ShedWhenFull = cfg.Live
+	if sampler != nil {
+		rc.Keep = sampler.Keep
+	}
+	if cfg.MemoryLimit > 0 {
+		// The reserve covers what admitted sessions may still grow into:
+		// an uploading session can hold its whole send buffer.
+		g := &memoryGate{limit: cfg.MemoryLimit, reserve: uint64(cfg.SendBuffer)}
+		rc.Admit = g.admit
+	}
+	return rc
+}
+
+// replayFile feeds one pass over a capture file to sink.
+func replayFile(ctx context.Context, path string, cfg *Config, sink session.Sink, sum *Summary, log *slog.Logger) error {
+	src, err := capture.OpenFile(path)
+	if err != nil {
+		return err
+	}
+	defer src.Close()
+	ts, err := pump(ctx, src, sink, pumpConfig{
+		tracker: session.TrackerConfig{IsServer: cfg.Transfers.IsServer, JoinMidStream: cfg.JoinMidStream},
+		ahead:   64,
+	}, log)
+	sum.addPass(src.Counts(), ts)
+	return err
+}
+
+// mirrorLive captures on the interfaces until ctx ends, expiring idle
+// sessions once a second.
+func mirrorLive(ctx context.Context, cfg *Config, sink session.Sink, sum *Summary, log *slog.Logger) error {
+	src, err := capture.OpenLive(capture.LiveConfig{Interfaces: cfg.Inputs, Transfers: cfg.Transfers, Filter: cfg.Filter})
+	if err != nil {
+		return err
+	}
+	defer src.Close()
+	// The signal ends the capture: Close wakes the blocked Next.
+	stop := context.AfterFunc(ctx, func() { src.Close() })
+	defer stop()
+	log.Info("mirroring live traffic", "interfaces", cfg.Inputs, "transfers", cfg.Transfers)
+	ts, err := pump(ctx, src, sink, pumpConfig{
+		tracker: session.TrackerConfig{IsServer: cfg.Transfers.IsServer, JoinMidStream: cfg.JoinMidStream},
+		ahead:   4096,
+		idle:    cfg.Idle,
+		report:  10 * time.Second,
+	}, log)
+	sum.addPass(src.Counts(), ts)
+	return err
+}
+
+// memoryGate admits new sessions while the process stays clear of limit:
+// tcpcopy's -m exits when crossed; here sessions are shed (and counted)
+// before it is. RSS is sampled at most every 100 ms.
+type memoryGate struct {
+	limit   uint64
+	reserve uint64 // headroom kept for sessions already admitted
+	last    atomic.Int64
+	rss     atomic.Uint64
+}
+
+func (g *memoryGate) admit() bool {
+	now := time.Now().UnixNano()
+	if now-g.last.Load() > int64(100*time.Millisecond) {
+		g.last.Store(now)
+		g.rss.Store(rssBytes())
+	}
+	return g.rss.Load()+g.reserve < g.limit
+}
+
+// rssBytes reads the process's resident set size.
+func rssBytes() uint64 {
+	b, err := os.ReadFile("/proc/self/statm")
+	if err != nil {
+		return 0
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 2 {
+		return 0
+	}
+	pages, _ := strconv.ParseUint(f[1], 10, 64)
+	return pages * uint64(os.Getpagesize())
+}

@@ -1,0 +1,138 @@
+package mirror
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/stackcopy/stackcopy/capture"
+	"github.com/stackcopy/stackcopy/netstack"
+	"github.com/stackcopy/stackcopy/relay"
+	"github.com/stackcopy/stackcopy/replay"
+	"github.com/stackcopy/stackcopy/session"
+)
+
+// Summary is what a Run did, printed as text (WriteText) and as the
+// --stats-json document (WriteJSON). Both formats are parsed by scripts
+// and the lab: their lines and keys do not change.
+type Summary struct {
+	Inputs  []string
+	Loops   int
+	Live    bool
+	Elapsed time.Duration
+	Routes  int // forged client addresses routed into the TUN
+
+	TUNTxDrops, TUNRxDrops uint64
+	CaptureDrops           uint64             // live: packets the kernel lost before they were read
+	Relay                  *relay.ClientStats // with intercepts
+
+	Capture capture.SourceStats
+	Tracker session.TrackerStats
+	Replay  replay.Stats
+	Stack   netstack.Stats
+}
+
+// addPass adds one pass over a source.
+func (s *Summary) addPass(c capture.Counts, t session.TrackerStats) {
+	s.Capture.Packets += c.Packets
+	s.Capture.TCP += c.TCP
+	s.Capture.NonTCP += c.NonTCP
+	s.Capture.IPv6 += c.IPv6
+	s.Capture.Fragments += c.Fragments
+	s.Capture.Malformed += c.Malformed
+	s.Capture.Truncated += c.Truncated
+	s.CaptureDrops += c.Drops
+	s.Tracker.Sessions += t.Sessions
+	s.Tracker.MidStream += t.MidStream
+	s.Tracker.Joined += t.Joined
+	s.Tracker.Gaps += t.Gaps
+	s.Tracker.Duplicates += t.Duplicates
+	s.Tracker.OutOfOrder += t.OutOfOrder
+	s.Tracker.Retransmits += t.Retransmits
+	s.Tracker.Conflicts += t.Conflicts
+	s.Tracker.Ignored += t.Ignored
+}
+
+// AllCompleted says every session the replayer was given ended as
+// captured (and there was one).
+func (s *Summary) AllCompleted() bool {
+	r := s.Replay
+	return r.Completed+r.ClientResets == r.Sessions && r.Sessions > 0
+}
+
+// WriteText prints the summary for people.
+func (s *Summary) WriteText(w io.Writer) {
+	r, c, t, st := s.Replay, s.Capture, s.Tracker, s.Stack
+	if s.Live {
+		fmt.Fprintf(w, "stackcopy: mirrored live traffic on %s for %.2fs\n", strings.Join(s.Inputs, ", "), s.Elapsed.Seconds())
+	} else {
+		fmt.Fprintf(w, "stackcopy: replayed %s (%d pass%s) in %.2fs\n", strings.Join(s.Inputs, ", "), s.Loops, plural(s.Loops, "es"), s.Elapsed.Seconds())
+	}
+	fmt.Fprintf(w, "  sessions  %d replayed: %d completed, %d client-reset, %d target-reset, %d refused, %d timed-out, %d capture-gap, %d overflowed, %d failed\n",
+		r.Sessions, r.Completed, r.ClientResets, r.TargetResets, r.Refused, r.TimedOut, r.Gaps, r.Overflowed, r.Failed)
+	fmt.Fprintf(w, "  skipped   %d mid-stream (no SYN captured; %d more joined at a turn boundary, -O=false), %d not matching -x, %d sampled out (-r), %d shed (-m), %d IPv6 segments, %d fragments\n",
+		t.MidStream, t.Joined, r.Unmatched, r.SampledOut, r.Shed, c.IPv6, c.Fragments)
+	fmt.Fprintf(w, "  bytes     %d client bytes sent, %d response bytes received\n", r.BytesSent, r.BytesReceived)
+	if r.SpilledBytes > 0 {
+		fmt.Fprintf(w, "  spill     %d client bytes went through spill files (at most %d at once)\n", r.SpilledBytes, r.SpillPeak)
+	}
+	fmt.Fprintf(w, "  turns     %d waited for the target's answer (%d ended by HTTP framing), %d sent unanswered after --turn-wait\n", r.Turns, r.TurnsFramed, r.TurnsUnanswered)
+	fmt.Fprintf(w, "  stack     %d segments sent, %d retransmitted, %d RTO timeouts, %d ports remapped, %d forged clients routed, %d wire write errors\n",
+		st.SegmentsSent, st.Retransmits, st.Timeouts, r.PortsRemapped, s.Routes, st.WriteErrors)
+	fmt.Fprintf(w, "  tun       %d answers dropped by the kernel (txqueue full), %d forged packets refused\n", s.TUNTxDrops, s.TUNRxDrops)
+	if s.Relay != nil {
+		fmt.Fprintf(w, "  relay     %d answers relayed (%d header-only), %d/%d channels up, %d reconnects\n",
+			s.Relay.Packets, s.Relay.HeaderOnly, s.Relay.Connected, s.Relay.Channels, s.Relay.Reconnects)
+	}
+	if s.Live {
+		fmt.Fprintf(w, "  kernel    %d captured packets dropped before stackcopy read them\n", s.CaptureDrops)
+	}
+	fmt.Fprintf(w, "  capture   %d packets, %d TCP, %d other, %d malformed, %d cut by snaplen; %d duplicate, %d out-of-order, %d conflicting segments\n",
+		c.Packets, c.TCP, c.NonTCP, c.Malformed, c.Truncated, t.Duplicates, t.OutOfOrder, t.Conflicts)
+}
+
+func plural(n int, suffix string) string {
+	if n == 1 {
+		return ""
+	}
+	return suffix
+}
+
+// summaryJSON is the --stats-json document.
+type summaryJSON struct {
+	Inputs  []string             `json:"inputs"`
+	Loops   int                  `json:"loops"`
+	Seconds float64              `json:"seconds"`
+	Routes  int                  `json:"routes"`
+	TUN     tunJSON              `json:"tun"`
+	Live    bool                 `json:"live"`
+	Drops   uint64               `json:"capture_drops"`
+	Relay   *relay.ClientStats   `json:"relay,omitempty"`
+	Replay  replay.Stats         `json:"replay"`
+	Capture capture.SourceStats  `json:"capture"`
+	Tracker session.TrackerStats `json:"tracker"`
+	Stack   netstack.Stats       `json:"stack"`
+}
+
+type tunJSON struct {
+	TxDrops uint64 `json:"tx_drops"`
+	RxDrops uint64 `json:"rx_drops"`
+}
+
+// WriteJSON writes the --stats-json document, indented, with a final
+// newline.
+func (s *Summary) WriteJSON(w io.Writer) error {
+	b, err := json.MarshalIndent(summaryJSON{
+		Inputs: s.Inputs, Loops: s.Loops, Seconds: s.Elapsed.Seconds(), Routes: s.Routes,
+		TUN:  tunJSON{s.TUNTxDrops, s.TUNRxDrops},
+		Live: s.Live, Drops: s.CaptureDrops, Relay: s.Relay,
+		Replay: s.Replay, Capture: s.Capture, Tracker: s.Tracker, Stack: s.Stack,
+	}, "", "  ")
+	if err != nil {
+		return fmt.Errorf("summary: %w", err)
+	}
+	_, err = w.Write(append(b, '\n'))
+	return err
+}
