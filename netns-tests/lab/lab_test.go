@@ -3,6 +3,7 @@ package lab
 import (
 	"net/netip"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -128,5 +129,31 @@ func TestProcCPU(t *testing.T) {
 	}
 	if _, _, err := ProcCPU(-1); err == nil {
 		t.Fatal("ProcCPU of no process succeeded")
+	}
+}
+
+func TestReadJSONLines(t *testing.T) {
+	type rec struct {
+		N int `json:"n"`
+	}
+	dir := t.TempDir()
+	got, err := ReadJSONLines[rec](filepath.Join(dir, "missing.jsonl"))
+	if err != nil || len(got) != 0 {
+		t.Fatalf("missing file: %v, %v; want an empty log", got, err)
+	}
+	// The last line has no newline yet: a writer is still at it.
+	path := filepath.Join(dir, "log.jsonl")
+	if err := os.WriteFile(path, []byte("{\"n\":1}\n\n{\"n\":2}\n{\"n\":"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	got, err = ReadJSONLines[rec](path)
+	if err != nil || len(got) != 2 || got[0].N != 1 || got[1].N != 2 {
+		t.Fatalf("got %v, %v; want records 1 and 2", got, err)
+	}
+	if err := os.WriteFile(path, []byte("{\"n\":1}\nnot json\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ReadJSONLines[rec](path); err == nil || !strings.Contains(err.Error(), ":2:") {
+		t.Fatalf("a broken complete line: %v; want an error naming line 2", err)
 	}
 }
