@@ -59,7 +59,7 @@ func run() (int, error) {
 	if *addr == "" || *keyFile == "" || (*out == "" && !*quiet) || *target == "" {
 		return 2, errors.New("-intercept, -key-file, -target and -out (or -quiet) are required")
 	}
-	key, err := relay.LoadKey(*keyFile)
+	key, err := relay.LoadKey(*keyFile, "") // -key-file is required above
 	if err != nil {
 		return 2, err
 	}
