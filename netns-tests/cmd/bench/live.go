@@ -156,13 +156,8 @@ const (
 )
 
 func (b *bench) live(ctx context.Context) (res result, err error) {
-	for _, p := range []*string{&b.cfg.intercept} {
-		if *p, err = filepath.Abs(*p); err != nil {
-			return res, err
-		}
-		if _, err := os.Stat(*p); err != nil {
-			return res, fmt.Errorf("%w (run make build)", err)
-		}
+	if err := resolveBinaries(&b.cfg.intercept); err != nil {
+		return res, err
 	}
 	ctx, cancel := context.WithTimeout(ctx, 4*time.Minute)
 	defer cancel()

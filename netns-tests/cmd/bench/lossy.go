@@ -92,13 +92,8 @@ type lossyScStats struct {
 
 func (b *bench) lossy(ctx context.Context) (res result, err error) {
 	t0 := time.Now()
-	for _, p := range []*string{&b.cfg.intercept, &b.cfg.recorder} {
-		if *p, err = filepath.Abs(*p); err != nil {
-			return res, err
-		}
-		if _, err := os.Stat(*p); err != nil {
-			return res, fmt.Errorf("%w (run make build)", err)
-		}
+	if err := resolveBinaries(&b.cfg.intercept, &b.cfg.recorder); err != nil {
+		return res, err
 	}
 	ctx, cancel := context.WithTimeout(ctx, lossyMax)
 	defer cancel()

@@ -194,14 +194,9 @@ func run(cfg *config, stdout, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("own executable: %w", err)
 	}
-	sc, err := filepath.Abs(cfg.stackcopy)
-	if err != nil {
+	if err := resolveBinaries(&cfg.stackcopy); err != nil {
 		return fmt.Errorf("-stackcopy: %w", err)
 	}
-	if _, err := os.Stat(sc); err != nil {
-		return fmt.Errorf("-stackcopy: %w (run make build)", err)
-	}
-	cfg.stackcopy = sc
 
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.budget)
 	defer cancel()
@@ -241,6 +236,22 @@ func run(cfg *config, stdout, stderr io.Writer) error {
 	printTable(stdout, cfg, results, time.Since(start))
 	if len(failed) > 0 {
 		return fmt.Errorf("workloads failed: %s", strings.Join(failed, ", "))
+	}
+	return nil
+}
+
+// resolveBinaries makes each program path absolute (the lab runs them from
+// other directories) and checks that the program is there.
+func resolveBinaries(paths ...*string) error {
+	for _, p := range paths {
+		abs, err := filepath.Abs(*p)
+		if err != nil {
+			return fmt.Errorf("%s: %w", *p, err)
+		}
+		if _, err := os.Stat(abs); err != nil {
+			return fmt.Errorf("%w (run make build)", err)
+		}
+		*p = abs
 	}
 	return nil
 }
