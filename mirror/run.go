@@ -32,6 +32,14 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) (*Summary, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	// A given device is Run's to close, also when Run fails before the
+	// stack takes it over.
+	stackHasDevice := false
+	defer func() {
+		if cfg.Device != nil && !stackHasDevice {
+			cfg.Device.Close()
+		}
+	}()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -70,6 +78,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) (*Summary, error) {
 	if err != nil {
 		return nil, err
 	}
+	stackHasDevice = true // from here on, even when New fails
 	st, err := netstack.New(stackConfig(&cfg, eg), eg.dev, log)
 	if err != nil {
 		return nil, err // the stack closed the device
