@@ -343,17 +343,17 @@ func (c *clientStream) add(seg Segment, server netip.AddrPort) {
 		c.isn = seg.Seq
 		return
 	}
-	if c.syns == 0 {
-		return
+	if seg.Flags.Has(FlagFIN) {
+		c.fin = true
+	}
+	if c.syns == 0 || len(seg.Payload) == 0 {
+		return // a bare ACK after the FIN sits one past the stream's end
 	}
 	off := int(seg.Seq - c.isn - 1)
 	if end := off + len(seg.Payload); end > len(c.buf) {
 		c.buf = append(c.buf, make([]byte, end-len(c.buf))...)
 	}
 	copy(c.buf[off:], seg.Payload)
-	if seg.Flags.Has(FlagFIN) {
-		c.fin = true
-	}
 }
 
 func sum(m map[uint32]int) int {
