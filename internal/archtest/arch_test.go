@@ -1,0 +1,95 @@
+// Package archtest holds the test that keeps the package map of
+// ARCHITECTURE.md true: every package imports only the stackcopy packages
+// below it.
+package archtest
+
+import (
+	"go/build"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+)
+
+const module = "github.com/stackcopy/stackcopy/"
+
+// allowed lists, for each package, the stackcopy packages it may import
+// (non-test files). A package missing here may not exist: adding one means
+// placing it on the map first.
+var allowed = map[string][]string{
+	"cmd/stackcopy":       {"mirror", "internal/cliflag", "transfer"},
+	"cmd/intercept":       {"intercept", "relay", "internal/cliflag"},
+	"mirror":              {"capture", "session", "transfer", "replay", "netstack", "wire", "hostnet", "relay", "internal/cliflag"},
+	"intercept":           {"relay", "internal/afpacket", "internal/pcapfilter"},
+	"replay":              {"session", "transfer", "httpframe"},
+	"session":             {"capture"},
+	"capture":             {"transfer", "internal/afpacket", "internal/pcapfilter"},
+	"netstack":            {"wire"},
+	"wire":                {"internal/afpacket"},
+	"wire/wiretest":       {"wire"},
+	"transfer":            nil,
+	"httpframe":           nil,
+	"hostnet":             nil,
+	"relay":               nil,
+	"internal/afpacket":   nil,
+	"internal/pcapfilter": nil,
+	"internal/cliflag":    nil,
+	"internal/archtest":   nil,
+}
+
+func TestImportsPointDown(t *testing.T) {
+	root, err := filepath.Abs("../..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]bool{}
+	err = filepath.WalkDir(root, func(path string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if !d.IsDir() {
+			return nil
+		}
+		rel, _ := filepath.Rel(root, path)
+		rel = filepath.ToSlash(rel)
+		switch {
+		case rel == ".":
+			return nil
+		case strings.HasPrefix(d.Name(), ".") || d.Name() == "testdata" || rel == "netns-tests" || rel == "bin":
+			return filepath.SkipDir // the lab may import anything; it is not on the map
+		}
+		pkg, err := build.ImportDir(path, 0)
+		if _, ok := err.(*build.NoGoError); ok {
+			return nil
+		}
+		if err != nil {
+			t.Errorf("%s: %v", rel, err)
+			return nil
+		}
+		seen[rel] = true
+		may, known := allowed[rel]
+		if !known {
+			t.Errorf("package %s is not on the map (internal/archtest and ARCHITECTURE.md)", rel)
+			return nil
+		}
+		for _, imp := range pkg.Imports {
+			dep, ok := strings.CutPrefix(imp, module)
+			if !ok {
+				continue
+			}
+			if !slices.Contains(may, dep) {
+				t.Errorf("%s imports %s: not below it on the map", rel, dep)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for p := range allowed {
+		if !seen[p] {
+			t.Errorf("the map names %s, which has no Go package", p)
+		}
+	}
+}
