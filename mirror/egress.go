@@ -75,7 +75,7 @@ func openLinkLayer(cfg *Config, log *slog.Logger) (*wire.AFPacket, error) {
 		if mac, err = net.ParseMAC(macText); err != nil {
 			return nil, fmt.Errorf("-o %s: next-hop MAC: %w", cfg.Output, err)
 		}
-	} else if mac, err = wire.ResolveNextHop(iface, cfg.Transfers[0].Target.Addr()); err != nil {
+	} else if mac, err = hostnet.ResolveNextHop(iface, cfg.Transfers[0].Target.Addr()); err != nil {
 		return nil, err
 	}
 	log.Info("link-layer egress", "interface", iface, "next_hop", mac)

@@ -33,6 +33,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/stackcopy/stackcopy/hostnet"
 	"github.com/stackcopy/stackcopy/netns-tests/rawprobe"
 	"github.com/stackcopy/stackcopy/netstack"
 	"github.com/stackcopy/stackcopy/wire"
@@ -100,7 +101,7 @@ func run() error {
 		w, err = wire.OpenRaw()
 	case "afpacket":
 		var mac net.HardwareAddr
-		if mac, err = wire.ResolveNextHop(*iface, dst.Addr()); err != nil {
+		if mac, err = hostnet.ResolveNextHop(*iface, dst.Addr()); err != nil {
 			return err
 		}
 		res.NextHop = mac.String()
@@ -254,11 +255,11 @@ func openAnswerCapture(ifname string, client netip.Addr, port uint16) (*os.File,
 //   - a packet larger than the MTU fails with EMSGSIZE and the destination
 //     in the message, on both wires.
 func checkErrors(iface string, target, routed, absent, client netip.Addr) error {
-	mac, err := wire.ResolveNextHop(iface, target)
+	mac, err := hostnet.ResolveNextHop(iface, target)
 	if err != nil {
 		return fmt.Errorf("resolve on-link %s: %w", target, err)
 	}
-	gw, err := wire.ResolveNextHop(iface, routed)
+	gw, err := hostnet.ResolveNextHop(iface, routed)
 	if err != nil {
 		return fmt.Errorf("resolve routed %s: %w", routed, err)
 	}
@@ -268,7 +269,7 @@ func checkErrors(iface string, target, routed, absent, client netip.Addr) error 
 	fmt.Printf("next hop of %s: %s; of %s: %s (gateway)\n", target, mac, routed, gw)
 
 	start := time.Now()
-	_, err = wire.ResolveNextHop(iface, absent)
+	_, err = hostnet.ResolveNextHop(iface, absent)
 	if err == nil || !strings.Contains(err.Error(), "ip neigh show dev "+iface) {
 		return fmt.Errorf("resolve absent %s: got %v, want an error naming ip neigh show dev %s", absent, err, iface)
 	}
