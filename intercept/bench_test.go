@@ -61,7 +61,7 @@ func BenchmarkClassify(b *testing.B) {
 }
 
 func benchClassifier(srv *relay.Server) *classifier {
-	cl := newClassifier(Config{Hold: -1}, srv.Deliver)
+	cl := newClassifier(Config{Hold: -1}, srv.DeliverParsed)
 	cl.owns = srv.Owns
 	return cl
 }

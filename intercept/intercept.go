@@ -204,7 +204,7 @@ func serve(ctx context.Context, cfg Config, key relay.Key, ln net.Listener, src 
 		return err
 	}
 	// Before Serve: OnRelease needs the classifier.
-	cl = newClassifier(cfg, srv.Deliver)
+	cl = newClassifier(cfg, srv.DeliverParsed)
 	cl.owns = srv.Owns
 	loopCtx, stopLoop := context.WithCancel(ctx)
 	defer stopLoop()
@@ -280,7 +280,7 @@ func loop(ctx context.Context, src Source, cl *classifier, log *slog.Logger) err
 // any.
 type classifier struct {
 	pass    map[netip.Addr]struct{}
-	deliver func(pkt []byte, full bool) bool
+	deliver func(pkt []byte, h relay.PacketHeader, full bool) bool
 	// owns says whether a mirror registered a destination; nil: none do.
 	owns func(netip.AddrPort) bool
 	full bool
@@ -305,7 +305,7 @@ type classifier struct {
 	heldOverflow atomic.Uint64
 }
 
-func newClassifier(cfg Config, deliver func([]byte, bool) bool) *classifier {
+func newClassifier(cfg Config, deliver func([]byte, relay.PacketHeader, bool) bool) *classifier {
 	start := time.Now()
 	c := &classifier{
 		pass:    make(map[netip.Addr]struct{}, len(cfg.Pass)),
@@ -331,14 +331,14 @@ func (c *classifier) classify(pkt []byte) Class {
 }
 
 func (c *classifier) decide(pkt []byte) Class {
-	dst, ok := tcpDestination(pkt)
+	h, dst, ok := tcpDestination(pkt)
 	if !ok {
 		return Other
 	}
 	if _, ok := c.pass[dst.Addr()]; ok {
 		return Passed
 	}
-	relayed := c.deliver(pkt, c.full)
+	relayed := c.deliver(pkt, h, c.full)
 	if !relayed && c.owns != nil && c.owns(dst) {
 		// A mirror owns dst but the relay could not take the packet (it
 		// does not parse as one, e.g. a BIG TCP length): drop it, never

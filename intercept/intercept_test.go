@@ -114,7 +114,7 @@ func TestTCPDestination(t *testing.T) {
 		{"empty", nil, netip.AddrPort{}, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got, ok := tcpDestination(tc.pkt)
+			_, got, ok := tcpDestination(tc.pkt)
 			if ok != tc.ok || got != tc.want {
 				t.Fatalf("tcpDestination = %v, %v; want %v, %v", got, ok, tc.want, tc.ok)
 			}
@@ -127,14 +127,14 @@ func FuzzTCPDestination(f *testing.F) {
 	f.Add(tcp6(f, netip.MustParseAddrPort("[2001:db8::2]:80"), netip.MustParseAddrPort("[2001:db8::50]:1"), nil))
 	f.Add(udp4(f, serverAP, forgedAP))
 	f.Fuzz(func(t *testing.T, pkt []byte) {
-		dst, ok := tcpDestination(pkt)
-		if ok && (!dst.IsValid() || dst.Addr().Is4In6()) {
+		h, dst, ok := tcpDestination(pkt)
+		if ok && (!dst.IsValid() || dst.Addr().Is4In6() || h.Dst.Port() != dst.Port() || h.Dst.Addr().Unmap() != dst.Addr()) {
 			t.Fatalf("invalid destination %v", dst)
 		}
 	})
 }
 
-// fakeDeliver is relay.Server.Deliver for a fixed set of registered
+// fakeDeliver is relay.Server.DeliverParsed for a fixed set of registered
 // destinations; it records what it relayed.
 type fakeDeliver struct {
 	owned   map[netip.AddrPort]bool
@@ -142,9 +142,9 @@ type fakeDeliver struct {
 	full    []bool
 }
 
-func (d *fakeDeliver) deliver(pkt []byte, full bool) bool {
-	dst, ok := tcpDestination(pkt)
-	if !ok || !d.owned[dst] {
+func (d *fakeDeliver) deliver(pkt []byte, h relay.PacketHeader, full bool) bool {
+	_, dst, ok := tcpDestination(pkt)
+	if !ok || dst != h.Dst || !d.owned[dst] {
 		return false
 	}
 	d.relayed = append(d.relayed, dst)
@@ -584,7 +584,7 @@ func TestCheckForwarding(t *testing.T) {
 // client that the relay refuses (it cannot parse it) is dropped, never let
 // through to the real client.
 func TestClassifyOwnedButNotRelayable(t *testing.T) {
-	refuse := func([]byte, bool) bool { return false }
+	refuse := func([]byte, relay.PacketHeader, bool) bool { return false }
 	cl := newClassifier(Config{Hold: -1}, refuse)
 	cl.owns = func(dst netip.AddrPort) bool { return dst == forgedAP }
 	if got := cl.classify(tcp4(t, serverAP, forgedAP, false, true, []byte("x"))); got != Held || got.Verdict() != Drop {

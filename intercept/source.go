@@ -19,8 +19,9 @@ package intercept
 
 import (
 	"context"
-	"encoding/binary"
 	"net/netip"
+
+	"github.com/stackcopy/stackcopy/relay"
 )
 
 // Verdict is what happens to a packet a Source holds back until it is
@@ -143,31 +144,19 @@ func (c Class) Verdict() Verdict {
 	return Accept
 }
 
-// tcpDestination returns the destination address and port of an
-// unfragmented IPv4 or IPv6 (no extension headers) TCP packet. Only the
-// first bytes of the TCP header need to be there. Fragments are refused as
-// relay.Server.Deliver refuses them.
-func tcpDestination(pkt []byte) (netip.AddrPort, bool) {
-	if len(pkt) == 0 {
-		return netip.AddrPort{}, false
+// tcpDestination parses an unfragmented IPv4 or IPv6 (no extension
+// headers) TCP packet's headers, once per packet: the relay's view of them
+// (which the relay takes as they are, see relay.Server.DeliverParsed) and
+// the destination address and port the classifier keys on, an IPv4-mapped
+// address unmapped. Only the first bytes of the TCP header need to be
+// there. Fragments are refused as the relay refuses them.
+func tcpDestination(pkt []byte) (h relay.PacketHeader, dst netip.AddrPort, ok bool) {
+	if h, ok = relay.ParsePacketHeader(pkt); !ok {
+		return h, dst, false
 	}
-	switch pkt[0] >> 4 {
-	case 4:
-		ihl := int(pkt[0]&0x0f) * 4
-		if ihl < 20 || len(pkt) < ihl+4 || pkt[9] != 6 {
-			return netip.AddrPort{}, false
-		}
-		if binary.BigEndian.Uint16(pkt[6:8])&0x3fff != 0 { // MF or an offset
-			return netip.AddrPort{}, false
-		}
-		addr := netip.AddrFrom4([4]byte(pkt[16:20]))
-		return netip.AddrPortFrom(addr, binary.BigEndian.Uint16(pkt[ihl+2:ihl+4])), true
-	case 6:
-		if len(pkt) < 40+4 || pkt[6] != 6 {
-			return netip.AddrPort{}, false
-		}
-		addr := netip.AddrFrom16([16]byte(pkt[24:40])).Unmap()
-		return netip.AddrPortFrom(addr, binary.BigEndian.Uint16(pkt[42:44])), true
+	dst = h.Dst
+	if dst.Addr().Is4In6() {
+		dst = netip.AddrPortFrom(dst.Addr().Unmap(), dst.Port())
 	}
-	return netip.AddrPort{}, false
+	return h, dst, true
 }

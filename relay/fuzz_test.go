@@ -150,6 +150,9 @@ func FuzzDeliver(f *testing.F) {
 		m := &mirror{owned: make(map[netip.AddrPort]struct{})}
 		m.q.init(8, 8)
 		dst, hdrLen, totalLen, ok := parsePacket(pkt)
+		if h, hok := ParsePacketHeader(pkt); ok != (hok && h.Relayable()) || (ok && h.Dst != dst) {
+			t.Fatalf("ParsePacketHeader = %+v, %v; parsePacket = %v, %v", h, hok, dst, ok)
+		}
 		if ok {
 			if hdrLen > len(pkt) || hdrLen > totalLen || totalLen > maxPacketLen {
 				t.Fatalf("parsePacket: headers %d, total %d, packet %d bytes", hdrLen, totalLen, len(pkt))

@@ -741,47 +741,77 @@ func (r relayed) rebuild(scratch []byte) []byte {
 	return pkt
 }
 
+// PacketHeader is what routing a captured answer needs, read once from
+// its IP and TCP headers by ParsePacketHeader: the caller classifying the
+// packet passes it on to Server.DeliverParsed instead of having the
+// headers parsed again. The zero value is a packet that cannot be relayed.
+type PacketHeader struct {
+	// Dst is the destination (the forged client), as the packet has it:
+	// an IPv4-mapped IPv6 destination stays IPv6, and so matches no
+	// registration.
+	Dst netip.AddrPort
+	// hdrLen is the length of the IP and TCP headers, 0 unless both were
+	// captured whole; totalLen is the packet's length from its IP header.
+	hdrLen, totalLen int
+}
+
+// Relayable reports whether the packet's IP and TCP headers were captured
+// whole and are consistent with its total length: only such a packet can
+// travel to a mirror.
+func (h PacketHeader) Relayable() bool { return h.hdrLen > 0 }
+
+// ParsePacketHeader reads the headers of a captured answer (an IP packet,
+// from the IP header on). ok is false for anything but an unfragmented
+// IPv4 or IPv6 (no extension headers) TCP packet of which at least the
+// ports were captured; the packet is relayable only if its whole TCP
+// header was captured too. It never reads beyond pkt.
+func ParsePacketHeader(pkt []byte) (PacketHeader, bool) {
+	if len(pkt) < 1 {
+		return PacketHeader{}, false
+	}
+	var ipLen, totalLen int
+	var addr netip.Addr
+	switch pkt[0] >> 4 {
+	case 4:
+		ipLen = int(pkt[0]&0x0f) * 4
+		if ipLen < minIPv4Len || len(pkt) < ipLen+4 || pkt[9] != 6 {
+			return PacketHeader{}, false
+		}
+		if binary.BigEndian.Uint16(pkt[6:8])&0x3fff != 0 { // MF or an offset
+			return PacketHeader{}, false
+		}
+		totalLen = int(binary.BigEndian.Uint16(pkt[2:4]))
+		addr = netip.AddrFrom4([4]byte(pkt[16:20]))
+	case 6:
+		ipLen = minIPv6Len
+		if len(pkt) < ipLen+4 || pkt[6] != 6 {
+			return PacketHeader{}, false
+		}
+		totalLen = minIPv6Len + int(binary.BigEndian.Uint16(pkt[4:6]))
+		addr = netip.AddrFrom16([16]byte(pkt[24:40]))
+	default:
+		return PacketHeader{}, false
+	}
+	port := binary.BigEndian.Uint16(pkt[ipLen+2 : ipLen+4])
+	hdrLen := 0 // not relayable unless the TCP header is whole
+	if len(pkt) >= ipLen+20 {
+		tcpLen := int(pkt[ipLen+12]>>4) * 4
+		if n := ipLen + tcpLen; tcpLen >= 20 && n <= len(pkt) && n <= totalLen {
+			hdrLen = n
+		}
+	}
+	return PacketHeader{Dst: netip.AddrPortFrom(addr, port), hdrLen: hdrLen, totalLen: totalLen}, true
+}
+
 // parsePacket reads what routing a captured response needs: its
 // destination (the forged client), the length of its IP and TCP headers,
 // and its total length from the IP header. ok is false for anything but an
 // unfragmented IPv4 or IPv6 (no extension headers) TCP packet whose
 // headers were captured whole.
 func parsePacket(pkt []byte) (dst netip.AddrPort, hdrLen, totalLen int, ok bool) {
-	if len(pkt) < 1 {
+	h, ok := ParsePacketHeader(pkt)
+	if !ok || !h.Relayable() {
 		return netip.AddrPort{}, 0, 0, false
 	}
-	var ipLen int
-	var addr netip.Addr
-	switch pkt[0] >> 4 {
-	case 4:
-		if len(pkt) < minIPv4Len {
-			return netip.AddrPort{}, 0, 0, false
-		}
-		ipLen = int(pkt[0]&0x0f) * 4
-		totalLen = int(binary.BigEndian.Uint16(pkt[2:4]))
-		frag := binary.BigEndian.Uint16(pkt[6:8])
-		if ipLen < minIPv4Len || pkt[9] != 6 || frag&0x3fff != 0 {
-			return netip.AddrPort{}, 0, 0, false
-		}
-		addr = netip.AddrFrom4([4]byte(pkt[16:20]))
-	case 6:
-		if len(pkt) < minIPv6Len || pkt[6] != 6 {
-			return netip.AddrPort{}, 0, 0, false
-		}
-		ipLen = minIPv6Len
-		totalLen = minIPv6Len + int(binary.BigEndian.Uint16(pkt[4:6]))
-		addr = netip.AddrFrom16([16]byte(pkt[24:40]))
-	default:
-		return netip.AddrPort{}, 0, 0, false
-	}
-	if len(pkt) < ipLen+20 {
-		return netip.AddrPort{}, 0, 0, false
-	}
-	tcpLen := int(pkt[ipLen+12]>>4) * 4
-	hdrLen = ipLen + tcpLen
-	if tcpLen < 20 || hdrLen > len(pkt) || hdrLen > totalLen {
-		return netip.AddrPort{}, 0, 0, false
-	}
-	port := binary.BigEndian.Uint16(pkt[ipLen+2 : ipLen+4])
-	return netip.AddrPortFrom(addr, port), hdrLen, totalLen, true
+	return h.Dst, h.hdrLen, h.totalLen, true
 }

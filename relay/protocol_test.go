@@ -596,3 +596,48 @@ func TestNormalizeAddr(t *testing.T) {
 		t.Errorf("list: %v %v", got, err)
 	}
 }
+
+// TestParsePacketHeader: the ports are enough to classify a packet, its
+// whole TCP header is needed to relay it; a header that does not fit the
+// packet it is delivered with is refused, not trusted.
+func TestParsePacketHeader(t *testing.T) {
+	p4 := tcpPacket(target4, client4, tsOption, []byte("hello"))
+	mapped := tcpPacket(target6, netip.AddrPortFrom(netip.AddrFrom16(client4.Addr().As16()), client4.Port()), nil, []byte("x"))
+	for _, tc := range []struct {
+		name          string
+		pkt           []byte
+		ok, relayable bool
+		dst           netip.AddrPort
+	}{
+		{"ipv4", p4, true, true, client4},
+		{"ipv6", tcpPacket(target6, client6, nil, nil), true, true, client6},
+		{"ipv4-mapped destination stays ipv6", mapped, true, true, netip.AddrPortFrom(netip.AddrFrom16(client4.Addr().As16()), client4.Port())},
+		{"ports only", p4[:24], true, false, client4},
+		{"tcp header cut", p4[:40], true, false, client4},
+		{"cut in the ports", p4[:22], false, false, netip.AddrPort{}},
+		{"empty", nil, false, false, netip.AddrPort{}},
+	} {
+		h, ok := ParsePacketHeader(tc.pkt)
+		if ok != tc.ok || h.Relayable() != tc.relayable || h.Dst != tc.dst {
+			t.Errorf("%s: %+v, %v; want dst %v, ok %v, relayable %v", tc.name, h, ok, tc.dst, tc.ok, tc.relayable)
+		}
+		if _, _, _, pok := parsePacket(tc.pkt); pok != tc.relayable {
+			t.Errorf("%s: parsePacket ok %v, want %v", tc.name, pok, tc.relayable)
+		}
+	}
+
+	srv, err := NewServer(ServerConfig{Key: keyA})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := &mirror{owned: make(map[netip.AddrPort]struct{})}
+	m.q.init(8, 8)
+	srv.router.register(m, []registration{{Client: client4, Target: target4}})
+	h, _ := ParsePacketHeader(p4)
+	if srv.DeliverParsed(p4[:30], h, true) || srv.Stats().Malformed != 1 {
+		t.Fatalf("a header longer than the packet delivered with it was accepted: %+v", srv.Stats())
+	}
+	if !srv.DeliverParsed(p4, h, true) || len(m.q.take(nil)) != 1 {
+		t.Fatal("a parsed packet to a registered client was not queued")
+	}
+}

@@ -145,25 +145,31 @@ func (s *Server) Stats() ServerStats {
 // destination (or the packet is not TCP over IPv4/IPv6): the caller may
 // let such a packet through instead of dropping it.
 func (s *Server) Deliver(pkt []byte, full bool) bool {
-	dst, hdrLen, totalLen, ok := parsePacket(pkt)
-	if !ok {
+	h, _ := ParsePacketHeader(pkt) // the zero header is not relayable
+	return s.DeliverParsed(pkt, h, full)
+}
+
+// DeliverParsed is Deliver for a packet whose headers the caller already
+// parsed: h must be what ParsePacketHeader returned for pkt.
+func (s *Server) DeliverParsed(pkt []byte, h PacketHeader, full bool) bool {
+	if !h.Relayable() || h.hdrLen > len(pkt) {
 		s.malformed.Add(1)
 		return false
 	}
-	m := s.router.lookup(dst)
+	m := s.router.lookup(h.Dst)
 	if m == nil {
 		s.unknown.Add(1)
 		return false
 	}
 	var data []byte
 	switch {
-	case full && len(pkt) >= totalLen:
-		data = pkt[:totalLen] // drop link-layer padding
+	case full && len(pkt) >= h.totalLen:
+		data = pkt[:h.totalLen] // drop link-layer padding
 	default:
 		full = false
-		data = pkt[:hdrLen]
+		data = pkt[:h.hdrLen]
 	}
-	if !m.q.push(data, totalLen, full) {
+	if !m.q.push(data, h.totalLen, full) {
 		s.dropped.Add(1)
 	}
 	return true
