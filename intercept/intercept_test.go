@@ -397,7 +397,11 @@ func TestServeRelaysAndDecides(t *testing.T) {
 
 	got := make(chan []byte, 16)
 	client, err := relay.Dial(ctx, []string{ln.Addr().String()}, key, relay.ClientConfig{
-		OnPacket: func(p []byte) { got <- bytes.Clone(p) },
+		OnPackets: func(pkts [][]byte) {
+			for _, p := range pkts {
+				got <- bytes.Clone(p)
+			}
+		},
 	})
 	if err != nil {
 		t.Fatal(err)

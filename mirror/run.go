@@ -115,8 +115,9 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) (*Summary, error) {
 		dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		rc, err = relay.Dial(dctx, cfg.Intercepts, key, relay.ClientConfig{
 			Channels: cfg.Channels,
-			OnPacket: func(pkt []byte) { st.Inject([][]byte{pkt}) },
-			Logger:   log,
+			// Every packet of one read of the relay channel, injected at once.
+			OnPackets: func(pkts [][]byte) { st.Inject(pkts) },
+			Logger:    log,
 		})
 		cancel()
 		if err != nil {

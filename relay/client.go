@@ -27,13 +27,16 @@ type ClientConfig struct {
 	// (tcpcopy -C; default 1). Each forged client is bound to one of them
 	// by a hash of its address, so its responses stay in order.
 	Channels int
-	// OnPacket receives every relayed response as a whole IP packet;
-	// header-only ones arrive rebuilt at their original length with a
-	// zero-filled payload. It is called from one goroutine per channel,
-	// concurrently, and pkt is valid only until it returns (the stack's
-	// InjectInbound copies). nil discards.
-	OnPacket func(pkt []byte)
-	Logger   *slog.Logger // nil: discard
+	// OnPackets receives the relayed responses as whole IP packets, in
+	// the order the intercept sent them: all the packets of the frames one
+	// read of the connection brought in (up to batchArena bytes), in one
+	// call, so the stack can inject them at once. Header-only packets
+	// arrive rebuilt at their original length with a zero-filled payload.
+	// It is called from one goroutine per channel, concurrently, and
+	// neither pkts nor the packets may be retained after it returns (the
+	// stack's inject copies). nil discards.
+	OnPackets func(pkts [][]byte)
+	Logger    *slog.Logger // nil: discard
 
 	// HandshakeTimeout bounds connecting and the handshake (default 5 s).
 	HandshakeTimeout time.Duration
@@ -85,7 +88,7 @@ type ClientStats struct {
 	Registered   int    // now: live forged clients
 	Reconnects   uint64 // connections re-established after a loss
 	AuthFailures uint64 // handshakes that failed on a key mismatch
-	Packets      uint64 // packets handed to OnPacket
+	Packets      uint64 // packets handed to OnPackets
 	HeaderOnly   uint64 // of which rebuilt from headers
 	Bytes        uint64 // bytes received from intercepts, framing included
 }
@@ -570,10 +573,16 @@ func (ch *channel) serve(ctx context.Context, conn net.Conn) error {
 
 func (ch *channel) readLoop(conn net.Conn) error {
 	c := ch.c
-	fr := frameReader{r: bufio.NewReaderSize(conn, 256<<10)}
-	scratch := make([]byte, maxPacketLen)
-	var pkts []relayed
+	br := bufio.NewReaderSize(conn, 256<<10)
+	fr := frameReader{r: br}
+	b := packetBatch{deliver: c.cfg.OnPackets, packets: &c.packets, headerOnly: &c.headerOnly}
+	// Packets already decoded go out before anything can block or fail.
+	defer b.flush()
+	var entries []relayed
 	for {
+		if !frameBuffered(br) {
+			b.flush() // the read's frames are done: deliver before waiting
+		}
 		conn.SetReadDeadline(time.Now().Add(c.cfg.IdleTimeout))
 		t, p, err := fr.next(clientExpects)
 		if err != nil {
@@ -589,21 +598,80 @@ func (ch *channel) readLoop(conn net.Conn) error {
 			ch.ack(binary.BigEndian.Uint64(p))
 			continue
 		}
-		if pkts, err = decodeResponses(p, pkts); err != nil {
+		if entries, err = decodeResponses(p, entries); err != nil {
 			return err
 		}
-		var headerOnly uint64
-		for _, r := range pkts {
-			if !r.Full {
-				headerOnly++
-			}
-			if c.cfg.OnPacket != nil {
-				c.cfg.OnPacket(r.rebuild(scratch))
-			}
+		for _, r := range entries {
+			b.add(r)
 		}
-		c.packets.Add(uint64(len(pkts)))
-		c.headerOnly.Add(headerOnly)
 	}
+}
+
+// frameBuffered reports whether a whole frame waits in br, so reading it
+// does not block.
+func frameBuffered(br *bufio.Reader) bool {
+	n := br.Buffered()
+	if n < frameHeaderLen {
+		return false
+	}
+	h, err := br.Peek(frameHeaderLen)
+	if err != nil {
+		return false
+	}
+	return n-frameHeaderLen >= int(h[1])<<16|int(h[2])<<8|int(h[3])
+}
+
+// batchArena bounds the bytes of one OnPackets batch: a frame full of
+// header-only entries rebuilt at 64 KiB each would otherwise ask for
+// gigabytes. It holds at least one packet of any size.
+const batchArena = MaxFrameSize
+
+// packetBatch gathers rebuilt packets for one OnPackets call. The packets
+// are copied into one arena whose capacity never changes, so earlier
+// packets stay valid while later ones are added, and the frame buffer
+// can be reused for the next frame.
+type packetBatch struct {
+	deliver             func([][]byte)
+	packets, headerOnly *atomic.Uint64
+
+	arena []byte
+	pkts  [][]byte
+	nHdr  uint64
+}
+
+// add rebuilds r into the arena, first delivering what is there if r
+// does not fit.
+func (b *packetBatch) add(r relayed) {
+	if b.arena == nil {
+		b.arena = make([]byte, 0, batchArena)
+	}
+	if len(b.arena)+r.OrigLen > cap(b.arena) {
+		b.flush()
+	}
+	start := len(b.arena)
+	free := b.arena[start:cap(b.arena)]
+	pkt := r.rebuild(free)
+	if r.Full {
+		pkt = free[:copy(free, pkt)]
+	} else {
+		b.nHdr++
+	}
+	b.arena = b.arena[:start+len(pkt)]
+	b.pkts = append(b.pkts, pkt)
+}
+
+// flush hands the batch to OnPackets and empties it.
+func (b *packetBatch) flush() {
+	if len(b.pkts) == 0 {
+		return
+	}
+	if b.deliver != nil {
+		b.deliver(b.pkts)
+	}
+	b.packets.Add(uint64(len(b.pkts)))
+	b.headerOnly.Add(b.nHdr)
+	clear(b.pkts) // the packets are the caller's no longer
+	b.pkts, b.arena, b.nHdr = b.pkts[:0], b.arena[:0], 0
 }
 
 // writeLoop is the only writer on the connection: registration changes,

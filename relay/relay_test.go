@@ -97,16 +97,21 @@ func startServer(t *testing.T, cfg ServerConfig, addr string) *testServer {
 	return ts
 }
 
-// sink collects the packets a Client hands to OnPacket.
+// sink collects the packets a Client hands to OnPackets, and the size of
+// each batch.
 type sink struct {
-	mu   sync.Mutex
-	pkts [][]byte
+	mu      sync.Mutex
+	pkts    [][]byte
+	batches []int
 }
 
-func (s *sink) onPacket(p []byte) {
+func (s *sink) onPackets(pkts [][]byte) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.pkts = append(s.pkts, bytes.Clone(p))
+	for _, p := range pkts {
+		s.pkts = append(s.pkts, bytes.Clone(p))
+	}
+	s.batches = append(s.batches, len(pkts))
 }
 
 func (s *sink) get() [][]byte {
@@ -118,8 +123,8 @@ func (s *sink) get() [][]byte {
 func dial(t *testing.T, addrs []string, key Key, cfg ClientConfig) (*Client, *sink) {
 	t.Helper()
 	s := &sink{}
-	if cfg.OnPacket == nil {
-		cfg.OnPacket = s.onPacket
+	if cfg.OnPackets == nil {
+		cfg.OnPackets = s.onPackets
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -772,7 +777,7 @@ func BenchmarkDeliver(b *testing.B) {
 			var received atomic.Uint64
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()
-			c, err := Dial(ctx, []string{srv.addr}, keyA, ClientConfig{OnPacket: func([]byte) { received.Add(1) }})
+			c, err := Dial(ctx, []string{srv.addr}, keyA, ClientConfig{OnPackets: func(pkts [][]byte) { received.Add(uint64(len(pkts))) }})
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -840,5 +845,98 @@ func TestRegisterFailsWithoutIntercept(t *testing.T) {
 	waitFor(t, "the channel to drop", func() bool { return c.Stats().Connected == 0 })
 	if err := c.Register(client4, target4); err == nil {
 		t.Fatal("Register succeeded with no intercept connected")
+	}
+}
+
+// TestOnPacketsBatchesARead: the frames one read brings in (here three
+// Responses frames and a pong between them, written at once) reach
+// OnPackets as one call, in order; header-only packets rebuilt.
+func TestOnPacketsBatchesARead(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	p1 := tcpPacket(target4, client4, tsOption, []byte("one"))
+	p2 := tcpPacket(target4, client4, nil, bytes.Repeat([]byte{'2'}, 700))
+	p3 := tcpPacket(target6, client6, nil, []byte("three"))
+	p4 := tcpPacket(target4, client4, nil, []byte("four"))
+	var burst []byte
+	burst = append(burst, responsesFrame(relayed{Data: p1, OrigLen: len(p1), Full: true})...)
+	burst = append(burst, responsesFrame(relayed{Data: p2[:40], OrigLen: len(p2)}, relayed{Data: p3, OrigLen: len(p3), Full: true})...)
+	burst = append(burst, frame(typePong, make([]byte, pingLen))...)
+	burst = append(burst, responsesFrame(relayed{Data: p4, OrigLen: len(p4), Full: true})...)
+	served := make(chan error, 1)
+	done := make(chan struct{})
+	defer close(done)
+	go func() {
+		conn, err := ln.Accept()
+		if err != nil {
+			served <- err
+			return
+		}
+		defer conn.Close()
+		if err := serverHandshake(conn, keyA, rand.Reader); err != nil {
+			served <- err
+			return
+		}
+		go io.Copy(io.Discard, conn) // registrations and pings
+		_, err = conn.Write(burst)
+		served <- err
+		<-done // keep the connection while the client reads
+	}()
+	_, got := dial(t, []string{ln.Addr().String()}, keyA, ClientConfig{})
+	if err := <-served; err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "four packets", func() bool { return len(got.get()) == 4 })
+	zeroed := bytes.Clone(p2)
+	clear(zeroed[40:])
+	for i, want := range [][]byte{p1, zeroed, p3, p4} {
+		if !bytes.Equal(got.get()[i], want) {
+			t.Errorf("packet %d:\n%x\nwant\n%x", i, got.get()[i], want)
+		}
+	}
+	got.mu.Lock()
+	defer got.mu.Unlock()
+	if len(got.batches) != 1 || got.batches[0] != 4 {
+		t.Fatalf("batches %v, want one of 4", got.batches)
+	}
+}
+
+// TestPacketBatchBound: a batch never holds more than batchArena bytes;
+// beyond it the packets go out in further calls, none lost or reordered.
+func TestPacketBatchBound(t *testing.T) {
+	var packets, headerOnly atomic.Uint64
+	var sizes []int
+	var order []byte
+	b := packetBatch{
+		deliver: func(pkts [][]byte) {
+			total := 0
+			for _, p := range pkts {
+				total += len(p)
+				order = append(order, p[len(p)-1])
+			}
+			if total > batchArena {
+				t.Errorf("a batch of %d bytes", total)
+			}
+			sizes = append(sizes, len(pkts))
+		},
+		packets: &packets, headerOnly: &headerOnly,
+	}
+	hdr := tcpPacket(target4, client4, nil, nil)
+	for i := range 20 {
+		full := tcpPacket(target4, client4, nil, []byte{byte(i)})
+		b.add(relayed{Data: hdr, OrigLen: 65535})
+		b.add(relayed{Data: full, OrigLen: len(full), Full: true})
+	}
+	b.flush()
+	if packets.Load() != 40 || headerOnly.Load() != 20 || len(sizes) < 2 {
+		t.Fatalf("%d packets (%d header-only) in batches %v", packets.Load(), headerOnly.Load(), sizes)
+	}
+	for i := range 20 {
+		if order[2*i] != 0 || order[2*i+1] != byte(i) {
+			t.Fatalf("packets out of order: %v", order)
+		}
 	}
 }
