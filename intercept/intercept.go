@@ -12,7 +12,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/stackcopy/stackcopy/relay"
@@ -69,7 +68,6 @@ type Config struct {
 	FullPayload bool         // relay whole packets, not headers and length
 	Listen      string       // address for mirrors, e.g. ":36524"
 	KeyFile     string       // relay key file; "" reads $STACKCOPY_RELAY_KEY
-	PIDFile     string       // written at start, removed at exit
 	// StatsInterval is the period of the stats log line (default 10 s;
 	// negative: only at exit).
 	StatsInterval time.Duration
@@ -91,17 +89,17 @@ func (c *Config) fill() error {
 	switch c.Mode {
 	case ModeNFQueue:
 		if c.Interface != "" || c.Filter != "" {
-			return errors.New("intercept: an interface or filter was given, but the mode is nfqueue")
+			return errors.New("an interface or filter was given, but the mode is nfqueue")
 		}
 	case ModeCapture:
 		if c.Interface == "" {
-			return errors.New("intercept: capture needs an interface (-i)")
+			return errors.New("capture needs an interface (-i)")
 		}
 		if strings.TrimSpace(c.Filter) == "" {
-			return errors.New("intercept: capture needs a filter (-F), e.g. 'tcp and src port 80'")
+			return errors.New("capture needs a filter (-F), e.g. 'tcp and src port 80'")
 		}
 	default:
-		return fmt.Errorf("intercept: unknown mode %q (want nfqueue or capture)", c.Mode)
+		return fmt.Errorf("unknown mode %q (want nfqueue or capture)", c.Mode)
 	}
 	if c.QueueLen == 0 {
 		c.QueueLen = DefaultQueueLen
@@ -140,15 +138,9 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 			return err
 		}
 	}
-	if cfg.PIDFile != "" {
-		if err := writePIDFile(cfg.PIDFile); err != nil {
-			return err
-		}
-		defer removePIDFile(cfg.PIDFile, log)
-	}
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
-		return fmt.Errorf("intercept: listen for mirrors: %w", err)
+		return fmt.Errorf("listen for mirrors: %w", err)
 	}
 	var src Source
 	switch cfg.Mode {
@@ -244,7 +236,7 @@ func serve(ctx context.Context, cfg Config, key relay.Key, ln net.Listener, src 
 	case loopErr != nil:
 		return loopErr
 	case serveErr != nil:
-		return fmt.Errorf("intercept: %w", serveErr)
+		return serveErr // the relay's, which says so
 	case srcErr != nil:
 		return srcErr
 	}
@@ -478,7 +470,7 @@ func checkForwarding(iface string, log *slog.Logger) error {
 			if errors.Is(err, os.ErrNotExist) {
 				continue // no such interface (OpenCapture says so) or no IPv6
 			}
-			return fmt.Errorf("intercept: %w", err)
+			return fmt.Errorf("forwarding check: %w", err)
 		}
 		if val := strings.TrimSpace(string(b)); val != "0" {
 			if v == "ipv6" {
@@ -486,36 +478,9 @@ func checkForwarding(iface string, log *slog.Logger) error {
 					"interface", iface)
 				continue
 			}
-			return fmt.Errorf("intercept: %s forwards ipv4 (%s is %s): the captured answers would also reach the real clients; run: sysctl -w net.ipv4.ip_forward=0 (or --allow-forwarding)",
+			return fmt.Errorf("%s forwards ipv4 (%s is %s): the captured answers would also reach the real clients; run: sysctl -w net.ipv4.ip_forward=0 (or --allow-forwarding)",
 				iface, path, val)
 		}
 	}
 	return nil
-}
-
-// writePIDFile writes our PID to path, refusing if it names another live
-// process.
-func writePIDFile(path string) error {
-	if b, err := os.ReadFile(path); err == nil {
-		if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && pid > 0 && pid != os.Getpid() {
-			if err := syscall.Kill(pid, 0); err == nil || errors.Is(err, syscall.EPERM) {
-				return fmt.Errorf("intercept: pid file %s: process %d is running (another intercept?)", path, pid)
-			}
-		}
-	}
-	if err := os.WriteFile(path, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644); err != nil {
-		return fmt.Errorf("intercept: pid file: %w", err)
-	}
-	return nil
-}
-
-// removePIDFile removes path if it still holds our PID.
-func removePIDFile(path string, log *slog.Logger) {
-	b, err := os.ReadFile(path)
-	if err != nil || strings.TrimSpace(string(b)) != strconv.Itoa(os.Getpid()) {
-		return
-	}
-	if err := os.Remove(path); err != nil {
-		log.Warn("intercept: removing pid file", "err", err)
-	}
 }

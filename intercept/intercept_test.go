@@ -541,39 +541,6 @@ func TestConfigFill(t *testing.T) {
 	}
 }
 
-func TestPIDFile(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "intercept.pid")
-	if err := writePIDFile(path); err != nil {
-		t.Fatal(err)
-	}
-	// Our own PID in it: a restart of the same process is fine.
-	if err := writePIDFile(path); err != nil {
-		t.Fatal(err)
-	}
-	// A live other process (PID 1) in it: refused.
-	if err := os.WriteFile(path, []byte("1\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := writePIDFile(path); err == nil || !strings.Contains(err.Error(), "running") {
-		t.Fatalf("pid file of a live process: %v", err)
-	}
-	// Not ours: left alone at exit.
-	removePIDFile(path, slog.New(slog.DiscardHandler))
-	if _, err := os.Stat(path); err != nil {
-		t.Fatalf("removed another process's pid file: %v", err)
-	}
-	if err := os.WriteFile(path, []byte("999999999\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := writePIDFile(path); err != nil {
-		t.Fatalf("stale pid file: %v", err)
-	}
-	removePIDFile(path, slog.New(slog.DiscardHandler))
-	if _, err := os.Stat(path); !errors.Is(err, os.ErrNotExist) {
-		t.Fatalf("our pid file survived: %v", err)
-	}
-}
-
 func TestCheckForwarding(t *testing.T) {
 	log := slog.New(slog.DiscardHandler)
 	if err := checkForwarding("no-such-interface-xyz", log); err != nil {

@@ -53,30 +53,35 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stdout, "intercept", version)
 		return exitOK
 	}
-	var logw io.Writer = stderr
-	if o.logFile != "" {
-		f, err := os.OpenFile(o.logFile, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o640)
-		if err != nil {
-			fmt.Fprintf(stderr, "intercept: -l: %v\n", err)
-			return exitFatal
-		}
-		defer f.Close()
-		logw = f
+	log, closeLog, err := cliflag.NewLogger(o.logFile, stderr, slog.LevelInfo, o.verbose)
+	if err != nil {
+		fmt.Fprintf(stderr, "intercept: -l: %v\n", err)
+		return exitFatal
 	}
-	level := slog.LevelInfo
-	if o.verbose > 0 {
-		level = slog.LevelDebug
-	}
-	log := slog.New(slog.NewTextHandler(logw, &slog.HandlerOptions{Level: level}))
-
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := intercept.Run(ctx, o.cfg, log); err != nil {
+	defer closeLog()
+	fail := func(err error) int {
 		if o.logFile != "" {
 			log.Error("intercept failed", "err", err)
 		}
 		fmt.Fprintf(stderr, "intercept: %v\n", err)
 		return exitFatal
+	}
+	if o.pidFile != "" {
+		remove, err := cliflag.WritePIDFile(o.pidFile)
+		if err != nil {
+			return fail(err)
+		}
+		defer func() {
+			if err := remove(); err != nil {
+				log.Warn("removing the pid file", "err", err)
+			}
+		}()
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := intercept.Run(ctx, o.cfg, log); err != nil {
+		return fail(err)
 	}
 	return exitOK
 }
@@ -84,6 +89,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 type options struct {
 	cfg     intercept.Config
 	logFile string
+	pidFile string
 	verbose int
 	version bool
 }
@@ -183,7 +189,7 @@ func parseFlags(args []string, helpOut io.Writer) (*options, error) {
 	fs.Var(cliflag.Duration{D: &hold}, "hold", "keep dropping answers to a forged client this long after its stackcopy left")
 	fs.Var(cliflag.Duration{D: &statsEvery}, "stats-interval", "period of the stats log line (0: only at exit)")
 	fs.StringVarP(&o.logFile, "log", "l", "", "log to this file instead of stderr")
-	fs.StringVarP(&c.PIDFile, "pid-file", "P", "", "write the process ID to this file")
+	fs.StringVarP(&o.pidFile, "pid-file", "P", "", "write the process ID to this file")
 	fs.CountVarP(&o.verbose, "verbose", "v", "debug logging (registrations)")
 	fs.BoolVarP(&o.version, "version", "V", false, "print the version")
 	help := fs.BoolP("help", "h", false, "this help")

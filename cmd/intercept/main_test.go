@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"errors"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -30,7 +31,7 @@ func TestParseFlags(t *testing.T) {
 				c := o.cfg
 				want := []netip.Addr{netip.MustParseAddr("198.18.1.1"), netip.MustParseAddr("198.18.1.2")}
 				if c.Queue != 7 || c.QueueLen != 100 || !c.FailOpen || len(c.Pass) != 2 || c.Pass[0] != want[0] || c.Pass[1] != want[1] ||
-					c.Listen != "198.18.2.2:4000" || c.KeyFile != "/k" || c.PIDFile != "/run/i.pid" || !c.FullPayload ||
+					c.Listen != "198.18.2.2:4000" || c.KeyFile != "/k" || o.pidFile != "/run/i.pid" || !c.FullPayload ||
 					c.Hold >= 0 || c.StatsInterval != time.Minute || o.logFile != "/var/log/i.log" || o.verbose != 2 {
 					t.Errorf("nfqueue options: %+v %+v", c, o)
 				}
@@ -151,5 +152,41 @@ func TestRunExitCodes(t *testing.T) {
 	stdout.Reset()
 	if code := run([]string{"--version"}, &stdout, &stderr); code != exitOK || !strings.HasPrefix(stdout.String(), "intercept ") {
 		t.Fatalf("--version: exit %d, %q", code, stdout.String())
+	}
+}
+
+// TestRunPIDFileAndPrefix: the command owns the pid file: it refuses one
+// of a running process, and removes its own when Run fails; errors carry
+// one "intercept: " prefix.
+func TestRunPIDFileAndPrefix(t *testing.T) {
+	var stdout, stderr bytes.Buffer
+	pid := filepath.Join(t.TempDir(), "intercept.pid")
+	if err := os.WriteFile(pid, []byte("1\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if code := run([]string{"-q", "1", "-P", pid}, &stdout, &stderr); code != exitFatal {
+		t.Fatalf("pid file of a running process: exit %d", code)
+	}
+	if s := stderr.String(); !strings.HasPrefix(s, "intercept: pid file "+pid+": process 1 is running") || strings.Count(s, "\n") != 1 {
+		t.Fatalf("stderr %q", s)
+	}
+
+	os.Remove(pid)
+	t.Setenv(intercept.KeyEnv, "")
+	os.Unsetenv(intercept.KeyEnv)
+	stderr.Reset()
+	if code := run([]string{"-q", "1", "-P", pid}, &stdout, &stderr); code != exitFatal {
+		t.Fatalf("no key: exit %d", code)
+	}
+	if _, err := os.Stat(pid); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("pid file left after a failed run: %v", err)
+	}
+	t.Setenv(intercept.KeyEnv, "unit-test-relay-key-0123456789")
+	stderr.Reset()
+	if code := run([]string{"--mode", "capture", "-i", "no-such-if0", "-F", "tcp", "-b", "127.0.0.1"}, &stdout, &stderr); code != exitFatal {
+		t.Fatalf("bad interface: exit %d (%s)", code, stderr.String())
+	}
+	if s := stderr.String(); !strings.HasPrefix(s, "intercept: ") || strings.Contains(s, "intercept: intercept:") {
+		t.Fatalf("stderr %q: want one prefix", s)
 	}
 }

@@ -1,4 +1,10 @@
-// Package cliflag holds flag types the commands share.
+// Package cliflag is what stackcopy's two commands (cmd/stackcopy,
+// cmd/intercept) share about their command lines: flag types, and what
+// their common flags turn into, the pid file (-P) and the logger (-l, -v).
+// Long-running plumbing of a command lives here, not in the libraries the
+// commands drive: a library does not write pid files or open log files.
+//
+// It imports only the standard library, never a stackcopy package.
 package cliflag
 
 import (
