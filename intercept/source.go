@@ -15,6 +15,13 @@
 // destination (see Class): a forged client some mirror registered is
 // relayed and dropped; a pass-listed address and anything no mirror owns
 // is accepted untouched.
+//
+// intercept owns the answer sources and the classification; the relay
+// protocol is relay's, socket setup internal/afpacket's and filter
+// compilation internal/pcapfilter's, and those are all it imports of
+// stackcopy. It must not import the mirror side (mirror, netstack, wire,
+// capture, replay) nor internal/cliflag: pid files and log files are
+// cmd/intercept's.
 package intercept
 
 import (

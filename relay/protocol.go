@@ -23,6 +23,12 @@
 // The pre-shared key only authenticates the two ends (both ways). Frames
 // after the handshake are neither encrypted nor integrity-protected: run the
 // channel on a network you trust, or inside WireGuard or an SSH tunnel.
+//
+// relay owns the protocol, both ends of it, the key (LoadKey) and the
+// parsing of a captured answer's headers for routing (ParsePacketHeader).
+// Both sides import it, so it imports no stackcopy package: not intercept,
+// mirror or netstack (answers leave through ClientConfig.OnPackets, not a
+// stack), nor capture.
 package relay
 
 import (

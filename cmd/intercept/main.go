@@ -1,6 +1,10 @@
 // Command intercept catches a test server's answers to stackcopy's forged
 // clients, on the target (NFQUEUE) or on an assistant host (AF_PACKET),
 // and relays them to the stackcopy that replays those clients.
+//
+// The command owns its flags, its pid file and its log (internal/cliflag);
+// the work is intercept.Run's. It imports intercept, relay (the key's
+// default port) and internal/cliflag, nothing of the mirror side.
 package main
 
 import (
