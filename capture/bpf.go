@@ -23,8 +23,9 @@ import (
 // counted as Fragments.
 
 // filterLink says where the IP header starts in the bytes a socket's
-// filter sees.
-type filterLink uint8
+// filter sees: the same for generated filters and for a user's -F, which
+// pcapfilter compiles.
+type filterLink = pcapfilter.Link
 
 const (
 	// filterEthernet: an Ethernet frame (SOCK_RAW on an Ethernet or
@@ -32,21 +33,14 @@ const (
 	// metadata before the filter runs; tags left in the frame (a second
 	// 802.1ad tag, a transmit path without tag offload) are skipped, up to
 	// two.
-	filterEthernet filterLink = iota
+	filterEthernet = pcapfilter.Ethernet
 	// filterCooked: the IP header itself (SOCK_DGRAM: the "any" device and
 	// interfaces without Ethernet headers).
-	filterCooked
+	filterCooked = pcapfilter.Raw
 )
 
-func (l filterLink) String() string {
-	if l == filterCooked {
-		return "cooked"
-	}
-	return "ethernet"
-}
-
 // bpfMaxInsns is the kernel's limit on a classic BPF program (BPF_MAXINSNS).
-const bpfMaxInsns = 4096
+const bpfMaxInsns = pcapfilter.MaxInsns
 
 // Scratch memory slots of the generated filter.
 const (
@@ -242,13 +236,4 @@ func (p *bpfProg) assemble() ([]bpf.Instruction, error) {
 		}
 	}
 	return out, nil
-}
-
-// pcapLink is the link pcapfilter compiles a user filter (-F) for on
-// sockets of the given kind.
-func pcapLink(link filterLink) pcapfilter.Link {
-	if link == filterCooked {
-		return pcapfilter.Raw
-	}
-	return pcapfilter.Ethernet
 }

@@ -288,7 +288,7 @@ func TestCompilePcapFilter(t *testing.T) {
 		t.Skip("tcpdump not installed")
 	}
 	for _, link := range []filterLink{filterEthernet, filterCooked} {
-		raw, err := pcapfilter.Compile("tcp port 80 and host 198.18.1.1", pcapLink(link), 262144)
+		raw, err := pcapfilter.Compile("tcp port 80 and host 198.18.1.1", link, 262144)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -318,7 +318,7 @@ func TestCompilePcapFilter(t *testing.T) {
 			}
 		}
 	}
-	_, err := pcapfilter.Compile("tcp prot 80", pcapLink(filterEthernet), 262144)
+	_, err := pcapfilter.Compile("tcp prot 80", filterEthernet, 262144)
 	if err == nil || !strings.Contains(err.Error(), `filter "tcp prot 80": `) || !strings.Contains(err.Error(), "syntax error") || strings.Contains(err.Error(), "\n") {
 		t.Errorf("bad filter: %v, want one line naming the filter and tcpdump's complaint", err)
 	}

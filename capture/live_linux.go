@@ -253,7 +253,7 @@ func OpenLive(cfg LiveConfig) (*LiveSource, error) {
 		var raw []bpf.RawInstruction
 		if cfg.Filter != "" {
 			var err error
-			if raw, err = pcapfilter.Compile(cfg.Filter, pcapLink(link), cfg.Snaplen); err != nil {
+			if raw, err = pcapfilter.Compile(cfg.Filter, link, cfg.Snaplen); err != nil {
 				return fail("%v", err)
 			}
 		} else {

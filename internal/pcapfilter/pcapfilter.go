@@ -37,6 +37,13 @@ const (
 	Raw
 )
 
+func (l Link) String() string {
+	if l == Raw {
+		return "raw IP"
+	}
+	return "ethernet"
+}
+
 // dlt is the tcpdump -y name of the link type.
 func (l Link) dlt() string {
 	if l == Raw {
