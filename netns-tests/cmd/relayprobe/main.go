@@ -97,19 +97,23 @@ func run() (int, error) {
 
 	var mu sync.Mutex
 	enc := json.NewEncoder(f) // one write per line: readable while running
-	onPacket := func(pkt []byte) {
+	// Called per channel with one read's packets, in relay order; one
+	// lock per batch keeps a batch's lines together and in that order.
+	onPackets := func(pkts [][]byte) {
 		if *quiet {
 			return // the Client counts
 		}
-		p, ok := decode(pkt)
-		if !ok {
-			fmt.Fprintf(os.Stderr, "relayprobe: undecodable packet of %d bytes\n", len(pkt))
-			return
-		}
 		mu.Lock()
 		defer mu.Unlock()
-		if err := enc.Encode(p); err != nil {
-			fmt.Fprintln(os.Stderr, "relayprobe: write:", err)
+		for _, pkt := range pkts {
+			p, ok := decode(pkt)
+			if !ok {
+				fmt.Fprintf(os.Stderr, "relayprobe: undecodable packet of %d bytes\n", len(pkt))
+				continue
+			}
+			if err := enc.Encode(p); err != nil {
+				fmt.Fprintln(os.Stderr, "relayprobe: write:", err)
+			}
 		}
 	}
 
@@ -117,7 +121,7 @@ func run() (int, error) {
 	defer stop()
 	dialCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	c, err := relay.Dial(dialCtx, []string{*addr}, key, relay.ClientConfig{OnPacket: onPacket})
+	c, err := relay.Dial(dialCtx, []string{*addr}, key, relay.ClientConfig{OnPackets: onPackets})
 	if err != nil {
 		if errors.Is(err, relay.ErrAuth) {
 			return 3, err
