@@ -17,10 +17,10 @@ import (
 	_ "net/http/pprof" // served only with --pprof
 	"os"
 	"os/signal"
-	"strconv"
 	"syscall"
 	"time"
 
+	"github.com/stackcopy/stackcopy/internal/cliflag"
 	"github.com/stackcopy/stackcopy/mirror"
 )
 
@@ -83,37 +83,23 @@ func run(args []string, stdout, stderr io.Writer) int {
 
 // start sets up logging and the pid file, then runs the engine.
 func start(ctx context.Context, cfg *config, stderr io.Writer) (*mirror.Summary, error) {
-	log, closeLog, err := newLogger(cfg, stderr)
+	log, closeLog, err := cliflag.NewLogger(cfg.logFile, stderr, slog.LevelWarn, cfg.verbose)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("-l: %w", err)
 	}
 	defer closeLog()
 	if cfg.pidFile != "" {
-		if err := os.WriteFile(cfg.pidFile, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644); err != nil {
+		remove, err := cliflag.WritePIDFile(cfg.pidFile)
+		if err != nil {
 			return nil, fmt.Errorf("-P: %w", err)
 		}
-		defer os.Remove(cfg.pidFile)
+		defer func() {
+			if err := remove(); err != nil {
+				log.Warn("pid file", "err", err)
+			}
+		}()
 	}
 	return mirror.Run(ctx, cfg.engine, log)
-}
-
-func newLogger(cfg *config, stderr io.Writer) (*slog.Logger, func(), error) {
-	w, closeLog := stderr, func() {}
-	if cfg.logFile != "" {
-		f, err := os.OpenFile(cfg.logFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-		if err != nil {
-			return nil, nil, fmt.Errorf("-l: %w", err)
-		}
-		w, closeLog = f, func() { f.Close() }
-	}
-	level := slog.LevelWarn
-	switch {
-	case cfg.verbose == 1:
-		level = slog.LevelInfo
-	case cfg.verbose >= 2:
-		level = slog.LevelDebug
-	}
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level})), closeLog, nil
 }
 
 // writeStats writes the --stats-json file.
