@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"sync/atomic"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -37,6 +38,9 @@ type TUN struct {
 	raw  syscall.RawConn
 	hdr  [virtioNetHdrLen]byte
 	iov  [][]byte
+	// closed makes I/O after Close fail with os.ErrClosed: the raw
+	// connection reports the poller's own "use of closed file" instead.
+	closed atomic.Bool
 }
 
 // OpenTUN creates (or attaches to) the TUN device name. The caller brings it
@@ -128,6 +132,9 @@ func (t *TUN) write(p Packet) error {
 	})
 	clear(t.iov)
 	if err != nil {
+		if t.closed.Load() {
+			err = os.ErrClosed
+		}
 		return fmt.Errorf("tun %s: write: %w", t.name, err)
 	}
 	if werr != nil {
@@ -171,10 +178,14 @@ func (t *TUN) Read(bufs, pkts [][]byte) (int, error) {
 	if err == nil {
 		err = rerr
 	}
+	if t.closed.Load() {
+		err = os.ErrClosed
+	}
 	return 0, fmt.Errorf("tun %s: read: %w", t.name, err)
 }
 
 // Close implements Device. It unblocks a pending Read.
 func (t *TUN) Close() error {
+	t.closed.Store(true)
 	return t.file.Close()
 }
