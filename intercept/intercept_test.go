@@ -17,6 +17,7 @@ import (
 	"github.com/google/gopacket"
 	"github.com/google/gopacket/layers"
 
+	"github.com/stackcopy/stackcopy/internal/syncbuf"
 	"github.com/stackcopy/stackcopy/relay"
 )
 
@@ -356,23 +357,6 @@ func testKey(t testing.TB) relay.Key {
 	return key
 }
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // TestServeRelaysAndDecides runs the packet loop against a real relay
 // server and client over loopback: registered answers reach the mirror and
 // are dropped, the rest pass, a departed mirror's answers are held, and
@@ -384,7 +368,7 @@ func TestServeRelaysAndDecides(t *testing.T) {
 		t.Fatal(err)
 	}
 	src := newFakeSource()
-	logs := &syncBuffer{}
+	logs := &syncbuf.Buffer{}
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	cfg := Config{Mode: ModeNFQueue, Pass: []netip.Addr{passAP.Addr()}, StatsInterval: 20 * time.Millisecond}
 	if err := cfg.fill(); err != nil {

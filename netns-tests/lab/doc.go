@@ -14,7 +14,7 @@
 //   - building the lab's programs once per test binary run: BuildBinary,
 //     Binaries;
 //   - what tests read back: Capture (tcpdump), Nginx and its access log,
-//     ReadJSONLines for the programs' JSON-lines logs, SyncBuffer for
+//     ReadJSONLines for the programs' JSON-lines logs, syncbuf.Buffer for
 //     output read while it is written, WriteKey for relay keys.
 //
 // The programs' own result types live beside their commands, in packages

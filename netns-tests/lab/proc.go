@@ -14,6 +14,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/stackcopy/stackcopy/internal/syncbuf"
 )
 
 // stopGrace is how long Stop waits after SIGTERM before SIGKILL.
@@ -32,7 +34,7 @@ type Proc struct {
 	name    string
 	logPath string
 	cmd     *exec.Cmd
-	stdout  *SyncBuffer // nil unless StartOptions.Stdout
+	stdout  *syncbuf.Buffer // nil unless StartOptions.Stdout
 	started time.Time
 
 	done     chan struct{}
@@ -88,7 +90,7 @@ func (h *Host) StartWith(opts StartOptions, name string, args ...string) (*Proc,
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	p := &Proc{host: h, name: filepath.Base(name), logPath: logPath, cmd: cmd, done: make(chan struct{})}
 	if opts.Stdout {
-		p.stdout = new(SyncBuffer)
+		p.stdout = new(syncbuf.Buffer)
 		cmd.Stdout = p.stdout
 		// The output now goes through a pipe that Wait drains; a child
 		// the program left behind could hold it open for ever.
