@@ -47,9 +47,15 @@ const (
 	// RST ("server RST", terminal). Informational: the replayer follows
 	// what the real target does.
 	EvServerClose
+	// EvServerData (only with TrackerConfig.ServerData): the captured
+	// server's next bytes, in order, each byte once. Reason
+	// ReasonServerHole says the capture missed server bytes just before
+	// Data. Informational: a replayer that frames the protocol counts the
+	// answers production gave before each turn.
+	EvServerData
 )
 
-var eventNames = [...]string{"?", "open", "data", "turn", "fin", "rst", "gap", "server-close"}
+var eventNames = [...]string{"?", "open", "data", "turn", "fin", "rst", "gap", "server-close", "server-data"}
 
 func (k EventKind) String() string {
 	if int(k) < len(eventNames) {
@@ -62,14 +68,17 @@ func (k EventKind) String() string {
 type Event struct {
 	Kind EventKind
 	Time time.Time // capture time of the segment that produced it
-	// Data (EvData) is read-only for the sink and stays valid: the tracker
-	// never writes to memory it has handed out.
+	// Data (EvData, EvServerData) is read-only for the sink and stays
+	// valid: the tracker never writes to memory it has handed out.
 	Data []byte
 	// ServerBytes (EvTurn) counts the captured server payload bytes that
 	// the client waited for, by server sequence number, so retransmissions
 	// count once and bytes the capture missed still count.
 	ServerBytes int
-	Reason      string // EvGap, EvServerClose
+	Reason      string // EvGap, EvServerClose, EvServerData
+	// Joined (EvOpen) says the session was seen mid-stream and opens at a
+	// turn boundary (JoinMidStream), not at its SYN.
+	Joined bool
 }
 
 // Sink receives events synchronously from Add, Flush and Expire, in capture
@@ -119,6 +128,9 @@ type TrackerConfig struct {
 	// sending, or a retransmitted server answer all make it wait for the
 	// next boundary. A client or server FIN or RST gives the flow up.
 	JoinMidStream bool
+	// ServerData makes the tracker also report the captured server's bytes
+	// (EvServerData), for a sink that frames the protocol.
+	ServerData bool
 }
 
 const (
@@ -513,7 +525,7 @@ func (t *Tracker) join(k SessionKey, s *session, seg capture.Segment) {
 	t.open++
 	t.stats.MidStream--
 	t.stats.Joined++
-	t.emit(k, Event{Kind: EvOpen, Time: now})
+	t.emit(k, Event{Kind: EvOpen, Time: now, Joined: true})
 	t.clientData(k, s, seg) // bytes before base are trimmed as before the stream
 	t.checkHole(k, s, now)
 }
@@ -721,7 +733,7 @@ func (t *Tracker) server(k SessionKey, seg capture.Segment) {
 		s.ackHigh = max(s.ackHigh, acked)
 	}
 	if len(seg.Payload) > 0 {
-		t.serverData(s, seg, acked)
+		t.serverData(k, s, seg, acked)
 	}
 	if seg.Flags&capture.FlagRST != 0 {
 		t.emit(k, Event{Kind: EvServerClose, Time: now, Reason: ReasonServerRST})
@@ -744,7 +756,7 @@ func (t *Tracker) server(k SessionKey, seg capture.Segment) {
 // capture position: when capture order and the real order differ, the
 // replayer must not wait for an answer before sending the bytes that caused
 // it.
-func (t *Tracker) serverData(s *session, seg capture.Segment, acked int64) {
+func (t *Tracker) serverData(k SessionKey, s *session, seg capture.Segment, acked int64) {
 	if !s.srvKnown { // SYN-ACK not captured: count from here
 		s.srvKnown, s.srvBase = true, seg.Seq
 	}
@@ -752,6 +764,16 @@ func (t *Tracker) serverData(s *session, seg capture.Segment, acked int64) {
 	end := off + int64(len(seg.Payload))
 	if end <= s.srvHigh {
 		return // retransmission
+	}
+	if t.cfg.ServerData {
+		// Only what extends the stream; bytes behind a hole are not
+		// reassembled (a framer of the server's side then stops, and the
+		// replayer falls back to counting bytes).
+		ev := Event{Kind: EvServerData, Time: seg.Time, Data: seg.Payload[max(s.srvHigh-off, 0):]}
+		if off > s.srvHigh {
+			ev.Reason = ReasonServerHole
+		}
+		t.emit(k, ev)
 	}
 	n := int(end - s.srvHigh) // includes server bytes the capture missed
 	s.srvHigh = end
@@ -804,6 +826,7 @@ func (s *session) holeReason() string {
 
 // Reasons carried by EvServerClose.
 const (
-	ReasonServerRST = "server RST" // terminal: no more events for the session
-	ReasonServerFIN = "server FIN"
+	ReasonServerRST  = "server RST" // terminal: no more events for the session
+	ReasonServerFIN  = "server FIN"
+	ReasonServerHole = "server bytes missing" // EvServerData: the capture lost server bytes before these
 )

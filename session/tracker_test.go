@@ -52,6 +52,11 @@ func (r *recorder) summary() []string {
 			out = append(out, fmt.Sprintf("turn:%d", e.ev.ServerBytes))
 		case EvGap, EvServerClose:
 			out = append(out, e.ev.Kind.String()+":"+e.ev.Reason)
+		case EvServerData:
+			if e.ev.Reason != "" {
+				out = append(out, "hole")
+			}
+			out = append(out, "srv:"+string(e.ev.Data))
 		default:
 			out = append(out, e.ev.Kind.String())
 		}
@@ -115,6 +120,30 @@ func (c *conv) stats(want TrackerStats) {
 	if got := c.tr.Stats(); got != want {
 		c.t.Errorf("stats\n got %+v\nwant %+v", got, want)
 	}
+}
+
+// TestTrackerServerData: with ServerData the server's bytes come out in
+// order and once each (a retransmission, also one overlapping new bytes,
+// adds only what is new), a hole is marked, and turns are as without it.
+func TestTrackerServerData(t *testing.T) {
+	c := newConv(t, TrackerConfig{ServerData: true})
+	c.open()
+	c.c2s(0, "GET", 0)
+	c.s2c(0, "one", 3, 0)
+	c.s2c(0, "one", 3, 0)   // retransmission
+	c.s2c(2, "e+two", 3, 0) // overlaps: "+two" is new
+	c.c2s(3, "PUT", 0)
+	c.s2c(10, "late", 6, 0) // "xxx" at 7..9 was never captured
+	c.c2s(6, "END", capture.FlagFIN)
+	c.want("open", "data:GET", "srv:one", "srv:+two", "turn:7", "data:PUT", "hole", "srv:late", "turn:7", "data:END", "fin")
+
+	// Without it: the same turns, no server bytes.
+	c = newConv(t, TrackerConfig{})
+	c.open()
+	c.c2s(0, "GET", 0)
+	c.s2c(0, "one", 3, 0)
+	c.c2s(3, "PUT", 0)
+	c.want("open", "data:GET", "turn:3", "data:PUT")
 }
 
 func TestTrackerInOrder(t *testing.T) {
