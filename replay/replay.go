@@ -91,6 +91,17 @@ type Config struct {
 	// from a header-only relay, a body until close, a protocol switch)
 	// fall back to size and Quiet.
 	NoHTTPFraming bool
+	// Protocols are the protocols framed besides HTTP/1: a session's is
+	// decided on its first bytes (either direction), else by the server
+	// port. Its turns then end when the target has given as many answers
+	// as the capture shows before the turn, whatever their sizes (see
+	// Framer). The capture reader must report server bytes
+	// (session.TrackerConfig.ServerData) for this.
+	Protocols []Protocol
+	// Protocol forces one protocol for every session: a Name of
+	// Protocols, ProtocolHTTP1, or ProtocolNone (no framing at all). ""
+	// detects it per session.
+	Protocol string
 	// Idle ends a session that made no progress for this long (tcpcopy -t).
 	Idle time.Duration
 	// DialTimeout bounds the handshake.
@@ -171,6 +182,9 @@ type Stats struct {
 	PortsRemapped   uint64 // captured client port busy: the stack chose another
 	SpilledBytes    uint64 // client bytes that went through a spill file
 	SpillPeak       int64  // most bytes held in spill files at once
+	// Protocols breaks sessions and turns down by the protocol each
+	// session was framed as ("http1", Protocols' names, or "other").
+	Protocols map[string]ProtocolStats `json:"protocols,omitempty"`
 }
 
 // Replayer implements session.Sink.
@@ -190,6 +204,8 @@ type Replayer struct {
 	// Pacing: capture time base and wall-clock base (see due).
 	base0 time.Time
 	wall0 time.Time
+
+	protos protoTable
 
 	s struct {
 		sessions, unmatched, sampled, shed, sent, received, turns, unanswered, framed, remapped atomic.Uint64
@@ -273,7 +289,7 @@ func (r *Replayer) Event(k session.SessionKey, ev session.Event) {
 		for _, old := range copies {
 			// A new SYN on the key: the tracker sends the old session
 			// nothing more, so end it as if its capture ended.
-			defer old.push(session.Event{Kind: evEndOfInput}, time.Time{})
+			defer old.push(session.Event{Kind: evEndOfInput}, time.Time{}, -1)
 		}
 		delete(r.sessions, k)
 		target, ok := r.cfg.Transfers.Match(k.Server)
@@ -294,8 +310,14 @@ func (r *Replayer) Event(k session.SessionKey, ev session.Event) {
 		}
 		n := max(r.cfg.Copies, 1)
 		copies = make([]*player, n)
+		cap := &captured{}
+		if ev.Joined || r.cfg.Protocol == ProtocolNone {
+			cap.off = true // a joined session starts mid-message: not framed
+			cap.decided.Store(true)
+		}
 		for i := range copies {
 			copies[i] = r.newSession(k, target, i)
+			copies[i].cap = cap
 		}
 		r.sessions[k] = copies
 		r.mu.Unlock()
@@ -317,13 +339,37 @@ func (r *Replayer) Event(k session.SessionKey, ev session.Event) {
 				}
 				r.mu.Unlock()
 			}()
-			s.push(ev, at)
+			s.push(ev, at, -1)
 		}
 		return
 	}
 	r.mu.Unlock()
-	for _, s := range copies { // none: unmatched, or already ended
-		s.push(ev, at)
+	if len(copies) == 0 {
+		return // unmatched, or already ended
+	}
+	// The capture side of framing runs here, on the capture reader's
+	// goroutine, in capture order; copies share it.
+	answers := -1
+	switch c := copies[0].cap; ev.Kind {
+	case session.EvServerData:
+		if ev.Reason != "" {
+			c.holed = true // production's answers can no longer be counted
+		}
+		r.detect(c, k.Server.Port(), ev.Data, true)
+		if c.f != nil {
+			c.f.Server(ev.Data)
+		}
+		return // informational: nothing for the players
+	case session.EvData:
+		r.detect(c, k.Server.Port(), ev.Data, false)
+		if c.f != nil {
+			c.f.Client(ev.Data)
+		}
+	case session.EvTurn:
+		answers = c.answers()
+	}
+	for _, s := range copies {
+		s.push(ev, at, answers)
 	}
 }
 
@@ -337,7 +383,7 @@ func (r *Replayer) CloseInput() {
 	}
 	r.mu.Unlock()
 	for _, s := range all {
-		s.push(session.Event{Kind: evEndOfInput}, time.Time{})
+		s.push(session.Event{Kind: evEndOfInput}, time.Time{}, -1)
 	}
 }
 
@@ -355,6 +401,7 @@ func (r *Replayer) Stats() Stats {
 		BytesSent: r.s.sent.Load(), BytesReceived: r.s.received.Load(), Turns: r.s.turns.Load(),
 		TurnsUnanswered: r.s.unanswered.Load(), TurnsFramed: r.s.framed.Load(), PortsRemapped: r.s.remapped.Load(),
 		SpilledBytes: r.spill.spilled(), SpillPeak: r.spill.highest(),
+		Protocols: r.protos.stats(),
 	}
 }
 
@@ -382,8 +429,9 @@ const (
 )
 
 type queued struct {
-	ev session.Event
-	at time.Time
+	ev      session.Event
+	at      time.Time
+	answers int // EvTurn: answers the capture shows before the turn; -1 unknown
 	// spillLen > 0: ev.Data is in the spill file at spillOff.
 	spillOff int64
 	spillLen int
@@ -411,6 +459,15 @@ type player struct {
 	sniffed bool
 	reqs    *httpframe.Requests
 	resps   atomic.Pointer[httpframe.Responses]
+
+	// Framing of the other protocols: cap is the capture side (shared by
+	// the copies), tgt the target side, fed by run before each write and
+	// by the drain as answers are consumed. proto is the decided protocol's
+	// name once run saw it ("" until then, or when not framed).
+	cap   *captured
+	tgt   targetSide
+	proto string         // the protocol's name once decided
+	pc    *protoCounters // its counters
 
 	// Written by the drain goroutine, read by run.
 	rcvd     atomic.Uint64
@@ -442,7 +499,9 @@ func (r *Replayer) newSession(k session.SessionKey, target netip.AddrPort, copy 
 // push queues an event for the session. Bytes beyond QueueBytes go to the
 // spill file while spill space lasts; after that the session is shed
 // (ShedWhenFull) or the caller waits for room.
-func (s *player) push(ev session.Event, at time.Time) {
+// answers (EvTurn) is the count of answers the capture shows before the
+// turn, -1 when unknown.
+func (s *player) push(ev session.Event, at time.Time, answers int) {
 	var abort Conn
 	defer func() {
 		if abort != nil {
@@ -476,7 +535,7 @@ func (s *player) push(ev session.Event, at time.Time) {
 	if s.closed {
 		return
 	}
-	s.q = append(s.q, queued{ev: ev, at: at})
+	s.q = append(s.q, queued{ev: ev, at: at, answers: answers})
 	s.bytes += n
 	s.cond.Broadcast()
 }
@@ -714,6 +773,7 @@ func (s *player) run() {
 	var mark turnStart  // where the target's answers stood at the current turn's first write
 	wrote := false      // the current turn has written bytes
 	var pendingTurn int // captured answer size the next data must wait for
+	pendingAnswers := -1 // answers the capture shows before the next data, -1 unknown
 	waitTurn := false
 
 	for {
@@ -742,10 +802,11 @@ func (s *player) run() {
 		ev := q.ev
 		switch ev.Kind {
 		case session.EvTurn:
-			waitTurn, pendingTurn = true, ev.ServerBytes
+			waitTurn, pendingTurn, pendingAnswers = true, ev.ServerBytes, q.answers
+			s.decide() // a server-first greeting: decided on its bytes
 		case session.EvData:
 			if waitTurn {
-				s.awaitAnswer(mark, pendingTurn)
+				s.awaitAnswer(mark, pendingTurn, pendingAnswers)
 				waitTurn = false
 				wrote = false
 			}
@@ -757,10 +818,16 @@ func (s *player) run() {
 			}
 			if !s.sniffed {
 				s.sniffed = true
-				if _, ok := conn.(answerTap); ok && !cfg.NoHTTPFraming && httpframe.Sniff(ev.Data) {
+				s.decide()
+				if _, ok := conn.(answerTap); ok && s.proto == "" && !cfg.NoHTTPFraming && cfg.Protocol != ProtocolNone && httpframe.Sniff(ev.Data) {
 					s.reqs = new(httpframe.Requests)
 					s.resps.Store(httpframe.NewResponses(s.reqs))
+					s.label(ProtocolHTTP1)
 				}
+				s.label("other")
+			}
+			if !q.at.IsZero() {
+				s.pc.lagged(time.Since(q.at))
 			}
 			if !wrote {
 				mark = s.turnStart()
@@ -770,6 +837,9 @@ func (s *player) run() {
 				// Before the write: the target may answer before it returns.
 				s.reqs.Write(ev.Data)
 			}
+			if f := s.tgt.framer(); f != nil {
+				f.Client(ev.Data)
+			}
 			if err := s.write(conn, ev.Data); err != nil {
 				s.count(s.failure(err))
 				return
@@ -778,7 +848,7 @@ func (s *player) run() {
 			if waitTurn {
 				// The client closed after it got its answer: so do we, or
 				// the target sees a client that gave up early.
-				s.awaitAnswer(mark, pendingTurn)
+				s.awaitAnswer(mark, pendingTurn, pendingAnswers)
 			}
 			s.waitUntil(q.at)
 			if err := conn.CloseWrite(); err != nil {
@@ -789,7 +859,7 @@ func (s *player) run() {
 			return
 		case session.EvRst:
 			if waitTurn {
-				s.awaitAnswer(mark, pendingTurn)
+				s.awaitAnswer(mark, pendingTurn, pendingAnswers)
 			}
 			s.waitUntil(q.at)
 			conn.Abort()
@@ -818,9 +888,9 @@ func (s *player) run() {
 			// turn be answered, then close as a polite client would.
 			switch {
 			case waitTurn:
-				s.awaitAnswer(mark, pendingTurn)
+				s.awaitAnswer(mark, pendingTurn, pendingAnswers)
 			case wrote:
-				s.awaitAnswer(mark, 1)
+				s.awaitAnswer(mark, 1, -1)
 			}
 			conn.CloseWrite()
 			s.count(s.awaitClose(conn, min(idle, cfg.TurnWait+time.Second)), nil)
@@ -928,6 +998,7 @@ func (a answerSink) Write(p []byte) (int, error) {
 	if r := a.s.resps.Load(); r != nil {
 		r.Write(p)
 	}
+	a.s.tgt.server(p)
 	return len(p), nil
 }
 
@@ -969,33 +1040,56 @@ func (s *player) httpAnswered(m turnStart) (answered, known bool) {
 // m: by HTTP framing when the session has it, else want bytes (the
 // captured answer's size), or at least one byte and then a quiet spell; or
 // the target closed, or TurnWait passed.
-func (s *player) awaitAnswer(m turnStart, want int) {
+func (s *player) awaitAnswer(m turnStart, want, answers int) {
 	cfg := &s.r.cfg
 	if cfg.NoWait {
 		return
 	}
 	s.r.s.turns.Add(1)
+	s.label("other")
+	s.pc.turns.Add(1)
+	end := s.awaitEnd(m, want, answers)
+	s.pc.ends[end].Add(1)
+	switch end {
+	case endFramed:
+		s.r.s.framed.Add(1)
+	case endTurnWait:
+		s.r.s.unanswered.Add(1)
+		s.r.log.Info("turn sent after --turn-wait without the answer", "client", s.key.Client, "server", s.key.Server,
+			"protocol", s.proto, "why", s.unframedWhy(answers), "captured_answers", answers, "captured_bytes", want)
+	}
+}
+
+// awaitEnd waits for the turn's answer and says how the wait ended: by
+// the protocol's framing when both sides follow it (the target gave as
+// many answers as the capture shows before the turn), else by HTTP/1
+// framing, else by size and silence; or the target closed, or TurnWait
+// passed.
+func (s *player) awaitEnd(m turnStart, want, answers int) turnEnd {
+	cfg := &s.r.cfg
 	if want <= 0 {
 		want = 1
 	}
 	limit := time.NewTimer(cfg.TurnWait)
 	defer limit.Stop()
+	f := s.tgt.framer()
 	for {
 		var quiet <-chan time.Time
-		answered, known := s.httpAnswered(m)
-		switch {
-		case answered:
-			s.r.s.framed.Add(1)
-			return
-		case !known:
+		if f != nil && answers >= 0 && f.Err() == nil {
+			if f.Answers() >= answers {
+				return endFramed
+			}
+		} else if answered, known := s.httpAnswered(m); answered {
+			return endFramed
+		} else if !known {
 			got := s.rcvd.Load() - m.rcvd
 			if got >= uint64(want) {
-				return
+				return endSize
 			}
 			if got > 0 {
 				since := time.Since(time.Unix(0, s.lastRcv.Load()))
 				if since >= cfg.Quiet {
-					return
+					return endQuiet
 				}
 				quiet = time.After(cfg.Quiet - since)
 			}
@@ -1004,14 +1098,55 @@ func (s *player) awaitAnswer(m turnStart, want int) {
 		case <-s.progress:
 		case <-quiet:
 		case <-s.rcvDone:
-			return
+			return endClosed
 		case <-limit.C:
-			s.r.s.unanswered.Add(1)
-			return
+			return endTurnWait
 		case <-s.r.ctx.Done():
-			return
+			return endStopped
 		}
 	}
+}
+
+// decide starts the target side's framing once the capture side decided
+// the session's protocol (on its first bytes, before they were queued).
+func (s *player) decide() {
+	if s.proto != "" || s.cap == nil {
+		return
+	}
+	pr, decided := s.cap.decision()
+	if !decided {
+		return
+	}
+	s.tgt.decide(pr)
+	if pr != nil {
+		s.label(pr.Name)
+	}
+}
+
+// label names the session's protocol for the counters, once.
+func (s *player) label(name string) {
+	if s.proto != "" {
+		return
+	}
+	s.proto = name
+	s.pc = s.r.protos.get(name)
+	s.pc.sessions.Add(1)
+}
+
+// unframedWhy says why a turn could not end by framing, for the log.
+func (s *player) unframedWhy(answers int) string {
+	f := s.tgt.framer()
+	switch {
+	case f == nil && s.reqs == nil:
+		return "protocol not framed"
+	case f == nil:
+		return "HTTP/1 answer incomplete or not followed"
+	case answers < 0:
+		return "the capture's answers could not be counted"
+	case f.Err() != nil:
+		return "framing the target's answers: " + f.Err().Error()
+	}
+	return fmt.Sprintf("the target gave %d of the %d answers the capture shows", f.Answers(), answers)
 }
 
 // awaitClose waits for the target to close after the client's FIN and

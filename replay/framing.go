@@ -1,0 +1,162 @@
+package replay
+
+import (
+	"slices"
+	"sync"
+	"sync/atomic"
+)
+
+// Framer follows one protocol in both directions of a session and counts
+// answer units: each client request answered, or a server message the
+// client waits for (a greeting). The protocol packages (respframe,
+// mcframe, myframe, pgframe, h2frame) implement it. Client and Server may
+// run at the same time on two goroutines; Answers and Err on any.
+type Framer interface {
+	Client(p []byte)
+	Server(p []byte)
+	Answers() int
+	Err() error
+}
+
+// Protocol is one protocol the replayer can frame.
+type Protocol struct {
+	Name string
+	New  func() Framer
+	// Detect looks at a session's first client bytes, DetectServer at its
+	// first server bytes (server-first protocols); either may be nil.
+	Detect       func(client []byte) bool
+	DetectServer func(server []byte) bool
+	// Ports are the usual server ports, for sessions whose first bytes
+	// say nothing (or were not captured).
+	Ports []uint16
+}
+
+// Names Config.Protocol takes besides those of Config.Protocols.
+const (
+	// ProtocolHTTP1 names the sessions the built-in HTTP/1 framing follows.
+	ProtocolHTTP1 = "http1"
+	// ProtocolNone turns framing off: turns end by size and silence.
+	ProtocolNone = "none"
+)
+
+// captured is a session's capture-side framing, shared by its copies: it
+// sees the captured client and server bytes in capture order (on the
+// capture reader's goroutine) and tells each turn how many answers
+// production had given before the client went on.
+type captured struct {
+	decided atomic.Bool              // set once proto is final
+	proto   atomic.Pointer[Protocol] // nil: not framed
+	// The rest is the capture reader's alone.
+	f     Framer
+	off   bool // decided, and not framed
+	holed bool // the capture missed server bytes: its answers cannot be counted
+}
+
+// decision is the protocol decided for the session, for its players.
+func (c *captured) decision() (pr *Protocol, decided bool) {
+	if !c.decided.Load() {
+		return nil, false
+	}
+	return c.proto.Load(), true
+}
+
+// detect decides the protocol on a session's first payload, in either
+// direction: a forced protocol, else the first bytes, else the port.
+func (r *Replayer) detect(c *captured, port uint16, p []byte, server bool) {
+	if c.f != nil || c.off {
+		return
+	}
+	defer c.decided.Store(true)
+	pick := func(pr *Protocol) {
+		c.f = pr.New()
+		c.proto.Store(pr)
+	}
+	if r.cfg.Protocol != "" {
+		i := slices.IndexFunc(r.cfg.Protocols, func(pr Protocol) bool { return pr.Name == r.cfg.Protocol })
+		if i >= 0 {
+			pick(&r.cfg.Protocols[i])
+		} else {
+			c.off = true // forced to one the replayer frames itself, or none
+		}
+		return
+	}
+	for i := range r.cfg.Protocols {
+		pr := &r.cfg.Protocols[i]
+		if (!server && pr.Detect != nil && pr.Detect(p)) || (server && pr.DetectServer != nil && pr.DetectServer(p)) {
+			pick(pr)
+			return
+		}
+	}
+	for i := range r.cfg.Protocols {
+		if pr := &r.cfg.Protocols[i]; slices.Contains(pr.Ports, port) {
+			pick(pr)
+			return
+		}
+	}
+	c.off = true
+}
+
+// answers is what a turn must wait for: the answers the capture shows
+// completed so far, or -1 when the capture side cannot tell.
+func (c *captured) answers() int {
+	if c.f == nil || c.holed || c.f.Err() != nil {
+		return -1
+	}
+	return c.f.Answers()
+}
+
+// earlyLimit bounds the target bytes a session keeps while its protocol is
+// not decided yet (a server-first greeting that arrives before the
+// captured one was read).
+const earlyLimit = 64 << 10
+
+// targetSide is a player's framing of the target's conversation. The
+// target may speak before the protocol is decided (a greeting right after
+// the handshake): its first bytes are kept until then.
+type targetSide struct {
+	mu    sync.Mutex
+	f     Framer
+	off   bool   // decided: not framed (or the early bytes overflowed)
+	early []byte // target bytes seen before the decision
+}
+
+// decide starts framing with pr (nil: none), replaying the early bytes.
+func (t *targetSide) decide(pr *Protocol) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.f != nil || t.off {
+		return
+	}
+	if pr == nil {
+		t.off, t.early = true, nil
+		return
+	}
+	t.f = pr.New()
+	if len(t.early) > 0 {
+		t.f.Server(t.early)
+	}
+	t.early = nil
+}
+
+// server shows the target's bytes to the framer, or keeps them until the
+// protocol is decided.
+func (t *targetSide) server(p []byte) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	switch {
+	case t.f != nil:
+		t.f.Server(p)
+	case t.off:
+	case len(t.early)+len(p) > earlyLimit:
+		t.off, t.early = true, nil
+	default:
+		t.early = append(t.early, p...)
+	}
+}
+
+// framer returns the decided framer, or nil.
+func (t *targetSide) framer() Framer {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.f
+}
