@@ -770,9 +770,9 @@ func (s *player) run() {
 		<-s.rcvDone // the drain ends with the connection: counters are final at Wait
 	}()
 
-	var mark turnStart  // where the target's answers stood at the current turn's first write
-	wrote := false      // the current turn has written bytes
-	var pendingTurn int // captured answer size the next data must wait for
+	var mark turnStart   // where the target's answers stood at the current turn's first write
+	wrote := false       // the current turn has written bytes
+	var pendingTurn int  // captured answer size the next data must wait for
 	pendingAnswers := -1 // answers the capture shows before the next data, -1 unknown
 	waitTurn := false
 
