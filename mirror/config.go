@@ -60,6 +60,11 @@ type Config struct {
 	NoWait bool
 	// HTTPTurns ends HTTP/1.x turns when the response is complete (--http-turns).
 	HTTPTurns bool
+	// Protocol forces the protocol turns are framed by (--protocol): "" or
+	// "auto" detects it per session from its first bytes and port, "none"
+	// frames nothing (turns end by size and silence), else one of
+	// ProtocolNames.
+	Protocol string
 	// MaxHandshakes bounds the handshakes in flight (--max-handshakes).
 	MaxHandshakes int
 	// Copies replays each session this many times (-n), the copies after
@@ -125,6 +130,7 @@ func DefaultConfig() Config {
 		Idle:              120 * time.Second,
 		TurnWait:          2 * time.Second,
 		HTTPTurns:         true,
+		Protocol:          "auto",
 		MaxHandshakes:     128,
 		Copies:            1,
 		CopyPorts:         [2]uint16{1024, 32767},
@@ -160,6 +166,9 @@ func defaultSpillDir() string {
 // checks that spill files can be made in SpillDir (when spilling is on):
 // found out now, not when the first session falls behind.
 func (c Config) Validate() error {
+	if err := checkProtocol(c.Protocol); err != nil {
+		return err
+	}
 	switch {
 	case len(c.Transfers) == 0:
 		return errors.New("-x/--transfer is required, e.g. -x 80-198.18.2.2:80")

@@ -220,6 +220,10 @@ func replayConfig(cfg *Config, sampler *transfer.Sampler) replay.Config {
 	}
 	rc.NoWait = cfg.NoWait
 	rc.NoHTTPFraming = !cfg.HTTPTurns
+	rc.Protocols = protocols()
+	if cfg.Protocol != "auto" {
+		rc.Protocol = cfg.Protocol
+	}
 	rc.TurnWait = cfg.TurnWait
 	rc.Idle = cfg.Idle
 	rc.MaxHandshakes = cfg.MaxHandshakes
@@ -243,6 +247,17 @@ func replayConfig(cfg *Config, sampler *transfer.Sampler) replay.Config {
 	return rc
 }
 
+// trackerConfig is how sessions are followed. The captured server's bytes
+// are reported only when a protocol may be framed: they are what the
+// replayer counts production's answers in.
+func trackerConfig(cfg *Config) session.TrackerConfig {
+	return session.TrackerConfig{
+		IsServer:      cfg.Transfers.IsServer,
+		JoinMidStream: cfg.JoinMidStream,
+		ServerData:    cfg.Protocol != replay.ProtocolNone && cfg.Protocol != replay.ProtocolHTTP1 && len(protocols()) > 0,
+	}
+}
+
 // replayFile feeds one pass over a capture file to sink.
 func replayFile(ctx context.Context, path string, cfg *Config, sink session.Sink, sum *Summary, log *slog.Logger) error {
 	src, err := capture.OpenFile(path)
@@ -251,7 +266,7 @@ func replayFile(ctx context.Context, path string, cfg *Config, sink session.Sink
 	}
 	defer src.Close()
 	ts, err := pump(ctx, src, sink, pumpConfig{
-		tracker: session.TrackerConfig{IsServer: cfg.Transfers.IsServer, JoinMidStream: cfg.JoinMidStream},
+		tracker: trackerConfig(cfg),
 		ahead:   64,
 	}, log)
 	sum.addPass(src.Counts(), ts)
@@ -271,7 +286,7 @@ func mirrorLive(ctx context.Context, cfg *Config, sink session.Sink, sum *Summar
 	defer stop()
 	log.Info("mirroring live traffic", "interfaces", cfg.Inputs, "transfers", cfg.Transfers)
 	ts, err := pump(ctx, src, sink, pumpConfig{
-		tracker: session.TrackerConfig{IsServer: cfg.Transfers.IsServer, JoinMidStream: cfg.JoinMidStream},
+		tracker: trackerConfig(cfg),
 		ahead:   4096,
 		idle:    cfg.Idle,
 		report:  10 * time.Second,

@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
+	"slices"
 	"strings"
 	"time"
 
@@ -79,6 +81,16 @@ func (s *Summary) WriteText(w io.Writer) {
 		fmt.Fprintf(w, "  spill     %d client bytes went through spill files (at most %d at once)\n", r.SpilledBytes, r.SpillPeak)
 	}
 	fmt.Fprintf(w, "  turns     %d waited for the target's answer (%d ended by HTTP framing), %d sent unanswered after --turn-wait\n", r.Turns, r.TurnsFramed, r.TurnsUnanswered)
+	names := slices.Sorted(maps.Keys(r.Protocols))
+	for _, name := range names {
+		p := r.Protocols[name]
+		fmt.Fprintf(w, "  protocol  %s: %d sessions, %d turns: %d by framing, %d by size, %d by silence, %d target closed, %d after --turn-wait",
+			name, p.Sessions, p.Turns, p.Framed, p.BySize, p.ByQuiet, p.ByClose, p.TurnWait)
+		if p.Writes > 0 {
+			fmt.Fprintf(w, "; behind the captured schedule: at most %.1f ms, typically under %.0f ms", p.LagMaxMs, p.LagP50Ms)
+		}
+		fmt.Fprintln(w)
+	}
 	fmt.Fprintf(w, "  stack     %d segments sent, %d retransmitted, %d RTO timeouts, %d ports remapped, %d forged clients routed, %d wire write errors\n",
 		st.SegmentsSent, st.Retransmits, st.Timeouts, r.PortsRemapped, s.Routes, st.WriteErrors)
 	fmt.Fprintf(w, "  tun       %d answers dropped by the kernel (txqueue full), %d forged packets refused\n", s.TUNTxDrops, s.TUNRxDrops)

@@ -148,6 +148,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.Var(cliflag.Duration{D: &e.TurnWait}, "turn-wait", "longest wait for the target's answer before the next turn is sent anyway")
 	fs.BoolVarP(&e.NoWait, "no-wait", "W", def.NoWait, "send each turn without waiting for the target's answer")
 	fs.BoolVar(&e.HTTPTurns, "http-turns", def.HTTPTurns, "HTTP/1.x sessions: a turn is answered when the target's response is complete (parsed), not by size and silence")
+	fs.StringVar(&e.Protocol, "protocol", def.Protocol, "protocol turns are framed by: "+strings.Join(mirror.ProtocolNames(), ", ")+" (auto: per session, from its first bytes and port)")
 	fs.IntVarP(&e.MTU, "mtu", "M", def.MTU, "MTU towards the target (the MSS follows)")
 	fs.StringVar(&e.CongestionControl, "cc", def.CongestionControl, "congestion control of the forged clients: reno or cubic")
 	fs.BoolVar(&e.RACK, "rack", def.RACK, "RACK loss detection (--rack=false for classic dupack recovery)")
