@@ -74,8 +74,8 @@ func (s *Summary) WriteText(w io.Writer) {
 	}
 	fmt.Fprintf(w, "  sessions  %d replayed: %d completed, %d client-reset, %d target-reset, %d refused, %d timed-out, %d capture-gap, %d overflowed, %d failed\n",
 		r.Sessions, r.Completed, r.ClientResets, r.TargetResets, r.Refused, r.TimedOut, r.Gaps, r.Overflowed, r.Failed)
-	fmt.Fprintf(w, "  skipped   %d mid-stream (no SYN captured; %d more joined at a turn boundary, -O=false), %d not matching -x, %d sampled out (-r), %d shed (-m), %d IPv6 segments, %d fragments\n",
-		t.MidStream, t.Joined, r.Unmatched, r.SampledOut, r.Shed, c.IPv6, c.Fragments)
+	fmt.Fprintf(w, "  skipped   %d mid-stream (no SYN captured; %d more joined at a turn boundary, -O=false; %d of those not joinable: HTTP/2), %d not matching -x, %d sampled out (-r), %d shed (-m), %d IPv6 segments, %d fragments\n",
+		t.MidStream, t.Joined, r.Unjoinable, r.Unmatched, r.SampledOut, r.Shed, c.IPv6, c.Fragments)
 	fmt.Fprintf(w, "  bytes     %d client bytes sent, %d response bytes received\n", r.BytesSent, r.BytesReceived)
 	if r.SpilledBytes > 0 {
 		fmt.Fprintf(w, "  spill     %d client bytes went through spill files (at most %d at once)\n", r.SpilledBytes, r.SpillPeak)

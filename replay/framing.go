@@ -29,6 +29,21 @@ type Protocol struct {
 	// Ports are the usual server ports, for sessions whose first bytes
 	// say nothing (or were not captured).
 	Ports []uint16
+	// NoJoin says a session seen mid-stream cannot be replayed at all
+	// (HTTP/2: no connection preface, no HPACK state): such sessions of
+	// this protocol (forced, or by port) are skipped and counted.
+	NoJoin bool
+}
+
+// joinable reports whether a session seen mid-stream on server port port
+// may be replayed from a turn boundary.
+func (r *Replayer) joinable(port uint16) bool {
+	for _, pr := range r.cfg.Protocols {
+		if pr.NoJoin && (r.cfg.Protocol == pr.Name || (r.cfg.Protocol == "" && slices.Contains(pr.Ports, port))) {
+			return false
+		}
+	}
+	return true
 }
 
 // Names Config.Protocol takes besides those of Config.Protocols.

@@ -196,3 +196,38 @@ func TestProtocolFramingFallsBackWhenCaptureHoled(t *testing.T) {
 		t.Errorf("%d requests, protocol stats %+v: want 3 requests, 2 turns: 1 framed, 1 by size or silence", target.requests.Load(), st.Protocols)
 	}
 }
+
+// TestUnjoinableProtocolSkipped: a session seen mid-stream whose protocol
+// cannot be joined (HTTP/2 has no preface or HPACK state mid-stream) is
+// skipped and counted, never dialed; one that can is replayed.
+func TestUnjoinableProtocolSkipped(t *testing.T) {
+	t.Parallel()
+	target := newLineTarget(t, false, 0)
+	noJoin := lineProtocol
+	noJoin.NoJoin = true
+	d := &dialer{tap: true}
+	r, _ := newReplayer(t, target.addr, d, func(c *replay.Config) {
+		c.Protocols = []replay.Protocol{noJoin}
+		c.Protocol = "line"
+	}, nil)
+	joined := open()
+	joined.Joined = true
+	feed(r, key(1), joined, data("REQ 1\n"), fin())
+	r.CloseInput()
+	if !waitReplay(r, bound) {
+		t.Fatal("Wait did not return")
+	}
+	if st := r.Stats(); st.Unjoinable != 1 || st.Sessions != 0 || len(d.snapshot()) != 0 {
+		t.Errorf("stats %+v, %d dials: want the session skipped as unjoinable, not dialed", st, len(d.snapshot()))
+	}
+
+	r, _ = newReplayer(t, target.addr, d, func(c *replay.Config) { c.Protocols = []replay.Protocol{lineProtocol} }, nil)
+	feed(r, key(2), joined, data("REQ 1\n"), fin())
+	r.CloseInput()
+	if !waitReplay(r, bound) {
+		t.Fatal("Wait did not return")
+	}
+	if st := r.Stats(); st.Unjoinable != 0 || st.Completed != 1 {
+		t.Errorf("stats %+v: want the joinable session replayed", st)
+	}
+}

@@ -182,6 +182,9 @@ type Stats struct {
 	PortsRemapped   uint64 // captured client port busy: the stack chose another
 	SpilledBytes    uint64 // client bytes that went through a spill file
 	SpillPeak       int64  // most bytes held in spill files at once
+	// Unjoinable counts sessions seen mid-stream whose protocol cannot be
+	// joined (HTTP/2): skipped, not replayed.
+	Unjoinable uint64
 	// Protocols breaks sessions and turns down by the protocol each
 	// session was framed as ("http1", Protocols' names, or "other").
 	Protocols map[string]ProtocolStats `json:"protocols,omitempty"`
@@ -208,6 +211,7 @@ type Replayer struct {
 	protos protoTable
 
 	s struct {
+		unjoinable                                                                              atomic.Uint64
 		sessions, unmatched, sampled, shed, sent, received, turns, unanswered, framed, remapped atomic.Uint64
 		outcomes                                                                                [numOutcomes]atomic.Uint64 // indexed by outcome
 	}
@@ -308,6 +312,12 @@ func (r *Replayer) Event(k session.SessionKey, ev session.Event) {
 			r.s.shed.Add(1)
 			return
 		}
+		if ev.Joined && !r.joinable(k.Server.Port()) {
+			r.mu.Unlock()
+			r.s.unjoinable.Add(1)
+			r.log.Info("session seen mid-stream skipped: its protocol cannot be joined", "client", k.Client, "server", k.Server)
+			return
+		}
 		n := max(r.cfg.Copies, 1)
 		copies = make([]*player, n)
 		cap := &captured{}
@@ -401,7 +411,7 @@ func (r *Replayer) Stats() Stats {
 		BytesSent: r.s.sent.Load(), BytesReceived: r.s.received.Load(), Turns: r.s.turns.Load(),
 		TurnsUnanswered: r.s.unanswered.Load(), TurnsFramed: r.s.framed.Load(), PortsRemapped: r.s.remapped.Load(),
 		SpilledBytes: r.spill.spilled(), SpillPeak: r.spill.highest(),
-		Protocols: r.protos.stats(),
+		Protocols: r.protos.stats(), Unjoinable: r.s.unjoinable.Load(),
 	}
 }
 
