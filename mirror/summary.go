@@ -112,13 +112,14 @@ func plural(n int, suffix string) string {
 	return suffix
 }
 
-// summaryJSON is the --stats-json document.
-type summaryJSON struct {
+// SummaryJSON is the --stats-json document: programs that read it (the
+// lab, scripts) decode into it instead of keeping copies of its shape.
+type SummaryJSON struct {
 	Inputs  []string             `json:"inputs"`
 	Loops   int                  `json:"loops"`
 	Seconds float64              `json:"seconds"`
 	Routes  int                  `json:"routes"`
-	TUN     tunJSON              `json:"tun"`
+	TUN     TUNJSON              `json:"tun"`
 	Live    bool                 `json:"live"`
 	Drops   uint64               `json:"capture_drops"`
 	Relay   *relay.ClientStats   `json:"relay,omitempty"`
@@ -128,7 +129,7 @@ type summaryJSON struct {
 	Stack   netstack.Stats       `json:"stack"`
 }
 
-type tunJSON struct {
+type TUNJSON struct {
 	TxDrops uint64 `json:"tx_drops"`
 	RxDrops uint64 `json:"rx_drops"`
 }
@@ -136,9 +137,9 @@ type tunJSON struct {
 // WriteJSON writes the --stats-json document, indented, with a final
 // newline.
 func (s *Summary) WriteJSON(w io.Writer) error {
-	b, err := json.MarshalIndent(summaryJSON{
+	b, err := json.MarshalIndent(SummaryJSON{
 		Inputs: s.Inputs, Loops: s.Loops, Seconds: s.Elapsed.Seconds(), Routes: s.Routes,
-		TUN:  tunJSON{s.TUNTxDrops, s.TUNRxDrops},
+		TUN:  TUNJSON{s.TUNTxDrops, s.TUNRxDrops},
 		Live: s.Live, Drops: s.CaptureDrops, Relay: s.Relay,
 		Replay: s.Replay, Capture: s.Capture, Tracker: s.Tracker, Stack: s.Stack,
 	}, "", "  ")
