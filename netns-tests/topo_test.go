@@ -22,6 +22,7 @@ import (
 	"github.com/google/gopacket/layers"
 	"github.com/google/gopacket/pcapgo"
 
+	"github.com/stackcopy/stackcopy/mirror"
 	"github.com/stackcopy/stackcopy/netns-tests/lab"
 	"github.com/stackcopy/stackcopy/netns-tests/recorder"
 )
@@ -185,21 +186,7 @@ type runResult struct {
 	exit   int
 	stdout string
 	stderr string
-	stats  statsJSON
-}
-
-type statsJSON struct {
-	Replay struct {
-		Sessions, Completed, ClientResets, TargetResets, Refused, TimedOut, Gaps, Failed uint64
-		BytesSent, BytesReceived, Turns, TurnsUnanswered, TurnsFramed, PortsRemapped     uint64
-		Unmatched, SampledOut                                                            uint64
-	} `json:"replay"`
-	Tracker struct {
-		MidStream, Gaps uint64
-	} `json:"tracker"`
-	Stack struct {
-		Retransmits uint64
-	} `json:"stack"`
+	stats  mirror.SummaryJSON // the --stats-json document
 }
 
 // runStackcopy runs stackcopy on the replay host and waits for it (bounded).

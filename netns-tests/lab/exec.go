@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"strings"
@@ -23,6 +24,11 @@ const maxErrOutput = 4096
 // the full command line, the exit status and the (trimmed) output, so a test
 // failure reads like a shell transcript.
 func run(ctx context.Context, name string, args ...string) ([]byte, error) {
+	return runInput(ctx, nil, name, args...)
+}
+
+// runInput is run with stdin read from in (nil: none).
+func runInput(ctx context.Context, in io.Reader, name string, args ...string) ([]byte, error) {
 	if ctx == nil {
 		ctx = context.Background()
 	}
@@ -33,6 +39,7 @@ func run(ctx context.Context, name string, args ...string) ([]byte, error) {
 	}
 	cmd := exec.CommandContext(ctx, name, args...)
 	cmd.Env = labEnv()
+	cmd.Stdin = in
 	// A killed command's grandchildren may hold the output pipe open; do not
 	// wait for them forever.
 	cmd.WaitDelay = 2 * time.Second

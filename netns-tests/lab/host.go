@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/netip"
 	"os"
 	"slices"
@@ -139,10 +140,16 @@ func (h *Host) DisableGSO(iface string) error {
 // exit status and the output. Without a deadline on ctx it is bounded by
 // 30 s.
 func (h *Host) Exec(ctx context.Context, args ...string) ([]byte, error) {
+	return h.ExecInput(ctx, nil, args...)
+}
+
+// ExecInput is Exec with the command's standard input read from in: a
+// client fed a script, as a user pipes one in.
+func (h *Host) ExecInput(ctx context.Context, in io.Reader, args ...string) ([]byte, error) {
 	if len(args) == 0 {
 		return nil, fmt.Errorf("lab: exec on %s: no command", h.name)
 	}
-	out, err := run(ctx, "ip", append([]string{"netns", "exec", h.ns}, args...)...)
+	out, err := runInput(ctx, in, "ip", append([]string{"netns", "exec", h.ns}, args...)...)
 	if err != nil {
 		return out, fmt.Errorf("lab: exec on %s: %w", h.name, err)
 	}
