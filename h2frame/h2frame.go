@@ -273,7 +273,11 @@ func (f *Framer) feed(d *direction, client bool, p []byte) {
 		case phStart:
 			f.start(d, client, p[0])
 		case phHTTP1:
-			n, err := d.h1.add(p)
+			var notHTTP error
+			if client {
+				notHTTP = ErrNotHTTP2
+			}
+			n, err := d.h1.add(p, notHTTP)
 			p = p[n:]
 			if err != nil {
 				f.fail(d, fmt.Errorf("%s HTTP/1.1 header block: %w", side(client), err))
@@ -285,8 +289,7 @@ func (f *Framer) feed(d *direction, client bool, p []byte) {
 				} else {
 					f.upgradeResponse(d)
 				}
-				d.h1.buf = d.h1.buf[:0]
-				d.h1.done = false
+				d.h1 = h1{}
 			}
 		case phH1Body:
 			k := uint64(len(p))
@@ -308,7 +311,7 @@ func (f *Framer) feed(d *direction, client bool, p []byte) {
 					// Not the preface: maybe an h2c upgrade request,
 					// which starts with the bytes matched so far
 					// ("P" of POST).
-					d.h1.add([]byte(clientPreface[:d.matched]))
+					d.h1.add([]byte(clientPreface[:d.matched]), nil)
 					d.matched = 0
 					d.ph = phHTTP1
 					break

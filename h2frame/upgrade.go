@@ -17,18 +17,24 @@ const MaxUpgradeHeader = 16 << 10
 type h1 struct {
 	buf  []byte
 	done bool
+	sp   bool // the start line's first space is in
 }
 
 // add takes bytes up to the end of the header block and reports how many
-// it took; done is set once the empty line is in. An error is too long a
-// block.
-func (b *h1) add(p []byte) (int, error) {
+// it took; done is set once the empty line is in. It fails with ErrUpgrade
+// on too long a block and, for a request (notHTTP not nil), with notHTTP on
+// a start line that does not begin with a method token and a space, so that
+// a binary protocol fails at its first bytes instead of being buffered.
+func (b *h1) add(p []byte, notHTTP error) (int, error) {
 	// The block ends at an empty line: LF CRLF or LF LF (RFC 9112 §2.2
 	// lets a recipient take a bare LF as a line end). Look from a few
 	// bytes back, since the end may straddle two calls.
 	from := max(0, len(b.buf)-2)
 	room := MaxUpgradeHeader - len(b.buf)
 	take := p[:min(len(p), room)]
+	if notHTTP != nil && !b.check(take, len(b.buf)) {
+		return len(take), notHTTP
+	}
 	b.buf = append(b.buf, take...)
 	if end := blockEnd(b.buf[from:]); end >= 0 {
 		k := from + end - (len(b.buf) - len(take))
@@ -40,6 +46,22 @@ func (b *h1) add(p []byte) (int, error) {
 		return len(take), ErrUpgrade
 	}
 	return len(take), nil
+}
+
+// check looks at the bytes p that follow the first old bytes of a request
+// block: the method must be a token ended by a space.
+func (b *h1) check(p []byte, old int) bool {
+	for i, c := range p {
+		if b.sp {
+			return true
+		}
+		if c == ' ' && old+i > 0 {
+			b.sp = true
+		} else if !tchar(c) {
+			return false
+		}
+	}
+	return true
 }
 
 // blockEnd returns the length of the header block that b ends, the empty
