@@ -4,7 +4,9 @@ go 1.26.8
 
 require (
 	github.com/florianl/go-nfqueue/v2 v2.1.0
+	github.com/gomodule/redigo v1.9.3
 	github.com/google/gopacket v1.1.19
+	github.com/jackc/pgx/v5 v5.13.0
 	github.com/mdlayher/netlink v1.9.0
 	github.com/spf13/pflag v1.1.0
 	github.com/vishvananda/netlink v1.3.1
