@@ -1,0 +1,280 @@
+package mcframe
+
+// The server side: answer lines and the data blocks of VALUE and VA.
+
+type sstate uint8
+
+const (
+	sLine   sstate = iota // an answer line
+	sData                 // a data block: remain to go
+	sDataCR               // the CR after a data block
+	sDataLF               // the LF after a data block
+)
+
+type server struct {
+	st     sstate
+	lb     lineBuf
+	remain uint64
+	cont   bool // inside a get or stats answer of the front request
+	lines  int  // lines of the stats answer so far
+	va     bool // the data block is a VA's: it completes the request
+	tok    [maxTokens][]byte
+}
+
+func (f *Framer) server(p []byte) {
+	s := &f.s
+	for len(p) > 0 && !f.failed {
+		switch s.st {
+		case sLine:
+			line, rest, ok, over := s.lb.next(p)
+			if over {
+				f.fail("server", ErrTooLong, "answer line")
+				return
+			}
+			if !ok {
+				return
+			}
+			p = rest
+			n := len(line)
+			if n == 0 || line[n-1] != '\r' {
+				f.fail("server", ErrMalformed, "answer line not ended by CRLF")
+				return
+			}
+			f.answerLine(line[:n-1])
+		case sData:
+			n := uint64(len(p))
+			if n > s.remain {
+				n = s.remain
+			}
+			s.remain -= n
+			p = p[n:]
+			if s.remain == 0 {
+				s.st = sDataCR
+			}
+		case sDataCR, sDataLF:
+			want := byte('\r')
+			if s.st == sDataLF {
+				want = '\n'
+			}
+			if p[0] != want {
+				f.fail("server", ErrMalformed, "data block not followed by CRLF")
+				return
+			}
+			p = p[1:]
+			if s.st == sDataCR {
+				s.st = sDataLF
+				break
+			}
+			s.st = sLine
+			if s.va {
+				f.complete()
+			}
+		}
+	}
+}
+
+func (f *Framer) complete() {
+	f.q.done()
+	f.answers++
+	f.s.cont = false
+}
+
+func (f *Framer) data(size []byte, va bool) {
+	s := &f.s
+	n, ok := parseUint(size, 1<<32-1)
+	if !ok {
+		f.fail("server", ErrMalformed, "data length")
+		return
+	}
+	s.remain, s.va, s.st = n, va, sData
+	if n == 0 {
+		s.st = sDataCR
+	}
+}
+
+func isError(code []byte) bool {
+	switch string(code) {
+	case "ERROR", "CLIENT_ERROR", "SERVER_ERROR":
+		return true
+	}
+	return false
+}
+
+// answerLine handles an answer line, without its CRLF.
+func (f *Framer) answerLine(l []byte) {
+	s := &f.s
+	if s.cont {
+		f.contLine(l)
+		return
+	}
+	n := tokens(l, &s.tok)
+	if n == 0 {
+		f.fail("server", ErrMalformed, "empty answer line")
+		return
+	}
+	code := s.tok[0]
+	// The request this answers: the oldest one that is not quiet, unless
+	// a quiet one before it can give this answer; the quiet ones skipped
+	// had their answers suppressed.
+	idx := -1
+	for i := 0; i < f.q.size; i++ {
+		if e := f.q.at(i); !e.quiet || f.canGive(e, code, n) {
+			idx = i
+			break
+		}
+	}
+	if idx < 0 {
+		f.fail("server", ErrUnpaired, "answer")
+		return
+	}
+	for range idx {
+		f.complete()
+	}
+	e := f.q.at(0)
+	switch e.kind {
+	case kGet, kStats:
+		s.cont, s.lines = true, 0
+		f.contLine(l)
+		return
+	}
+	if isError(code) {
+		f.complete()
+		return
+	}
+	var ok bool
+	switch e.kind {
+	case kLine, kStore:
+		ok = string(code) != "VALUE" && string(code) != "VA"
+	case kMg:
+		ok = is(code, "HD", "EN")
+	case kMa:
+		ok = is(code, "HD", "NF", "NS", "EX")
+	case kMs:
+		ok = is(code, "HD", "NS", "EX", "NF")
+	case kMd:
+		ok = is(code, "HD", "NF", "EX")
+	case kMn:
+		ok = is(code, "MN")
+	case kMe:
+		ok = is(code, "ME", "EN")
+	}
+	if string(code) == "VA" && (e.kind == kMg || e.kind == kMa) {
+		if n < 2 {
+			f.fail("server", ErrMalformed, "VA without a length")
+			return
+		}
+		f.data(s.tok[1], true)
+		return
+	}
+	if !ok {
+		f.fail("server", ErrMalformed, "answer that the request cannot have")
+		return
+	}
+	f.complete()
+}
+
+func is(code []byte, codes ...string) bool {
+	for _, c := range codes {
+		if string(code) == c {
+			return true
+		}
+	}
+	return false
+}
+
+// canGive tells whether quiet request e can give an answer of code (n
+// tokens in s.tok): a code it does not suppress, with the O and k flags
+// it asked for.
+func (f *Framer) canGive(e *entry, code []byte, n int) bool {
+	if isError(code) {
+		return true
+	}
+	switch e.kind {
+	case kMg:
+		if !is(code, "VA", "HD") {
+			return false
+		}
+	case kMs:
+		if !is(code, "NS", "EX", "NF") {
+			return false
+		}
+	case kMd:
+		if !is(code, "NF", "EX") {
+			return false
+		}
+	case kMa:
+		if !is(code, "NF", "NS", "EX") {
+			return false
+		}
+	default:
+		return false
+	}
+	first := 1
+	if string(code) == "VA" {
+		first = 2
+	}
+	var hasO, hasK bool
+	var o, k uint64
+	for i := first; i < min(n, maxTokens); i++ {
+		switch t := f.s.tok[i]; t[0] {
+		case 'O':
+			hasO, o = true, hash(t[1:])
+		case 'k':
+			hasK, k = true, hash(t[1:])
+		}
+	}
+	return hasO == e.oflag && o == e.opaque && hasK == e.kflag && (!hasK || k == e.key)
+}
+
+// contLine handles a line of a get or stats answer.
+func (f *Framer) contLine(l []byte) {
+	s := &f.s
+	e := f.q.at(0)
+	s.lines++
+	if e.kind == kStats {
+		n := tokens(l, &s.tok)
+		switch {
+		case n == 0:
+			f.fail("server", ErrMalformed, "empty line in stats")
+		case n == 1 && string(l) == "END",
+			isError(s.tok[0]),
+			s.lines == 1 && (string(l) == "RESET" || string(l) == "OK"):
+			f.complete()
+		}
+		return
+	}
+	// A get answer, parsed as gomemcache parses it: "END", or
+	// "VALUE <key> <flags> <bytes> [<cas>]" with single spaces.
+	if string(l) == "END" {
+		f.complete()
+		return
+	}
+	var fields [6][]byte
+	k := 0
+	start := 0
+	for i := 0; i <= len(l) && k < len(fields); i++ {
+		if i == len(l) || l[i] == ' ' {
+			fields[k] = l[start:i]
+			k++
+			start = i + 1
+		}
+	}
+	if k > 0 && isError(fields[0]) {
+		f.complete()
+		return
+	}
+	if k < 4 || k > 5 || string(fields[0]) != "VALUE" {
+		f.fail("server", ErrMalformed, "line in a get answer")
+		return
+	}
+	_, ok := parseUint(fields[2], 1<<32-1)
+	if k == 5 {
+		_, ok2 := parseUint(fields[4], 1<<64-1)
+		ok = ok && ok2
+	}
+	if !ok {
+		f.fail("server", ErrMalformed, "VALUE line")
+		return
+	}
+	f.data(fields[3], false)
+}
