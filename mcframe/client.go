@@ -16,10 +16,10 @@ const (
 )
 
 type client struct {
-	st     cstate
-	lb     lineBuf
-	remain uint64
-	tok    [maxTokens][]byte
+	st      cstate
+	lb      lineBuf
+	remain  uint64
+	tok     [maxTokens][]byte
 	noreply bool // the data block being read is a noreply command's
 }
 
@@ -247,11 +247,7 @@ func (f *Framer) meta(t *[maxTokens][]byte, n int) {
 			e.oflag, e.opaque = true, hash(tok[1:])
 		}
 	}
-	if e.quiet {
-		e.key = hash(t[1])
-	} else {
-		e.kflag, e.oflag, e.opaque = false, false, 0
-	}
+	e.key = hash(t[1])
 	if e.kind == kMs {
 		f.dataBlock(e, size, false)
 		return

@@ -28,20 +28,24 @@
 // take it) and quit call for no answer: they are not requests.
 //
 // A meta command with the q flag is a request whose answer may be
-// suppressed: memcached 1.6 leaves out mg's EN, ms's HD, md's HD (and NF
-// in some versions) and ma's HD and VA. Such a quiet request is complete
-// at its own answer if one comes, or else as soon as an answer to a later
-// request arrives, since memcached answers in order: a pipeline of quiet
-// requests closed by mn is answered in full at the MN. Which request an
-// answer belongs to is decided as it arrives: the oldest request awaiting
-// one that is not quiet, unless a quiet request before it can give that
-// answer. A quiet request can give an answer when the code is one it does
-// not suppress and the O (opaque) and k (key) flags the answer carries, if
-// any, match the request's; the quiet requests skipped are complete.
-// With O or k flags, or a closing mn, this attribution is exact; without
-// them a hit (VA, HD) is credited to the oldest quiet request that could
-// have given it, which both sides of the replay do alike, and the counts
-// agree again at the next answer that only a later request can give.
+// suppressed: memcached 1.6.18 leaves out mg's EN, ms's HD, md's HD and
+// ma's HD and VA (protocol.txt also lists md's NF). Such a quiet request
+// is complete at its own answer if one comes, or else as soon as an
+// answer to a later request arrives, since memcached answers in order: a
+// pipeline of quiet requests closed by mn is answered in full at the MN.
+//
+// Which request an answer belongs to is decided as it arrives: the
+// oldest awaiting request that can have it, where a quiet request can
+// have an answer whose code it does not suppress (or CLIENT_ERROR,
+// SERVER_ERROR) and a request that asked for the O (opaque) or k (key)
+// flag can have only an answer echoing them; the quiet requests passed
+// over are complete. MN always answers the oldest mn, completing every
+// request before it. With O or k flags, or a closing mn, this is exact.
+// Without them it is a guess ("mg a q" then "ms b": an HD is credited to
+// the quiet mg, a hit, though a miss of a and b's HD give the same
+// bytes); the guess is corrected as soon as an answer arrives that the
+// oldest non-quiet request cannot have, which completes it too, and at
+// MN. Both sides of a replay make the same guesses on the same answers.
 //
 // # What it does not follow
 //
@@ -207,10 +211,10 @@ const (
 type entry struct {
 	kind  uint8
 	quiet bool
-	n     int64 // requests in this entry (quiet entries hold one)
-	// Quiet entries: hashes of the key and of the O token; kflag tells
-	// whether the k flag asks the key back.
-	key, opaque uint64
+	n     int64 // requests in this entry (only plain ones merge)
+	// Meta requests: hashes of the key and of the O token; kflag and
+	// oflag tell whether the answer echoes them.
+	key, opaque  uint64
 	kflag, oflag bool
 }
 
@@ -223,8 +227,8 @@ type queue struct {
 func (q *queue) at(i int) *entry { return &q.e[(q.head+i)%maxPending] }
 
 func (q *queue) push(e entry) bool {
-	if !e.quiet && q.size > 0 {
-		if t := q.at(q.size - 1); !t.quiet && t.kind == e.kind {
+	if plain := !e.quiet && !e.oflag && !e.kflag; plain && q.size > 0 {
+		if t := q.at(q.size - 1); !t.quiet && !t.oflag && !t.kflag && t.kind == e.kind {
 			t.n++
 			return true
 		}

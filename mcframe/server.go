@@ -18,7 +18,10 @@ type server struct {
 	cont   bool // inside a get or stats answer of the front request
 	lines  int  // lines of the stats answer so far
 	va     bool // the data block is a VA's: it completes the request
-	tok    [maxTokens][]byte
+	// debt counts answers credited to quiet requests by a guess that
+	// no later answer has shown wrong or MN has settled.
+	debt int
+	tok  [maxTokens][]byte
 }
 
 func (f *Framer) server(p []byte) {
@@ -113,14 +116,35 @@ func (f *Framer) answerLine(l []byte) {
 		return
 	}
 	code := s.tok[0]
-	// The request this answers: the oldest one that is not quiet, unless
-	// a quiet one before it can give this answer; the quiet ones skipped
-	// had their answers suppressed.
+	// The request this answers: the oldest one awaiting an answer that
+	// can have it. Quiet requests skipped on the way had theirs
+	// suppressed. A quiet request before a request that can have the
+	// answer is credited with it if it can give it too (a code it does
+	// not suppress, the O and k flags it asked for); without an O or k
+	// flag to prove it, that is a guess, and a later answer that the
+	// oldest request cannot have (by its code or flags) shows that the
+	// guess took its answer: it is complete too. MN answers the oldest mn
+	// and proves every request before it complete.
+	hasO, o, hasK, k := f.answerFlags(code, n)
 	idx := -1
-	for i := 0; i < f.q.size; i++ {
-		if e := f.q.at(i); !e.quiet || f.canGive(e, code, n) {
+	for i := 0; i < f.q.size && idx < 0; i++ {
+		e := f.q.at(i)
+		switch {
+		case string(code) == "MN":
+			if e.kind == kMn {
+				idx, s.debt = i, 0
+			}
+		case e.quiet:
+			if f.canGive(e, code, hasO, o, hasK, k) {
+				idx = i
+				if !hasO && !hasK {
+					s.debt++
+				}
+			}
+		case valid(e.kind, code) && flagsMatch(e, code, hasO, o, hasK, k), s.debt == 0:
 			idx = i
-			break
+		default:
+			s.debt--
 		}
 	}
 	if idx < 0 {
@@ -141,23 +165,6 @@ func (f *Framer) answerLine(l []byte) {
 		f.complete()
 		return
 	}
-	var ok bool
-	switch e.kind {
-	case kLine, kStore:
-		ok = string(code) != "VALUE" && string(code) != "VA"
-	case kMg:
-		ok = is(code, "HD", "EN")
-	case kMa:
-		ok = is(code, "HD", "NF", "NS", "EX")
-	case kMs:
-		ok = is(code, "HD", "NS", "EX", "NF")
-	case kMd:
-		ok = is(code, "HD", "NF", "EX")
-	case kMn:
-		ok = is(code, "MN")
-	case kMe:
-		ok = is(code, "ME", "EN")
-	}
 	if string(code) == "VA" && (e.kind == kMg || e.kind == kMa) {
 		if n < 2 {
 			f.fail("server", ErrMalformed, "VA without a length")
@@ -166,11 +173,38 @@ func (f *Framer) answerLine(l []byte) {
 		f.data(s.tok[1], true)
 		return
 	}
-	if !ok {
+	if !valid(e.kind, code) {
 		f.fail("server", ErrMalformed, "answer that the request cannot have")
 		return
 	}
 	f.complete()
+}
+
+// valid tells whether a request of kind can have an answer starting with
+// code.
+func valid(kind uint8, code []byte) bool {
+	if isError(code) {
+		return true
+	}
+	switch kind {
+	case kGet:
+		return is(code, "VALUE", "END")
+	case kMg:
+		return is(code, "VA", "HD", "EN")
+	case kMa:
+		return is(code, "VA", "HD", "NF", "NS", "EX")
+	case kMs:
+		return is(code, "HD", "NS", "EX", "NF")
+	case kMd:
+		return is(code, "HD", "NF", "EX")
+	case kMn:
+		return is(code, "MN")
+	case kMe:
+		return is(code, "ME", "EN")
+	}
+	// One line (a stats answer's first line too), but neither a data
+	// block's nor a meta command's.
+	return !is(code, "VALUE", "VA", "HD", "EN", "NF", "NS", "EX", "MN", "ME")
 }
 
 func is(code []byte, codes ...string) bool {
@@ -182,39 +216,16 @@ func is(code []byte, codes ...string) bool {
 	return false
 }
 
-// canGive tells whether quiet request e can give an answer of code (n
-// tokens in s.tok): a code it does not suppress, with the O and k flags
-// it asked for.
-func (f *Framer) canGive(e *entry, code []byte, n int) bool {
-	if isError(code) {
-		return true
-	}
-	switch e.kind {
-	case kMg:
-		if !is(code, "VA", "HD") {
-			return false
-		}
-	case kMs:
-		if !is(code, "NS", "EX", "NF") {
-			return false
-		}
-	case kMd:
-		if !is(code, "NF", "EX") {
-			return false
-		}
-	case kMa:
-		if !is(code, "NF", "NS", "EX") {
-			return false
-		}
-	default:
-		return false
+// answerFlags finds the O and k flags of a meta answer line (n tokens in
+// s.tok), as hashes.
+func (f *Framer) answerFlags(code []byte, n int) (hasO bool, o uint64, hasK bool, k uint64) {
+	if !isMeta(code) {
+		return
 	}
 	first := 1
 	if string(code) == "VA" {
 		first = 2
 	}
-	var hasO, hasK bool
-	var o, k uint64
 	for i := first; i < min(n, maxTokens); i++ {
 		switch t := f.s.tok[i]; t[0] {
 		case 'O':
@@ -223,7 +234,42 @@ func (f *Framer) canGive(e *entry, code []byte, n int) bool {
 			hasK, k = true, hash(t[1:])
 		}
 	}
+	return
+}
+
+func isMeta(code []byte) bool {
+	return is(code, "VA", "HD", "EN", "NF", "NS", "EX", "MN", "ME")
+}
+
+// flagsMatch tells whether a meta answer carries the O and k flags that
+// request e asked for (errors, text answers, MN and ME carry none).
+func flagsMatch(e *entry, code []byte, hasO bool, o uint64, hasK bool, k uint64) bool {
+	if !isMeta(code) || string(code) == "MN" || string(code) == "ME" {
+		return true
+	}
 	return hasO == e.oflag && o == e.opaque && hasK == e.kflag && (!hasK || k == e.key)
+}
+
+// canGive tells whether quiet request e can give an answer: a code it
+// does not suppress, with the O and k flags it asked for.
+func (f *Framer) canGive(e *entry, code []byte, hasO bool, o uint64, hasK bool, k uint64) bool {
+	if isError(code) {
+		// A quiet request's own errors are CLIENT_ERROR or
+		// SERVER_ERROR; a bare ERROR answers an unknown command.
+		return string(code) != "ERROR"
+	}
+	var give bool
+	switch e.kind {
+	case kMg:
+		give = is(code, "VA", "HD")
+	case kMs:
+		give = is(code, "NS", "EX", "NF")
+	case kMd:
+		give = is(code, "NF", "EX")
+	case kMa:
+		give = is(code, "NF", "NS", "EX")
+	}
+	return give && flagsMatch(e, code, hasO, o, hasK, k)
 }
 
 // contLine handles a line of a get or stats answer.
