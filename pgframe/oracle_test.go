@@ -396,7 +396,8 @@ func FuzzFramer(f *testing.F) {
 	rng := rand.New(rand.NewPCG(9, 10))
 	for range 6 {
 		var cli, srv []byte
-		for _, s := range generate(rng, false) {
+		g := &gen{rng: rng, small: true, decisive: -1}
+		for _, s := range g.generate() {
 			if s.server {
 				srv = append(srv, s.data...)
 			} else {

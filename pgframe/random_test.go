@@ -54,10 +54,10 @@ type gen struct {
 	rng   *rand.Rand
 	steps []step
 	big   bool // allow multi-MiB values
+	small bool // no value over a few bytes (fuzz seeds)
 
 	inflight []*cmsg // sent, not read by the server
 	decisive int     // step of the last server message that moved a unit
-	blocked  bool    // the server waits for client messages
 
 	// server state
 	cur      *cmsg // the unit being answered
@@ -103,12 +103,6 @@ func enc(m interface{ Encode([]byte) ([]byte, error) }) []byte {
 	return b
 }
 
-func raw(typ byte, body []byte) []byte {
-	b := []byte{typ, 0, 0, 0, 0}
-	b[1], b[2], b[3], b[4] = byte((len(body)+4)>>24), byte((len(body)+4)>>16), byte((len(body)+4)>>8), byte(len(body)+4)
-	return append(b, body...)
-}
-
 func (g *gen) value() []byte {
 	switch g.rng.IntN(12) {
 	case 0:
@@ -116,6 +110,9 @@ func (g *gen) value() []byte {
 	case 1:
 		return []byte{}
 	case 2:
+		if g.small {
+			return []byte("z")
+		}
 		if g.big && g.rng.IntN(8) == 0 {
 			return bytes.Repeat([]byte("x"), 3<<20+g.rng.IntN(1000))
 		}
@@ -460,7 +457,11 @@ func (g *gen) copyData() {
 }
 
 func generate(rng *rand.Rand, big bool) []step {
-	g := &gen{rng: rng, big: big, decisive: -1}
+	return (&gen{rng: rng, big: big, decisive: -1}).generate()
+}
+
+func (g *gen) generate() []step {
+	rng := g.rng
 	if rng.IntN(20) == 0 {
 		g.steps = append(g.steps, step{data: enc(&pgproto3.CancelRequest{ProcessID: 42, SecretKey: make([]byte, 4+28*rng.IntN(2))})})
 		return g.steps
