@@ -4,6 +4,7 @@ go 1.26.8
 
 require (
 	github.com/florianl/go-nfqueue/v2 v2.1.0
+	github.com/go-sql-driver/mysql v1.9.3
 	github.com/gomodule/redigo v1.9.3
 	github.com/google/gopacket v1.1.19
 	github.com/jackc/pgx/v5 v5.13.0
@@ -16,6 +17,7 @@ require (
 )
 
 require (
+	filippo.io/edwards25519 v1.1.0 // indirect
 	github.com/BurntSushi/toml v1.4.1-0.20240526193622-a339e1f7089c // indirect
 	github.com/google/btree v1.1.2 // indirect
 	github.com/google/go-cmp v0.7.0 // indirect

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math/rand/v2"
+	"runtime"
 )
 
 // Builders of protocol messages for the tests.
@@ -80,7 +81,6 @@ func columnDef(name string) []byte {
 // bytes, with the counts the framer must show after each.
 type conversation struct {
 	steps []step
-	caps  uint64 // negotiated
 }
 
 type step struct {
@@ -129,3 +129,7 @@ func feedSplit(rng *rand.Rand, f *Framer, client bool, p []byte) {
 		p = p[n:]
 	}
 }
+
+func newRand(seed uint64) *rand.Rand { return rand.New(rand.NewPCG(seed, seed^0x5eed)) }
+
+func yieldCPU() { runtime.Gosched() }
