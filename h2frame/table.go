@@ -8,11 +8,14 @@ type stream struct {
 	windowChange int64  // the target's WINDOW_UPDATEs minus the client's DATA
 }
 
-// table is an open-addressing hash table of the open client streams, with
-// linear probing and backward-shift deletion (no tombstones, so a steady
-// stream of opens and closes never grows or rehashes it). Client stream ids
-// are odd and increasing, so id>>1 spreads a window of recent streams over
-// consecutive slots without collisions.
+// table is an open-addressing hash table of the open client streams:
+// linear probing kept in Robin Hood order (an entry never sits farther from
+// its home slot than the one it displaced), with backward-shift deletion, so
+// that lookups stop early, a removal moves only the displaced entries after
+// it, and a steady stream of opens and closes never grows or rehashes the
+// table. Client stream ids are odd and increasing, so home slot id>>1
+// spreads a window of recent streams over consecutive slots without
+// collisions: most entries sit in their home slot.
 type table struct {
 	slots []stream // a power of two long, at most half full
 	n     int
@@ -22,18 +25,22 @@ const minTable = 16
 
 func (t *table) mask() uint32 { return uint32(len(t.slots) - 1) }
 
+// dist is how far the entry in slot i sits from its home slot.
+func (t *table) dist(i uint32) uint32 { return (i - t.slots[i].id>>1) & t.mask() }
+
 // find returns the slot of the stream with id, or -1.
 func (t *table) find(id uint32) int {
 	if len(t.slots) == 0 {
 		return -1
 	}
 	m := t.mask()
-	for i := (id >> 1) & m; ; i = (i + 1) & m {
-		switch t.slots[i].id {
-		case id:
+	for i, d := (id>>1)&m, uint32(0); ; i, d = (i+1)&m, d+1 {
+		e := t.slots[i].id
+		if e == id {
 			return int(i)
-		case 0:
-			return -1
+		}
+		if e == 0 || t.dist(i) < d {
+			return -1 // id would have displaced this entry
 		}
 	}
 }
@@ -47,59 +54,58 @@ func (t *table) add(id uint32) int {
 	if 2*(t.n+1) > len(t.slots) {
 		t.grow()
 	}
-	m := t.mask()
-	i := (id >> 1) & m
-	for t.slots[i].id != 0 {
-		i = (i + 1) & m
-	}
-	t.slots[i] = stream{id: id}
 	t.n++
-	return int(i)
+	return t.insert(stream{id: id})
+}
+
+// insert places s and returns the slot it went to.
+func (t *table) insert(s stream) int {
+	m := t.mask()
+	at := -1
+	for i, d := (s.id>>1)&m, uint32(0); ; i, d = (i+1)&m, d+1 {
+		if t.slots[i].id == 0 {
+			t.slots[i] = s
+			if at < 0 {
+				at = int(i)
+			}
+			return at
+		}
+		if e := t.dist(i); e < d {
+			// Robin Hood: the entry closer to its home moves on.
+			s, t.slots[i] = t.slots[i], s
+			d = e
+			if at < 0 {
+				at = int(i)
+			}
+		}
+	}
 }
 
 func (t *table) grow() {
 	old := t.slots
 	t.slots = make([]stream, max(minTable, 2*len(old)))
-	m := t.mask()
 	for _, s := range old {
-		if s.id == 0 {
-			continue
+		if s.id != 0 {
+			t.insert(s)
 		}
-		i := (s.id >> 1) & m
-		for t.slots[i].id != 0 {
-			i = (i + 1) & m
-		}
-		t.slots[i] = s
 	}
 }
 
-// remove empties slot i, moving later entries of its probe run back so
-// that lookups stay correct. The entry moved into slot i, if any, is one
-// that a scan in slot order may not have seen yet (see removeIf).
+// remove empties slot i, moving the displaced entries after it back by one.
 func (t *table) remove(i int) {
 	m := t.mask()
 	hole := uint32(i)
-	for j := (hole + 1) & m; ; j = (j + 1) & m {
-		e := t.slots[j]
-		if e.id == 0 {
-			break
-		}
-		// e may fill the hole unless its home slot k lies cyclically
-		// within (hole, j].
-		k := (e.id >> 1) & m
-		if (j > hole && (k <= hole || k > j)) || (j < hole && k <= hole && k > j) {
-			t.slots[hole] = e
-			hole = j
-		}
+	for j := (hole + 1) & m; t.slots[j].id != 0 && t.dist(j) > 0; j = (j + 1) & m {
+		t.slots[hole] = t.slots[j]
+		hole = j
 	}
 	t.slots[hole] = stream{}
 	t.n--
 }
 
 // removeIf calls fn for every stream and removes those it returns true
-// for. A slot is looked at again after a removal, since another entry may
-// have moved into it; entries moving from slots already scanned were
-// already kept.
+// for. A slot is looked at again after a removal, since the next entry may
+// have moved into it (fn may so see an entry it kept twice).
 func (t *table) removeIf(fn func(*stream) bool) {
 	for i := 0; i < len(t.slots); {
 		if t.slots[i].id != 0 && fn(&t.slots[i]) {
