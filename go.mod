@@ -3,6 +3,7 @@ module github.com/stackcopy/stackcopy
 go 1.26.8
 
 require (
+	github.com/bradfitz/gomemcache v0.0.0-20260422231931-4d751bb6e37c
 	github.com/florianl/go-nfqueue/v2 v2.1.0
 	github.com/go-sql-driver/mysql v1.9.3
 	github.com/gomodule/redigo v1.9.3
