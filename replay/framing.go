@@ -95,12 +95,20 @@ func (r *Replayer) detect(c *captured, port uint16, p []byte, server bool) {
 		}
 		return
 	}
+	// By the first bytes; where several protocols' look alike ("get k" is
+	// memcached, or Redis inline), the port decides between them.
+	var byBytes *Protocol
 	for i := range r.cfg.Protocols {
 		pr := &r.cfg.Protocols[i]
 		if (!server && pr.Detect != nil && pr.Detect(p)) || (server && pr.DetectServer != nil && pr.DetectServer(p)) {
-			pick(pr)
-			return
+			if byBytes == nil || slices.Contains(pr.Ports, port) {
+				byBytes = pr
+			}
 		}
+	}
+	if byBytes != nil {
+		pick(byBytes)
+		return
 	}
 	for i := range r.cfg.Protocols {
 		if pr := &r.cfg.Protocols[i]; slices.Contains(pr.Ports, port) {
