@@ -3,7 +3,6 @@ package h2frame
 import (
 	"bytes"
 	"context"
-	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -21,10 +20,11 @@ import (
 	"time"
 
 	"golang.org/x/net/http2"
-	"golang.org/x/net/http2/h2c"
+	"golang.org/x/net/http2/h2c" //lint:ignore SA1019 the only Go server of the h2c upgrade (see testServer)
 )
 
-// Real conversations: x/net/http2's client against its h2c server, with a
+// Real conversations: net/http's HTTP/2 client and h2c server (the
+// x/net/http2 code, bundled), with a
 // Framer in the connection the way the replayer uses one (Client before a
 // write, Server after a read, on different goroutines), and recorded
 // captures of curl (libnghttp2) against h2c servers in testdata/.
@@ -64,9 +64,10 @@ func (c *recConn) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// testServer starts an h2c server on 127.0.0.1: /size/N answers N bytes,
-// /echo reads the body and answers its length, /abort resets the stream.
-func testServer(t *testing.T) (addr string) {
+// testServer starts an h2c server on 127.0.0.1, taking the h2c upgrade if
+// upgrade is set: /size/N answers N bytes, /echo reads the body and answers
+// its length, /abort resets the stream.
+func testServer(t *testing.T, upgrade bool) (addr string) {
 	t.Helper()
 	mux := http.NewServeMux()
 	mux.HandleFunc("/size/", func(w http.ResponseWriter, r *http.Request) {
@@ -86,20 +87,33 @@ func testServer(t *testing.T) (addr string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := &http.Server{Handler: h2c.NewHandler(mux, &http2.Server{}), ErrorLog: nil}
+	srv := &http.Server{Handler: mux}
+	if upgrade {
+		// net/http serves h2c with prior knowledge only; the h2c
+		// upgrade (deprecated by RFC 9113, still sent by curl --http2
+		// and nghttp -u) needs x/net's handler, kept for recording
+		// such fixtures.
+		srv.Handler = h2c.NewHandler(mux, &http2.Server{}) //lint:ignore SA1019 the only Go server of the h2c upgrade
+	} else {
+		var p http.Protocols
+		p.SetUnencryptedHTTP2(true)
+		srv.Protocols = &p
+	}
 	go srv.Serve(ln)
 	t.Cleanup(func() { srv.Close() })
 	return ln.Addr().String()
 }
 
-func TestXNetConversation(t *testing.T) {
-	addr := testServer(t)
+func TestRealConversation(t *testing.T) {
+	addr := testServer(t, false)
 	f := New()
 	var conn *recConn
-	tr := &http2.Transport{
-		AllowHTTP:       true,
-		ReadIdleTimeout: 50 * time.Millisecond,
-		DialTLSContext: func(ctx context.Context, network, addr string, _ *tls.Config) (net.Conn, error) {
+	var p http.Protocols
+	p.SetUnencryptedHTTP2(true)
+	tr := &http.Transport{
+		Protocols: &p,
+		HTTP2:     &http.HTTP2Config{SendPingTimeout: 50 * time.Millisecond},
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
 			var d net.Dialer
 			c, err := d.DialContext(ctx, network, addr)
 			if err != nil {
@@ -233,7 +247,7 @@ func readFixture(t *testing.T, name string) []record {
 // TestRecordFixture records a fixture when H2FRAME_RECORD names one: it
 // runs H2FRAME_CMD (with {addr} replaced by a recording proxy's address)
 // against H2FRAME_UPSTREAM, or against the test's h2c server when that is
-// empty. Example:
+// empty; H2FRAME_UPGRADE=1 makes that server take the h2c upgrade. Example:
 //
 //	H2FRAME_RECORD=curl-parallel.h2 H2FRAME_CMD='curl -s --http2-prior-knowledge --parallel http://{addr}/size/1 http://{addr}/size/2' go test -run TestRecordFixture ./h2frame
 func TestRecordFixture(t *testing.T) {
@@ -243,7 +257,7 @@ func TestRecordFixture(t *testing.T) {
 	}
 	upstream := os.Getenv("H2FRAME_UPSTREAM")
 	if upstream == "" {
-		upstream = testServer(t)
+		upstream = testServer(t, os.Getenv("H2FRAME_UPGRADE") != "")
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
