@@ -82,8 +82,9 @@
 // get/gets answers (VALUE blocks and END) end where it stops reading, and
 // that the commands it sends are counted as the framer's requests; the
 // meta protocol, stats, quiet mode and noreply are covered by table tests
-// (their expectations taken from memcached 1.6.18) and the random grammar
-// test.
+// (their expectations taken from memcached 1.6.18), the random grammar
+// test, and traffic captured from memcached 1.6.18
+// (testdata/memcached.pcap).
 //
 // mcframe imports only the standard library.
 package mcframe

@@ -125,7 +125,7 @@ func checkGet(data []byte, keys []string) error {
 		if len(ends) > 0 {
 			start := bytes.LastIndexByte(data[:ends[0]-1], '\n') + 1
 			line := data[start:ends[0]]
-			if ends[0] != read || !(bytes.HasPrefix(line, []byte("ERROR")) || bytes.HasPrefix(line, []byte("CLIENT_ERROR ")) || bytes.HasPrefix(line, []byte("SERVER_ERROR "))) {
+			if ends[0] != read || !isError(bytes.Fields(line)[0]) {
 				return fmt.Errorf("gomemcache fails (%v), framer ends the answer at %d", err, ends[0])
 			}
 		} else if f.Err() == nil {

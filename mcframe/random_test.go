@@ -19,9 +19,8 @@ import (
 func pick[T any](rng *rand.Rand, xs ...T) T { return xs[rng.IntN(len(xs))] }
 
 type quietReq struct {
-	kind  uint8
-	hasO  bool
-	hasOK bool
+	kind uint8
+	hasO bool
 }
 
 type model struct {

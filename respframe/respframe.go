@@ -72,8 +72,10 @@
 // take one mutex, so a reply that arrives while Client runs waits for it.
 //
 // The framer is tested against github.com/gomodule/redigo's reply parser
-// (RESP2 replies and the command arrays clients send); RESP3 types, which
-// redigo does not parse, are covered by the random grammar test.
+// (RESP2 replies, and the command arrays clients send, which redigo also
+// encodes for the random test); RESP3 types, which redigo does not parse,
+// are covered by the random grammar test and by traffic captured from
+// redis-server 7.0.15 (testdata/redis.pcap).
 //
 // respframe imports only the standard library.
 package respframe
