@@ -55,14 +55,29 @@ check:
 	$(GO) mod tidy -diff
 
 
+# Every decoder and framer, FUZZTIME each (make fuzz FUZZTIME=10s for a quick pass).
+FUZZTIME ?= 60s
 fuzz:
-	$(GO) test ./capture/ -run XXX -fuzz FuzzOpenFile -fuzztime 60s
-	$(GO) test ./session/ -run XXX -fuzz FuzzTracker -fuzztime 60s
-	$(GO) test ./relay/ -run XXX -fuzz FuzzDecodeFrame -fuzztime 60s
-	$(GO) test ./relay/ -run XXX -fuzz FuzzHandshake -fuzztime 60s
-	$(GO) test ./relay/ -run XXX -fuzz FuzzDeliver -fuzztime 60s
-	$(GO) test ./httpframe/ -run XXX -fuzz FuzzResponses -fuzztime 60s
-	$(GO) test ./httpframe/ -run XXX -fuzz FuzzRequests -fuzztime 60s
+	$(GO) test ./capture/ -run XXX -fuzz '^FuzzOpenFile$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./session/ -run XXX -fuzz '^FuzzTracker$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./relay/ -run XXX -fuzz '^FuzzDecodeFrame$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./relay/ -run XXX -fuzz '^FuzzHandshake$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./relay/ -run XXX -fuzz '^FuzzDeliver$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./httpframe/ -run XXX -fuzz '^FuzzResponses$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./httpframe/ -run XXX -fuzz '^FuzzRequests$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./h2frame/ -run XXX -fuzz '^FuzzFramer$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./h2frame/ -run XXX -fuzz '^FuzzFrames$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./respframe/ -run XXX -fuzz '^FuzzServer$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./respframe/ -run XXX -fuzz '^FuzzClient$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./mcframe/ -run XXX -fuzz '^FuzzServer$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./mcframe/ -run XXX -fuzz '^FuzzSession$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./myframe/ -run XXX -fuzz '^FuzzFramer$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./myframe/ -run XXX -fuzz '^FuzzOracleGoSQLDriver$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./myframe/ -run XXX -fuzz '^FuzzDetect$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./pgframe/ -run XXX -fuzz '^FuzzFramer$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./pgframe/ -run XXX -fuzz '^FuzzClientOracle$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./pgframe/ -run XXX -fuzz '^FuzzServerOracle$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./pgframe/ -run XXX -fuzz '^FuzzConversation$$' -fuzztime $(FUZZTIME)
 
 clean:
 	rm -rf $(BIN)
