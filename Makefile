@@ -35,6 +35,7 @@ demo: build
 
 bench: build
 	$(GO) run ./netns-tests/cmd/bench -stackcopy $(BIN)/stackcopy -recorder $(BIN)/recorder -intercept $(BIN)/intercept
+	$(GO) run ./netns-tests/cmd/protobench
 
 # Lab runs beyond what make test asserts: the live upload under loss with
 # the client unthrottled (most of it waits in the session's spill file; see

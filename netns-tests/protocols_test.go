@@ -101,6 +101,9 @@ func replayAtPace(t *testing.T, r *replayLab, pc protoCapture, port uint16, prot
 	ratio := elapsed.Seconds() / max(pc.duration.Seconds(), 0.001)
 	t.Logf("%s: capture %v, replay %v (%.2fx); lag behind the schedule at most %.1f ms, typically under %.0f ms",
 		proto, pc.duration, elapsed, ratio, ps.LagMaxMs, ps.LagP50Ms)
+	// For make bench (netns-tests/cmd/protobench), which prints the ratios.
+	t.Logf("PACE proto=%s sessions=%d turns=%d framed=%d turn_wait=%d capture_s=%.3f replay_s=%.3f lag_max_ms=%.1f lag_p50_ms=%.0f",
+		proto, st.Sessions, ps.Turns, ps.Framed, ps.TurnWait, pc.duration.Seconds(), elapsed.Seconds(), ps.LagMaxMs, ps.LagP50Ms)
 	if limit := pc.duration*3/2 + 5*time.Second; elapsed > limit {
 		t.Errorf("replay took %v for a %v capture: more than %v", elapsed, pc.duration, limit)
 	}
