@@ -54,7 +54,7 @@ func TestRandomConversations(t *testing.T) {
 		n = 300
 	}
 	for i := range n {
-		g := &gen{rng: rng, huge: !testing.Short() && i%50 == 7}
+		g := &gen{rng: rng, huge: !testing.Short() && i%300 == 7}
 		g.session()
 		if err := checkConversation(rng, &g.conv, true); err != nil {
 			t.Fatalf("case %d: %v\n%s", i, err, &g.conv)
