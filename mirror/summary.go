@@ -80,7 +80,7 @@ func (s *Summary) WriteText(w io.Writer) {
 	if r.SpilledBytes > 0 {
 		fmt.Fprintf(w, "  spill     %d client bytes went through spill files (at most %d at once)\n", r.SpilledBytes, r.SpillPeak)
 	}
-	fmt.Fprintf(w, "  turns     %d waited for the target's answer (%d ended by HTTP framing), %d sent unanswered after --turn-wait\n", r.Turns, r.TurnsFramed, r.TurnsUnanswered)
+	fmt.Fprintf(w, "  turns     %d waited for the target's answer (%d ended by protocol framing), %d sent unanswered after --turn-wait\n", r.Turns, r.TurnsFramed, r.TurnsUnanswered)
 	names := slices.Sorted(maps.Keys(r.Protocols))
 	for _, name := range names {
 		p := r.Protocols[name]

@@ -4,6 +4,9 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
+
+	"github.com/stackcopy/stackcopy/session"
 )
 
 // Framer follows one protocol in both directions of a session and counts
@@ -65,6 +68,18 @@ type captured struct {
 	f     Framer
 	off   bool // decided, and not framed
 	holed bool // the capture missed server bytes: its answers cannot be counted
+	// Server bytes that came first and named no protocol (an HTTP/2
+	// server's SETTINGS sent before the client's preface): kept until the
+	// client's first bytes decide, then framed.
+	early []byte
+	// held is a turn before the client's first bytes while undecided: it is
+	// queued once the decision tells how many answers it waits for.
+	held *heldTurn
+}
+
+type heldTurn struct {
+	ev session.Event
+	at time.Time
 }
 
 // decision is the protocol decided for the session, for its players.
@@ -81,17 +96,25 @@ func (r *Replayer) detect(c *captured, port uint16, p []byte, server bool) {
 	if c.f != nil || c.off {
 		return
 	}
-	defer c.decided.Store(true)
 	pick := func(pr *Protocol) {
 		c.f = pr.New()
 		c.proto.Store(pr)
+		c.decided.Store(true)
+		if len(c.early) > 0 {
+			c.f.Server(c.early)
+		}
+		c.early = nil
+	}
+	off := func() {
+		c.off, c.early = true, nil
+		c.decided.Store(true)
 	}
 	if r.cfg.Protocol != "" {
 		i := slices.IndexFunc(r.cfg.Protocols, func(pr Protocol) bool { return pr.Name == r.cfg.Protocol })
 		if i >= 0 {
 			pick(&r.cfg.Protocols[i])
 		} else {
-			c.off = true // forced to one the replayer frames itself, or none
+			off() // forced to one the replayer frames itself, or none
 		}
 		return
 	}
@@ -110,14 +133,26 @@ func (r *Replayer) detect(c *captured, port uint16, p []byte, server bool) {
 		pick(byBytes)
 		return
 	}
+	if server {
+		// Server bytes no protocol claims as a greeting: the client's
+		// first bytes will tell (kept within earlyLimit).
+		if len(c.early)+len(p) <= earlyLimit {
+			c.early = append(c.early, p...)
+			return
+		}
+	}
 	for i := range r.cfg.Protocols {
 		if pr := &r.cfg.Protocols[i]; slices.Contains(pr.Ports, port) {
 			pick(pr)
 			return
 		}
 	}
-	c.off = true
+	off()
 }
+
+// undecided reports whether the session's protocol is still open: server
+// bytes came, the client has not spoken yet.
+func (c *captured) undecided() bool { return c.f == nil && !c.off }
 
 // answers is what a turn must wait for: the answers the capture shows
 // completed so far, or -1 when the capture side cannot tell.

@@ -105,10 +105,10 @@ func srvData(s string) session.Event {
 
 // lineSession is a captured session whose answers were 3 bytes each: far
 // shorter than the target's, which also come in two parts.
-func lineSession(greet bool) []session.Event {
+func lineSession(greeting string) []session.Event {
 	evs := []session.Event{open()}
-	if greet {
-		evs = append(evs, srvData("HELLO\n"), turn(6))
+	if greeting != "" {
+		evs = append(evs, srvData(greeting), turn(len(greeting)))
 	}
 	return append(evs, data("REQ 1\n"), srvData("A\n"), turn(2), data("REQ 2\n"), srvData("B\n"), turn(2), data("REQ 3\n"), srvData("C\n"), turn(2), fin())
 }
@@ -122,25 +122,30 @@ func TestProtocolFramingCountsAnswers(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
 		name      string
-		greet     bool
+		greeting  string // the captured server's first line, if it spoke first
 		protocols []replay.Protocol
 		force     string
 		wantEarly bool
 	}{
 		{name: "framed", protocols: []replay.Protocol{lineProtocol}},
-		{name: "framed server-first", greet: true, protocols: []replay.Protocol{lineProtocol}},
+		{name: "framed server-first", greeting: "HELLO\n", protocols: []replay.Protocol{lineProtocol}},
+		// The server spoke first with bytes no protocol claims (as an
+		// HTTP/2 server's SETTINGS before the client's preface): the
+		// client's first bytes decide, and the turn before them still
+		// waits for the greeting by framing.
+		{name: "server-first, decided by the client", greeting: "WELCOME\n", protocols: []replay.Protocol{lineProtocol}},
 		{name: "not detected", protocols: nil, wantEarly: true},
 		{name: "forced none", protocols: []replay.Protocol{lineProtocol}, force: replay.ProtocolNone, wantEarly: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			target := newLineTarget(t, tc.greet, 150*time.Millisecond)
+			target := newLineTarget(t, tc.greeting != "", 150*time.Millisecond)
 			r, _ := newReplayer(t, target.addr, &dialer{tap: true}, func(c *replay.Config) {
 				c.Quiet = 20 * time.Millisecond
 				c.Protocols = tc.protocols
 				c.Protocol = tc.force
 			}, nil)
-			feed(r, key(1), lineSession(tc.greet)...)
+			feed(r, key(1), lineSession(tc.greeting)...)
 			r.CloseInput()
 			if !waitReplay(r, bound) {
 				t.Fatal("Wait did not return")
@@ -157,7 +162,7 @@ func TestProtocolFramingCountsAnswers(t *testing.T) {
 				t.Errorf("%d requests came before the previous answer was complete", early)
 			}
 			turns := uint64(3)
-			if tc.greet {
+			if tc.greeting != "" {
 				turns = 4
 			}
 			ps, ok := st.Protocols["line"]

@@ -110,11 +110,9 @@ func (t *protoTable) stats() map[string]ProtocolStats {
 		var seen uint64
 		for i := range c.lag {
 			if seen += c.lag[i].Load(); n > 0 && seen*2 >= n {
-				if i > 0 {
-					ps.LagP50Ms = float64(uint64(1) << i) // the bucket's upper bound
-				} else {
-					ps.LagP50Ms = 1
-				}
+				// The bucket's upper bound, but never above the largest
+				// lag seen (which bounds every bucket).
+				ps.LagP50Ms = min(float64(uint64(1)<<i), max(ps.LagMaxMs, 1))
 				break
 			}
 		}

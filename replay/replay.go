@@ -178,7 +178,7 @@ type Stats struct {
 	BytesReceived   uint64 // response bytes drained from targets
 	Turns           uint64 // turns that waited for the target's answer
 	TurnsUnanswered uint64 // turns sent after TurnWait without an answer
-	TurnsFramed     uint64 // turns whose answer HTTP framing found complete
+	TurnsFramed     uint64 // turns whose answer protocol framing (HTTP/1 or another) found complete
 	PortsRemapped   uint64 // captured client port busy: the stack chose another
 	SpilledBytes    uint64 // client bytes that went through a spill file
 	SpillPeak       int64  // most bytes held in spill files at once
@@ -360,7 +360,22 @@ func (r *Replayer) Event(k session.SessionKey, ev session.Event) {
 	// The capture side of framing runs here, on the capture reader's
 	// goroutine, in capture order; copies share it.
 	answers := -1
-	switch c := copies[0].cap; ev.Kind {
+	c := copies[0].cap
+	if c.held != nil && ev.Kind != session.EvServerData {
+		// The turn before the client's first bytes: once those bytes
+		// decided the protocol (and the early server bytes were framed),
+		// it knows how many answers to wait for.
+		if ev.Kind == session.EvData {
+			r.detect(c, k.Server.Port(), ev.Data, false)
+		}
+		h := c.held
+		c.held = nil
+		n := c.answers()
+		for _, s := range copies {
+			s.push(h.ev, h.at, n)
+		}
+	}
+	switch ev.Kind {
 	case session.EvServerData:
 		if ev.Reason != "" {
 			c.holed = true // production's answers can no longer be counted
@@ -376,6 +391,10 @@ func (r *Replayer) Event(k session.SessionKey, ev session.Event) {
 			c.f.Client(ev.Data)
 		}
 	case session.EvTurn:
+		if c.undecided() && !c.decided.Load() {
+			c.held = &heldTurn{ev: ev, at: at}
+			return
+		}
 		answers = c.answers()
 	}
 	for _, s := range copies {
@@ -387,13 +406,23 @@ func (r *Replayer) Event(k session.SessionKey, ev session.Event) {
 // finish their last turn and close.
 func (r *Replayer) CloseInput() {
 	r.mu.Lock()
-	all := make([]*player, 0, len(r.sessions))
+	groups := make([][]*player, 0, len(r.sessions))
 	for _, copies := range r.sessions {
-		all = append(all, copies...)
+		groups = append(groups, copies)
 	}
 	r.mu.Unlock()
-	for _, s := range all {
-		s.push(session.Event{Kind: evEndOfInput}, time.Time{}, -1)
+	for _, copies := range groups {
+		if c := copies[0].cap; c.held != nil {
+			// A greeting turn whose client never spoke: it still waits.
+			h := c.held
+			c.held = nil
+			for _, s := range copies {
+				s.push(h.ev, h.at, -1)
+			}
+		}
+		for _, s := range copies {
+			s.push(session.Event{Kind: evEndOfInput}, time.Time{}, -1)
+		}
 	}
 }
 
