@@ -43,8 +43,14 @@
 // MARIADB_CLIENT_PROGRESS is negotiated) are skipped. With
 // MARIADB_CLIENT_CACHE_METADATA the column-count packet of every result
 // set carries a metadata-follows byte; when it is 0 the column definitions
-// are left out (the EOF after them is still expected without
-// CLIENT_DEPRECATE_EOF). COM_STMT_BULK_EXECUTE is answered like
+// are left out (as MariaDB 10.11 does on a repeated COM_STMT_EXECUTE, see
+// testdata). Without CLIENT_DEPRECATE_EOF the EOF after the left-out
+// definitions is still expected, as MariaDB's documentation lays the
+// packets out; clients that cache metadata negotiate CLIENT_DEPRECATE_EOF
+// as well, so real traffic has not shown that case. A COM_STMT_EXECUTE
+// that opens a cursor is answered by its column definitions and the
+// EOF/OK carrying SERVER_STATUS_CURSOR_EXISTS; each COM_STMT_FETCH gets
+// rows up to an EOF/OK. COM_STMT_BULK_EXECUTE is answered like
 // COM_STMT_EXECUTE. Commands may be pipelined (up to MaxPipelined awaiting
 // their answers); the server's packets are matched with them in order.
 //
