@@ -139,7 +139,7 @@ type direction struct {
 	h1      h1
 	body    uint64 // upgrade request body bytes to go
 	matched int    // client preface bytes matched
-	frames  bool   // the first frame was read (server: it must be SETTINGS)
+	frames  bool   // the first frame was read (server: it must be SETTINGS; client: it was complete)
 }
 
 // Framer follows one HTTP/2 session, both directions. Create it with New.
@@ -162,6 +162,15 @@ type Framer struct {
 
 	initialWindow int64 // the target's SETTINGS_INITIAL_WINDOW_SIZE
 	connWindow    int64 // the target's connection window for client DATA
+	srvSettings   bool  // the target's first SETTINGS frame came
+
+	// The windows the client granted for the target's DATA: its
+	// SETTINGS_INITIAL_WINDOW_SIZE, and the connection's window and the
+	// largest its WINDOW_UPDATEs left it at.
+	recvInitial, recvConn, recvConnLevel int64
+	// needUpdate: the target's DATA took a window below half its level
+	// (see WindowUpdates).
+	needUpdate atomic.Bool
 
 	// Published at the end of each Client and Server call.
 	pubRequests, pubAnswers atomic.Int64
@@ -173,7 +182,7 @@ type failure struct{ err error }
 // New returns a framer for one session (both directions), ready for the
 // first bytes.
 func New() *Framer {
-	f := &Framer{initialWindow: 65535, connWindow: 65535}
+	f := &Framer{initialWindow: 65535, connWindow: 65535, recvInitial: 65535, recvConn: 65535, recvConnLevel: 65535}
 	f.streams.grow()
 	return f
 }
@@ -456,6 +465,7 @@ func (f *Framer) clientHeader(d *direction) {
 // clientFrame acts on a complete client frame.
 func (f *Framer) clientFrame(d *direction) {
 	h := d.r.h
+	d.frames = true // after the preface's SETTINGS: frames of the client's own may follow
 	switch h.typ {
 	case typeHeaders, typeContinuation:
 		if d.r.blockEnded && d.r.blockEndStream && !d.r.blockPush {
@@ -477,12 +487,32 @@ func (f *Framer) clientFrame(d *direction) {
 		if !h.has(flagAck) {
 			f.requests++
 			f.settingsSent++
+			if d.r.settingsSeen {
+				f.recvInitial = int64(d.r.iws)
+			}
 		}
 	case typePing:
 		if !h.has(flagAck) {
 			f.requests++
 			f.pingsSent++
 		}
+	case typeWindowUpdate:
+		f.clientWindowUpdate(h.stream, int64(d.r.incr))
+	}
+}
+
+// clientWindowUpdate is a client WINDOW_UPDATE, captured or synthesized:
+// the target may send that much more DATA.
+func (f *Framer) clientWindowUpdate(id uint32, incr int64) {
+	if id == 0 {
+		f.recvConn += incr
+		f.recvConnLevel = max(f.recvConnLevel, f.recvConn)
+		return
+	}
+	if i := f.streams.find(id); i >= 0 {
+		s := &f.streams.slots[i]
+		s.recvChange += incr
+		s.recvLevel = max(s.recvLevel, s.recvChange)
 	}
 }
 
@@ -526,8 +556,36 @@ func (f *Framer) serverHeader(d *direction) {
 		// Only PRIORITY may name an idle stream (RFC 9113 §5.1).
 		if h.stream&1 == 1 && h.stream > f.maxClient {
 			f.fail(d, fmt.Errorf("server frame type %d on stream %d, which the client has not opened: %w", h.typ, h.stream, ErrProtocol))
+			return
 		}
 	}
+	if h.typ == typeData {
+		f.serverData(h)
+	}
+}
+
+// serverData charges a target DATA frame to the client's receive windows,
+// padding included, as its header arrives.
+func (f *Framer) serverData(h frameHeader) {
+	n := int64(h.length)
+	f.recvConn -= n
+	low := f.recvConn < f.recvConnLevel/2
+	if i := f.streams.find(h.stream); i >= 0 {
+		s := &f.streams.slots[i]
+		s.recvChange -= n
+		// A stream the target ends with this frame needs no more.
+		low = low || (!h.has(flagEndStream) && f.streamLow(s))
+	}
+	if low {
+		f.needUpdate.Store(true)
+	}
+}
+
+// streamLow reports whether the target's DATA took stream s's receive
+// window below half its level, while the target still has to send.
+func (f *Framer) streamLow(s *stream) bool {
+	level := f.recvInitial + max(s.recvLevel, 0)
+	return !s.serverEnded && level > 0 && f.recvInitial+s.recvChange < level/2
 }
 
 // serverFrame acts on a complete server frame.
@@ -555,6 +613,7 @@ func (f *Framer) serverFrame(d *direction) {
 			return
 		}
 		f.answers++
+		f.srvSettings = true
 		if d.r.settingsSeen {
 			f.initialWindow = int64(d.r.iws)
 			bad := false

@@ -6,6 +6,11 @@ type stream struct {
 	clientEnded  bool   // the client sent END_STREAM
 	serverEnded  bool   // the server sent END_STREAM
 	windowChange int64  // the target's WINDOW_UPDATEs minus the client's DATA
+	// The client's receive window for the target's DATA: its
+	// WINDOW_UPDATEs minus the target's DATA (recvChange), and the
+	// largest recvChange a client WINDOW_UPDATE left (the level a client
+	// that reads as it goes keeps the window at).
+	recvChange, recvLevel int64
 }
 
 // table is an open-addressing hash table of the open client streams:

@@ -89,6 +89,11 @@ func (s *Summary) WriteText(w io.Writer) {
 		if p.Writes > 0 {
 			fmt.Fprintf(w, "; behind the captured schedule: at most %.1f ms, typically under %.0f ms", p.LagMaxMs, p.LagP50Ms)
 		}
+		if p.WindowUpdates > 0 || p.DataHeld > 0 {
+			// HTTP/2 flow control (replay/h2flow.go).
+			fmt.Fprintf(w, "; flow control: %d window updates added, %d DATA frames held for the target's window (%d sent after --turn-wait without it)",
+				p.WindowUpdates, p.DataHeld, p.WindowWait)
+		}
 		fmt.Fprintln(w)
 	}
 	fmt.Fprintf(w, "  stack     %d segments sent, %d retransmitted, %d RTO timeouts, %d ports remapped, %d forged clients routed, %d wire write errors\n",

@@ -37,6 +37,13 @@ type ProtocolStats struct {
 	LagMaxMs float64 `json:"lag_max_ms"`
 	LagP50Ms float64 `json:"lag_p50_ms"`
 	Writes   uint64  `json:"paced_writes"`
+	// Flow control (HTTP/2): WINDOW_UPDATE frames the replayer added
+	// because the target's answers used up windows the capture's own did
+	// not refill; client DATA frames held until the target's window had
+	// room; of those, frames sent after --turn-wait without it.
+	WindowUpdates uint64 `json:"window_updates,omitempty"`
+	DataHeld      uint64 `json:"data_held,omitempty"`
+	WindowWait    uint64 `json:"window_wait,omitempty"`
 }
 
 // lagBuckets: bucket i holds lags below 2^i ms (bucket 0: under 1 ms).
@@ -47,6 +54,8 @@ type protoCounters struct {
 	ends            [numTurnEnds]atomic.Uint64
 	lag             [lagBuckets]atomic.Uint64
 	lagMax          atomic.Int64 // nanoseconds
+	// Flow control (h2flow.go).
+	windowUpdates, dataHeld, windowWait atomic.Uint64
 }
 
 // protoTable holds the counters of each protocol seen; protocols are few,
@@ -100,7 +109,8 @@ func (t *protoTable) stats() map[string]ProtocolStats {
 			Sessions: c.sessions.Load(), Turns: c.turns.Load(),
 			Framed: c.ends[endFramed].Load(), BySize: c.ends[endSize].Load(), ByQuiet: c.ends[endQuiet].Load(),
 			ByClose: c.ends[endClosed].Load(), TurnWait: c.ends[endTurnWait].Load(),
-			LagMaxMs: float64(c.lagMax.Load()) / 1e6,
+			LagMaxMs:      float64(c.lagMax.Load()) / 1e6,
+			WindowUpdates: c.windowUpdates.Load(), DataHeld: c.dataHeld.Load(), WindowWait: c.windowWait.Load(),
 		}
 		var n uint64
 		for i := range c.lag {

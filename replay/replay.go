@@ -508,6 +508,10 @@ type player struct {
 	proto string         // the protocol's name once decided
 	pc    *protoCounters // its counters
 
+	// h2 is the flow control of an HTTP/2 session (h2flow.go), set by
+	// run's first write; nil for other sessions.
+	h2 atomic.Pointer[h2flow]
+
 	// Written by the drain goroutine, read by run.
 	rcvd     atomic.Uint64
 	lastRcv  atomic.Int64 // unix nanos of the last answer byte
@@ -876,10 +880,7 @@ func (s *player) run() {
 				// Before the write: the target may answer before it returns.
 				s.reqs.Write(ev.Data)
 			}
-			if f := s.tgt.framer(); f != nil {
-				f.Client(ev.Data)
-			}
-			if err := s.write(conn, ev.Data); err != nil {
+			if err := s.writeClient(conn, ev.Data); err != nil { // h2flow.go
 				s.count(s.failure(err))
 				return
 			}
@@ -1012,6 +1013,9 @@ func (s *player) drain(c Conn) {
 			s.lastRcv.Store(time.Now().UnixNano())
 			s.rcvd.Add(uint64(n))
 			s.r.s.received.Add(uint64(n))
+			if h := s.h2.Load(); h != nil {
+				h.answered() // window updates the answers call for (h2flow.go)
+			}
 			select {
 			case s.progress <- struct{}{}:
 			default:
