@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+
+	"github.com/stackcopy/stackcopy/internal/framekit/framekittest"
 )
 
 // pipeline is a typical cache client's traffic: sets, multi-gets with
@@ -31,23 +33,8 @@ func pipeline() (client, server []byte, n int) {
 func BenchmarkFramer(b *testing.B) {
 	client, server, n := pipeline()
 	f := New()
-	feed := func(side func([]byte), p []byte) {
-		for len(p) > 0 {
-			k := min(len(p), 1448)
-			side(p[:k])
-			p = p[k:]
-		}
-	}
-	b.SetBytes(int64((len(client) + len(server)) / n))
-	b.ReportAllocs()
-	b.ResetTimer()
-	for done := 0; done < b.N; done += n {
-		feed(f.Client, client)
-		feed(f.Server, server)
-	}
-	b.StopTimer()
-	if f.Err() != nil || f.Requests() != f.Answers() {
+	framekittest.Bench(b, f, []framekittest.Turn{{Client: true, Data: client}, {Data: server}}, n, 1448)
+	if f.Requests() != f.Answers() {
 		b.Fatal(f.Requests(), f.Answers(), f.Err())
 	}
-	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N), "ns/msg")
 }

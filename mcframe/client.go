@@ -1,6 +1,10 @@
 package mcframe
 
-import "bytes"
+import (
+	"bytes"
+
+	"github.com/stackcopy/stackcopy/internal/framekit"
+)
 
 // The client side: command lines, tokenised the way memcached's
 // proto_text.c does, and the data blocks of storage commands.
@@ -17,7 +21,7 @@ const (
 
 type client struct {
 	st      cstate
-	lb      lineBuf
+	lb      framekit.LineBuf
 	remain  uint64
 	tok     [maxTokens][]byte
 	noreply bool // the data block being read is a noreply command's
@@ -25,18 +29,18 @@ type client struct {
 
 func (f *Framer) client(p []byte) {
 	c := &f.c
-	for len(p) > 0 && !f.failed {
+	for len(p) > 0 && !f.sh.Failed() {
 		switch c.st {
 		case cLine:
-			if len(c.lb.b) == 0 && p[0] == 0x80 {
+			if len(c.lb.Held()) == 0 && p[0] == 0x80 {
 				f.fail("client", ErrUnsupported, "binary protocol")
 				return
 			}
-			line, rest, ok, over := c.lb.next(p)
+			line, rest, ok, over := c.lb.Next(p)
 			if over {
 				// A get line may be long: its keys need not be kept.
-				if isGet(firstToken(c.lb.b, p)) {
-					c.lb.b = c.lb.b[:0]
+				if isGet(firstToken(c.lb.Held(), p)) {
+					c.lb.Drop()
 					c.st = cSkip
 					continue
 				}
@@ -84,7 +88,7 @@ func (f *Framer) client(p []byte) {
 			}
 			c.st = cLine
 			if !c.noreply {
-				f.reqs++ // queued at its command line
+				f.sh.Requested++ // queued at its command line
 			}
 		}
 	}
@@ -118,7 +122,7 @@ func (f *Framer) request(e entry) {
 		f.fail("client", ErrPipeline, "more than maxPending entries")
 		return
 	}
-	f.reqs++
+	f.sh.Requested++
 }
 
 // commandLine handles a complete command line, without its LF.

@@ -1,52 +1,23 @@
 package mcframe
 
 import (
-	"errors"
 	"fmt"
-	"math/rand/v2"
 	"strings"
 	"testing"
+
+	"github.com/stackcopy/stackcopy/internal/framekit/framekittest"
 )
 
-// step is bytes of one side, and the counts expected after them.
-type step struct {
-	client        bool
-	data          string
-	reqs, answers int
-}
+// The step tables and their runner are shared with the other framers.
+type step = framekittest.Step
 
-func C(data string, reqs, answers int) step { return step{true, data, reqs, answers} }
-func S(data string, reqs, answers int) step { return step{false, data, reqs, answers} }
+var (
+	C = framekittest.C
+	S = framekittest.S
+)
 
-// feed gives data to f in chunks cut by mode: 0 whole, 1 byte by byte,
-// else random cuts.
-func feed(f *Framer, client bool, data string, mode int, rng *rand.Rand) {
-	p := []byte(data)
-	for len(p) > 0 {
-		n := len(p)
-		switch mode {
-		case 1:
-			n = 1
-		case 2:
-			n = 1 + rng.IntN(min(len(p), 7))
-		}
-		if client {
-			f.Client(p[:n])
-		} else {
-			f.Server(p[:n])
-		}
-		p = p[n:]
-	}
-}
-
-// The server answers in these tests are what memcached 1.6.18 answered
-// to the same commands.
-var tableTests = []struct {
-	name  string
-	steps []step
-	err   error
-}{
-	{"storage and get", []step{
+var tableTests = []framekittest.Case{
+	{Name: "storage and get", Steps: []step{
 		C("set k 0 0 2\r\nhi\r\nadd k 1 0 3\r\nabc\r\ncas k 0 0 1 99\r\nx\r\n", 3, 0),
 		S("STORED\r\nNOT_STORED\r\n", 3, 2),
 		S("EXISTS\r\n", 3, 3),
@@ -54,129 +25,111 @@ var tableTests = []struct {
 		S("VALUE k 0 2\r\nhi\r\n", 5, 3),
 		S("END\r\nVALUE k 0 2 7\r\nhi\r\n", 5, 4),
 		S("VALUE k 0 2 7\r\nhi\r\nEND\r\n", 5, 5),
-	}, nil},
-	{"data block holding lines", []step{
+	}, Err: nil},
+	{Name: "data block holding lines", Steps: []step{
 		C("set k 0 0 14\r\nEND\r\nVALUE k\r\n\r\nget k\r\n", 2, 0),
 		S("STORED\r\nVALUE k 0 14\r\nEND\r\nVALUE k\r\n\r\nEND\r\n", 2, 2),
-	}, nil},
-	{"empty value, bare LF commands", []step{
+	}, Err: nil},
+	{Name: "empty value, bare LF commands", Steps: []step{
 		C("set e 0 0 0\r\n\r\nget e\nappend e 0 0 1\r\nx\r\n", 3, 0),
 		S("STORED\r\nVALUE e 0 0\r\n\r\nEND\r\nSTORED\r\n", 3, 3),
-	}, nil},
-	{"gat, touch, incr, delete", []step{
+	}, Err: nil},
+	{Name: "gat, touch, incr, delete", Steps: []step{
 		C("gat 100 a b\r\ngats 100 a\r\ntouch a 10\r\nincr n 5\r\ndecr n 1\r\ndelete a\r\ndelete a 0\r\n", 7, 0),
 		S("END\r\nEND\r\nNOT_FOUND\r\nNOT_FOUND\r\n4\r\nDELETED\r\nNOT_FOUND\r\n", 7, 7),
-	}, nil},
-	{"noreply", []step{
+	}, Err: nil},
+	{Name: "noreply", Steps: []step{
 		C("set b 0 0 1 noreply\r\nx\r\nincr nokey 1 noreply\r\ndelete nokey noreply\r\nflush_all noreply\r\nverbosity 1 noreply\r\nversion\r\n", 1, 0),
 		S("VERSION 1.6.18\r\n", 1, 1),
-	}, nil},
-	{"stats", []step{
+	}, Err: nil},
+	{Name: "stats", Steps: []step{
 		C("stats\r\nstats reset\r\nstats detail on\r\nstats slabs\r\nstats nosuch\r\n", 5, 0),
 		S("STAT pid 1\r\nSTAT uptime 2\r\nSTAT version 1.6.18\r\n", 5, 0),
 		S("END\r\nRESET\r\nOK\r\n", 5, 3),
 		S("STAT active_slabs 0\r\nSTAT total_malloced 0\r\nEND\r\n", 5, 4),
 		S("ERROR\r\n", 5, 5),
-	}, nil},
-	{"errors answer", []step{
+	}, Err: nil},
+	{Name: "errors answer", Steps: []step{
 		C("\r\nfoo\r\n   get hit\r\nget\r\nverbosity\r\n", 5, 0),
 		S("ERROR\r\nERROR\r\nEND\r\nERROR\r\nERROR\r\n", 5, 5),
-	}, nil},
-	{"get with a key too long", []step{
+	}, Err: nil},
+	{Name: "get with a key too long", Steps: []step{
 		C("get a "+strings.Repeat("k", 300)+"\r\n", 1, 0),
 		S("CLIENT_ERROR bad command line format\r\n", 1, 1),
-	}, nil},
-	{"quit", []step{C("quit\r\n", 0, 0)}, nil},
-	{"long get line", []step{
+	}, Err: nil},
+	{Name: "quit", Steps: []step{C("quit\r\n", 0, 0)}, Err: nil},
+	{Name: "long get line", Steps: []step{
 		C("get "+strings.Repeat("key:12345678 ", 2000)+"\r\nget x\r\n", 2, 0),
 		S("END\r\nEND\r\n", 2, 2),
-	}, nil},
-	{"meta", []step{
+	}, Err: nil},
+	{Name: "meta", Steps: []step{
 		C("ms k 2 T90 F1\r\nhi\r\nmg k t f v\r\nmg miss v\r\nmd k I\r\nma n\r\nma n v N0 J13\r\nme k\r\nmn\r\n", 8, 0),
 		S("HD\r\nVA 2 t90 f1\r\nhi\r\nEN\r\n", 8, 3),
 		S("HD\r\nNF\r\nVA 2\r\n13\r\nEN\r\nMN\r\n", 8, 8),
-	}, nil},
-	{"meta quiet closed by mn", []step{
+	}, Err: nil},
+	{Name: "meta quiet closed by mn", Steps: []step{
 		C("mg miss q\r\nmg miss v q\r\nmn\r\n", 3, 0),
 		S("MN\r\n", 3, 3),
-	}, nil},
-	{"meta quiet hits", []step{
+	}, Err: nil},
+	{Name: "meta quiet hits", Steps: []step{
 		C("mg hit q\r\nmg hit v q\r\nmg miss v q\r\nmg hit k q O123 v\r\nmn\r\n", 5, 0),
 		S("HD\r\n", 5, 1),
 		S("VA 2\r\nhi\r\n", 5, 2),
 		S("VA 2 khit O123\r\nhi\r\n", 5, 4),
 		S("MN\r\n", 5, 5),
-	}, nil},
-	{"meta quiet opaque skips a miss", []step{
+	}, Err: nil},
+	{Name: "meta quiet opaque skips a miss", Steps: []step{
 		C("mg a v q Oa k\r\nmg b v q Ob k\r\nmg c v q Oc k\r\nmn\r\n", 4, 0),
 		S("VA 1 Ob kb\r\nx\r\n", 4, 2),
 		S("MN\r\n", 4, 4),
-	}, nil},
-	{"meta quiet sets", []step{
+	}, Err: nil},
+	{Name: "meta quiet sets", Steps: []step{
 		C("ms a 2 q\r\nhi\r\nms b 2 q ME\r\nhi\r\nms c 2 q\r\nhi\r\nmn\r\n", 4, 0),
 		// Without O or k, the NS is credited to the oldest quiet ms that
 		// could give it: the counts agree again at MN.
 		S("NS\r\n", 4, 1),
 		S("MN\r\n", 4, 4),
-	}, nil},
-	{"meta quiet deletes and arithmetic", []step{
+	}, Err: nil},
+	{Name: "meta quiet deletes and arithmetic", Steps: []step{
 		C("md a q\r\nmd a q\r\nma n q\r\nma nokey q\r\nmn\r\n", 5, 0),
 		S("NF\r\n", 5, 1),
 		S("NF\r\nMN\r\n", 5, 5),
-	}, nil},
-	{"quiet then text get", []step{
+	}, Err: nil},
+	{Name: "quiet then text get", Steps: []step{
 		C("mg miss v q\r\nget k\r\n", 2, 0),
 		S("VALUE k 0 1\r\nx\r\n", 2, 1),
 		S("END\r\n", 2, 2),
-	}, nil},
-	{"meta errors", []step{
+	}, Err: nil},
+	{Name: "meta errors", Steps: []step{
 		C("mg\r\nmg k q zz\r\nmn\r\n", 3, 0),
 		S("ERROR\r\nCLIENT_ERROR invalid flag\r\nMN\r\n", 3, 3),
-	}, nil},
-	{"too large value answered early", []step{
+	}, Err: nil},
+	{Name: "too large value answered early", Steps: []step{
 		C("set big 0 0 2000000\r\n", 0, 0),
 		S("SERVER_ERROR object too large for cache\r\n", 0, 1),
 		C(strings.Repeat("x", 2000000)+"\r\n", 1, 1),
-	}, nil},
-	{"binary protocol", []step{C("\x80\x01\x00\x03", 0, 0)}, ErrUnsupported},
-	{"watch", []step{C("watch fetchers\r\n", 0, 0)}, ErrUnsupported},
-	{"lru_crawler metadump", []step{C("lru_crawler metadump all\r\n", 0, 0)}, ErrUnsupported},
-	{"bad storage line", []step{C("set c 0 0 abc noreply\r\nxy\r\n", 0, 0)}, ErrMalformed},
-	{"storage line short", []step{C("set c 0 0\r\n", 0, 0)}, ErrMalformed},
-	{"bad data chunk", []step{C("set b 0 0 1\r\nxyz\r\n", 0, 0)}, ErrMalformed},
-	{"key too long", []step{C("set "+strings.Repeat("k", 251)+" 0 0 1\r\nx\r\n", 0, 0)}, ErrMalformed},
-	{"long non-get line", []step{C("set "+strings.Repeat("k", MaxLine), 0, 0)}, ErrTooLong},
-	{"unpaired", []step{S("ERROR\r\n", 0, 0)}, ErrUnpaired},
-	{"answer the request cannot have", []step{C("mn\r\n", 1, 0), S("HD\r\n", 1, 0)}, ErrMalformed},
-	{"get answer garbage", []step{C("get k\r\n", 1, 0), S("STORED\r\n", 1, 0)}, ErrMalformed},
-	{"VALUE without CRLF after data", []step{C("get k\r\n", 1, 0), S("VALUE k 0 1\r\nxy\r\nEND\r\n", 1, 0)}, ErrMalformed},
-	{"answer line without CR", []step{C("version\r\n", 1, 0), S("VERSION 1\n", 1, 0)}, ErrMalformed},
-	{"counts freeze at Err", []step{
+	}, Err: nil},
+	{Name: "binary protocol", Steps: []step{C("\x80\x01\x00\x03", 0, 0)}, Err: ErrUnsupported},
+	{Name: "watch", Steps: []step{C("watch fetchers\r\n", 0, 0)}, Err: ErrUnsupported},
+	{Name: "lru_crawler metadump", Steps: []step{C("lru_crawler metadump all\r\n", 0, 0)}, Err: ErrUnsupported},
+	{Name: "bad storage line", Steps: []step{C("set c 0 0 abc noreply\r\nxy\r\n", 0, 0)}, Err: ErrMalformed},
+	{Name: "storage line short", Steps: []step{C("set c 0 0\r\n", 0, 0)}, Err: ErrMalformed},
+	{Name: "bad data chunk", Steps: []step{C("set b 0 0 1\r\nxyz\r\n", 0, 0)}, Err: ErrMalformed},
+	{Name: "key too long", Steps: []step{C("set "+strings.Repeat("k", 251)+" 0 0 1\r\nx\r\n", 0, 0)}, Err: ErrMalformed},
+	{Name: "long non-get line", Steps: []step{C("set "+strings.Repeat("k", MaxLine), 0, 0)}, Err: ErrTooLong},
+	{Name: "unpaired", Steps: []step{S("ERROR\r\n", 0, 0)}, Err: ErrUnpaired},
+	{Name: "answer the request cannot have", Steps: []step{C("mn\r\n", 1, 0), S("HD\r\n", 1, 0)}, Err: ErrMalformed},
+	{Name: "get answer garbage", Steps: []step{C("get k\r\n", 1, 0), S("STORED\r\n", 1, 0)}, Err: ErrMalformed},
+	{Name: "VALUE without CRLF after data", Steps: []step{C("get k\r\n", 1, 0), S("VALUE k 0 1\r\nxy\r\nEND\r\n", 1, 0)}, Err: ErrMalformed},
+	{Name: "answer line without CR", Steps: []step{C("version\r\n", 1, 0), S("VERSION 1\n", 1, 0)}, Err: ErrMalformed},
+	{Name: "counts freeze at Err", Steps: []step{
 		C("version\r\nversion\r\n", 2, 0),
 		S("VERSION 1\r\nVERSION 1\n", 2, 1),
 		S("VERSION 1\r\n", 2, 1),
-	}, ErrMalformed},
+	}, Err: ErrMalformed},
 }
 
-func TestTable(t *testing.T) {
-	rng := rand.New(rand.NewPCG(3, 4))
-	for _, tc := range tableTests {
-		for mode := range 3 {
-			t.Run(fmt.Sprintf("%s/%d", tc.name, mode), func(t *testing.T) {
-				f := New()
-				for i, s := range tc.steps {
-					feed(f, s.client, s.data, mode, rng)
-					if f.Requests() != s.reqs || f.Answers() != s.answers {
-						t.Fatalf("step %d: requests %d answers %d, want %d %d (err %v)", i, f.Requests(), f.Answers(), s.reqs, s.answers, f.Err())
-					}
-				}
-				if err := f.Err(); (tc.err == nil) != (err == nil) || (err != nil && !errors.Is(err, tc.err)) {
-					t.Fatalf("err %v, want %v", err, tc.err)
-				}
-			})
-		}
-	}
-}
+func TestTable(t *testing.T) { framekittest.Table(t, New, tableTests) }
 
 // A 64 MiB value is counted, not stored, on both sides.
 func TestHugeValue(t *testing.T) {

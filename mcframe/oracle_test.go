@@ -12,47 +12,19 @@ import (
 	"io"
 	"math/rand/v2"
 	"net"
-	"time"
 
 	"github.com/bradfitz/gomemcache/memcache"
+	"github.com/stackcopy/stackcopy/internal/framekit/framekittest"
 )
-
-// byteConn is a net.Conn that serves data one byte per Read, so that the
-// bufio.Reader inside gomemcache never reads ahead: the bytes read are
-// the bytes parsed. Writes are kept: the commands gomemcache sends.
-type byteConn struct {
-	data []byte
-	pos  int
-	out  bytes.Buffer
-}
-
-func (c *byteConn) Read(p []byte) (int, error) {
-	if c.pos >= len(c.data) {
-		return 0, io.EOF
-	}
-	if len(p) == 0 {
-		return 0, nil
-	}
-	p[0] = c.data[c.pos]
-	c.pos++
-	return 1, nil
-}
-func (c *byteConn) Write(p []byte) (int, error)      { return c.out.Write(p) }
-func (c *byteConn) Close() error                     { return nil }
-func (c *byteConn) LocalAddr() net.Addr              { return &net.TCPAddr{} }
-func (c *byteConn) RemoteAddr() net.Addr             { return &net.TCPAddr{} }
-func (c *byteConn) SetDeadline(time.Time) error      { return nil }
-func (c *byteConn) SetReadDeadline(time.Time) error  { return nil }
-func (c *byteConn) SetWriteDeadline(time.Time) error { return nil }
 
 // gomc runs op with a gomemcache client whose connection reads answer;
 // it returns what the client sent, how far it read, and its error.
 func gomc(answer []byte, op func(*memcache.Client) error) (sent []byte, read int, err error) {
-	bc := &byteConn{data: answer}
+	bc := &framekittest.ByteConn{Data: answer}
 	c := memcache.New("127.0.0.1:11211")
 	c.DialContext = func(context.Context, string, string) (net.Conn, error) { return bc, nil }
 	err = op(c)
-	return bc.out.Bytes(), bc.pos, err
+	return bc.Out.Bytes(), bc.Pos, err
 }
 
 // sane leaves out answers with VALUE lengths gomemcache would allocate

@@ -1,5 +1,7 @@
 package mcframe
 
+import "github.com/stackcopy/stackcopy/internal/framekit"
+
 // The server side: answer lines and the data blocks of VALUE and VA.
 
 type sstate uint8
@@ -13,7 +15,7 @@ const (
 
 type server struct {
 	st     sstate
-	lb     lineBuf
+	lb     framekit.LineBuf
 	remain uint64
 	cont   bool // inside a get or stats answer of the front request
 	lines  int  // lines of the stats answer so far
@@ -26,10 +28,10 @@ type server struct {
 
 func (f *Framer) server(p []byte) {
 	s := &f.s
-	for len(p) > 0 && !f.failed {
+	for len(p) > 0 && !f.sh.Failed() {
 		switch s.st {
 		case sLine:
-			line, rest, ok, over := s.lb.next(p)
+			line, rest, ok, over := s.lb.Next(p)
 			if over {
 				f.fail("server", ErrTooLong, "answer line")
 				return
@@ -78,7 +80,7 @@ func (f *Framer) server(p []byte) {
 
 func (f *Framer) complete() {
 	f.q.done()
-	f.answers++
+	f.sh.Answered++
 	f.s.cont = false
 }
 

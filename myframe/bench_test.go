@@ -3,13 +3,15 @@ package myframe
 import (
 	"bytes"
 	"testing"
+
+	"github.com/stackcopy/stackcopy/internal/framekit/framekittest"
 )
 
 // benchStream is a realistic steady-state stream of one connection after
 // its handshake: point queries, a 20-row page, an INSERT, a prepared
 // statement's execution with 10 binary rows, a ping. It returns the turns
 // of one round and the number of messages (packets) in it.
-func benchStream() (turns []step, msgs int) {
+func benchStream() (turns []framekittest.Turn, msgs int) {
 	var seq byte
 	add := func(client bool, payloads ...[]byte) {
 		if client {
@@ -20,7 +22,7 @@ func benchStream() (turns []step, msgs int) {
 			b = append(b, packets(&seq, p)...)
 			msgs++
 		}
-		turns = append(turns, step{client: client, data: b})
+		turns = append(turns, framekittest.Turn{Client: client, Data: b})
 	}
 	cols := func(names ...string) [][]byte {
 		out := [][]byte{lenencInt(uint64(len(names)))}
@@ -71,34 +73,8 @@ func BenchmarkFramer(b *testing.B) {
 	f.Server(packets(&seq, greetingPayload("5.5.5-10.11.6-MariaDB", 0xf7fe|capProtocol41|1<<15|1<<16|1<<17, "mysql_native_password")))
 	f.Client(packets(&seq, handshakeResponse(capProtocol41|1<<15|1<<16|1<<17, "app", bytes.Repeat([]byte{7}, 20), "mysql_native_password")))
 	f.Server(packets(&seq, okPayload(0, 2)))
-	var size int
-	for _, t := range turns {
-		size += len(t.data)
-	}
-	b.SetBytes(int64(size / msgs))
-	b.ReportAllocs()
-	b.ResetTimer()
-	rounds := 0
-	for done := 0; done < b.N; done += msgs {
-		for _, t := range turns {
-			for p := t.data; len(p) > 0; {
-				k := min(len(p), 1448)
-				if t.client {
-					f.Client(p[:k])
-				} else {
-					f.Server(p[:k])
-				}
-				p = p[k:]
-			}
-		}
-		rounds++
-	}
-	b.StopTimer()
-	if err := f.Err(); err != nil {
-		b.Fatal(err)
-	}
+	rounds := framekittest.Bench(b, f, turns, msgs, 1448)
 	if want := 1 + len(turns)/2*rounds; f.Requests() != want || f.Answers() != want+1 {
 		b.Fatalf("Requests %d Answers %d, want %d %d", f.Requests(), f.Answers(), want, want+1)
 	}
-	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(rounds*msgs), "ns/msg")
 }

@@ -88,15 +88,16 @@
 // the framer keeps the first bytes of each message (PrefixLen) and the held
 // bytes, in fixed arrays, and allocates nothing per message.
 //
-// myframe is a leaf: it imports only the standard library.
+// myframe is a leaf: it imports only the standard library and
+// internal/framekit (the framers' shared lock and counts), which does too.
 package myframe
 
 import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"sync"
-	"sync/atomic"
+
+	"github.com/stackcopy/stackcopy/internal/framekit"
 )
 
 // Why a Framer stopped following the session, as returned (wrapped) by Err.
@@ -259,9 +260,9 @@ type dir struct {
 
 // Framer follows one session. Make it with New.
 type Framer struct {
-	mu sync.Mutex
-	c  dir // client to server
-	s  dir // server to client
+	sh framekit.Shell // the lock, the counts and the error
+	c  dir            // client to server
+	s  dir            // server to client
 
 	cst cstate
 	sst sstate
@@ -274,12 +275,6 @@ type Framer struct {
 	binary bool   // the current result set's rows are binary
 	defs   uint64 // definitions to go
 	after  uint64 // COM_STMT_PREPARE: column definitions after the parameters'
-
-	nreq, nans int
-	err        error
-
-	req, ans atomic.Int64
-	errp     atomic.Pointer[error]
 }
 
 // New returns a framer for one session, ready for the first bytes.
@@ -293,27 +288,22 @@ func (f *Framer) Server(p []byte) { f.write(false, p) }
 
 // Requests is the number of complete client messages so far that call for
 // an answer unit.
-func (f *Framer) Requests() int { return int(f.req.Load()) }
+func (f *Framer) Requests() int { return f.sh.Requests() }
 
 // Answers is the number of answer units completed so far.
-func (f *Framer) Answers() int { return int(f.ans.Load()) }
+func (f *Framer) Answers() int { return f.sh.Answers() }
 
 // Err is nil while the framer follows the session, and why it stopped
 // after that.
-func (f *Framer) Err() error {
-	if p := f.errp.Load(); p != nil {
-		return *p
-	}
-	return nil
-}
+func (f *Framer) Err() error { return f.sh.Err() }
 
 func (f *Framer) write(client bool, p []byte) {
 	if len(p) == 0 {
 		return
 	}
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.err != nil {
+	f.sh.Lock()
+	defer f.sh.Unlock()
+	if f.sh.Failed() {
 		return
 	}
 	d := &f.s
@@ -323,7 +313,7 @@ func (f *Framer) write(client bool, p []byte) {
 	if d.nhold == 0 {
 		p = f.feed(client, p)
 	}
-	if len(p) > 0 && f.err == nil {
+	if len(p) > 0 && !f.sh.Failed() {
 		if d.nhold+len(p) > MaxHeld {
 			f.fail(ErrHeld, "a side ran ahead of the other")
 			return
@@ -331,15 +321,14 @@ func (f *Framer) write(client bool, p []byte) {
 		d.nhold += copy(d.hold[d.nhold:], p)
 	}
 	f.settle()
-	if f.err == nil {
-		f.req.Store(int64(f.nreq))
-		f.ans.Store(int64(f.nans))
+	if !f.sh.Failed() {
+		f.sh.Publish()
 	}
 }
 
 // settle frames held bytes as long as either side can go on.
 func (f *Framer) settle() {
-	for f.err == nil {
+	for !f.sh.Failed() {
 		progress := false
 		for _, client := range [2]bool{false, true} {
 			d := &f.s
@@ -377,7 +366,7 @@ func (f *Framer) feed(client bool, p []byte) []byte {
 	if client {
 		d = &f.c
 	}
-	for len(p) > 0 && f.err == nil {
+	for len(p) > 0 && !f.sh.Failed() {
 		if d.nh < 4 {
 			if d.nh == 0 && !d.inMsg && f.blocked(client) {
 				return p
@@ -451,13 +440,11 @@ func (f *Framer) packetEnd(client bool, d *dir) {
 
 // fail stops the framer.
 func (f *Framer) fail(err error, why string) {
-	if f.err != nil {
+	if f.sh.Failed() {
 		return
 	}
-	f.req.Store(int64(f.nreq))
-	f.ans.Store(int64(f.nans))
-	f.err = fmt.Errorf("%w: %s", err, why)
-	f.errp.Store(&f.err)
+	f.sh.Publish() // the counts stay those before the failing bytes
+	f.sh.Fail(fmt.Errorf("%w: %s", err, why))
 }
 
 func (f *Framer) push(c cmd) {
@@ -467,7 +454,7 @@ func (f *Framer) push(c cmd) {
 	}
 	f.q[(f.qh+f.qn)%MaxPipelined] = c
 	f.qn++
-	f.nreq++
+	f.sh.Requested++
 }
 
 // begin starts the answer to the head command.
@@ -497,7 +484,7 @@ func (f *Framer) begin() {
 
 // done completes the head command's answer.
 func (f *Framer) done() {
-	f.nans++
+	f.sh.Answered++
 	f.qh = (f.qh + 1) % MaxPipelined
 	f.qn--
 	f.sst = sIdle
@@ -511,7 +498,7 @@ func (f *Framer) exchange(next cstate) {
 		f.fail(ErrPipelined, "client sent ahead of a server request it must answer")
 		return
 	}
-	f.nans++
+	f.sh.Answered++
 	f.cst = next
 	f.c.seq = f.s.seq
 	f.sst = sWaitClient
@@ -523,11 +510,11 @@ func (f *Framer) clientMsg(d *dir) {
 	case cHandshake:
 		f.handshakeResponse(d, pre)
 	case cAuthReply:
-		f.nreq++
+		f.sh.Requested++
 		f.cst, f.sst, f.s.seq = cWait, sAuth, d.seq
 	case cInfile:
 		if d.size == 0 {
-			f.nreq++
+			f.sh.Requested++
 			f.cst, f.sst, f.s.seq = cCommand, sResult, d.seq
 		}
 	case cCommand:
@@ -640,11 +627,11 @@ func (f *Framer) serverMsg(d *dir) {
 	case sGreeting:
 		switch pre[0] {
 		case 0xff:
-			f.nans++
+			f.sh.Answered++
 			f.cst, f.sst = cClosed, sClosed
 		default:
 			f.greeting(pre)
-			f.nans++
+			f.sh.Answered++
 			f.cst, f.sst = cHandshake, sIdle
 			f.c.seq = d.seq
 		}

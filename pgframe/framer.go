@@ -3,8 +3,8 @@ package pgframe
 import (
 	"encoding/binary"
 	"fmt"
-	"sync"
-	"sync/atomic"
+
+	"github.com/stackcopy/stackcopy/internal/framekit"
 )
 
 // Framer follows one session, both directions. Client and Server may run
@@ -12,16 +12,11 @@ import (
 // chunk under it), and the counters are published atomically at the end of
 // each call for Requests, Answers and Err on any goroutine.
 type Framer struct {
-	mu       sync.Mutex
+	sh       framekit.Shell // the lock, the counts and the error
 	cli, srv side
 	pending  ring // kinds of the client's requests the server has not taken yet
 	early    ring // server events waiting for the request they answer
 	model
-	requests, answers int
-	err               error
-
-	pubRequests, pubAnswers atomic.Int64
-	pubErr                  atomic.Pointer[error]
 
 	// Test hooks: trace sees every complete message (type byte, or 0 for a
 	// startup-phase packet; its length on the wire); noModel keeps framing
@@ -51,34 +46,25 @@ func (f *Framer) Server(p []byte) { f.feed(&f.srv, p) }
 
 // Requests is the number of complete client messages so far that call for
 // an answer unit (see the package doc).
-func (f *Framer) Requests() int { return int(f.pubRequests.Load()) }
+func (f *Framer) Requests() int { return f.sh.Requests() }
 
 // Answers is the number of answer units completed so far.
-func (f *Framer) Answers() int { return int(f.pubAnswers.Load()) }
+func (f *Framer) Answers() int { return f.sh.Answers() }
 
 // Err is nil while the framer follows the protocol; then it tells why not
 // (wrapping one of the Err* values), and Requests and Answers no longer
 // change.
-func (f *Framer) Err() error {
-	if e := f.pubErr.Load(); e != nil {
-		return *e
-	}
-	return nil
-}
+func (f *Framer) Err() error { return f.sh.Err() }
 
 func (f *Framer) feed(d *side, p []byte) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.err != nil {
+	f.sh.Lock()
+	defer f.sh.Unlock()
+	if f.sh.Failed() {
 		return
 	}
 	f.frame(d, p)
-	f.pubRequests.Store(int64(f.requests))
-	f.pubAnswers.Store(int64(f.answers))
-	if f.err != nil {
-		err := f.err
-		f.pubErr.Store(&err)
-	}
+	f.sh.Publish()
+	f.sh.PublishErr() // after the counts it comes with
 }
 
 // side is the framing state of one direction.
@@ -95,18 +81,18 @@ type side struct {
 }
 
 func (f *Framer) fail(d *side, sentinel error, format string, args ...any) {
-	if f.err != nil {
+	if f.sh.Failed() {
 		return
 	}
 	who := "client"
 	if d.server {
 		who = "server"
 	}
-	f.err = fmt.Errorf("%s message at byte %d: %s: %w", who, d.start, fmt.Sprintf(format, args...), sentinel)
+	f.sh.Stop(fmt.Errorf("%s message at byte %d: %s: %w", who, d.start, fmt.Sprintf(format, args...), sentinel))
 }
 
 func (f *Framer) frame(d *side, p []byte) {
-	for len(p) > 0 && f.err == nil {
+	for len(p) > 0 && !f.sh.Failed() {
 		if d.remain > 0 {
 			n := min(len(p), d.remain)
 			d.remain -= n
@@ -325,7 +311,7 @@ func (f *Framer) emit(d *side, typ byte, ev kind) {
 		return
 	}
 	if ev != kCopyData {
-		f.requests++
+		f.sh.Requested++
 	}
 	f.run(d)
 }
@@ -462,7 +448,7 @@ type model struct {
 // events wait in early until the request they answer is pending, and
 // requests are taken only when the server would read them.
 func (f *Framer) run(d *side) {
-	for f.err == nil {
+	for !f.sh.Failed() {
 		// The server reads a new message between requests, and CopyData
 		// (and what ends it) during COPY FROM STDIN, even inside a Query.
 		if f.cur == kNone && (f.copyIn || !f.inQuery) && f.pending.n > 0 {
@@ -472,7 +458,7 @@ func (f *Framer) run(d *side) {
 				switch k {
 				case kSync: // ignored during COPY FROM STDIN
 					f.pending.pop()
-					f.answers++
+					f.sh.Answered++
 					continue
 				case kCopyData:
 					f.pending.pop()
@@ -488,7 +474,7 @@ func (f *Framer) run(d *side) {
 					f.discard, f.cur = false, kSync
 				case kCopyData:
 				default:
-					f.answers++
+					f.sh.Answered++
 				}
 				continue
 			default:
@@ -496,7 +482,7 @@ func (f *Framer) run(d *side) {
 				switch k {
 				case kCopyData: // ignored outside COPY
 				case kCopyDone, kCopyFail:
-					f.answers++
+					f.sh.Answered++
 				case kQuery, kFunc:
 					f.cur, f.inQuery = k, true
 				default:
@@ -530,7 +516,7 @@ func (f *Framer) apply(d *side, ev kind) bool {
 			}
 			f.copyIn = false
 			if f.copyExt {
-				f.answers++
+				f.sh.Answered++
 			} else {
 				f.cur = kCopyDone // the Query goes on: done at CopyInResponse or ReadyForQuery
 			}
@@ -546,7 +532,7 @@ func (f *Framer) apply(d *side, ev kind) bool {
 				}
 				f.pending.pop()
 				if f.copyExt {
-					f.answers++
+					f.sh.Answered++
 				} else {
 					f.cur = kCopyDone // completes at ReadyForQuery
 				}
@@ -642,7 +628,7 @@ func (f *Framer) answer(d *side, ev kind, ok, extended bool) {
 }
 
 func (f *Framer) done() {
-	f.answers++
+	f.sh.Answered++
 	f.cur = kNone
 }
 

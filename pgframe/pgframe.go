@@ -70,7 +70,8 @@
 //
 // pgx's pgproto3 is the reference for what a message is; the tests check
 // the framer against it. pgframe is a leaf: it imports only the standard
-// library.
+// library and internal/framekit (the framers' shared lock and counts),
+// which does too.
 package pgframe
 
 import (

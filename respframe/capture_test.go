@@ -1,60 +1,10 @@
 package respframe
 
 import (
-	"errors"
-	"io"
-	"os"
 	"testing"
 
-	"github.com/google/gopacket"
-	"github.com/google/gopacket/layers"
-	"github.com/google/gopacket/pcapgo"
+	"github.com/stackcopy/stackcopy/internal/pcaptest"
 )
-
-// segment is one TCP payload of a captured connection.
-type segment struct {
-	client bool
-	data   []byte
-}
-
-// readCapture returns the TCP payloads of a loopback capture, by
-// connection (the client's port), in capture order; server is the
-// server's port. Loopback captures have no loss or reordering to repair.
-func readCapture(t *testing.T, path string, server layers.TCPPort) (conns map[layers.TCPPort][]segment, order []layers.TCPPort) {
-	t.Helper()
-	fh, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer fh.Close()
-	r, err := pcapgo.NewReader(fh)
-	if err != nil {
-		t.Fatal(err)
-	}
-	conns = map[layers.TCPPort][]segment{}
-	for {
-		data, _, err := r.ReadPacketData()
-		if errors.Is(err, io.EOF) {
-			return conns, order
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		p := gopacket.NewPacket(data, r.LinkType(), gopacket.Default)
-		tcp, ok := p.Layer(layers.LayerTypeTCP).(*layers.TCP)
-		if !ok || len(tcp.Payload) == 0 {
-			continue
-		}
-		port, client := tcp.SrcPort, true
-		if tcp.SrcPort == server {
-			port, client = tcp.DstPort, false
-		}
-		if _, seen := conns[port]; !seen {
-			order = append(order, port)
-		}
-		conns[port] = append(conns[port], segment{client, tcp.Payload})
-	}
-}
 
 // TestCapture replays real traffic captured on loopback from redis-server
 // 7.0.15: redis-benchmark -P 16 (inline and array PING, SET, GET, INCR,
@@ -67,28 +17,27 @@ func readCapture(t *testing.T, path string, server layers.TCPPort) (conns map[la
 // client) all the commands sent before the turn be answered, as the
 // clients waited for their answers.
 func TestCapture(t *testing.T) {
-	conns, order := readCapture(t, "testdata/redis.pcap", 26379)
-	if len(order) < 10 {
-		t.Fatalf("%d connections in the capture", len(order))
+	conns := pcaptest.Conns(t, "testdata/redis.pcap", 26379)
+	if len(conns) < 10 {
+		t.Fatalf("%d connections in the capture", len(conns))
 	}
-	for _, port := range order {
+	for k, segs := range conns {
 		f := New()
-		segs := conns[port]
 		for i, s := range segs {
-			if s.client && i > 0 && !segs[i-1].client && f.Answers() != f.Requests() {
-				t.Fatalf("connection %d, segment %d: the client goes on with %d of %d commands answered", port, i, f.Answers(), f.Requests())
+			if s.Client && i > 0 && !segs[i-1].Client && f.Answers() != f.Requests() {
+				t.Fatalf("connection %d, segment %d: the client goes on with %d of %d commands answered", k, i, f.Answers(), f.Requests())
 			}
-			if s.client {
-				f.Client(s.data)
+			if s.Client {
+				f.Client(s.Data)
 			} else {
-				f.Server(s.data)
+				f.Server(s.Data)
 			}
 			if f.Err() != nil {
-				t.Fatalf("connection %d, segment %d: %v", port, i, f.Err())
+				t.Fatalf("connection %d, segment %d: %v", k, i, f.Err())
 			}
 		}
 		if f.Requests() == 0 || f.Requests() != f.Answers() {
-			t.Errorf("connection %d: requests %d answers %d", port, f.Requests(), f.Answers())
+			t.Errorf("connection %d: requests %d answers %d", k, f.Requests(), f.Answers())
 		}
 	}
 }

@@ -1,7 +1,9 @@
 package respframe
 
+import "github.com/stackcopy/stackcopy/internal/framekit"
+
 // The client side: commands, parsed the way Redis's processMultibulkBuffer
-// and processInlineBuffer do, but strict where Redis would answer a
+// and processInframekit.LineBuffer do, but strict where Redis would answer a
 // protocol error and close the connection (the framer goes Err there).
 
 type cstate uint8
@@ -18,7 +20,7 @@ const (
 
 type client struct {
 	st      cstate
-	lb      lineBuf
+	lb      framekit.LineBuf
 	nargs   int64
 	argi    int64
 	remain  int64
@@ -28,7 +30,7 @@ type client struct {
 
 func (f *Framer) client(p []byte) {
 	c := &f.c
-	for len(p) > 0 && !f.failed {
+	for len(p) > 0 && !f.sh.Failed() {
 		switch c.st {
 		case cStart:
 			if p[0] == '*' {
@@ -71,13 +73,13 @@ func (f *Framer) client(p []byte) {
 				c.st = cArgLen
 			}
 		default: // line states
-			if c.st == cArgLen && len(c.lb.b) == 0 && p[0] != '$' {
+			if c.st == cArgLen && len(c.lb.Held()) == 0 && p[0] != '$' {
 				// Checked at once, so that garbage fails at its first
 				// byte instead of being buffered up to MaxLine.
 				f.fail("client", ErrMalformed, "argument does not start with '$'")
 				return
 			}
-			line, rest, ok, over := c.lb.next(p)
+			line, rest, ok, over := c.lb.Next(p)
 			if over {
 				f.fail("client", ErrTooLong, "command line")
 				return
@@ -190,7 +192,7 @@ func (f *Framer) command(nargs int64) {
 		f.fail("client", ErrPipeline, "more than maxPending entries")
 		return
 	}
-	f.reqs++
+	f.sh.Requested++
 }
 
 // splitArgs counts the arguments of an inline command the way Redis's

@@ -10,40 +10,10 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
-	"net"
-	"time"
 
 	"github.com/gomodule/redigo/redis"
+	"github.com/stackcopy/stackcopy/internal/framekit/framekittest"
 )
-
-// byteConn is a net.Conn that serves data one byte per Read, so that the
-// bufio.Reader inside redigo never reads ahead: the bytes read are the
-// bytes parsed. Writes are kept (redigo's command encoding, for the
-// random test).
-type byteConn struct {
-	data []byte
-	pos  int
-	out  bytes.Buffer
-}
-
-func (c *byteConn) Read(p []byte) (int, error) {
-	if c.pos >= len(c.data) {
-		return 0, io.EOF
-	}
-	if len(p) == 0 {
-		return 0, nil
-	}
-	p[0] = c.data[c.pos]
-	c.pos++
-	return 1, nil
-}
-func (c *byteConn) Write(p []byte) (int, error)      { return c.out.Write(p) }
-func (c *byteConn) Close() error                     { return nil }
-func (c *byteConn) LocalAddr() net.Addr              { return &net.TCPAddr{} }
-func (c *byteConn) RemoteAddr() net.Addr             { return &net.TCPAddr{} }
-func (c *byteConn) SetDeadline(time.Time) error      { return nil }
-func (c *byteConn) SetReadDeadline(time.Time) error  { return nil }
-func (c *byteConn) SetWriteDeadline(time.Time) error { return nil }
 
 // goResult is how far redigo got through a stream.
 type goResult struct {
@@ -74,13 +44,13 @@ func sane(data []byte) bool {
 
 // goReplies parses data with redigo.
 func goReplies(data []byte) (res goResult) {
-	bc := &byteConn{data: data}
+	bc := &framekittest.ByteConn{Data: data}
 	conn := redis.NewConn(bc, 0, 0)
 	for {
 		v, err := conn.Receive()
 		var re redis.Error
 		if err == nil || errors.As(err, &re) {
-			res.ends = append(res.ends, bc.pos)
+			res.ends = append(res.ends, bc.Pos)
 			if err != nil {
 				v = re
 			}
@@ -92,7 +62,7 @@ func goReplies(data []byte) (res goResult) {
 			last = res.ends[len(res.ends)-1]
 		}
 		switch {
-		case errors.Is(err, io.EOF) && bc.pos == last:
+		case errors.Is(err, io.EOF) && bc.Pos == last:
 			res.clean = true
 		case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
 			res.trunc = true

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/gomodule/redigo/redis"
+	"github.com/stackcopy/stackcopy/internal/framekit/framekittest"
 )
 
 // A grammar-aware generator of whole conversations: pipelined batches of
@@ -45,7 +46,7 @@ func (m *model) send(args ...string) {
 		m.client = append(m.client, strings.Join(args, sep)+pick(m.rng, "\r\n", "\n")...)
 		return
 	}
-	bc := &byteConn{}
+	bc := &framekittest.ByteConn{}
 	conn := redis.NewConn(bc, 0, 0)
 	rest := make([]any, len(args)-1)
 	for i, a := range args[1:] {
@@ -57,7 +58,7 @@ func (m *model) send(args ...string) {
 	if err := conn.Flush(); err != nil {
 		panic(err)
 	}
-	m.client = append(m.client, bc.out.Bytes()...)
+	m.client = append(m.client, bc.Out.Bytes()...)
 }
 
 func inlineSafe(args []string) bool {

@@ -77,14 +77,15 @@
 // are covered by the random grammar test and by traffic captured from
 // redis-server 7.0.15 (testdata/redis.pcap).
 //
-// respframe imports only the standard library.
+// respframe imports only the standard library and internal/framekit (the
+// framers' shared lock, counts and line buffer), which does too.
 package respframe
 
 import (
 	"errors"
 	"fmt"
-	"sync"
-	"sync/atomic"
+
+	"github.com/stackcopy/stackcopy/internal/framekit"
 )
 
 // MaxLine bounds a line: a simple string, error, integer or other
@@ -114,11 +115,10 @@ var (
 
 // Framer follows one session. Create it with New.
 type Framer struct {
-	mu     sync.Mutex
-	failed bool
-	c      client
-	s      server
-	q      queue
+	sh framekit.Shell // the lock, the counts and the error
+	c  client
+	s  server
+	q  queue
 
 	// Session state, as the server's replies show it.
 	resp3  bool
@@ -126,72 +126,54 @@ type Framer struct {
 	ch     int64 // channels
 	pat    int64 // patterns
 	shard  int64 // shard channels
-
-	reqs, answers int // under mu; published below
-
-	pubReqs, pubAnswers atomic.Int64
-	err                 atomic.Pointer[error]
 }
 
 // New returns a framer for one session (both directions), ready for the
 // first bytes.
 func New() *Framer {
 	f := &Framer{}
-	f.c.lb.b = make([]byte, 0, 256)
-	f.s.lb.b = make([]byte, 0, 256)
+	f.c.lb.Init(MaxLine)
+	f.s.lb.Init(MaxLine)
 	return f
 }
 
 // Client is shown the client's bytes, in order, in chunks of any size,
 // before they are sent.
 func (f *Framer) Client(p []byte) {
-	f.mu.Lock()
-	if !f.failed {
+	f.sh.Lock()
+	if !f.sh.Failed() {
 		f.client(p)
-		f.publish()
+		f.sh.Publish()
 	}
-	f.mu.Unlock()
+	f.sh.Unlock()
 }
 
 // Server is shown the server's bytes, in order, in chunks of any size.
 func (f *Framer) Server(p []byte) {
-	f.mu.Lock()
-	if !f.failed {
+	f.sh.Lock()
+	if !f.sh.Failed() {
 		f.server(p)
-		f.publish()
+		f.sh.Publish()
 	}
-	f.mu.Unlock()
+	f.sh.Unlock()
 }
 
 // Requests is the number of complete commands so far; each calls for one
 // answer unit.
-func (f *Framer) Requests() int { return int(f.pubReqs.Load()) }
+func (f *Framer) Requests() int { return f.sh.Requests() }
 
 // Answers is the number of answer units completed so far.
-func (f *Framer) Answers() int { return int(f.pubAnswers.Load()) }
+func (f *Framer) Answers() int { return f.sh.Answers() }
 
 // Err is nil while the framer follows the session; then why it stopped.
-func (f *Framer) Err() error {
-	if e := f.err.Load(); e != nil {
-		return *e
-	}
-	return nil
-}
-
-func (f *Framer) publish() {
-	f.pubReqs.Store(int64(f.reqs))
-	f.pubAnswers.Store(int64(f.answers))
-}
+func (f *Framer) Err() error { return f.sh.Err() }
 
 // fail stops the framer: Requests and Answers keep what completed before
 // the failing bytes, whatever the chunking, and change no more.
 func (f *Framer) fail(side string, err error, why string) {
-	if f.failed {
-		return
+	if !f.sh.Failed() {
+		f.sh.Fail(fmt.Errorf("%s: %s: %w", side, why, err))
 	}
-	f.failed = true
-	e := fmt.Errorf("%s: %s: %w", side, why, err)
-	f.err.Store(&e)
 }
 
 // Entry kinds in the queue of commands awaiting answers.
@@ -264,43 +246,6 @@ func (q *queue) push(e entry) bool {
 	q.e[(q.head+q.size)%maxPending] = e
 	q.size++
 	return true
-}
-
-// lineBuf holds a line split across chunks.
-type lineBuf struct{ b []byte }
-
-// next returns the line that ends in p (without its LF) and what follows;
-// ok is false when p ends inside the line, whose bytes are kept. over
-// reports a line (without its LF) longer than MaxLine. The line returned
-// may be the buffer itself: use it before the next call.
-func (lb *lineBuf) next(p []byte) (line, rest []byte, ok, over bool) {
-	i := indexLF(p)
-	if i < 0 {
-		if len(lb.b)+len(p) > MaxLine {
-			return nil, nil, false, true
-		}
-		lb.b = append(lb.b, p...)
-		return nil, nil, false, false
-	}
-	if len(lb.b)+i > MaxLine {
-		return nil, nil, false, true
-	}
-	if len(lb.b) == 0 {
-		return p[:i], p[i+1:], true, false
-	}
-	lb.b = append(lb.b, p[:i]...)
-	line = lb.b
-	lb.b = lb.b[:0]
-	return line, p[i+1:], true, false
-}
-
-func indexLF(p []byte) int {
-	for i, c := range p {
-		if c == '\n' {
-			return i
-		}
-	}
-	return -1
 }
 
 // capture keeps up to 16 bytes of a string, lower-cased, to recognise

@@ -1,11 +1,11 @@
 package respframe
 
 import (
-	"errors"
 	"fmt"
-	"math/rand/v2"
 	"strings"
 	"testing"
+
+	"github.com/stackcopy/stackcopy/internal/framekit/framekittest"
 )
 
 // cmd encodes a command as clients send it: an array of bulk strings.
@@ -34,73 +34,46 @@ func push(s string) string { return ">" + s[1:] }
 
 func msg(ch, data string) string { return "*3\r\n" + bulk("message") + bulk(ch) + bulk(data) }
 
-// step is bytes of one side, and the counts expected after them.
-type step struct {
-	client        bool
-	data          string
-	reqs, answers int
-}
+// The step tables and their runner are shared with the other framers.
+type step = framekittest.Step
 
-func C(data string, reqs, answers int) step { return step{true, data, reqs, answers} }
-func S(data string, reqs, answers int) step { return step{false, data, reqs, answers} }
+var (
+	C = framekittest.C
+	S = framekittest.S
+)
 
-// feed gives data to f in chunks cut by mode: 0 whole, 1 byte by byte,
-// else random cuts.
-func feed(f *Framer, client bool, data string, mode int, rng *rand.Rand) {
-	p := []byte(data)
-	for len(p) > 0 {
-		n := len(p)
-		switch mode {
-		case 1:
-			n = 1
-		case 2:
-			n = 1 + rng.IntN(min(len(p), 7))
-		}
-		if client {
-			f.Client(p[:n])
-		} else {
-			f.Server(p[:n])
-		}
-		p = p[n:]
-	}
-}
-
-var tableTests = []struct {
-	name  string
-	steps []step
-	err   error // errors.Is target at the end, or nil
-}{
-	{"pipelined PING", []step{
+var tableTests = []framekittest.Case{
+	{Name: "pipelined PING", Steps: []step{
 		C(cmd("PING")+cmd("PING")+cmd("PING"), 3, 0),
 		S("+PONG\r\n+PONG\r\n", 3, 2),
 		S("+PONG\r\n", 3, 3),
-	}, nil},
-	{"nulls and nesting", []step{
+	}, Err: nil},
+	{Name: "nulls and nesting", Steps: []step{
 		C(cmd("GET", "a")+cmd("LRANGE", "l", "0", "-1")+cmd("XREAD", "STREAMS", "s", "0")+cmd("EXEC")+cmd("GET", "e"), 5, 0),
 		S("$-1\r\n*0\r\n", 5, 2),
 		S("*1\r\n*2\r\n$1\r\ns\r\n*1\r\n*2\r\n$3\r\n1-0\r\n*2\r\n$1\r\nf\r\n$1\r\nv\r\n", 5, 3),
 		S("*-1\r\n$0\r\n\r\n", 5, 5),
-	}, nil},
-	{"inline commands", []step{
+	}, Err: nil},
+	{Name: "inline commands", Steps: []step{
 		C("PING\r\n\r\n\nping\n  \r\nSET \"a b\" 'c\\'d'\r\n", 3, 0),
 		S("+PONG\r\n+PONG\r\n+OK\r\n", 3, 3),
-	}, nil},
-	{"empty multibulk is no command", []step{
+	}, Err: nil},
+	{Name: "empty multibulk is no command", Steps: []step{
 		C("*0\r\n*-1\r\n"+cmd("PING"), 1, 0),
 		S("+PONG\r\n", 1, 1),
-	}, nil},
-	{"MULTI/EXEC", []step{
+	}, Err: nil},
+	{Name: "MULTI/EXEC", Steps: []step{
 		C(cmd("MULTI")+cmd("SET", "a", "1")+cmd("INCR", "a"), 3, 0),
 		S("+OK\r\n+QUEUED\r\n", 3, 2),
 		S("+QUEUED\r\n", 3, 3),
 		C(cmd("EXEC"), 4, 3),
 		S("*2\r\n+OK\r\n:2\r\n", 4, 4),
-	}, nil},
-	{"EXECABORT", []step{
+	}, Err: nil},
+	{Name: "EXECABORT", Steps: []step{
 		C(cmd("MULTI")+cmd("NOSUCH")+cmd("EXEC"), 3, 0),
 		S("+OK\r\n-ERR unknown command 'NOSUCH'\r\n-EXECABORT Transaction discarded because of previous errors.\r\n", 3, 3),
-	}, nil},
-	{"RESP2 pub/sub", []step{
+	}, Err: nil},
+	{Name: "RESP2 pub/sub", Steps: []step{
 		C(cmd("SUBSCRIBE", "a", "b"), 1, 0),
 		S(conf("subscribe", "a", 1), 1, 0),
 		S(conf("subscribe", "b", 2), 1, 1),
@@ -118,26 +91,26 @@ var tableTests = []struct {
 		S(conf("punsubscribe", "p*", 0), 7, 6),
 		// Not subscribed any more: an array starting with "message" is a reply.
 		S(msg("a", "b"), 7, 7),
-	}, nil},
-	{"unsubscribe channels not subscribed", []step{
+	}, Err: nil},
+	{Name: "unsubscribe channels not subscribed", Steps: []step{
 		C(cmd("UNSUBSCRIBE", "x", "y"), 1, 0),
 		S(conf("unsubscribe", "x", 0), 1, 0),
 		S(conf("unsubscribe", "y", 0), 1, 1),
-	}, nil},
-	{"subscribe error answers the command", []step{
+	}, Err: nil},
+	{Name: "subscribe error answers the command", Steps: []step{
 		C(cmd("SUBSCRIBE", "a", "b")+cmd("SUBSCRIBE"), 2, 0),
 		S("-NOAUTH Authentication required.\r\n", 2, 1),
 		S("-ERR wrong number of arguments for 'subscribe' command\r\n", 2, 2),
-	}, nil},
-	{"shard channels", []step{
+	}, Err: nil},
+	{Name: "shard channels", Steps: []step{
 		C(cmd("SSUBSCRIBE", "s1", "s2")+cmd("SUBSCRIBE", "c"), 2, 0),
 		S(conf("ssubscribe", "s1", 1)+conf("ssubscribe", "s2", 2), 2, 1),
 		S(conf("subscribe", "c", 1), 2, 2),
 		S("*3\r\n"+bulk("smessage")+bulk("s1")+bulk("v"), 2, 2),
 		C(cmd("SUNSUBSCRIBE"), 3, 2),
 		S(conf("sunsubscribe", "s1", 1)+conf("sunsubscribe", "s2", 0), 3, 3),
-	}, nil},
-	{"RESP3", []step{
+	}, Err: nil},
+	{Name: "RESP3", Steps: []step{
 		C(cmd("HELLO", "3"), 1, 0),
 		S("%2\r\n+server\r\n+redis\r\n+proto\r\n:3\r\n", 1, 1),
 		C(cmd("SUBSCRIBE", "a")+cmd("GET", "k")+cmd("LRANGE", "l", "0", "1"), 4, 1),
@@ -153,77 +126,59 @@ var tableTests = []struct {
 		S("|1\r\n+key-popularity\r\n%2\r\n$1\r\na\r\n,0.19\r\n$1\r\nb\r\n,0.01\r\n", 13, 12),
 		S("*2\r\n:1\r\n|1\r\n+ttl\r\n:3600\r\n:2\r\n", 13, 13),
 		S(">2\r\n$10\r\ninvalidate\r\n*1\r\n$1\r\nk\r\n", 13, 13),
-	}, nil},
-	{"HELLO error keeps RESP2", []step{
+	}, Err: nil},
+	{Name: "HELLO error keeps RESP2", Steps: []step{
 		C(cmd("HELLO", "4")+cmd("SUBSCRIBE", "a"), 2, 0),
 		S("-NOPROTO unsupported protocol version\r\n"+conf("subscribe", "a", 1), 2, 2),
 		S(msg("a", "x"), 2, 2),
-	}, nil},
-	{"HELLO 2 reply is an array", []step{
+	}, Err: nil},
+	{Name: "HELLO 2 reply is an array", Steps: []step{
 		C(cmd("HELLO", "3")+cmd("HELLO", "2")+cmd("SUBSCRIBE", "a"), 3, 0),
 		S("%1\r\n+proto\r\n:3\r\n*2\r\n+proto\r\n:2\r\n"+conf("subscribe", "a", 1)+msg("a", "m"), 3, 3),
-	}, nil},
-	{"RESET", []step{
+	}, Err: nil},
+	{Name: "RESET", Steps: []step{
 		C(cmd("HELLO", "3")+cmd("SUBSCRIBE", "a")+cmd("RESET")+cmd("GET", "a"), 4, 0),
 		S("%0\r\n"+push(conf("subscribe", "a", 1))+"+RESET\r\n", 4, 3),
 		S(msg("a", "b"), 4, 4),
-	}, nil},
-	{"blocking command", []step{
+	}, Err: nil},
+	{Name: "blocking command", Steps: []step{
 		C(cmd("BLPOP", "q", "0"), 1, 0),
 		S("*2\r\n$1\r\nq\r\n$1\r\nv\r\n", 1, 1),
-	}, nil},
-	{"CLIENT REPLY OFF", []step{
+	}, Err: nil},
+	{Name: "CLIENT REPLY OFF", Steps: []step{
 		C(cmd("PING")+cmd("CLIENT", "REPLY", "OFF")+cmd("PING"), 1, 0),
-	}, ErrUnsupported},
-	{"CLIENT REPLY SKIP inline", []step{C("client reply skip\r\n", 0, 0)}, ErrUnsupported},
-	{"CLIENT REPLY ON", []step{C(cmd("CLIENT", "REPLY", "ON"), 1, 0), S("+OK\r\n", 1, 1)}, nil},
-	{"MONITOR", []step{C(cmd("MONITOR"), 0, 0)}, ErrUnsupported},
-	{"SUBSCRIBE in MULTI", []step{C(cmd("MULTI")+cmd("SUBSCRIBE", "a"), 1, 0)}, ErrUnsupported},
-	{"DISCARD ends MULTI", []step{
+	}, Err: ErrUnsupported},
+	{Name: "CLIENT REPLY SKIP inline", Steps: []step{C("client reply skip\r\n", 0, 0)}, Err: ErrUnsupported},
+	{Name: "CLIENT REPLY ON", Steps: []step{C(cmd("CLIENT", "REPLY", "ON"), 1, 0), S("+OK\r\n", 1, 1)}, Err: nil},
+	{Name: "MONITOR", Steps: []step{C(cmd("MONITOR"), 0, 0)}, Err: ErrUnsupported},
+	{Name: "SUBSCRIBE in MULTI", Steps: []step{C(cmd("MULTI")+cmd("SUBSCRIBE", "a"), 1, 0)}, Err: ErrUnsupported},
+	{Name: "DISCARD ends MULTI", Steps: []step{
 		C(cmd("MULTI")+cmd("DISCARD")+cmd("SUBSCRIBE", "a"), 3, 0),
 		S("+OK\r\n+OK\r\n"+conf("subscribe", "a", 1), 3, 3),
-	}, nil},
-	{"unpaired reply", []step{S("-ERR max number of clients reached\r\n", 0, 0)}, ErrUnpaired},
-	{"reply before its command", []step{C(cmd("PING")[:5], 0, 0), S("+PONG\r\n", 0, 0)}, ErrUnpaired},
-	{"missing $", []step{C("*1\r\n+PING\r\n", 0, 0)}, ErrMalformed},
-	{"bad multibulk length", []step{C("*01\r\n", 0, 0)}, ErrMalformed},
-	{"bad bulk length", []step{C("*1\r\n$-1\r\n", 0, 0)}, ErrMalformed},
-	{"argument without CRLF", []step{C("*1\r\n$4\r\nPINGxx", 0, 0)}, ErrMalformed},
-	{"unbalanced quotes", []step{C("SET \"a b\r\n", 0, 0)}, ErrMalformed},
-	{"quote not followed by space", []step{C("SET \"a\"b c\r\n", 0, 0)}, ErrMalformed},
-	{"bad type byte", []step{C(cmd("PING"), 1, 0), S("PONG\r\n", 1, 0)}, ErrMalformed},
-	{"bulk without CRLF", []step{C(cmd("GET", "a"), 1, 0), S("$1\r\nab\r\n", 1, 0)}, ErrMalformed},
-	{"bad boolean", []step{C(cmd("X"), 1, 0), S("#x\r\n", 1, 0)}, ErrMalformed},
-	{"line without CR", []step{C(cmd("X"), 1, 0), S("+OK\n", 1, 0)}, ErrMalformed},
-	{"too deep", []step{C(cmd("X"), 1, 0), S(strings.Repeat("*1\r\n", MaxDepth+1), 1, 0)}, ErrTooDeep},
-	{"line too long", []step{C(cmd("X"), 1, 0), S("+"+strings.Repeat("a", MaxLine), 1, 0)}, ErrTooLong},
-	{"counts freeze at Err", []step{
+	}, Err: nil},
+	{Name: "unpaired reply", Steps: []step{S("-ERR max number of clients reached\r\n", 0, 0)}, Err: ErrUnpaired},
+	{Name: "reply before its command", Steps: []step{C(cmd("PING")[:5], 0, 0), S("+PONG\r\n", 0, 0)}, Err: ErrUnpaired},
+	{Name: "missing $", Steps: []step{C("*1\r\n+PING\r\n", 0, 0)}, Err: ErrMalformed},
+	{Name: "bad multibulk length", Steps: []step{C("*01\r\n", 0, 0)}, Err: ErrMalformed},
+	{Name: "bad bulk length", Steps: []step{C("*1\r\n$-1\r\n", 0, 0)}, Err: ErrMalformed},
+	{Name: "argument without CRLF", Steps: []step{C("*1\r\n$4\r\nPINGxx", 0, 0)}, Err: ErrMalformed},
+	{Name: "unbalanced quotes", Steps: []step{C("SET \"a b\r\n", 0, 0)}, Err: ErrMalformed},
+	{Name: "quote not followed by space", Steps: []step{C("SET \"a\"b c\r\n", 0, 0)}, Err: ErrMalformed},
+	{Name: "bad type byte", Steps: []step{C(cmd("PING"), 1, 0), S("PONG\r\n", 1, 0)}, Err: ErrMalformed},
+	{Name: "bulk without CRLF", Steps: []step{C(cmd("GET", "a"), 1, 0), S("$1\r\nab\r\n", 1, 0)}, Err: ErrMalformed},
+	{Name: "bad boolean", Steps: []step{C(cmd("X"), 1, 0), S("#x\r\n", 1, 0)}, Err: ErrMalformed},
+	{Name: "line without CR", Steps: []step{C(cmd("X"), 1, 0), S("+OK\n", 1, 0)}, Err: ErrMalformed},
+	{Name: "too deep", Steps: []step{C(cmd("X"), 1, 0), S(strings.Repeat("*1\r\n", MaxDepth+1), 1, 0)}, Err: ErrTooDeep},
+	{Name: "line too long", Steps: []step{C(cmd("X"), 1, 0), S("+"+strings.Repeat("a", MaxLine), 1, 0)}, Err: ErrTooLong},
+	{Name: "counts freeze at Err", Steps: []step{
 		C(cmd("PING")+cmd("PING"), 2, 0),
 		S("+PONG\r\n?", 2, 1),
 		S("+PONG\r\n", 2, 1),
 		C(cmd("PING"), 2, 1),
-	}, ErrMalformed},
+	}, Err: ErrMalformed},
 }
 
-func TestTable(t *testing.T) {
-	rng := rand.New(rand.NewPCG(3, 4))
-	for _, tc := range tableTests {
-		for mode := range 3 {
-			t.Run(fmt.Sprintf("%s/%d", tc.name, mode), func(t *testing.T) {
-				f := New()
-				for i, s := range tc.steps {
-					feed(f, s.client, s.data, mode, rng)
-					if f.Requests() != s.reqs || f.Answers() != s.answers {
-						t.Fatalf("step %d: requests %d answers %d, want %d %d (err %v)", i, f.Requests(), f.Answers(), s.reqs, s.answers, f.Err())
-					}
-				}
-				if err := f.Err(); (tc.err == nil) != (err == nil) || (err != nil && !errors.Is(err, tc.err)) {
-					t.Fatalf("err %v, want %v", err, tc.err)
-				}
-			})
-		}
-	}
-}
+func TestTable(t *testing.T) { framekittest.Table(t, New, tableTests) }
 
 // A 64 MiB value is counted, not stored.
 func TestHugeBulk(t *testing.T) {

@@ -1,5 +1,7 @@
 package respframe
 
+import "github.com/stackcopy/stackcopy/internal/framekit"
+
 // The server side: replies, RESP2 and RESP3, parsed as redigo's readReply
 // parses RESP2 (a line ends at the first LF, which a CR must precede;
 // lengths are digits or "-1") and as the RESP3 specification adds types.
@@ -21,7 +23,7 @@ type frame struct {
 
 type server struct {
 	st     sstate
-	lb     lineBuf
+	lb     framekit.LineBuf
 	remain int64
 	depth  int
 	stack  [MaxDepth]frame
@@ -44,14 +46,14 @@ var lineTypes = func() (t [256]bool) {
 
 func (f *Framer) server(p []byte) {
 	s := &f.s
-	for len(p) > 0 && !f.failed {
+	for len(p) > 0 && !f.sh.Failed() {
 		switch s.st {
 		case sLine:
-			if len(s.lb.b) == 0 && !lineTypes[p[0]] {
+			if len(s.lb.Held()) == 0 && !lineTypes[p[0]] {
 				f.fail("server", ErrMalformed, "unknown type byte")
 				return
 			}
-			line, rest, ok, over := s.lb.next(p)
+			line, rest, ok, over := s.lb.Next(p)
 			if over {
 				f.fail("server", ErrTooLong, "reply line")
 				return
@@ -259,7 +261,7 @@ func (f *Framer) topDone() {
 		if e.n == 0 {
 			f.q.pop()
 		}
-		f.answers++
+		f.sh.Answered++
 	case eHello:
 		switch s.top {
 		case '%':
@@ -268,14 +270,14 @@ func (f *Framer) topDone() {
 			f.resp3 = false
 		}
 		f.q.pop()
-		f.answers++
+		f.sh.Answered++
 	case eReset:
 		if s.top == '+' {
 			f.resp3 = false
 			f.global, f.ch, f.pat, f.shard = 0, 0, 0, 0
 		}
 		f.q.pop()
-		f.answers++
+		f.sh.Answered++
 	default: // eSub, eUnsubAll
 		if s.top == '*' {
 			if k := pubsubKind(name); k != kNone {
@@ -285,7 +287,7 @@ func (f *Framer) topDone() {
 		}
 		// An error (or anything else) answers the whole command.
 		f.q.pop()
-		f.answers++
+		f.sh.Answered++
 	}
 }
 
@@ -330,7 +332,7 @@ func (f *Framer) confirmation(k uint8, push bool) {
 		e.n--
 		if e.n == 0 {
 			f.q.pop()
-			f.answers++
+			f.sh.Answered++
 		}
 	case e != nil && e.kind == eUnsubAll && e.sub == k:
 		left := f.ch
@@ -342,7 +344,7 @@ func (f *Framer) confirmation(k uint8, push bool) {
 		}
 		if left == 0 {
 			f.q.pop()
-			f.answers++
+			f.sh.Answered++
 		}
 	case !push:
 		if e == nil {
@@ -351,6 +353,6 @@ func (f *Framer) confirmation(k uint8, push bool) {
 		}
 		// A pub/sub command awaiting another kind: this answers it.
 		f.q.pop()
-		f.answers++
+		f.sh.Answered++
 	}
 }
