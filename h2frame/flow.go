@@ -61,7 +61,7 @@ func (f *Framer) NextClientData(p []byte) (at, end int, stream uint32, length in
 	var hdr [frameHeaderLen]byte
 	hn, pos := 0, 0
 	switch d.ph {
-	case phPreface:
+	case phStart, phPreface: // phStart: matched is 0
 		rest := clientPreface[d.matched:]
 		if len(p) < len(rest) || string(p[:len(rest)]) != rest {
 			return 0, 0, 0, 0, false

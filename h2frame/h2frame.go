@@ -8,7 +8,7 @@
 // upgrade request answered by 101 Switching Protocols), then frames in both
 // directions, split anywhere. It implements the framer contract (New,
 // Client, Server, Requests, Answers, Err, Detect) and also keeps the
-// target's flow-control windows (SendWindow, ConnSendWindow).
+// flow-control windows both ways (see Flow control).
 //
 // # Answer units
 //
@@ -63,6 +63,15 @@
 // frames, minus the lengths of the client's DATA frames (padding included),
 // charged when a DATA frame's header is shown to Client. A window may go
 // negative: the framer reports what the client sent, it does not enforce.
+// SendAllowance is what a DATA frame may carry now, and NextClientData
+// finds the DATA frames in client bytes before they are shown, so a
+// replayer can hold one back until the target's windows have room.
+//
+// It keeps the client's windows for the target's DATA the same way (its
+// SETTINGS_INITIAL_WINDOW_SIZE and WINDOW_UPDATEs, minus the target's
+// DATA; RecvWindow). When the target's DATA takes one below half its
+// level, WindowUpdates makes the WINDOW_UPDATE frames a client that reads
+// as it goes would send, at a client frame boundary (flow.go).
 //
 // # Not followed: Err
 //

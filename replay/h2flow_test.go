@@ -6,7 +6,6 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -21,38 +20,31 @@ import (
 
 var http2Protocol = replay.Protocol{Name: "http2", New: func() replay.Framer { return h2frame.New() }, Detect: h2frame.Detect, NoJoin: true}
 
-// h2Target is a real HTTP/2 server (golang.org/x/net/http2) taking
-// prior-knowledge h2c connections.
+// h2Target is a real HTTP/2 server taking prior-knowledge h2c
+// connections: net/http's, which is golang.org/x/net/http2's bundled
+// (http2.Server is deprecated in its favour).
 type h2Target struct {
-	ln   net.Listener
 	addr netip.AddrPort
-	wg   sync.WaitGroup
 }
 
-func newH2Target(t *testing.T, srv *http2.Server, h http.Handler) *h2Target {
+func newH2Target(t *testing.T, conf *http.HTTP2Config, h http.Handler) *h2Target {
 	t.Helper()
 	ln, err := net.Listen("tcp4", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	ht := &h2Target{ln: ln, addr: netip.MustParseAddrPort(ln.Addr().String())}
-	ht.wg.Go(func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			ht.wg.Go(func() {
-				defer c.Close()
-				srv.ServeConn(c, &http2.ServeConnOpts{Handler: h})
-			})
-		}
-	})
+	srv := &http.Server{Handler: h, HTTP2: conf, Protocols: new(http.Protocols)}
+	srv.Protocols.SetUnencryptedHTTP2(true)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		srv.Serve(ln)
+	}()
 	t.Cleanup(func() {
-		ln.Close()
-		ht.wg.Wait()
+		srv.Close()
+		<-done
 	})
-	return ht
+	return &h2Target{addr: netip.MustParseAddrPort(ln.Addr().String())}
 }
 
 // h2Bytes writes HTTP/2 frames for a captured session, either side.
@@ -112,7 +104,7 @@ func TestHTTP2WindowUpdatesKeepTheTargetSending(t *testing.T) {
 	t.Parallel()
 	const answer = 300_000
 	var requests atomic.Int64
-	target := newH2Target(t, &http2.Server{}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	target := newH2Target(t, nil, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		requests.Add(1)
 		w.Write(bytes.Repeat([]byte("a"), answer))
 	}))
@@ -164,13 +156,27 @@ func TestHTTP2WindowUpdatesKeepTheTargetSending(t *testing.T) {
 // 64 KiB connection window. The replayer holds each DATA frame until the
 // target's WINDOW_UPDATE makes room, so the target sees no flow-control
 // error and gets every byte. The upload is cut into segments that split
-// frame headers too.
+// frame headers too; it starts after the target's SETTINGS came, or in
+// the client's first segments, with its preface.
 func TestHTTP2HoldsDataForTheTargetWindow(t *testing.T) {
 	t.Parallel()
+	for _, first := range []bool{false, true} {
+		name := "after the settings"
+		if first {
+			name = "with the preface"
+		}
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			testHTTP2Upload(t, first)
+		})
+	}
+}
+
+func testHTTP2Upload(t *testing.T, first bool) {
 	const upload = 200_000
 	var got atomic.Int64
 	var readErr atomic.Value
-	target := newH2Target(t, &http2.Server{MaxUploadBufferPerStream: 16 << 10, MaxUploadBufferPerConnection: 65535},
+	target := newH2Target(t, &http.HTTP2Config{MaxReceiveBufferPerStream: 16 << 10, MaxReceiveBufferPerConnection: 65535},
 		http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			n, err := io.Copy(io.Discard, r.Body)
 			got.Add(n)
@@ -190,8 +196,11 @@ func TestHTTP2HoldsDataForTheTargetWindow(t *testing.T) {
 	srv.fr.WriteSettings()
 	srv.fr.WriteSettingsAck()
 	srv.fr.WriteWindowUpdate(0, 1<<30)
-	evs := []session.Event{open(), dataB(cli.take()), srvData(string(srv.take())), turn(31)}
-	cli.fr.WriteSettingsAck()
+	evs := []session.Event{open()}
+	if !first {
+		evs = append(evs, dataB(cli.take()), srvData(string(srv.take())), turn(31))
+		cli.fr.WriteSettingsAck()
+	}
 	cli.headers(t, 1, false, ":method", "POST", ":scheme", "http", ":authority", "t", ":path", "/up")
 	body := bytes.Repeat([]byte("u"), upload)
 	for len(body) > 0 {
