@@ -3,6 +3,7 @@ package mcframe
 import (
 	"testing"
 
+	"github.com/stackcopy/stackcopy/internal/framekit/framekittest"
 	"github.com/stackcopy/stackcopy/internal/pcaptest"
 )
 
@@ -18,23 +19,5 @@ func TestCapture(t *testing.T) {
 	if len(conns) < 2 {
 		t.Fatalf("%d connections in the capture", len(conns))
 	}
-	for k, segs := range conns {
-		f := New()
-		for i, s := range segs {
-			if s.Client && i > 0 && !segs[i-1].Client && f.Answers() != f.Requests() {
-				t.Fatalf("connection %d, segment %d: the client goes on with %d of %d commands answered", k, i, f.Answers(), f.Requests())
-			}
-			if s.Client {
-				f.Client(s.Data)
-			} else {
-				f.Server(s.Data)
-			}
-			if f.Err() != nil {
-				t.Fatalf("connection %d, segment %d: %v", k, i, f.Err())
-			}
-		}
-		if f.Requests() == 0 || f.Requests() != f.Answers() {
-			t.Errorf("connection %d: requests %d answers %d", k, f.Requests(), f.Answers())
-		}
-	}
+	framekittest.Capture(t, New, conns)
 }

@@ -219,24 +219,4 @@ func TestDetect(t *testing.T) {
 }
 
 // Client and Server run on two goroutines, as the replayer calls them.
-func TestConcurrent(t *testing.T) {
-	f := New()
-	const n = 2000
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for f.Requests() < n && f.Err() == nil {
-		}
-		for range n {
-			f.Server([]byte("+OK\r\n"))
-		}
-	}()
-	for range n {
-		f.Client([]byte(cmd("SET", "k", "v")))
-		_ = f.Answers()
-	}
-	<-done
-	if f.Requests() != n || f.Answers() != n || f.Err() != nil {
-		t.Fatalf("requests %d answers %d err %v", f.Requests(), f.Answers(), f.Err())
-	}
-}
+func TestConcurrent(t *testing.T) { framekittest.Concurrent(t, New(), cmd("SET", "k", "v"), "+OK\r\n") }

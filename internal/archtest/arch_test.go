@@ -47,7 +47,7 @@ var allowed = map[string][]string{
 	// Test support: only the framers' tests import these (the pcap fixture
 	// reader; the bench harness, step tables and reference net.Conn).
 	"internal/pcaptest":              nil,
-	"internal/framekit/framekittest": nil,
+	"internal/framekit/framekittest": {"internal/pcaptest"},
 }
 
 func TestImportsPointDown(t *testing.T) {

@@ -1,7 +1,12 @@
 // Package framekittest is test support for the framers (respframe,
-// mcframe, myframe, pgframe): the benchmark harness they share, the step
-// tables and their runner, and a net.Conn that lets a reference client
-// parse exactly the bytes it is given. Only tests import it.
+// mcframe, myframe, pgframe): a benchmark harness for streams fed in TCP
+// segments, the step tables and their runner, the concurrency and capture
+// checks, and a net.Conn that lets a reference client parse exactly the
+// bytes it is given. Only tests import it.
+//
+// pgframe's benchmarks keep their own loops: they feed whole turns of a
+// few short messages, where the harness's call through the Framer
+// interface would show in ns/msg.
 package framekittest
 
 import (
@@ -13,6 +18,8 @@ import (
 	"net"
 	"testing"
 	"time"
+
+	"github.com/stackcopy/stackcopy/internal/pcaptest"
 )
 
 // Framer is what every framer package's *Framer implements.
@@ -165,3 +172,57 @@ func (c *ByteConn) RemoteAddr() net.Addr             { return &net.TCPAddr{} }
 func (c *ByteConn) SetDeadline(time.Time) error      { return nil }
 func (c *ByteConn) SetReadDeadline(time.Time) error  { return nil }
 func (c *ByteConn) SetWriteDeadline(time.Time) error { return nil }
+
+// Concurrent calls Client with request n times on this goroutine while
+// another, once all n requests are counted, calls Server with answer n
+// times, as a replayer's writer and reader do; every request must be
+// answered, without Err.
+func Concurrent(t *testing.T, f Framer, request, answer string) {
+	t.Helper()
+	const n = 2000
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for f.Requests() < n && f.Err() == nil {
+		}
+		for range n {
+			f.Server([]byte(answer))
+		}
+	}()
+	for range n {
+		f.Client([]byte(request))
+		_ = f.Answers()
+	}
+	<-done
+	if f.Requests() != n || f.Answers() != n || f.Err() != nil {
+		t.Fatalf("requests %d answers %d err %v", f.Requests(), f.Answers(), f.Err())
+	}
+}
+
+// Capture replays captured connections, each on a new framer: every
+// connection must frame without error and have every request answered,
+// and at every turn boundary (where the server spoke and the client goes
+// on) all the requests sent before it must be answered, as clients that
+// wait for their answers show.
+func Capture[F Framer](t *testing.T, newFramer func() F, conns [][]pcaptest.Segment) {
+	t.Helper()
+	for k, segs := range conns {
+		f := newFramer()
+		for i, s := range segs {
+			if s.Client && i > 0 && !segs[i-1].Client && f.Answers() != f.Requests() {
+				t.Fatalf("connection %d, segment %d: the client goes on with %d of %d requests answered", k, i, f.Answers(), f.Requests())
+			}
+			if s.Client {
+				f.Client(s.Data)
+			} else {
+				f.Server(s.Data)
+			}
+			if f.Err() != nil {
+				t.Fatalf("connection %d, segment %d: %v", k, i, f.Err())
+			}
+		}
+		if f.Requests() == 0 || f.Requests() != f.Answers() {
+			t.Errorf("connection %d: requests %d answers %d", k, f.Requests(), f.Answers())
+		}
+	}
+}
