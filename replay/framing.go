@@ -36,6 +36,12 @@ type Protocol struct {
 	// (HTTP/2: no connection preface, no HPACK state): such sessions of
 	// this protocol (forced, or by port) are skipped and counted.
 	NoJoin bool
+	// Stateless says the protocol carries no connection state a framer
+	// needs (no handshake: Redis, memcached), so a session seen mid-stream
+	// can be framed from the turn boundary it joins at, once its first
+	// bytes there are what Detect recognises as the start of a request:
+	// the framer confirms the tracker's boundary is a message boundary.
+	Stateless bool
 }
 
 // joinable reports whether a session seen mid-stream on server port port
@@ -68,6 +74,9 @@ type captured struct {
 	f     Framer
 	off   bool // decided, and not framed
 	holed bool // the capture missed server bytes: its answers cannot be counted
+	// joined: seen mid-stream; only a Stateless protocol whose Detect
+	// recognises the first bytes at the join may frame it.
+	joined bool
 	// Server bytes that came first and named no protocol (an HTTP/2
 	// server's SETTINGS sent before the client's preface): kept until the
 	// client's first bytes decide, then framed.
@@ -108,6 +117,19 @@ func (r *Replayer) detect(c *captured, port uint16, p []byte, server bool) {
 	off := func() {
 		c.off, c.early = true, nil
 		c.decided.Store(true)
+	}
+	if c.joined {
+		// Mid-stream: the first client bytes at the join must start a
+		// request of a protocol that needs no connection state.
+		for i := range r.cfg.Protocols {
+			pr := &r.cfg.Protocols[i]
+			if !server && pr.Stateless && pr.Detect != nil && (r.cfg.Protocol == "" || r.cfg.Protocol == pr.Name) && pr.Detect(p) {
+				pick(pr)
+				return
+			}
+		}
+		off()
+		return
 	}
 	if r.cfg.Protocol != "" {
 		i := slices.IndexFunc(r.cfg.Protocols, func(pr Protocol) bool { return pr.Name == r.cfg.Protocol })

@@ -236,3 +236,45 @@ func TestUnjoinableProtocolSkipped(t *testing.T) {
 		t.Errorf("stats %+v: want the joinable session replayed", st)
 	}
 }
+
+// TestJoinedSessionFramedAtMessageBoundary: a session seen mid-stream is
+// framed from its join point only by a stateless protocol whose framer
+// recognises the first bytes there as a request; otherwise (bytes in the
+// middle of a message, or a protocol with connection state) it is replayed
+// unframed, by size and silence.
+func TestJoinedSessionFramedAtMessageBoundary(t *testing.T) {
+	t.Parallel()
+	stateless := lineProtocol
+	stateless.Stateless = true
+	for _, tc := range []struct {
+		name       string
+		proto      replay.Protocol
+		first      string
+		wantFramed bool
+	}{
+		{"stateless, at a request", stateless, "REQ 1\n", true},
+		{"stateless, mid-message", stateless, "middle of something\n", false},
+		{"with connection state", lineProtocol, "REQ 1\n", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			target := newLineTarget(t, false, 0)
+			r, _ := newReplayer(t, target.addr, &dialer{tap: true}, func(c *replay.Config) {
+				c.Quiet = 20 * time.Millisecond
+				c.Protocols = []replay.Protocol{tc.proto}
+			}, nil)
+			joined := open()
+			joined.Joined = true
+			feed(r, key(1), joined, data(tc.first), srvData("A\n"), turn(2), data("REQ 2\n"), srvData("B\n"), turn(2), data("REQ 3\n"), fin())
+			r.CloseInput()
+			if !waitReplay(r, bound) {
+				t.Fatal("Wait did not return")
+			}
+			st := r.Stats()
+			framed := st.Protocols["line"].Framed
+			if st.Completed != 1 || target.requests.Load() != 3 || (framed == 2) != tc.wantFramed || (!tc.wantFramed && framed != 0) {
+				t.Errorf("stats %+v, %d requests: want the session completed, turns framed: %v", st, target.requests.Load(), tc.wantFramed)
+			}
+		})
+	}
+}

@@ -321,8 +321,9 @@ func (r *Replayer) Event(k session.SessionKey, ev session.Event) {
 		n := max(r.cfg.Copies, 1)
 		copies = make([]*player, n)
 		cap := &captured{}
-		if ev.Joined || r.cfg.Protocol == ProtocolNone {
-			cap.off = true // a joined session starts mid-message: not framed
+		cap.joined = ev.Joined
+		if r.cfg.Protocol == ProtocolNone {
+			cap.off = true
 			cap.decided.Store(true)
 		}
 		for i := range copies {
