@@ -45,35 +45,17 @@ var lineProtocol = replay.Protocol{
 // arrived before the previous answer was complete. With greet it says
 // HELLO first, at once, as a server-first protocol does.
 type lineTarget struct {
-	ln       net.Listener
 	addr     netip.AddrPort
 	greet    bool
 	pause    time.Duration
-	wg       sync.WaitGroup
 	requests atomic.Int64
 	early    atomic.Int64
 }
 
 func newLineTarget(t *testing.T, greet bool, pause time.Duration) *lineTarget {
 	t.Helper()
-	ln, err := net.Listen("tcp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	lt := &lineTarget{ln: ln, addr: netip.MustParseAddrPort(ln.Addr().String()), greet: greet, pause: pause}
-	lt.wg.Go(func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			lt.wg.Go(func() { lt.serve(c) })
-		}
-	})
-	t.Cleanup(func() {
-		ln.Close()
-		lt.wg.Wait()
-	})
+	lt := &lineTarget{greet: greet, pause: pause}
+	lt.addr = serveTCP(t, lt.serve)
 	return lt
 }
 

@@ -22,37 +22,44 @@ import (
 // client's next bytes were already there before the last part went out (the
 // replayer did not wait for the whole answer).
 type httpTarget struct {
-	ln        net.Listener
 	addr      netip.AddrPort
 	parts     int
 	partDelay time.Duration
 	partSize  int
-	wg        sync.WaitGroup
 	requests  atomic.Int64
 	early     atomic.Int64
 }
 
 func newHTTPTarget(t *testing.T, parts, partSize int, partDelay time.Duration) *httpTarget {
 	t.Helper()
+	h := &httpTarget{parts: parts, partDelay: partDelay, partSize: partSize}
+	h.addr = serveTCP(t, h.serve)
+	return h
+}
+
+// serveTCP accepts loopback connections and serves each on its own
+// goroutine until the test ends; the cleanup waits for them all.
+func serveTCP(t *testing.T, serve func(net.Conn)) netip.AddrPort {
+	t.Helper()
 	ln, err := net.Listen("tcp4", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := &httpTarget{ln: ln, addr: netip.MustParseAddrPort(ln.Addr().String()), parts: parts, partDelay: partDelay, partSize: partSize}
-	h.wg.Go(func() {
+	var wg sync.WaitGroup
+	wg.Go(func() {
 		for {
 			c, err := ln.Accept()
 			if err != nil {
 				return
 			}
-			h.wg.Go(func() { h.serve(c) })
+			wg.Go(func() { serve(c) })
 		}
 	})
 	t.Cleanup(func() {
 		ln.Close()
-		h.wg.Wait()
+		wg.Wait()
 	})
-	return h
+	return netip.MustParseAddrPort(ln.Addr().String())
 }
 
 func (h *httpTarget) serve(c net.Conn) {
