@@ -12,17 +12,15 @@ import (
 type cstate uint8
 
 const (
-	cLine   cstate = iota // a command line
-	cSkip                 // the rest of a long get line
-	cData                 // a data block: remain to go
-	cDataCR               // the CR after a data block
-	cDataLF               // the LF after a data block
+	cLine cstate = iota // a command line
+	cSkip               // the rest of a long get line
+	cData               // a data block and its CRLF
 )
 
 type client struct {
 	st      cstate
 	lb      framekit.LineBuf
-	remain  uint64
+	blk     framekit.Block
 	tok     [maxTokens][]byte
 	noreply bool // the data block being read is a noreply command's
 }
@@ -61,30 +59,15 @@ func (f *Framer) client(p []byte) {
 			c.st = cLine
 			f.request(entry{kind: kGet})
 		case cData:
-			n := uint64(len(p))
-			if n > c.remain {
-				n = c.remain
-			}
-			c.remain -= n
-			p = p[n:]
-			if c.remain == 0 {
-				c.st = cDataCR
-			}
-		case cDataCR, cDataLF:
-			want := byte('\r')
-			if c.st == cDataLF {
-				want = '\n'
-			}
-			if p[0] != want {
+			_, rest, done, bad := c.blk.Take(p)
+			if bad {
 				// memcached answers "CLIENT_ERROR bad data chunk" and
 				// reads on from a point that depends on its version.
 				f.fail("client", ErrMalformed, "data block not followed by CRLF")
 				return
 			}
-			p = p[1:]
-			if c.st == cDataCR {
-				c.st = cDataLF
-				break
+			if p = rest; !done {
+				return
 			}
 			c.st = cLine
 			if !c.noreply {
@@ -269,9 +252,6 @@ func (f *Framer) dataBlock(e entry, size uint64, noreply bool) {
 		f.fail("client", ErrPipeline, "more than maxPending entries")
 		return
 	}
-	c.noreply, c.remain = noreply, size
-	c.st = cData
-	if size == 0 {
-		c.st = cDataCR
-	}
+	c.noreply, c.st = noreply, cData
+	c.blk.Start(size)
 }

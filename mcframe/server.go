@@ -7,19 +7,17 @@ import "github.com/stackcopy/stackcopy/internal/framekit"
 type sstate uint8
 
 const (
-	sLine   sstate = iota // an answer line
-	sData                 // a data block: remain to go
-	sDataCR               // the CR after a data block
-	sDataLF               // the LF after a data block
+	sLine sstate = iota // an answer line
+	sData               // a data block and its CRLF
 )
 
 type server struct {
-	st     sstate
-	lb     framekit.LineBuf
-	remain uint64
-	cont   bool // inside a get or stats answer of the front request
-	lines  int  // lines of the stats answer so far
-	va     bool // the data block is a VA's: it completes the request
+	st    sstate
+	lb    framekit.LineBuf
+	blk   framekit.Block
+	cont  bool // inside a get or stats answer of the front request
+	lines int  // lines of the stats answer so far
+	va    bool // the data block is a VA's: it completes the request
 	// debt counts answers credited to quiet requests by a guess that
 	// no later answer has shown wrong or MN has settled.
 	debt int
@@ -47,28 +45,13 @@ func (f *Framer) server(p []byte) {
 			}
 			f.answerLine(line[:n-1])
 		case sData:
-			n := uint64(len(p))
-			if n > s.remain {
-				n = s.remain
-			}
-			s.remain -= n
-			p = p[n:]
-			if s.remain == 0 {
-				s.st = sDataCR
-			}
-		case sDataCR, sDataLF:
-			want := byte('\r')
-			if s.st == sDataLF {
-				want = '\n'
-			}
-			if p[0] != want {
+			_, rest, done, bad := s.blk.Take(p)
+			if bad {
 				f.fail("server", ErrMalformed, "data block not followed by CRLF")
 				return
 			}
-			p = p[1:]
-			if s.st == sDataCR {
-				s.st = sDataLF
-				break
+			if p = rest; !done {
+				return
 			}
 			s.st = sLine
 			if s.va {
@@ -91,10 +74,8 @@ func (f *Framer) data(size []byte, va bool) {
 		f.fail("server", ErrMalformed, "data length")
 		return
 	}
-	s.remain, s.va, s.st = n, va, sData
-	if n == 0 {
-		s.st = sDataCR
-	}
+	s.va, s.st = va, sData
+	s.blk.Start(n)
 }
 
 func isError(code []byte) bool {

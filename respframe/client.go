@@ -12,9 +12,7 @@ const (
 	cStart   cstate = iota // between commands
 	cMBLen                 // the "*N" line
 	cArgLen                // a "$L" line
-	cArgData               // argument bytes: remain to go
-	cArgCR                 // the CR after an argument
-	cArgLF                 // the LF after an argument
+	cArgData               // an argument's bytes and their CRLF
 	cInline                // an inline command line
 )
 
@@ -23,7 +21,7 @@ type client struct {
 	lb      framekit.LineBuf
 	nargs   int64
 	argi    int64
-	remain  int64
+	blk     framekit.Block
 	args    [3]capture // the first three arguments, lower-cased
 	inMulti bool       // between MULTI and EXEC/DISCARD/RESET
 }
@@ -39,31 +37,16 @@ func (f *Framer) client(p []byte) {
 				c.st = cInline
 			}
 		case cArgData:
-			n := int64(len(p))
-			if n > c.remain {
-				n = c.remain
-			}
+			arg, rest, done, bad := c.blk.Take(p)
 			if c.argi < int64(len(c.args)) {
-				c.args[c.argi].add(p[:n])
+				c.args[c.argi].add(arg)
 			}
-			c.remain -= n
-			p = p[n:]
-			if c.remain == 0 {
-				c.st = cArgCR
-			}
-		case cArgCR, cArgLF:
-			want := byte('\r')
-			if c.st == cArgLF {
-				want = '\n'
-			}
-			if p[0] != want {
+			if bad {
 				f.fail("client", ErrMalformed, "argument not followed by CRLF")
 				return
 			}
-			p = p[1:]
-			if c.st == cArgCR {
-				c.st = cArgLF
-				break
+			if p = rest; !done {
+				return
 			}
 			c.argi++
 			if c.argi == c.nargs {
@@ -140,11 +123,8 @@ func (f *Framer) clientLine(l []byte) {
 		f.fail("client", ErrMalformed, "bad bulk length")
 		return
 	}
-	c.remain = v
 	c.st = cArgData
-	if v == 0 {
-		c.st = cArgCR
-	}
+	c.blk.Start(uint64(v))
 }
 
 // command classifies a complete command of nargs arguments and queues

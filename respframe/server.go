@@ -9,10 +9,8 @@ import "github.com/stackcopy/stackcopy/internal/framekit"
 type sstate uint8
 
 const (
-	sLine   sstate = iota // a type line
-	sBulk                 // bulk bytes: remain to go
-	sBulkCR               // the CR after bulk bytes
-	sBulkLF               // the LF after bulk bytes
+	sLine sstate = iota // a type line
+	sBulk               // bulk bytes and their CRLF
 )
 
 // frame is an aggregate being parsed.
@@ -22,11 +20,11 @@ type frame struct {
 }
 
 type server struct {
-	st     sstate
-	lb     framekit.LineBuf
-	remain int64
-	depth  int
-	stack  [MaxDepth]frame
+	st    sstate
+	lb    framekit.LineBuf
+	blk   framekit.Block
+	depth int
+	stack [MaxDepth]frame
 
 	// The top-level value being parsed.
 	top       byte    // its type
@@ -69,34 +67,19 @@ func (f *Framer) server(p []byte) {
 			}
 			f.typeLine(line[0], line[1:n-1])
 		case sBulk:
-			n := int64(len(p))
-			if n > s.remain {
-				n = s.remain
-			}
+			bulk, rest, done, bad := s.blk.Take(p)
 			if s.capturing {
-				s.first.add(p[:n])
+				s.first.add(bulk)
 			}
-			s.remain -= n
-			p = p[n:]
-			if s.remain == 0 {
-				s.st = sBulkCR
-			}
-		case sBulkCR, sBulkLF:
-			want := byte('\r')
-			if s.st == sBulkLF {
-				want = '\n'
-			}
-			if p[0] != want {
+			if bad {
 				f.fail("server", ErrMalformed, "bulk string not followed by CRLF")
 				return
 			}
-			p = p[1:]
-			if s.st == sBulkCR {
-				s.st = sBulkLF
-			} else {
-				s.st, s.capturing = sLine, false
-				f.valueDone()
+			if p = rest; !done {
+				return
 			}
+			s.st, s.capturing = sLine, false
+			f.valueDone()
 		}
 	}
 }
@@ -172,10 +155,8 @@ func (f *Framer) typeLine(t byte, b []byte) {
 		case n == -1:
 			f.valueDone()
 		default:
-			s.remain, s.st = n, sBulk
-			if n == 0 {
-				s.st = sBulkCR
-			}
+			s.st = sBulk
+			s.blk.Start(uint64(n))
 			if elem == 0 && t == '$' {
 				s.first.reset()
 				s.capturing = true

@@ -143,3 +143,36 @@ func indexLF(p []byte) int {
 	}
 	return -1
 }
+
+// Block is a payload of announced length followed by CRLF, as memcached's
+// data blocks and RESP's bulk strings are. Its bytes are counted, never
+// held.
+type Block struct {
+	remain uint64 // payload bytes to go
+	crlf   uint8  // bytes of the CRLF still to come: 2, 1, or 0 (done)
+}
+
+// Start begins a block of n payload bytes.
+func (b *Block) Start(n uint64) { b.remain, b.crlf = n, 2 }
+
+// Take consumes from p what belongs to the block. payload is the part of
+// p that is payload (for a caller that looks at it), rest what follows
+// the block. done reports that the block ended in p; bad that a byte where
+// the CRLF belongs is something else (the block is then not done).
+func (b *Block) Take(p []byte) (payload, rest []byte, done, bad bool) {
+	n := min(uint64(len(p)), b.remain)
+	payload, p = p[:n], p[n:]
+	b.remain -= n
+	for b.remain == 0 && b.crlf > 0 && len(p) > 0 {
+		want := byte('\r')
+		if b.crlf == 1 {
+			want = '\n'
+		}
+		if p[0] != want {
+			return payload, p, false, true
+		}
+		p = p[1:]
+		b.crlf--
+	}
+	return payload, p, b.remain == 0 && b.crlf == 0, false
+}
