@@ -73,6 +73,17 @@ type SourceStats struct {
 	Truncated uint64
 }
 
+// Add adds o's counts to s (one more pass over a source).
+func (s *SourceStats) Add(o SourceStats) {
+	s.Packets += o.Packets
+	s.TCP += o.TCP
+	s.NonTCP += o.NonTCP
+	s.IPv6 += o.IPv6
+	s.Fragments += o.Fragments
+	s.Malformed += o.Malformed
+	s.Truncated += o.Truncated
+}
+
 // FileSource reads TCP segments from a pcap or pcapng file.
 type FileSource struct {
 	path  string

@@ -38,23 +38,9 @@ type Summary struct {
 
 // addPass adds one pass over a source.
 func (s *Summary) addPass(c capture.Counts, t session.TrackerStats) {
-	s.Capture.Packets += c.Packets
-	s.Capture.TCP += c.TCP
-	s.Capture.NonTCP += c.NonTCP
-	s.Capture.IPv6 += c.IPv6
-	s.Capture.Fragments += c.Fragments
-	s.Capture.Malformed += c.Malformed
-	s.Capture.Truncated += c.Truncated
+	s.Capture.Add(c.SourceStats)
 	s.CaptureDrops += c.Drops
-	s.Tracker.Sessions += t.Sessions
-	s.Tracker.MidStream += t.MidStream
-	s.Tracker.Joined += t.Joined
-	s.Tracker.Gaps += t.Gaps
-	s.Tracker.Duplicates += t.Duplicates
-	s.Tracker.OutOfOrder += t.OutOfOrder
-	s.Tracker.Retransmits += t.Retransmits
-	s.Tracker.Conflicts += t.Conflicts
-	s.Tracker.Ignored += t.Ignored
+	s.Tracker.Add(t)
 }
 
 // AllCompleted says every session the replayer was given ended as

@@ -165,6 +165,22 @@ type TrackerStats struct {
 	Open        int    // sessions being tracked now
 }
 
+// Add adds o's counts to s (one more pass over a capture); Open becomes
+// o's, the latest pass's.
+func (s *TrackerStats) Add(o TrackerStats) {
+	s.Sessions += o.Sessions
+	s.MidStream += o.MidStream
+	s.Joined += o.Joined
+	s.Gaps += o.Gaps
+	s.Duplicates += o.Duplicates
+	s.OutOfOrder += o.OutOfOrder
+	s.Retransmits += o.Retransmits
+	s.Conflicts += o.Conflicts
+	s.Ignored += o.Ignored
+	s.Expired += o.Expired
+	s.Open = o.Open
+}
+
 // Tracker groups captured segments into sessions and reassembles each
 // client's byte stream. Per session it emits EvOpen, then EvData and EvTurn
 // as the stream goes, then one of EvFin, EvRst, EvGap (or EvServerClose for
