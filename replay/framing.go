@@ -196,19 +196,20 @@ const earlyLimit = 64 << 10
 type targetSide struct {
 	mu    sync.Mutex
 	f     Framer
-	off   bool   // decided: not framed (or the early bytes overflowed)
-	early []byte // target bytes seen before the decision
+	off   atomic.Bool // decided: not framed (or the early bytes overflowed); read without mu by server
+	early []byte      // target bytes seen before the decision
 }
 
 // decide starts framing with pr (nil: none), replaying the early bytes.
 func (t *targetSide) decide(pr *Protocol) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if t.f != nil || t.off {
+	if t.f != nil || t.off.Load() {
 		return
 	}
 	if pr == nil {
-		t.off, t.early = true, nil
+		t.off.Store(true)
+		t.early = nil
 		return
 	}
 	t.f = pr.New()
@@ -221,14 +222,18 @@ func (t *targetSide) decide(pr *Protocol) {
 // server shows the target's bytes to the framer, or keeps them until the
 // protocol is decided.
 func (t *targetSide) server(p []byte) {
+	if t.off.Load() {
+		return // most sessions: no lock per answer chunk
+	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	switch {
 	case t.f != nil:
 		t.f.Server(p)
-	case t.off:
+	case t.off.Load():
 	case len(t.early)+len(p) > earlyLimit:
-		t.off, t.early = true, nil
+		t.off.Store(true)
+		t.early = nil
 	default:
 		t.early = append(t.early, p...)
 	}

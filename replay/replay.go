@@ -278,6 +278,12 @@ func (r *Replayer) due(t time.Time) time.Time {
 // Event implements session.Sink. It blocks while the session's queue is full
 // and, when pacing, until the event is nearly due.
 func (r *Replayer) Event(k session.SessionKey, ev session.Event) {
+	if ev.Kind == session.EvServerData {
+		// Only counted, by the capture side: nothing is due, and it need
+		// not wait for the pacing clock (one per captured answer segment).
+		r.serverData(k, ev)
+		return
+	}
 	at := r.due(ev.Time)
 	if !at.IsZero() {
 		if d := time.Until(at) - lookahead; d > 0 {
@@ -362,7 +368,7 @@ func (r *Replayer) Event(k session.SessionKey, ev session.Event) {
 	// goroutine, in capture order; copies share it.
 	answers := -1
 	c := copies[0].cap
-	if c.held != nil && ev.Kind != session.EvServerData {
+	if c.held != nil {
 		// The turn before the client's first bytes: once those bytes
 		// decided the protocol (and the early server bytes were framed),
 		// it knows how many answers to wait for.
@@ -377,15 +383,6 @@ func (r *Replayer) Event(k session.SessionKey, ev session.Event) {
 		}
 	}
 	switch ev.Kind {
-	case session.EvServerData:
-		if ev.Reason != "" {
-			c.holed = true // production's answers can no longer be counted
-		}
-		r.detect(c, k.Server.Port(), ev.Data, true)
-		if c.f != nil {
-			c.f.Server(ev.Data)
-		}
-		return // informational: nothing for the players
 	case session.EvData:
 		r.detect(c, k.Server.Port(), ev.Data, false)
 		if c.f != nil {
@@ -400,6 +397,25 @@ func (r *Replayer) Event(k session.SessionKey, ev session.Event) {
 	}
 	for _, s := range copies {
 		s.push(ev, at, answers)
+	}
+}
+
+// serverData frames captured server bytes on the capture side of their
+// session (shared by its copies); the players get nothing.
+func (r *Replayer) serverData(k session.SessionKey, ev session.Event) {
+	r.mu.Lock()
+	copies := r.sessions[k]
+	r.mu.Unlock()
+	if len(copies) == 0 {
+		return // unmatched, or already ended
+	}
+	c := copies[0].cap
+	if ev.Reason != "" {
+		c.holed = true // production's answers can no longer be counted
+	}
+	r.detect(c, k.Server.Port(), ev.Data, true)
+	if c.f != nil {
+		c.f.Server(ev.Data)
 	}
 }
 
