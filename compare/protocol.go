@@ -29,6 +29,9 @@ type Limits struct {
 	// ShowSecrets keeps passwords, Authorization, Cookie and the like in
 	// samples; by default decoders replace them with Redacted.
 	ShowSecrets bool
+	// UnorderedArrays compares JSON arrays as multisets: an array whose
+	// elements only changed order is identical.
+	UnorderedArrays bool
 }
 
 // DefaultLimits are the limits when none are configured.
