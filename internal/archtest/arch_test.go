@@ -20,9 +20,9 @@ const module = "github.com/stackcopy/stackcopy/"
 var allowed = map[string][]string{
 	"cmd/stackcopy":       {"mirror", "internal/cliflag", "transfer"},
 	"cmd/intercept":       {"intercept", "relay", "internal/cliflag"},
-	"mirror":              {"capture", "session", "transfer", "replay", "netstack", "wire", "hostnet", "relay", "internal/cliflag", "h2frame", "respframe", "mcframe", "myframe", "pgframe"},
+	"mirror":              {"capture", "session", "transfer", "replay", "netstack", "wire", "hostnet", "relay", "internal/cliflag", "h2frame", "respframe", "mcframe", "myframe", "pgframe", "compare", "compare/cmphttp", "compare/cmpresp", "compare/cmpmc", "compare/cmpmysql", "compare/cmppg"},
 	"intercept":           {"relay", "internal/afpacket", "internal/pcapfilter"},
-	"replay":              {"session", "transfer", "httpframe"},
+	"replay":              {"session", "transfer", "httpframe", "compare"},
 	"session":             {"capture"},
 	"capture":             {"transfer", "internal/afpacket", "internal/pcapfilter"},
 	"netstack":            {"wire"},
@@ -43,6 +43,12 @@ var allowed = map[string][]string{
 	"internal/syncbuf":    nil,
 	"internal/archtest":   nil,
 	"internal/framekit":   nil,
+	"compare":             nil,
+	"compare/cmphttp":     {"compare"},
+	"compare/cmpresp":     {"compare"},
+	"compare/cmpmc":       {"compare"},
+	"compare/cmpmysql":    {"compare"},
+	"compare/cmppg":       {"compare"},
 
 	// Test support: only the framers' tests import these (the pcap fixture
 	// reader; the bench harness, step tables and reference net.Conn).
