@@ -23,6 +23,11 @@ type NginxConfig struct {
 	WorkerConnections int           // default 4096
 	KeepaliveRequests int           // default 1000000: never close a replayed keep-alive session early
 	KeepaliveTimeout  time.Duration // default 75s
+
+	// Server holds more directives for the server block (a test's own
+	// locations, e.g. `location = /health { return 200 "ok\n"; }`),
+	// inserted as written.
+	Server string
 }
 
 // ConfPath returns the path of the rendered nginx.conf.
@@ -93,6 +98,7 @@ http {
         root {{.Root}};
         location / {
         }
+{{.Server}}
     }
 }
 `))

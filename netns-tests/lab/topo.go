@@ -110,12 +110,33 @@ func ServeFiles(h *Host, listen netip.AddrPort, files map[string][]byte) (*Nginx
 	if err := os.Chmod(root, 0o755); err != nil {
 		return nil, fmt.Errorf("lab: files for nginx on %s: %w", h.name, err)
 	}
-	for name, b := range files {
-		if err := os.WriteFile(filepath.Join(root, name), b, 0o644); err != nil {
-			return nil, fmt.Errorf("lab: files for nginx on %s: %w", h.name, err)
-		}
+	if err := WriteSite(root, files); err != nil {
+		return nil, fmt.Errorf("lab: files for nginx on %s: %w", h.name, err)
 	}
 	return StartNginx(h, listen, root)
+}
+
+// SiteTime is the modification time WriteSite gives every file: two
+// hosts serving the same files then send the same Last-Modified and ETag,
+// as two servers deployed from one build do.
+var SiteTime = time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+
+// WriteSite writes files (path → content, subdirectories made as needed)
+// under root, each with the modification time SiteTime.
+func WriteSite(root string, files map[string][]byte) error {
+	for name, b := range files {
+		p := filepath.Join(root, name)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			return err
+		}
+		if err := os.WriteFile(p, b, 0o644); err != nil {
+			return err
+		}
+		if err := os.Chtimes(p, SiteTime, SiteTime); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // WriteKey writes a fresh random relay key (32 bytes, hex) to name in the

@@ -2,6 +2,10 @@
 // two-namespace lab (a replay host and a target), starts a recording
 // target server, replays the bundled capture testdata/demo.pcap through
 // stackcopy and prints stackcopy's summary and what the target received.
+// Then it replays the same capture to an nginx serving the next build of
+// the site, which changed a page and added a JSON field, with --compare:
+// stackcopy pairs every answer with production's and prints what changed
+// (and writes the HTML report).
 //
 // With -make-pcap it instead rebuilds that capture: real curl clients
 // talking to a real nginx in a lab, captured with tcpdump.
@@ -9,11 +13,11 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -115,7 +119,75 @@ func demo(stackcopyBin, recorderBin, pcap string) error {
 	if runErr != nil {
 		return runErr
 	}
-	return nil
+	return compareDemo(l, replay, target, stackcopyBin, pcap)
+}
+
+// compareDemo replays the capture to the next build of the site and
+// prints stackcopy's comparison.
+func compareDemo(l *lab.Lab, replay, target *lab.Host, stackcopyBin, pcap string) error {
+	listen := netip.AddrPortFrom(targetAddr, 80)
+	if _, err := serveSite(l, target, listen, site(true)); err != nil {
+		return err
+	}
+	report := filepath.Join(os.TempDir(), "stackcopy-demo-report.html")
+	fmt.Printf("\nThe next build of the site (index.html reworded, a field added to /api/user) on %s:\n", listen)
+	fmt.Printf("$ stackcopy -x 80-%s -i %s --compare --compare-html %s\n", listen, filepath.Base(pcap), report)
+	sc, err := replay.StartWith(lab.StartOptions{Stdout: true}, stackcopyBin, "-x", "80-"+listen.String(), "-i", pcap, "--compare", "--compare-html", report)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	runErr := sc.WaitContext(ctx, 10*time.Second)
+	fmt.Print(sc.Stdout())
+	fmt.Print(sc.Log())
+	fmt.Printf("\nopen %s in a browser for the groups, the differences side by side and the latencies\n", report)
+	return runErr
+}
+
+// site is the demo's web site: production's build, or the next one. The
+// logo is the same pseudo-random image in both.
+func site(next bool) map[string][]byte {
+	logo := make([]byte, 40_000)
+	chacha := rand.NewChaCha8([32]byte{'s', 't', 'a', 'c', 'k', 'c', 'o', 'p', 'y'})
+	chacha.Read(logo)
+	files := map[string][]byte{
+		"index.html":  []byte("<h1>hello from the online server</h1>\n"),
+		"logo.png":    logo,
+		"api/user/7":  []byte(`{"id":7,"name":"ada","langs":["go","c"]}`),
+		"api/user/8":  []byte(`{"id":8,"name":"ken","langs":["c"]}`),
+		"api/user/11": []byte(`{"id":11,"name":"rob","langs":["go"]}`),
+	}
+	if next {
+		files["index.html"] = []byte("<h1>hello from the new build</h1>\n")
+		files["api/user/7"] = []byte(`{"id":7,"name":"ada","langs":["go","c"],"plan":"pro"}`)
+		files["api/user/8"] = []byte(`{"id":8,"name":"ken","langs":["c"],"plan":"free"}`)
+		files["api/user/11"] = []byte(`{"id":11,"name":"rob","langs":["go"],"plan":"free"}`)
+	}
+	return files
+}
+
+// serveSite serves files with nginx on h; /api/ answers JSON.
+func serveSite(l *lab.Lab, h *lab.Host, listen netip.AddrPort, files map[string][]byte) (*lab.Nginx, error) {
+	root, err := os.MkdirTemp(l.Dir(), "site-")
+	if err != nil {
+		return nil, err
+	}
+	if err := os.Chmod(root, 0o755); err != nil {
+		return nil, err
+	}
+	if err := lab.WriteSite(root, files); err != nil {
+		return nil, err
+	}
+	dir, err := os.MkdirTemp(l.Dir(), "nginx-")
+	if err != nil {
+		return nil, err
+	}
+	if err := os.Chmod(dir, 0o755); err != nil {
+		return nil, err
+	}
+	return lab.StartNginxConfig(h, lab.NginxConfig{Listen: listen, Root: root, Dir: dir,
+		Server: "        location /api/ { default_type application/json; }\n"})
 }
 
 // capture records real curl → nginx sessions from three client addresses.
@@ -141,10 +213,7 @@ func capture(out string) error {
 	if err := client.AddAddrs(clientIf, netip.PrefixFrom(clients[1], 24), netip.PrefixFrom(clients[2], 24)); err != nil {
 		return err
 	}
-	img := make([]byte, 40_000)
-	rand.Read(img)
-	files := map[string][]byte{"index.html": []byte("<h1>hello from the online server</h1>\n"), "logo.png": img}
-	if _, err := lab.ServeFiles(online, netip.AddrPortFrom(onlineAddr, 80), files); err != nil {
+	if _, err := serveSite(l, online, netip.AddrPortFrom(onlineAddr, 80), site(false)); err != nil {
 		return err
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -156,9 +225,10 @@ func capture(out string) error {
 	}
 	base := "http://" + onlineAddr.String() + "/"
 	runs := [][]string{
-		{"--interface", clients[0].String(), "-o", "/dev/null", "-o", "/dev/null", base + "index.html", base + "logo.png"},
+		{"--interface", clients[0].String(), "-o", "/dev/null", "-o", "/dev/null", "-o", "/dev/null", base + "index.html", base + "logo.png", base + "api/user/7"},
 		{"--interface", clients[1].String(), "-o", "/dev/null", "-d", "user=demo&action=login", base + "index.html"},
-		{"--interface", clients[2].String(), "-o", "/dev/null", "-o", "/dev/null", "-o", "/dev/null", base + "index.html", base + "logo.png", base + "missing"},
+		{"--interface", clients[2].String(), "-o", "/dev/null", "-o", "/dev/null", "-o", "/dev/null", "-o", "/dev/null", "-o", "/dev/null",
+			base + "index.html", base + "api/user/8", base + "logo.png", base + "missing", base + "api/user/11"},
 	}
 	for _, r := range runs {
 		if _, err := client.Exec(ctx, append([]string{"curl", "-sS"}, r...)...); err != nil {
