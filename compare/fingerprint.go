@@ -21,8 +21,8 @@ const maxFingerprint = 200
 //     "(" and "." or before ")", ",", "." and ";", none between a name and
 //     the "(" of its call; trailing semicolons go.
 //   - Literals become "?": numbers (with their exponent; a unary minus
-//     before one folds into it), '…' strings (backslash escapes and ''
-//     doubling; E'', N'', B'', X'' and U&'' prefixes), hex and bit
+//     before one folds into it), '…' strings (backslash escapes and ”
+//     doubling; E”, N”, B”, X” and U&” prefixes), hex and bit
 //     literals (0x.., x'..', 0b.., b'..'), PostgreSQL dollar-quoted
 //     strings, and PostgreSQL's $1 placeholders, so that a statement reads
 //     the same whether it was sent with placeholders or values. TRUE,
