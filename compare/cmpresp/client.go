@@ -1,0 +1,589 @@
+package cmpresp
+
+import (
+	"bytes"
+	"strconv"
+	"strings"
+
+	"github.com/stackcopy/stackcopy/compare"
+)
+
+// The client side: commands, parsed as Redis's processMultibulkBuffer and
+// processInlineBuffer parse them, strict where Redis answers a protocol
+// error and closes the connection.
+
+type cstate uint8
+
+const (
+	cStart   cstate = iota // between commands
+	cMBLen                 // the "*N" line
+	cArgLen                // a "$L" line
+	cArgData               // an argument's bytes
+	cArgCRLF               // the CRLF after them
+	cInline                // an inline command line
+	cDead                  // malformed: the rest is dropped
+)
+
+// maxArgs bounds the arguments kept for the key and the sample; later
+// ones are counted.
+const maxArgs = 1024
+
+type client struct {
+	st    cstate
+	line  []byte // a line being gathered across chunks
+	nargs int64
+	argi  int64
+	left  int64 // bytes of the argument to go
+	crlf  int   // bytes of its CRLF seen
+
+	args   [][]byte // the arguments kept (each cut to the budget)
+	lens   []int64  // their full lengths
+	budget int      // bytes of arguments still to keep
+	size   int      // wire bytes of the command so far
+	nextID int
+
+	// Session state, as the commands set it.
+	resp3    bool // after HELLO 3
+	passive  bool // after a RESP2 SUBSCRIBE or MONITOR: replies answer nothing
+	replyOff bool // after CLIENT REPLY OFF
+	skipNext bool // after CLIENT REPLY SKIP
+}
+
+func (c *conv) Requests(b []byte) []Request {
+	var out []Request
+	cl := &c.c
+	for len(b) > 0 && cl.st != cDead {
+		switch cl.st {
+		case cStart:
+			cl.startCommand(c.lim)
+			if b[0] == '*' {
+				cl.st = cMBLen
+			} else {
+				cl.st = cInline
+			}
+		case cArgData:
+			n := int(min(cl.left, int64(len(b))))
+			cl.keep(b[:n])
+			cl.size += n
+			cl.left -= int64(n)
+			b = b[n:]
+			if cl.left == 0 {
+				cl.st = cArgCRLF
+			}
+		case cArgCRLF:
+			if b[0] != "\r\n"[cl.crlf] {
+				out = append(out, c.malformed("argument not followed by CRLF"))
+				return out
+			}
+			cl.size++
+			b = b[1:]
+			if cl.crlf++; cl.crlf == 2 {
+				cl.crlf = 0
+				cl.argi++
+				if cl.argi == cl.nargs {
+					cl.st = cStart
+					out = append(out, c.command())
+				} else {
+					cl.st = cArgLen
+				}
+			}
+		default: // line states
+			if cl.st == cArgLen && len(cl.line) == 0 && b[0] != '$' {
+				out = append(out, c.malformed("expected '$' before an argument"))
+				return out
+			}
+			line, rest, ok := cl.readLine(b)
+			if !ok {
+				if len(cl.line) > MaxLine {
+					out = append(out, c.malformed("line longer than MaxLine"))
+					return out
+				}
+				return out
+			}
+			cl.size += len(b) - len(rest)
+			b = rest
+			if r, ok := c.clientLine(line); ok {
+				out = append(out, r)
+			}
+		}
+	}
+	return out
+}
+
+// readLine gathers a line up to its LF; line excludes the LF and is valid
+// until the next call. Not ok: the line goes on in the next chunk (its
+// bytes are held, and counted in size then).
+func (cl *client) readLine(b []byte) (line, rest []byte, ok bool) {
+	i := bytes.IndexByte(b, '\n')
+	if i < 0 {
+		cl.size += len(b)
+		cl.line = append(cl.line, b[:min(len(b), MaxLine+1-len(cl.line))]...)
+		return nil, nil, false
+	}
+	if len(cl.line) == 0 {
+		return b[:i], b[i+1:], true
+	}
+	cl.line = append(cl.line, b[:i]...)
+	line = cl.line
+	cl.line = cl.line[:0]
+	if len(line) > MaxLine {
+		line = line[:MaxLine+1] // over: the caller fails on it
+	}
+	return line, b[i+1:], true
+}
+
+func (cl *client) startCommand(lim compare.Limits) {
+	clear(cl.args)
+	cl.args, cl.lens = cl.args[:0], cl.lens[:0]
+	cl.budget = max(lim.Sample, 256)
+}
+
+// keep adds bytes to the argument being read, within the budget.
+func (cl *client) keep(b []byte) {
+	if cl.argi >= maxArgs || len(cl.args) == 0 {
+		return
+	}
+	last := len(cl.args) - 1
+	n := min(len(b), cl.budget)
+	cl.args[last] = append(cl.args[last], b[:n]...)
+	cl.budget -= n
+}
+
+// clientLine handles a complete line without its LF; ok when it completes
+// a command (or fails the stream).
+func (c *conv) clientLine(l []byte) (Request, bool) {
+	cl := &c.c
+	if len(l) > MaxLine {
+		return c.malformed("line longer than MaxLine"), true
+	}
+	if cl.st == cInline {
+		if n := len(l); n > 0 && l[n-1] == '\r' {
+			l = l[:n-1]
+		}
+		cl.st = cStart
+		args, ok := splitArgs(l)
+		if !ok {
+			return c.malformed("unbalanced quotes in an inline command"), true
+		}
+		if len(args) == 0 {
+			return Request{}, false // skipped, its bytes go to the next command
+		}
+		for _, a := range args {
+			cl.argi = int64(len(cl.args))
+			if cl.argi < maxArgs {
+				cl.args = append(cl.args, nil)
+				cl.lens = append(cl.lens, int64(len(a)))
+				cl.keep(a)
+			}
+		}
+		cl.nargs = int64(len(args))
+		return c.command(), true
+	}
+	n := len(l)
+	if n < 2 || l[n-1] != '\r' {
+		return c.malformed("length line not ended by CRLF"), true
+	}
+	v, ok := parseInt(l[1 : n-1])
+	if cl.st == cMBLen {
+		if !ok || v > 1<<31-1 {
+			return c.malformed("bad multibulk length"), true
+		}
+		if v <= 0 {
+			cl.st = cStart // Redis skips it: no command, no reply
+			return Request{}, false
+		}
+		cl.st, cl.nargs, cl.argi = cArgLen, v, 0
+		return Request{}, false
+	}
+	if !ok || v < 0 || v > 1<<40 {
+		return c.malformed("bad bulk length"), true
+	}
+	if cl.argi < maxArgs {
+		cl.args = append(cl.args, nil)
+		cl.lens = append(cl.lens, v)
+	}
+	cl.left = v
+	cl.st = cArgData
+	if v == 0 {
+		cl.st = cArgCRLF
+	}
+	return Request{}, false
+}
+
+// Request is compare.Request, named for brevity.
+type Request = compare.Request
+
+// malformed ends the client stream with a request that says why.
+func (c *conv) malformed(why string) Request {
+	cl := &c.c
+	cl.st = cDead
+	r := Request{ID: cl.nextID, Key: "(malformed)", Size: cl.size, Sample: "malformed: " + why}
+	cl.nextID++
+	cl.size = 0
+	// The server answers a protocol error, which pairs with this.
+	c.await(entry{id: r.ID})
+	return r
+}
+
+func (c *conv) EndRequests() []Request {
+	cl := &c.c
+	if cl.st == cDead || (cl.st == cStart && cl.size == 0) {
+		return nil
+	}
+	if cl.st == cStart || (cl.st == cInline && len(bytes.TrimSpace(cl.line)) == 0) {
+		return nil // only skipped bytes
+	}
+	r := Request{ID: cl.nextID, Key: "(partial)", Partial: true, NoAnswer: true, Size: cl.size}
+	if len(cl.args) > 0 {
+		r.Key = c.key()
+		r.Sample = c.sample()
+	} else if cl.st == cInline {
+		r.Sample = compare.Sample(cl.line, c.lim.Sample)
+	}
+	cl.nextID++
+	cl.st = cDead
+	return []Request{r}
+}
+
+// upperArg is argument i in upper case, "" when absent.
+func (cl *client) upperArg(i int) string {
+	if i >= len(cl.args) {
+		return ""
+	}
+	return strings.ToUpper(string(cl.args[i]))
+}
+
+// containers are the commands whose first argument is a subcommand.
+var containers = map[string]bool{
+	"CONFIG": true, "CLIENT": true, "XINFO": true, "OBJECT": true,
+	"SCRIPT": true, "FUNCTION": true, "ACL": true, "CLUSTER": true,
+	"COMMAND": true, "MEMORY": true, "MODULE": true, "XGROUP": true,
+	"PUBSUB": true, "SLOWLOG": true, "LATENCY": true, "DEBUG": true,
+}
+
+// word renders a command or subcommand name for a key: upper case, or "?"
+// when it is not a short printable word (keys must stay few).
+func word(b []byte, full int64) string {
+	if len(b) == 0 || len(b) > 32 || full != int64(len(b)) {
+		return "?"
+	}
+	for _, x := range b {
+		if x <= ' ' || x > '~' {
+			return "?"
+		}
+	}
+	return strings.ToUpper(string(b))
+}
+
+func (c *conv) key() string {
+	cl := &c.c
+	k := word(cl.args[0], cl.lens[0])
+	if containers[k] && len(cl.args) > 1 {
+		k += " " + word(cl.args[1], cl.lens[1])
+	}
+	return k
+}
+
+// command completes a command: its request, and what it does to the
+// session and to the replies awaited.
+func (c *conv) command() Request {
+	cl := &c.c
+	r := Request{ID: cl.nextID, Key: c.key(), Size: cl.size, Sample: c.sample()}
+	cl.nextID++
+	cl.size = 0
+	name, sub, arg2 := cl.upperArg(0), cl.upperArg(1), cl.upperArg(2)
+	e := entry{id: r.ID}
+	switch {
+	case name == "RESET":
+		// RESET clears subscriptions, reply mode and protocol, and is
+		// answered whatever the mode.
+		cl.passive, cl.replyOff, cl.skipNext, cl.resp3 = false, false, false, false
+		e.flags = fReset
+	case cl.passive:
+		r.NoAnswer = true
+	case name == "CLIENT" && sub == "REPLY" && arg2 == "ON":
+		cl.replyOff, cl.skipNext = false, false
+	case cl.replyOff:
+		r.NoAnswer = true
+	case name == "CLIENT" && sub == "REPLY" && (arg2 == "OFF" || arg2 == "SKIP"):
+		r.NoAnswer = true
+		if arg2 == "OFF" {
+			cl.replyOff = true
+		} else {
+			cl.skipNext = true
+		}
+		return r // a SKIP does not consume a pending skip: it is itself silent
+	case cl.skipNext:
+		r.NoAnswer = true
+	}
+	cl.skipNext = false
+	if r.NoAnswer {
+		return r
+	}
+	switch name {
+	case "SUBSCRIBE", "PSUBSCRIBE", "SSUBSCRIBE":
+		switch {
+		case cl.nargs < 2: // an error reply
+		case cl.resp3:
+			r.NoAnswer = true // confirmations are pushes
+			return r
+		default:
+			e.flags |= fPassive
+			cl.passive = true
+		}
+	case "UNSUBSCRIBE", "PUNSUBSCRIBE", "SUNSUBSCRIBE":
+		if cl.resp3 {
+			r.NoAnswer = true
+			return r
+		}
+		e.extra = max(cl.nargs-2, 0)
+	case "MONITOR", "SYNC", "PSYNC":
+		e.flags |= fPassive
+		cl.passive = true
+	case "HELLO":
+		switch string(cl.args[min(1, len(cl.args)-1)]) {
+		case "3":
+			cl.resp3 = true
+		case "2":
+			cl.resp3 = false
+		}
+	}
+	c.await(e)
+	return r
+}
+
+// secrets tells which arguments of the command a sample redacts.
+func (c *conv) secrets() map[int]bool {
+	cl := &c.c
+	s := map[int]bool{}
+	name := cl.upperArg(0)
+	switch name {
+	case "AUTH": // AUTH password, AUTH username password
+		if len(cl.args) > 1 {
+			s[len(cl.args)-1] = true
+		}
+	case "HELLO": // HELLO 3 AUTH username password SETNAME name
+		for i := 2; i < len(cl.args); i++ {
+			if cl.upperArg(i) == "AUTH" {
+				s[i+2] = true
+				i += 2
+			}
+		}
+	case "MIGRATE": // … AUTH password | AUTH2 username password … KEYS …
+		for i := 6; i < len(cl.args); i++ {
+			switch cl.upperArg(i) {
+			case "AUTH":
+				s[i+1] = true
+				i++
+			case "AUTH2":
+				s[i+2] = true
+				i += 2
+			case "KEYS":
+				return s
+			}
+		}
+	case "CONFIG": // CONFIG SET requirepass x masterauth y
+		if cl.upperArg(1) == "SET" {
+			for i := 2; i+1 < len(cl.args); i += 2 {
+				switch strings.ToLower(string(cl.args[i])) {
+				case "requirepass", "masterauth", "masteruser":
+					s[i+1] = true
+				}
+			}
+		}
+	case "ACL": // ACL SETUSER name on >password #hash
+		if cl.upperArg(1) == "SETUSER" {
+			for i := 3; i < len(cl.args); i++ {
+				if a := cl.args[i]; len(a) > 0 && (a[0] == '>' || a[0] == '<' || a[0] == '#' || a[0] == '!') {
+					s[i] = true
+				}
+			}
+		}
+	}
+	return s
+}
+
+// sample renders the command: plain words as they are, other arguments
+// quoted, arguments cut to the budget marked with "…".
+func (c *conv) sample() string {
+	cl := &c.c
+	var secret map[int]bool
+	if !c.lim.ShowSecrets {
+		secret = c.secrets()
+	}
+	var sb strings.Builder
+	for i, a := range cl.args {
+		if sb.Len() > c.lim.Sample {
+			break
+		}
+		if i > 0 {
+			sb.WriteByte(' ')
+		}
+		switch {
+		case secret[i]:
+			sb.WriteString(compare.Redacted)
+		case plainWord(a):
+			sb.Write(a)
+		default:
+			sb.WriteString(strconv.Quote(string(a)))
+		}
+		if int64(len(a)) < cl.lens[i] {
+			sb.WriteString("…")
+		}
+	}
+	if more := cl.nargs - int64(len(cl.args)); more > 0 {
+		sb.WriteString(" … (" + strconv.FormatInt(more, 10) + " more arguments)")
+	}
+	return compare.Sample([]byte(sb.String()), c.lim.Sample)
+}
+
+func plainWord(a []byte) bool {
+	if len(a) == 0 {
+		return false
+	}
+	for _, x := range a {
+		if x <= ' ' || x > '~' || x == '"' || x == '\'' || x == '\\' {
+			return false
+		}
+	}
+	return true
+}
+
+// parseInt parses what Redis's string2ll takes: an optional '-' and
+// digits, no leading zero (but "0"), within int64.
+func parseInt(b []byte) (int64, bool) {
+	neg := false
+	if len(b) > 0 && b[0] == '-' {
+		neg, b = true, b[1:]
+	}
+	if len(b) == 0 || len(b) > 19 || (b[0] == '0' && (len(b) > 1 || neg)) {
+		return 0, false
+	}
+	var n uint64
+	for _, x := range b {
+		if x < '0' || x > '9' {
+			return 0, false
+		}
+		n = n*10 + uint64(x-'0')
+	}
+	if n > 1<<63-1 {
+		return 0, false
+	}
+	if neg {
+		return -int64(n), true
+	}
+	return int64(n), true
+}
+
+// splitArgs splits an inline command as Redis's sdssplitargs does
+// (quotes, escapes; a NUL ends the line, as it ends the C string there);
+// ok is false where Redis answers "unbalanced quotes".
+func splitArgs(l []byte) (args [][]byte, ok bool) {
+	if i := bytes.IndexByte(l, 0); i >= 0 {
+		l = l[:i]
+	}
+	at := func(i int) byte {
+		if i < len(l) {
+			return l[i]
+		}
+		return 0
+	}
+	isSpace := func(x byte) bool {
+		return x == ' ' || x == '\n' || x == '\r' || x == '\t' || x == '\v' || x == '\f'
+	}
+	i := 0
+	for {
+		for i < len(l) && isSpace(l[i]) {
+			i++
+		}
+		if i >= len(l) {
+			return args, true
+		}
+		var cur []byte
+		inq, insq := false, false
+		for done := false; !done; {
+			x := at(i)
+			switch {
+			case inq:
+				switch {
+				case x == '\\' && at(i+1) == 'x' && isHex(at(i+2)) && isHex(at(i+3)):
+					cur = append(cur, unhex(at(i+2))<<4|unhex(at(i+3)))
+					i += 3
+				case x == '\\' && i+1 < len(l):
+					i++
+					switch e := l[i]; e {
+					case 'n':
+						cur = append(cur, '\n')
+					case 'r':
+						cur = append(cur, '\r')
+					case 't':
+						cur = append(cur, '\t')
+					case 'b':
+						cur = append(cur, '\b')
+					case 'a':
+						cur = append(cur, '\a')
+					default:
+						cur = append(cur, e)
+					}
+				case x == '"':
+					if i+1 < len(l) && !isSpace(l[i+1]) {
+						return nil, false
+					}
+					done = true
+				case i >= len(l):
+					return nil, false
+				default:
+					cur = append(cur, x)
+				}
+			case insq:
+				switch {
+				case x == '\\' && at(i+1) == '\'':
+					i++
+					cur = append(cur, '\'')
+				case x == '\'':
+					if i+1 < len(l) && !isSpace(l[i+1]) {
+						return nil, false
+					}
+					done = true
+				case i >= len(l):
+					return nil, false
+				default:
+					cur = append(cur, x)
+				}
+			default:
+				switch {
+				case i >= len(l) || isSpace(x):
+					done = true
+				case x == '"':
+					inq = true
+				case x == '\'':
+					insq = true
+				default:
+					cur = append(cur, x)
+				}
+			}
+			if i < len(l) {
+				i++
+			}
+		}
+		if cur == nil {
+			cur = []byte{}
+		}
+		args = append(args, cur)
+	}
+}
+
+func isHex(x byte) bool {
+	return ('0' <= x && x <= '9') || ('a' <= x && x <= 'f') || ('A' <= x && x <= 'F')
+}
+
+func unhex(x byte) byte {
+	switch {
+	case x <= '9':
+		return x - '0'
+	case x <= 'F':
+		return x - 'A' + 10
+	default:
+		return x - 'a' + 10
+	}
+}
