@@ -21,11 +21,12 @@ const maxFingerprint = 200
 //     "(" and "." or before ")", ",", "." and ";", none between a name and
 //     the "(" of its call; trailing semicolons go.
 //   - Literals become "?": numbers (with their exponent; a unary minus
-//     before one folds into it), '…' strings (backslash escapes and ”
-//     doubling; E”, N”, B”, X” and U&” prefixes), hex and bit
-//     literals (0x.., x'..', 0b.., b'..'), PostgreSQL dollar-quoted
-//     strings, and PostgreSQL's $1 placeholders, so that a statement reads
-//     the same whether it was sent with placeholders or values. TRUE,
+//     before one folds into it), quoted strings (backslash escapes and
+//     doubled quotes; the E, N, B, X and U& prefixes and MySQL's charset
+//     introducers), hex and bit literals (0x.., 0b..), PostgreSQL
+//     dollar-quoted strings, and PostgreSQL's $1 placeholders, so that a
+//     statement reads the same whether it was sent with placeholders or
+//     values (MySQL's ? placeholders are already "?"). TRUE,
 //     FALSE and NULL stay: they change what a statement means.
 //   - "IN (" followed by only literals ")" becomes "IN (?+)", whatever the
 //     list's length; a multi-row VALUES whose rows normalize alike keeps
