@@ -96,6 +96,7 @@ type answers struct {
 type held struct {
 	a     compare.Answer
 	reset bool // a +RESET reply
+	push  bool // a push: it answers nothing, but keeps its place in the order
 }
 
 func (a *answers) init() {
@@ -185,37 +186,22 @@ func (a *answers) consume(b []byte) {
 	}
 }
 
-// fail ends the stream with an answer that says why.
+// fail ends the stream with an answer that says why. It is paired as a
+// reply would be, so that it answers the same command however the streams
+// were cut.
 func (a *answers) fail(out []compare.Answer, why string) []compare.Answer {
 	a.st = sDead
-	ans := compare.Answer{Req: -1, Malformed: why, Size: a.size, Sample: compare.Sample(a.raw, a.c.lim.Sample)}
-	if len(a.held) == 0 && !a.passive {
-		if e, ok := a.c.entryAt(a.cur); ok {
-			ans.Req = e.id
-			a.cur++
-		}
-	}
+	a.held = append(a.held, held{a: compare.Answer{Malformed: why, Size: a.size, Sample: compare.Sample(a.raw, a.c.lim.Sample)}})
 	a.size, a.raw = 0, a.raw[:0]
-	return append(out, ans)
+	return a.flush(out, false)
 }
 
 func (a *answers) End() []compare.Answer {
-	out := a.flush(nil, true)
-	if a.st == sDead {
-		return out
-	}
-	if a.size > 0 || len(a.line) > 0 || len(a.stack) > 0 || a.st != sLine {
-		ans := compare.Answer{Req: -1, Truncated: true, Size: a.size, Sample: compare.Sample(a.raw, a.c.lim.Sample)}
-		if !a.passive {
-			if e, ok := a.c.entryAt(a.cur); ok {
-				ans.Req = e.id
-				a.cur++
-			}
-		}
-		out = append(out, ans)
+	if a.st != sDead && (a.size > 0 || len(a.line) > 0 || len(a.stack) > 0 || a.st != sLine) {
+		a.held = append(a.held, held{a: compare.Answer{Truncated: true, Size: a.size, Sample: compare.Sample(a.raw, a.c.lim.Sample)}})
 	}
 	a.st = sDead
-	return out
+	return a.flush(nil, true)
 }
 
 // typeLine handles a type line: type byte t and body b without CRLF.
@@ -456,11 +442,7 @@ func (a *answers) top(out []compare.Answer, v val) []compare.Answer {
 	}
 	a.attr, a.isAttr = "", false
 	a.size, a.raw = 0, a.raw[:0]
-	if v.t == '>' {
-		ans.Req = -1 // a push answers nothing
-		return append(out, ans)
-	}
-	a.held = append(a.held, held{a: ans, reset: v.t == '+' && v.value == "RESET"})
+	a.held = append(a.held, held{a: ans, reset: v.t == '+' && v.value == "RESET", push: v.t == '>'})
 	return a.flush(out, false)
 }
 
@@ -470,15 +452,21 @@ func (a *answers) flush(out []compare.Answer, end bool) []compare.Answer {
 	for len(a.held) > 0 {
 		h := &a.held[0]
 		switch {
+		case h.push:
+			h.a.Req = -1 // a push answers nothing
 		case a.extra > 0:
 			a.extra--
 			h.a.Req = -1
 		case a.passive:
 			h.a.Req = -1
-			if e, ok := a.c.entryAt(a.cur); ok && h.reset && e.flags&fReset != 0 {
+			e, ok := a.c.entryAt(a.cur)
+			switch {
+			case ok && h.reset && e.flags&fReset != 0:
 				h.a.Req = e.id
 				a.cur++
 				a.passive = false
+			case !ok && h.reset && !end && len(a.held) <= maxHeld:
+				return out // the RESET it answers may be still to come
 			}
 		default:
 			e, ok := a.c.entryAt(a.cur)
