@@ -434,8 +434,9 @@ func spaceBetween(a, b sqlTok) bool {
 		case ")", ",", ".", ";", "]", "[":
 			return false
 		case "(":
-			// A call: name(…); a keyword keeps its space: IN (…).
-			return a.kind != tkWord && a.kind != tkQuoted || a.kw
+			// A call: name(…); a keyword keeps its space: IN (…),
+			// unless it is also a function: DATABASE(), IF(…).
+			return a.kind != tkWord && a.kind != tkQuoted || a.kw && !funcKeywords[a.text]
 		}
 	}
 	if a.text == "::" || b.text == "::" {
@@ -447,6 +448,13 @@ func spaceBetween(a, b sqlTok) bool {
 // valueKeywords are keywords that end an operand: a sign after them is
 // binary (NULL - 1).
 var valueKeywords = map[string]bool{"NULL": true, "TRUE": true, "FALSE": true, "END": true}
+
+// funcKeywords are keywords that are also functions, written name(…).
+var funcKeywords = map[string]bool{
+	"DATABASE": true, "SCHEMA": true, "IF": true, "LEFT": true, "RIGHT": true, "REPLACE": true,
+	"MOD": true, "CAST": true, "ROW": true, "CURRENT_USER": true, "CURRENT_DATE": true,
+	"CURRENT_TIME": true, "CURRENT_TIMESTAMP": true, "INSERT": true,
+}
 
 // sqlKeywords are uppercased in fingerprints: the reserved and common
 // words of MySQL and PostgreSQL statements. A word not here (a function,

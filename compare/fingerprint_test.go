@@ -86,3 +86,14 @@ func FuzzFingerprint(f *testing.F) {
 		}
 	})
 }
+
+func TestFingerprintFunctionKeywords(t *testing.T) {
+	for in, want := range map[string]string{
+		"select database(), if(a, 1, 2), left(s, 3)": "SELECT DATABASE(), IF(a, ?, ?), LEFT(s, ?)",
+		"select * from t where x in(1,2)":            "SELECT * FROM t WHERE x IN (?+)",
+	} {
+		if got := Fingerprint(in); got != want {
+			t.Errorf("Fingerprint(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

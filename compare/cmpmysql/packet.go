@@ -1,0 +1,155 @@
+package cmpmysql
+
+import (
+	"encoding/binary"
+
+	"github.com/stackcopy/stackcopy/compare"
+)
+
+const maxPacket = 0xffffff
+
+// reader cuts one direction into messages: packets of a 3-byte length and
+// a sequence id, a 0xFFFFFF-long packet continuing its message in the
+// next. It keeps a message's first keep bytes and hashes all of them; a
+// longer message (a big row) is streamed into spill when the owner set
+// one, so a 1 GiB row is hashed, never held.
+type reader struct {
+	keep int
+
+	hdr   [4]byte
+	nh    int
+	left  int  // payload bytes to go in the current packet
+	last  bool // the current packet ends its message
+	inMsg bool
+
+	seq     byte   // the message's first sequence id
+	buf     []byte // its first keep bytes
+	size    int    // its payload length
+	wire    int    // its length on the wire, headers included
+	over    bool   // longer than keep: buf is a prefix
+	h       compare.Hasher
+	spill   *compare.Hasher
+	spilled bool
+}
+
+// idle says no message has begun.
+func (r *reader) idle() bool { return !r.inMsg && r.nh == 0 }
+
+// feed consumes bytes of b up to the end of a message; done says one
+// completed (its bytes are in the reader until the next feed).
+func (r *reader) feed(b []byte) (n int, done bool) {
+	for n < len(b) {
+		if r.nh < 4 {
+			if !r.inMsg {
+				r.inMsg = true
+				r.buf, r.size, r.wire, r.over, r.spilled = r.buf[:0], 0, 0, false, false
+				r.h = compare.NewHasher()
+			}
+			k := copy(r.hdr[r.nh:], b[n:])
+			r.nh += k
+			n += k
+			if r.nh < 4 {
+				return n, false
+			}
+			plen := int(r.hdr[0]) | int(r.hdr[1])<<8 | int(r.hdr[2])<<16
+			if r.wire == 0 {
+				r.seq = r.hdr[3]
+			}
+			r.wire += 4 + plen
+			r.left, r.last = plen, plen < maxPacket
+			if plen == 0 {
+				r.nh = 0
+				if r.last {
+					r.inMsg = false
+					return n, true
+				}
+			}
+			continue
+		}
+		k := min(r.left, len(b)-n)
+		r.take(b[n : n+k])
+		n += k
+		r.left -= k
+		if r.left == 0 {
+			r.nh = 0
+			if r.last {
+				r.inMsg = false
+				return n, true
+			}
+		}
+	}
+	return n, false
+}
+
+func (r *reader) take(p []byte) {
+	r.h.Feed(p)
+	r.size += len(p)
+	if r.spilled {
+		r.spill.Feed(p)
+		return
+	}
+	room := r.keep - len(r.buf)
+	if len(p) <= room {
+		r.buf = append(r.buf, p...)
+		return
+	}
+	r.buf = append(r.buf, p[:room]...)
+	r.over = true
+	if r.spill != nil {
+		r.spilled = true
+		r.spill.Feed(r.buf)
+		r.spill.Feed(p[room:])
+	}
+}
+
+// lenenc reads a length-encoded integer: its value and size, 0 when it
+// is truncated or not an integer (0xFB is NULL, 0xFF an error header).
+func lenenc(b []byte) (uint64, int) {
+	if len(b) == 0 {
+		return 0, 0
+	}
+	var k int
+	switch c := b[0]; {
+	case c < 0xfb:
+		return uint64(c), 1
+	case c == 0xfc:
+		k = 2
+	case c == 0xfd:
+		k = 3
+	case c == 0xfe:
+		k = 8
+	default:
+		return 0, 0
+	}
+	if len(b) < 1+k {
+		return 0, 0
+	}
+	var v uint64
+	for i := k; i >= 1; i-- {
+		v = v<<8 | uint64(b[i])
+	}
+	return v, 1 + k
+}
+
+// lenencStr reads a length-encoded string; ok is false when it is
+// truncated.
+func lenencStr(b []byte) (s []byte, n int, ok bool) {
+	v, k := lenenc(b)
+	if k == 0 || v > uint64(len(b)-k) {
+		return nil, 0, false
+	}
+	return b[k : k+int(v)], k + int(v), true
+}
+
+// cstr reads a NUL-terminated string (the rest when there is no NUL).
+func cstr(b []byte) ([]byte, int) {
+	for i, c := range b {
+		if c == 0 {
+			return b[:i], i + 1
+		}
+	}
+	return b, len(b)
+}
+
+func le16(b []byte) uint16 { return binary.LittleEndian.Uint16(b) }
+func le32(b []byte) uint32 { return binary.LittleEndian.Uint32(b) }
