@@ -1,0 +1,570 @@
+package cmpmc
+
+import (
+	"bytes"
+	"strconv"
+
+	"github.com/stackcopy/stackcopy/compare"
+)
+
+// The server side: answer lines and the data blocks of VALUE and VA, and
+// the pairing of answers with requests (quiet mode).
+
+type sstate uint8
+
+const (
+	sLine sstate = iota // an answer line
+	sData               // a data block
+	sCRLF               // the CRLF after it
+	sDead               // malformed: the rest is dropped
+)
+
+// Message kinds: answers of several lines.
+const (
+	mNone  uint8 = iota // between answers
+	mGet                // VALUE blocks up to END
+	mStats              // lines up to END
+)
+
+type answers struct {
+	c    *conv
+	cur  int // absolute index of the next entry to answer
+	st   sstate
+	line []byte
+
+	// The answer being read.
+	mkind  uint8
+	fields []compare.Field // meta and one-line answers; a get's items
+	names  map[string]int  // a get's keys so far, to keep names unique
+	hits   int
+	lines  int // stats lines
+	more   compare.Hasher
+	isErr  bool
+	size   int
+	raw    []byte
+	code   string
+	hasO   bool
+	o      string
+	hasK   bool
+	k      string
+
+	// The data block being read: a VALUE item's or a VA's.
+	va    bool
+	item  string // the item's key
+	flags string
+	cas   string
+	dleft int64
+	dkeep []byte
+	dh    compare.Hasher
+	crlf  int
+
+	passive bool // after a stream started: answers answer nothing
+	held    []held
+}
+
+// held is a complete answer waiting to be paired.
+type held struct {
+	a     compare.Answer
+	code  string
+	hasO  bool
+	o     string
+	hasK  bool
+	k     string
+}
+
+func isError(code string) bool {
+	return code == "ERROR" || code == "CLIENT_ERROR" || code == "SERVER_ERROR"
+}
+
+func isMeta(code string) bool {
+	switch code {
+	case "VA", "HD", "EN", "NF", "NS", "EX", "MN", "ME":
+		return true
+	}
+	return false
+}
+
+func (a *answers) Feed(b []byte) []compare.Answer {
+	out := a.flush(nil, false)
+	for len(b) > 0 && a.st != sDead {
+		switch a.st {
+		case sLine:
+			if a.mkind == mNone && len(a.line) == 0 && (b[0] == 0x81 || b[0] == 0x80) {
+				a.consume(b)
+				return a.fail(out, "binary protocol not compared")
+			}
+			i := bytes.IndexByte(b, '\n')
+			if i < 0 {
+				a.consume(b)
+				a.line = append(a.line, b[:min(len(b), MaxLine+1-len(a.line))]...)
+				if len(a.line) > MaxLine {
+					return a.fail(out, "answer line longer than MaxLine")
+				}
+				return out
+			}
+			a.consume(b[:i+1])
+			line := b[:i]
+			if len(a.line) > 0 {
+				line = append(a.line, line...)
+				a.line = a.line[:0]
+			}
+			b = b[i+1:]
+			n := len(line)
+			if n > MaxLine {
+				return a.fail(out, "answer line longer than MaxLine")
+			}
+			if n == 0 || line[n-1] != '\r' {
+				return a.fail(out, "answer line not ended by CRLF")
+			}
+			var why string
+			if out, why = a.answerLine(out, line[:n-1]); why != "" {
+				return a.fail(out, why)
+			}
+		case sData:
+			n := int(min(a.dleft, int64(len(b))))
+			a.consume(b[:n])
+			a.dh.Feed(b[:n])
+			if room := min(a.c.lim.Body, 64<<10) - len(a.dkeep); room > 0 {
+				a.dkeep = append(a.dkeep, b[:min(n, room)]...)
+			}
+			a.dleft -= int64(n)
+			b = b[n:]
+			if a.dleft == 0 {
+				a.st = sCRLF
+			}
+		case sCRLF:
+			if b[0] != "\r\n"[a.crlf] {
+				return a.fail(out, "data block not followed by CRLF")
+			}
+			a.consume(b[:1])
+			b = b[1:]
+			if a.crlf++; a.crlf == 2 {
+				a.crlf = 0
+				a.st = sLine
+				out = a.dataDone(out)
+			}
+		}
+	}
+	return out
+}
+
+func (a *answers) consume(b []byte) {
+	a.size += len(b)
+	if room := a.c.lim.Sample - len(a.raw); room > 0 {
+		a.raw = append(a.raw, b[:min(len(b), room)]...)
+	}
+}
+
+// fail ends the stream with an answer that says why, paired as an answer
+// would be.
+func (a *answers) fail(out []compare.Answer, why string) []compare.Answer {
+	a.st = sDead
+	a.held = append(a.held, held{a: compare.Answer{Malformed: why, Size: a.size, Sample: compare.Sample(a.raw, a.c.lim.Sample)}})
+	a.reset()
+	return a.flush(out, false)
+}
+
+func (a *answers) End() []compare.Answer {
+	if a.st != sDead && (a.size > 0 || a.mkind != mNone || a.st != sLine) {
+		a.held = append(a.held, held{a: compare.Answer{Truncated: true, Size: a.size, Sample: compare.Sample(a.raw, a.c.lim.Sample)}, code: a.code})
+	}
+	a.st = sDead
+	return a.flush(nil, true)
+}
+
+// reset clears the answer being read.
+func (a *answers) reset() {
+	a.mkind, a.fields, a.names, a.hits, a.lines = mNone, nil, nil, 0, 0
+	a.isErr, a.size, a.raw, a.code = false, 0, a.raw[:0], ""
+	a.hasO, a.o, a.hasK, a.k = false, "", false, ""
+}
+
+func (a *answers) field(name, value string) {
+	a.fields = append(a.fields, compare.Field{Name: name, Value: value})
+}
+
+// expect is the kind of the oldest non-quiet request awaiting an answer,
+// which tells a stats answer from a get answer when both are a bare END.
+func (a *answers) expect() uint8 {
+	for i := a.cur; ; i++ {
+		e, ok := a.c.entryAt(i)
+		if !ok {
+			return 255
+		}
+		if !e.quiet {
+			return e.kind
+		}
+	}
+}
+
+// answerLine handles an answer line without its CRLF; why is set when it
+// is malformed.
+func (a *answers) answerLine(out []compare.Answer, l []byte) ([]compare.Answer, string) {
+	switch a.mkind {
+	case mGet:
+		return a.getLine(out, l)
+	case mStats:
+		return a.statsLine(out, l), ""
+	}
+	t := tokens(l)
+	if len(t) == 0 {
+		return out, "empty answer line"
+	}
+	code := string(t[0])
+	a.code = code
+	switch {
+	case code == "VALUE" || (code == "END" && a.expect() != kStats):
+		a.mkind = mGet
+		a.more = compare.NewHasher()
+		return a.getLine(out, l)
+	case code == "STAT" || code == "ITEM" || code == "PREFIX" ||
+		(a.expect() == kStats && !isError(code) && code != "RESET" && code != "OK"):
+		a.mkind = mStats
+		return a.statsLine(out, l), ""
+	case code == "VA":
+		if len(t) < 2 {
+			return out, "VA without a length"
+		}
+		n, ok := parseUint(t[1], 1<<32-1)
+		if !ok {
+			return out, "VA length"
+		}
+		a.field("status", code)
+		a.metaFlags(t[2:])
+		a.startData(n, true)
+		return out, ""
+	case code == "ME":
+		// The debug line's fields (last access, expiry) are the
+		// server's own.
+		a.field("status", code)
+	case isMeta(code):
+		a.field("status", code)
+		a.metaFlags(t[1:])
+	case code == "VERSION":
+		a.field("status", code)
+		a.field("version", compare.Value(bytes.TrimSpace(l[len("VERSION"):])))
+	case isError(code):
+		a.isErr = true
+		a.field("status", code)
+		if msg := bytes.TrimSpace(l[bytes.Index(l, t[0])+len(t[0]):]); len(msg) > 0 {
+			a.field("message", compare.Value(msg))
+		}
+	case len(t) == 1 && allDigits(t[0]):
+		a.field("status", "NUMBER")
+		a.field("value", code)
+	default:
+		a.field("status", compare.Value(t[0]))
+	}
+	return a.complete(out), ""
+}
+
+func allDigits(b []byte) bool {
+	for _, x := range b {
+		if x < '0' || x > '9' {
+			return false
+		}
+	}
+	return len(b) > 0
+}
+
+// metaFlags adds the returned flags of a meta answer, but those that are
+// the server's own (c cas, h hit before, l last access, t TTL left), and
+// notes the O and k tokens, which pair the answer.
+func (a *answers) metaFlags(t [][]byte) {
+	seen := map[byte]bool{}
+	for _, tok := range t {
+		f := tok[0]
+		switch f {
+		case 'O':
+			a.hasO, a.o = true, string(tok[1:min(len(tok), 33)])
+		case 'k':
+			a.hasK, a.k = true, string(tok[1:])
+		}
+		switch {
+		case f == 'c' || f == 'h' || f == 'l' || f == 't' || seen[f]:
+			continue
+		}
+		seen[f] = true
+		a.field("flag:"+compare.Value([]byte{f}), compare.Value(tok[1:]))
+	}
+}
+
+func (a *answers) startData(n uint64, va bool) {
+	a.va, a.dleft = va, int64(n)
+	a.dkeep = a.dkeep[:0]
+	a.dh = compare.NewHasher()
+	a.st = sData
+	if n == 0 {
+		a.st = sCRLF
+	}
+}
+
+// dataValue renders the data block just read.
+func (a *answers) dataValue() string {
+	if a.dh.Len() <= len(a.dkeep) {
+		return compare.Value(a.dkeep)
+	}
+	return a.dh.Value()
+}
+
+func (a *answers) dataDone(out []compare.Answer) []compare.Answer {
+	if a.va {
+		a.field("value", a.dataValue())
+		return a.complete(out)
+	}
+	a.hits++
+	if a.hits > maxItems {
+		for _, s := range []string{a.item, a.flags, a.dataValue()} {
+			a.more.Feed([]byte(s))
+			a.more.Feed([]byte{0})
+		}
+		return out
+	}
+	if a.names == nil {
+		a.names = map[string]int{}
+	}
+	name := a.item
+	if a.names[name]++; a.names[name] > 1 {
+		name += "#" + strconv.Itoa(a.names[name])
+	}
+	a.field("value:"+name, a.dataValue())
+	a.field("flags:"+name, a.flags)
+	if a.cas != "" {
+		a.field("cas:"+name, a.cas)
+	}
+	return out
+}
+
+// getLine handles a line of a get answer: VALUE, END, or an error.
+func (a *answers) getLine(out []compare.Answer, l []byte) ([]compare.Answer, string) {
+	t := tokens(l)
+	switch {
+	case len(t) == 1 && string(t[0]) == "END":
+		return a.finishGet(out), ""
+	case len(t) > 0 && isError(string(t[0])):
+		a.isErr = true
+		a.field("status", string(t[0]))
+		return a.finishGet(out), ""
+	case len(t) < 4 || len(t) > 5 || string(t[0]) != "VALUE":
+		return out, "line in a get answer"
+	}
+	_, ok1 := parseUint(t[2], 1<<32-1)
+	n, ok2 := parseUint(t[3], 1<<32-1)
+	ok3 := len(t) == 4
+	if !ok3 {
+		_, ok3 = parseUint(t[4], 1<<64-1)
+	}
+	if !ok1 || !ok2 || !ok3 || len(t[1]) > maxKey {
+		return out, "VALUE line"
+	}
+	a.item, a.flags, a.cas = compare.Value(t[1]), string(t[2]), ""
+	if len(t) == 5 {
+		a.cas = string(t[4])
+	}
+	a.startData(n, false)
+	return out, ""
+}
+
+func (a *answers) finishGet(out []compare.Answer) []compare.Answer {
+	items := a.fields
+	a.fields = []compare.Field{{Name: "hits", Value: strconv.Itoa(a.hits)}}
+	a.fields = append(a.fields, items...)
+	if a.hits > maxItems {
+		a.field("more", strconv.Itoa(a.hits-maxItems)+" items "+a.more.Value())
+	}
+	return a.complete(out)
+}
+
+// statsLine handles a line of a stats answer: counted up to END.
+func (a *answers) statsLine(out []compare.Answer, l []byte) []compare.Answer {
+	t := tokens(l)
+	switch {
+	case len(t) == 1 && string(t[0]) == "END":
+		a.field("status", "END")
+	case len(t) > 0 && isError(string(t[0])):
+		a.isErr = true
+		a.field("status", string(t[0]))
+	default:
+		a.lines++
+		return out
+	}
+	a.field("stats", strconv.Itoa(a.lines))
+	return a.complete(out)
+}
+
+// complete makes an answer of the one read, to be paired.
+func (a *answers) complete(out []compare.Answer) []compare.Answer {
+	h := held{
+		a:    compare.Answer{Fields: a.fields, Error: a.isErr, Size: a.size, Sample: compare.Sample(a.raw, a.c.lim.Sample)},
+		code: a.code, hasO: a.hasO, o: a.o, hasK: a.hasK, k: a.k,
+	}
+	a.held = append(a.held, h)
+	a.reset()
+	return a.flush(out, false)
+}
+
+// flush pairs the held answers with the requests they answer, in order;
+// at the end (or beyond maxHeld), those without one answer nothing.
+func (a *answers) flush(out []compare.Answer, end bool) []compare.Answer {
+	for len(a.held) > 0 {
+		h := &a.held[0]
+		h.a.Req = -1
+		if !a.passive {
+			i, wait := a.pick(h, end || len(a.held) > maxHeld)
+			if wait {
+				return out
+			}
+			if e, ok := a.c.entryAt(i); ok {
+				a.cur = i + 1
+				if !e.quiet {
+					h.a.Req = e.id
+				}
+				a.passive = e.kind == kStream
+			}
+		}
+		out = append(out, h.a)
+		a.held[0] = held{}
+		a.held = a.held[1:]
+	}
+	a.held = nil // what the flushed answers held is garbage now
+	return out
+}
+
+// pick finds the entry an answer belongs to (see the package doc): its
+// absolute index, or -1 for none; wait when it may be a request still to
+// come.
+func (a *answers) pick(h *held, final bool) (idx int, wait bool) {
+	none := func() (int, bool) {
+		if final {
+			return -1, false
+		}
+		return -1, true
+	}
+	p := -1 // the oldest non-quiet entry
+	for i := a.cur; ; i++ {
+		e, ok := a.c.entryAt(i)
+		if !ok {
+			break
+		}
+		if h.code == "MN" {
+			if e.kind == kMn {
+				return i, false
+			}
+			continue
+		}
+		if !e.quiet {
+			p = i
+			break
+		}
+	}
+	if h.code == "MN" {
+		return none()
+	}
+	end := p
+	if end < 0 {
+		end = a.c.base + len(a.c.entries)
+	}
+	if h.hasO { // the token proves it
+		if p >= 0 {
+			if e, _ := a.c.entryAt(p); e.oflag && e.opaque == h.o {
+				return p, false
+			}
+		}
+		for i := a.cur; i < end; i++ {
+			if e, _ := a.c.entryAt(i); e.oflag && e.opaque == h.o {
+				return i, false
+			}
+		}
+	}
+	// A quiet request before it that can have the answer is taken to
+	// have it: memcached answers in order.
+	for i := a.cur; i < end; i++ {
+		if e, _ := a.c.entryAt(i); canGive(e, h) {
+			return i, false
+		}
+	}
+	if p < 0 {
+		return none()
+	}
+	if e, _ := a.c.entryAt(p); valid(e.kind, h.code) && flagsMatch(e, h) {
+		return p, false
+	}
+	// The oldest request cannot have it: a guess above gave its answer
+	// to a quiet request. The answer is the first later request's that
+	// can have it, and the requests passed over go unanswered.
+	for i := p + 1; i < p+1+maxSkip; i++ {
+		e, ok := a.c.entryAt(i)
+		if !ok {
+			break
+		}
+		if canGive(e, h) || (!e.quiet && valid(e.kind, h.code) && flagsMatch(e, h)) {
+			return i, false
+		}
+	}
+	return p, false // the oldest request's answer, odd as it is
+}
+
+// maxSkip bounds how far past the oldest request an answer it cannot
+// have is looked for.
+const maxSkip = 64
+
+// valid tells whether a request of kind can have an answer whose first
+// word is code ("" for a malformed or truncated answer).
+func valid(kind uint8, code string) bool {
+	if isError(code) || code == "" || kind == kStream || kind == kBinary {
+		return true
+	}
+	switch kind {
+	case kGet:
+		return code == "VALUE" || code == "END"
+	case kMg:
+		return code == "VA" || code == "HD" || code == "EN"
+	case kMa:
+		return code == "VA" || code == "HD" || code == "NF" || code == "NS" || code == "EX"
+	case kMs:
+		return code == "HD" || code == "NS" || code == "EX" || code == "NF"
+	case kMd:
+		return code == "HD" || code == "NF" || code == "EX"
+	case kMn:
+		return code == "MN"
+	case kMe:
+		return code == "ME" || code == "EN"
+	}
+	// One line (a stats answer's first line too), but neither a data
+	// block's nor a meta command's.
+	return code != "VALUE" && !isMeta(code)
+}
+
+// flagsMatch tells whether a meta answer echoes the O and k tokens that
+// request e asked for (other answers echo none).
+func flagsMatch(e *entry, h *held) bool {
+	if !isMeta(h.code) || h.code == "MN" || h.code == "ME" {
+		return true
+	}
+	return h.hasO == e.oflag && h.o == e.opaque && h.hasK == e.kflag && (!h.hasK || h.k == e.key)
+}
+
+// canGive tells whether quiet request e can have the answer: one its
+// quiet mode does not suppress, with the tokens it asked for.
+func canGive(e *entry, h *held) bool {
+	if !e.quiet {
+		return false
+	}
+	if isError(h.code) {
+		// A quiet request's own errors are CLIENT_ERROR or
+		// SERVER_ERROR; a bare ERROR answers an unknown command.
+		return h.code != "ERROR"
+	}
+	var give bool
+	switch e.kind {
+	case kMg:
+		give = h.code == "VA" || h.code == "HD"
+	case kMs:
+		give = h.code == "NS" || h.code == "EX" || h.code == "NF"
+	case kMd:
+		give = h.code == "NF" || h.code == "EX"
+	case kMa:
+		give = h.code == "NF" || h.code == "NS" || h.code == "EX"
+	}
+	return give && flagsMatch(e, h)
+}
