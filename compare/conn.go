@@ -25,11 +25,11 @@ type Conn struct {
 	raw     *rawConv // conv when the connection is compared raw
 	ans     [numSides]Answers
 
-	// Bytes that came before Decide, copied, at most preDecideMax a stream.
-	preClient  []chunk
-	preClientN int
-	preServer  [numSides][]chunk
-	preServerN [numSides]int
+	// Bytes that came before Decide, copied, in their order of arrival
+	// across the streams (a raw request is the client's bytes up to the
+	// first answer), at most preDecideMax a stream.
+	pre  []chunk
+	preN [numSides + 1]int // per stream: the sides, then the client
 
 	off         int64     // client bytes given to the decoder
 	clientAt    time.Time // capture time of the last client bytes
@@ -56,9 +56,13 @@ type Conn struct {
 }
 
 type chunk struct {
-	b  []byte
-	at time.Time
+	stream int // a Side, or clientStream
+	b      []byte
+	at     time.Time
 }
+
+// clientStream numbers the client's stream among the sides'.
+const clientStream = numSides
 
 type mark struct {
 	cum int64
@@ -112,17 +116,24 @@ func (cn *Conn) decide(name string) {
 		cn.conv = cn.raw
 		cn.proto = rawName
 	}
-	pc := cn.preClient
-	cn.preClient, cn.preClientN = nil, 0
-	for _, ch := range pc {
-		cn.feedClient(ch.b, ch.at)
-	}
-	for s := Side(0); s < numSides; s++ {
-		ps := cn.preServer[s]
-		cn.preServer[s], cn.preServerN[s] = nil, 0
-		for _, ch := range ps {
-			cn.feedServer(s, ch.b, ch.at)
+	pre := cn.pre
+	cn.pre, cn.preN = nil, [numSides + 1]int{}
+	for _, ch := range pre {
+		if ch.stream == clientStream {
+			cn.feedClient(ch.b, ch.at)
+		} else {
+			cn.feedServer(Side(ch.stream), ch.b, ch.at)
 		}
+	}
+}
+
+// buffer keeps a stream's bytes until Decide; too many and the connection
+// is compared raw.
+func (cn *Conn) buffer(stream int, b []byte, at time.Time) {
+	cn.pre = append(cn.pre, chunk{stream, append([]byte(nil), b...), at})
+	cn.preN[stream] += len(b)
+	if cn.preN[stream] > preDecideMax {
+		cn.decide("")
 	}
 }
 
@@ -136,16 +147,16 @@ func (cn *Conn) guard(stream string, f func()) (ok bool) {
 	defer func() {
 		if r := recover(); r != nil {
 			ok = false
-			cn.breakDown(stream, r)
+			cn.breakDown(stream, fmt.Sprintf("decoder panic (%s): %v", cn.proto, r))
 		}
 	}()
 	f()
 	return true
 }
 
-func (cn *Conn) breakDown(stream string, r any) {
+func (cn *Conn) breakDown(stream, why string) {
 	cn.broken = true
-	cn.col.malformed(stream, fmt.Sprintf("decoder panic (%s): %v", cn.proto, r))
+	cn.col.malformed(stream, why)
 	for _, p := range cn.pending {
 		if !p.done {
 			p.done = true
@@ -169,11 +180,7 @@ func (cn *Conn) Client(b []byte, at time.Time) {
 	}
 	cn.col.st.bytes.Add(int64(len(b)))
 	if !cn.decided {
-		cn.preClient = append(cn.preClient, chunk{append([]byte(nil), b...), at})
-		cn.preClientN += len(b)
-		if cn.preClientN > preDecideMax {
-			cn.decide("")
-		}
+		cn.buffer(clientStream, b, at)
 		return
 	}
 	cn.feedClient(b, at)
@@ -186,8 +193,8 @@ func (cn *Conn) feedClient(b []byte, at time.Time) {
 	if !cn.guard("client", func() { reqs = cn.conv.Requests(b) }) {
 		return
 	}
-	cn.pruneMarks()
 	cn.addRequests(reqs, at)
+	cn.pruneMarks()
 }
 
 // EndClient says the client's stream ended.
@@ -385,11 +392,7 @@ func (cn *Conn) Server(side Side, b []byte, at time.Time) {
 	}
 	cn.col.st.bytes.Add(int64(len(b)))
 	if !cn.decided {
-		cn.preServer[side] = append(cn.preServer[side], chunk{append([]byte(nil), b...), at})
-		cn.preServerN[side] += len(b)
-		if cn.preServerN[side] > preDecideMax {
-			cn.decide("")
-		}
+		cn.buffer(int(side), b, at)
 		return
 	}
 	cn.feedServer(side, b, at)
@@ -418,7 +421,14 @@ func (cn *Conn) answersFor(s Side) bool {
 	if cn.ans[s] != nil {
 		return true
 	}
-	return cn.guard(s.String(), func() { cn.ans[s] = cn.conv.Answers() }) && cn.ans[s] != nil
+	if !cn.guard(s.String(), func() { cn.ans[s] = cn.conv.Answers() }) {
+		return false
+	}
+	if cn.ans[s] == nil {
+		cn.breakDown(s.String(), "decoder bug ("+cn.proto+"): Answers returned nil")
+		return false
+	}
+	return true
 }
 
 func (cn *Conn) answers(s Side, as []Answer, at time.Time) {
@@ -569,7 +579,7 @@ func (cn *Conn) finish() {
 	cn.conv, cn.raw, cn.ans = nil, nil, [numSides]Answers{}
 	cn.pending, cn.byID, cn.early = nil, nil, [numSides]map[int]earlyAnswer{}
 	cn.marks, cn.waiters = [numSides][]mark{}, [numSides][]*pend{}
-	cn.preClient, cn.preServer = nil, [numSides][]chunk{}
+	cn.pre = nil
 }
 
 // forceEnd finalizes the connection at Report time: sides that did not end

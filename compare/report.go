@@ -70,8 +70,8 @@ type Report struct {
 // and the target differed on it and it is not noise; noise_fields the same
 // for the fields that are noise (they also differed between production and
 // the baseline in some request of the group); ignored the requests where a
-// rule hid a difference; three_way (with a baseline) the per-field counts
-// of each pair of sides that differed.
+// rule hid a difference; three_way (empty without a baseline) the
+// per-field counts of each pair of sides that differed.
 type Group struct {
 	Key                  string                 `json:"key"`
 	Protocol             string                 `json:"protocol"`
@@ -92,7 +92,7 @@ type Group struct {
 	Fields               map[string]int64       `json:"fields"`
 	NoiseFields          map[string]int64       `json:"noise_fields"`
 	Ignored              map[string]int64       `json:"ignored"`
-	ThreeWay             map[string]FieldCounts `json:"three_way,omitempty"`
+	ThreeWay             map[string]FieldCounts `json:"three_way"`
 	Latency              GroupLatency           `json:"latency"`
 	Samples              []GroupSample          `json:"samples"`
 }
@@ -260,9 +260,7 @@ func (g *keyGroup) report(baseline bool) Group {
 		}
 	}
 	gr.Different += g.diffOverflow
-	if baseline {
-		gr.ThreeWay = map[string]FieldCounts{}
-	}
+	gr.ThreeWay = map[string]FieldCounts{}
 	for name, f := range g.fields {
 		noise := f.pb > 0
 		switch {
