@@ -336,7 +336,11 @@ func (c *conv) command(m []byte) (compare.Request, bool) {
 		if !ok {
 			return c.stop("COM_QUERY: malformed query attributes")
 		}
-		return c.add(r, compare.Fingerprint(string(sql)), "COM_QUERY "+string(sql), false)
+		key := compare.Fingerprint(string(sql))
+		if key == "" {
+			key = "(empty query)"
+		}
+		return c.add(r, key, "COM_QUERY "+string(sql), false)
 	case 0x16:
 		r.kind = kPrepare
 		r.fp = compare.Fingerprint(string(arg))
