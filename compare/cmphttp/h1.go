@@ -38,6 +38,13 @@ func (h *headBuf) add(p []byte) (n int, done bool, err string) {
 	old := len(h.buf)
 	take := p[:min(len(p), maxHeader-old)]
 	h.buf = append(h.buf, take...)
+	if bad := implausible(h.buf[:min(len(h.buf), 64)]); bad >= 0 {
+		// Fail early on bytes that cannot begin an HTTP/1 message
+		// rather than waiting for 64 KiB of them; the block is cut
+		// after the first wrong byte, however the bytes came.
+		h.buf = h.buf[:bad+1]
+		return n + bad + 1 - old, false, "not an HTTP/1 start line"
+	}
 	if end := blockEnd(h.buf[from:]); end >= 0 {
 		h.buf = h.buf[:from+end]
 		return n + from + end - old, true, ""
@@ -45,28 +52,24 @@ func (h *headBuf) add(p []byte) (n int, done bool, err string) {
 	if len(h.buf) >= maxHeader {
 		return n + len(take), false, "header block longer than 64 KiB"
 	}
-	if !bytes.Contains(h.buf, []byte{'\n'}) && !plausibleStart(h.buf) {
-		// Fail early on bytes that cannot begin an HTTP/1 message
-		// rather than waiting for 64 KiB of them.
-		return n + len(take), false, "not an HTTP/1 start line"
-	}
 	return n + len(take), false, ""
 }
 
 func (h *headBuf) reset() { h.buf, h.skipped = h.buf[:0], 0 }
 
-// plausibleStart says whether b can begin a start line: a token (a
-// method, or "HTTP/1.x") followed by a space.
-func plausibleStart(b []byte) bool {
+// implausible returns the index of the first byte of b (the start of a
+// header block) that cannot begin a start line, or -1: the line begins
+// with a token (a method, or "HTTP/1.x") followed by a space.
+func implausible(b []byte) int {
 	for i, c := range b {
-		if c == ' ' {
-			return i > 0
+		if c == ' ' && i > 0 {
+			return -1
 		}
 		if !tchar(c) && c != '/' {
-			return false
+			return i
 		}
 	}
-	return true
+	return -1
 }
 
 func tchar(c byte) bool {
@@ -680,7 +683,8 @@ func (a *h1Answers) feed(p []byte, end bool) (out []compare.Answer, rest []byte,
 		}
 		if !a.framed {
 			kind, known := a.c.kind(a.n)
-			if !known && !end && len(p) < maxHeld {
+			needless := a.cur.status == 101 || a.cur.status == 204 || a.cur.status == 304
+			if !known && !needless && !end && len(p) < maxHeld {
 				a.held = append([]byte(nil), p...)
 				return out, nil, false
 			}

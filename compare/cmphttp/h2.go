@@ -330,8 +330,11 @@ type h2Conv struct {
 	mode int
 	h1   *h1Conv
 	pre  int // preface bytes matched
-	fr   frameReader
-	dec  *hdec
+	// sniff holds the first bytes (of the connection, or after an
+	// upgrade request) until they show whether they are the preface.
+	sniff []byte
+	fr    frameReader
+	dec   *hdec
 
 	open       map[uint32]*h2Req
 	streamOf   []uint32 // request ID → stream; 0 for HTTP/1 requests
@@ -367,12 +370,26 @@ func (c *h2Conv) Requests(b []byte) []compare.Request {
 	var out []compare.Request
 	for len(b) > 0 {
 		switch c.mode {
-		case cDetect:
-			if b[0] == clientPreface[0] {
+		case cDetect, cAfterUpgrade:
+			// The preface, or an HTTP/1 request (whose method may
+			// begin like "PRI": POST, PUT): decided on as many bytes
+			// as it takes.
+			c.sniff = append(c.sniff, b...)
+			n := min(len(c.sniff), len(clientPreface))
+			if string(c.sniff[:n]) == clientPreface[:n] {
+				if n < len(clientPreface) {
+					return out
+				}
 				c.mode = cPreface
+			} else if c.mode == cAfterUpgrade {
+				// The server declined: the client goes on in HTTP/1.
+				c.streamOf = nil
+				c.h1.stopped = false
+				c.mode = cH1
 			} else {
 				c.mode = cH1
 			}
+			b, c.sniff = c.sniff, nil
 		case cH1:
 			reqs, rest := c.h1.feed(b)
 			out = append(out, reqs...)
@@ -395,15 +412,6 @@ func (c *h2Conv) Requests(b []byte) []compare.Request {
 				}
 				c.mode = cAfterUpgrade
 				b = rest
-			}
-		case cAfterUpgrade:
-			if b[0] == clientPreface[0] {
-				c.mode = cPreface
-			} else {
-				// The server declined: the client goes on in HTTP/1.
-				c.streamOf = nil
-				c.h1.stopped = false
-				c.mode = cH1
 			}
 		case cPreface:
 			n := min(len(b), len(clientPreface)-c.pre)
@@ -640,44 +648,56 @@ type h2Resp struct {
 
 func (a *h2Answers) Feed(b []byte) []compare.Answer {
 	a.resolve(false)
-	for len(b) > 0 {
-		switch a.mode {
-		case aDetect:
-			// A frame header starting with 'H' would announce a frame
-			// of 4.7 MB, more than any peer allows before SETTINGS.
-			if b[0] == 'H' {
-				a.mode = aH1
-				a.h1 = a.c.h1.newAnswers()
-				a.h1.h2c = true
-			} else {
-				a.mode = aFrames
-			}
-		case aH1:
-			out, rest, switched := a.h1.feed(b, false)
-			a.out = append(a.out, out...)
-			b = nil
-			if switched {
-				a.mode = aFrames
-				b = rest
-			}
-		case aFrames:
-			if err := a.fr.feed(b, int(max(a.c.clientFrame, defaultMaxFrame)), a); err != "" {
-				a.out = append(a.out, compare.Answer{Req: -1, Malformed: err})
-				a.mode = aStopped
-			}
-			b = nil
-		case aStopped:
-			b = nil
+	if a.mode == aDetect && len(b) > 0 {
+		// A frame header starting with 'H' would announce a frame of
+		// 4.7 MB, more than any peer allows before SETTINGS.
+		if b[0] == 'H' {
+			a.mode = aH1
+			a.h1 = a.c.h1.newAnswers()
+			a.h1.h2c = true
+		} else {
+			a.mode = aFrames
 		}
+	}
+	if a.mode == aH1 {
+		// Also without new bytes: held ones may be waiting for a
+		// request the client's stream has shown since.
+		a.feedH1(b, false)
+	} else {
+		a.feedFrames(b)
 	}
 	out := a.out
 	a.out = nil
 	return out
 }
 
+// feedH1 reads HTTP/1 answers: the server's answer to an upgrade request,
+// then frames if it was 101; the rest of the connection if it was not.
+func (a *h2Answers) feedH1(b []byte, end bool) {
+	out, rest, switched := a.h1.feed(b, end)
+	a.out = append(a.out, out...)
+	if switched {
+		a.mode = aFrames
+		a.feedFrames(rest)
+	}
+}
+
+func (a *h2Answers) feedFrames(b []byte) {
+	if a.mode != aFrames || len(b) == 0 {
+		return
+	}
+	if err := a.fr.feed(b, int(max(a.c.clientFrame, defaultMaxFrame)), a); err != "" {
+		a.out = append(a.out, compare.Answer{Req: -1, Malformed: err})
+		a.mode = aStopped
+	}
+}
+
 func (a *h2Answers) End() []compare.Answer {
 	if a.mode == aH1 {
-		a.out = append(a.out, a.h1.End()...)
+		a.feedH1(nil, true)
+		if a.mode == aH1 {
+			a.out = append(a.out, a.h1.End()...)
+		}
 	}
 	if a.mode == aFrames {
 		streams := make([]uint32, 0, len(a.streams))
