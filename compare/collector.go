@@ -35,8 +35,8 @@ func (s Side) String() string {
 
 // Config says what a Collector compares and how much it keeps.
 type Config struct {
-	// Limits bound what decoders keep of a message; the zero value means
-	// DefaultLimits.
+	// Limits bound what decoders keep of a message; a zero Body or Sample
+	// is DefaultLimits'.
 	Limits Limits
 	// Protocols decode connections; Conn.Decide's name picks one by its
 	// Name ("http1" also finds a protocol named "http": a trailing version
@@ -123,8 +123,13 @@ const (
 
 // NewCollector returns a collector for cfg.
 func NewCollector(cfg Config) *Collector {
-	if cfg.Limits == (Limits{}) {
-		cfg.Limits = DefaultLimits
+	// Zero sizes take the defaults one by one, so that setting only
+	// ShowSecrets or UnorderedArrays keeps sensible bounds.
+	if cfg.Limits.Body <= 0 {
+		cfg.Limits.Body = DefaultLimits.Body
+	}
+	if cfg.Limits.Sample <= 0 {
+		cfg.Limits.Sample = DefaultLimits.Sample
 	}
 	if cfg.Samples <= 0 {
 		cfg.Samples = 3
