@@ -69,17 +69,17 @@ const preDecideMax = 64 << 10
 // until Report: a field is known as noise only once the baseline differed
 // on it, which may come after a request was counted as different.
 type Stats struct {
-	Conns     int64
-	Requests  int64
-	Compared  int64
-	Identical int64
-	Different int64
-	Noise     int64
+	Conns     int64 `json:"conns"`
+	Requests  int64 `json:"requests"`
+	Compared  int64 `json:"compared"`
+	Identical int64 `json:"identical"`
+	Different int64 `json:"different"`
+	Noise     int64 `json:"noise"`
 	// Missing counts requests answered on one of production and the target
 	// only.
-	Missing int64
+	Missing int64 `json:"missing"`
 	// BytesFed counts the bytes given to Client and Server.
-	BytesFed int64
+	BytesFed int64 `json:"bytes_fed"`
 }
 
 type stats struct {

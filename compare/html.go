@@ -57,10 +57,10 @@ Errors only on the target: <span class="count errors-target-only">{{.R.ErrorsTar
 
 <table id="groups">
 <thead><tr>
-<th data-type="text">Group</th><th data-type="text">Protocol</th><th class="num" data-type="num">Requests</th><th class="num" data-type="num">Compared</th>
-<th class="num" data-type="num">Identical</th><th class="num" data-type="num">Different</th><th class="num" data-type="num">Noise</th>
-<th class="num" data-type="num">Missing</th><th class="num" data-type="num">One-side errors</th>
-<th class="num" data-type="num">p50 ms prod</th><th class="num" data-type="num">p50 ms target</th><th class="num" data-type="num">p99 ms prod</th><th class="num" data-type="num">p99 ms target</th>
+<th data-type="text" data-sort="key">Group</th><th data-type="text" data-sort="protocol">Protocol</th><th class="num" data-type="num" data-sort="requests">Requests</th><th class="num" data-type="num" data-sort="compared">Compared</th>
+<th class="num" data-type="num" data-sort="identical">Identical</th><th class="num" data-type="num" data-sort="different">Different</th><th class="num" data-type="num" data-sort="noise">Noise</th>
+<th class="num" data-type="num" data-sort="missing">Missing</th><th class="num" data-type="num" data-sort="errors">One-side errors</th>
+<th class="num" data-type="num" data-sort="p50-production">p50 ms prod</th><th class="num" data-type="num" data-sort="p50-target">p50 ms target</th><th class="num" data-type="num" data-sort="p99-production">p99 ms prod</th><th class="num" data-type="num" data-sort="p99-target">p99 ms target</th>
 </tr></thead>
 <tbody>
 {{range .Groups}}<tr class="group" data-group="{{.G.Key}}" data-protocol="{{.G.Protocol}}" data-requests="{{.G.Requests}}" data-compared="{{.G.Compared}}" data-identical="{{.G.Identical}}" data-different="{{.G.Different}}" data-noise="{{.G.Noise}}" data-missing="{{.Missing}}" data-errors="{{.Errors}}">
@@ -98,29 +98,39 @@ Errors only on the target: <span class="count errors-target-only">{{.R.ErrorsTar
 </details>
 {{end}}
 <script>
-// Sort the groups table by the clicked column; numbers numerically.
+// Sort the groups table by the clicked column (numbers numerically, text
+// by code units, as Go sorts), or on load by the column the URL names:
+// #sort=different (descending: #sort=-different). body gets data-ready
+// once the table is set up.
 (function () {
   var table = document.getElementById("groups");
   var heads = table.tHead.rows[0].cells;
+  function sortBy(col, desc) {
+    var th = heads[col];
+    for (var j = 0; j < heads.length; j++) heads[j].classList.remove("sorted-asc", "sorted-desc");
+    th.classList.add(desc ? "sorted-desc" : "sorted-asc");
+    var num = th.getAttribute("data-type") === "num";
+    var body = table.tBodies[0];
+    var rows = Array.prototype.slice.call(body.rows);
+    rows.sort(function (a, b) {
+      var x = a.cells[col].textContent, y = b.cells[col].textContent;
+      var c = num ? (parseFloat(x) || 0) - (parseFloat(y) || 0) : (x < y ? -1 : x > y ? 1 : 0);
+      return desc ? -c : c;
+    });
+    rows.forEach(function (r) { body.appendChild(r); });
+  }
   for (var i = 0; i < heads.length; i++) {
     heads[i].addEventListener("click", (function (col) {
-      return function () {
-        var th = heads[col];
-        var desc = !th.classList.contains("sorted-desc");
-        for (var j = 0; j < heads.length; j++) heads[j].classList.remove("sorted-asc", "sorted-desc");
-        th.classList.add(desc ? "sorted-desc" : "sorted-asc");
-        var num = th.getAttribute("data-type") === "num";
-        var body = table.tBodies[0];
-        var rows = Array.prototype.slice.call(body.rows);
-        rows.sort(function (a, b) {
-          var x = a.cells[col].textContent, y = b.cells[col].textContent;
-          var c = num ? (parseFloat(x) || 0) - (parseFloat(y) || 0) : x.localeCompare(y);
-          return desc ? -c : c;
-        });
-        rows.forEach(function (r) { body.appendChild(r); });
-      };
+      return function () { sortBy(col, !heads[col].classList.contains("sorted-desc")); };
     })(i));
   }
+  var m = /[#&]sort=(-?)([a-z0-9-]+)/.exec(location.hash);
+  if (m) {
+    for (var k = 0; k < heads.length; k++) {
+      if (heads[k].getAttribute("data-sort") === m[2]) sortBy(k, m[1] === "-");
+    }
+  }
+  document.body.setAttribute("data-ready", "true");
 })();
 </script>
 </body>
