@@ -2,6 +2,7 @@ package cmpmc
 
 import (
 	"bytes"
+	"encoding/binary"
 
 	"github.com/stackcopy/stackcopy/compare"
 )
@@ -12,11 +13,12 @@ import (
 type cstate uint8
 
 const (
-	cLine cstate = iota // a command line
-	cSkip               // the rest of a get line over MaxLine
-	cData               // a data block
-	cCRLF               // the CRLF after it
-	cDead               // malformed or binary: the rest is dropped
+	cLine   cstate = iota // a command line
+	cSkip                 // the rest of a get line over MaxLine
+	cData                 // a data block
+	cCRLF                 // the CRLF after it
+	cBinary               // a binary protocol header
+	cDead                 // malformed or binary: the rest is dropped
 )
 
 type client struct {
@@ -53,13 +55,18 @@ func (c *conv) Requests(b []byte) []compare.Request {
 		switch cl.st {
 		case cLine:
 			if len(cl.line) == 0 && b[0] == 0x80 {
-				out = append(out, c.binary(len(b)))
-				return out
+				cl.st = cBinary
+				continue
 			}
 			i := bytes.IndexByte(b, '\n')
-			if i < 0 {
-				cl.size += len(b)
-				cl.line = append(cl.line, b[:min(len(b), MaxLine+1-len(cl.line))]...)
+			if room := MaxLine + 1 - len(cl.line); i < 0 || i >= room {
+				// Bytes past MaxLine are not counted but in a get
+				// line: the stream fails at the same byte however it
+				// was cut.
+				n := min(len(b), room)
+				cl.size += n
+				cl.line = append(cl.line, b[:n]...)
+				b = b[n:]
 				if len(cl.line) > MaxLine {
 					if isGet(firstWord(cl.line)) {
 						// A get line may be long: its keys past
@@ -79,12 +86,16 @@ func (c *conv) Requests(b []byte) []compare.Request {
 				cl.line = cl.line[:0]
 			}
 			b = b[i+1:]
-			if len(line) > MaxLine && !isGet(firstWord(line)) {
-				out = append(out, c.malformed("command line longer than MaxLine"))
-				return out
-			}
 			if r, ok := c.commandLine(line); ok {
 				out = append(out, r)
+			}
+		case cBinary:
+			n := min(len(b), binaryHeader-len(cl.line))
+			cl.line = append(cl.line, b[:n]...)
+			b = b[n:]
+			if len(cl.line) == binaryHeader {
+				out = append(out, c.binary())
+				return out
 			}
 		case cSkip:
 			i := bytes.IndexByte(b, '\n')
@@ -177,12 +188,23 @@ func (c *conv) malformed(why string) compare.Request {
 	return r
 }
 
-// binary ends the client stream: the binary protocol is not compared.
-func (c *conv) binary(n int) compare.Request {
-	c.c.size += n
+// binaryHeader is the length of a binary protocol packet's header.
+const binaryHeader = 24
+
+// binary ends the client stream at the header of a binary request (or at
+// what the stream had of it): the binary protocol is not compared. The
+// request's size is the first packet's, which the header tells.
+func (c *conv) binary() compare.Request {
+	cl := &c.c
 	r := c.newRequest("binary", nil)
+	r.Size = len(cl.line)
+	if len(cl.line) == binaryHeader {
+		r.Size += int(binary.BigEndian.Uint32(cl.line[8:12]))
+	} else {
+		r.Partial = true
+	}
 	r.Sample = "binary protocol not compared"
-	c.c.st = cDead
+	cl.st = cDead
 	c.await(entry{id: r.ID, kind: kBinary})
 	return r
 }
@@ -190,6 +212,8 @@ func (c *conv) binary(n int) compare.Request {
 func (c *conv) EndRequests() []compare.Request {
 	cl := &c.c
 	switch cl.st {
+	case cBinary:
+		return []compare.Request{c.binary()}
 	case cData, cCRLF:
 		r := cl.req
 		r.Partial, r.Size, r.Sample = true, r.Size+cl.size, compare.Sample(cl.head, c.lim.Sample)

@@ -124,11 +124,11 @@ func (protocol) New(lim compare.Limits) compare.Conversation {
 
 // Request kinds: what their answers look like.
 const (
-	kLine   uint8 = iota // one line
-	kStore               // one line (a storage command)
-	kGet                 // VALUE blocks, then END
-	kStats               // lines, then END (or RESET, OK)
-	kMg                  // meta commands
+	kLine  uint8 = iota // one line
+	kStore              // one line (a storage command)
+	kGet                // VALUE blocks, then END
+	kStats              // lines, then END (or RESET, OK)
+	kMg                 // meta commands
 	kMs
 	kMd
 	kMa

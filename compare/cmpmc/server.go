@@ -2,6 +2,7 @@ package cmpmc
 
 import (
 	"bytes"
+	"encoding/binary"
 	"strconv"
 
 	"github.com/stackcopy/stackcopy/compare"
@@ -13,10 +14,11 @@ import (
 type sstate uint8
 
 const (
-	sLine sstate = iota // an answer line
-	sData               // a data block
-	sCRLF               // the CRLF after it
-	sDead               // malformed: the rest is dropped
+	sLine   sstate = iota // an answer line
+	sData                 // a data block
+	sCRLF                 // the CRLF after it
+	sBinary               // a binary protocol header
+	sDead                 // malformed: the rest is dropped
 )
 
 // Message kinds: answers of several lines.
@@ -64,12 +66,15 @@ type answers struct {
 
 // held is a complete answer waiting to be paired.
 type held struct {
-	a     compare.Answer
-	code  string
-	hasO  bool
-	o     string
-	hasK  bool
-	k     string
+	a    compare.Answer
+	code string
+	hasO bool
+	o    string
+	hasK bool
+	k    string
+	// bareEnd: a lone END, a get's answer or a stats answer, as the
+	// request it pairs with tells.
+	bareEnd bool
 }
 
 func isError(code string) bool {
@@ -90,13 +95,16 @@ func (a *answers) Feed(b []byte) []compare.Answer {
 		switch a.st {
 		case sLine:
 			if a.mkind == mNone && len(a.line) == 0 && (b[0] == 0x81 || b[0] == 0x80) {
-				a.consume(b)
-				return a.fail(out, "binary protocol not compared")
+				a.st = sBinary
+				continue
 			}
 			i := bytes.IndexByte(b, '\n')
-			if i < 0 {
-				a.consume(b)
-				a.line = append(a.line, b[:min(len(b), MaxLine+1-len(a.line))]...)
+			if room := MaxLine + 1 - len(a.line); i < 0 || i >= room {
+				// Bytes past MaxLine are not counted: the stream
+				// fails at the same byte however it was cut.
+				n := min(len(b), room)
+				a.consume(b[:n])
+				a.line = append(a.line, b[:n]...)
 				if len(a.line) > MaxLine {
 					return a.fail(out, "answer line longer than MaxLine")
 				}
@@ -119,6 +127,17 @@ func (a *answers) Feed(b []byte) []compare.Answer {
 			var why string
 			if out, why = a.answerLine(out, line[:n-1]); why != "" {
 				return a.fail(out, why)
+			}
+		case sBinary:
+			n := min(len(b), binaryHeader-len(a.line))
+			a.consume(b[:n])
+			a.line = append(a.line, b[:n]...)
+			b = b[n:]
+			if len(a.line) == binaryHeader {
+				// The size is the first packet's, which the header
+				// tells, however the stream was cut.
+				a.size += int(binary.BigEndian.Uint32(a.line[8:12]))
+				return a.fail(out, "binary protocol not compared")
 			}
 		case sData:
 			n := int(min(a.dleft, int64(len(b))))
@@ -165,7 +184,10 @@ func (a *answers) fail(out []compare.Answer, why string) []compare.Answer {
 }
 
 func (a *answers) End() []compare.Answer {
-	if a.st != sDead && (a.size > 0 || a.mkind != mNone || a.st != sLine) {
+	switch {
+	case a.st == sBinary:
+		a.held = append(a.held, held{a: compare.Answer{Malformed: "binary protocol not compared", Size: a.size, Sample: compare.Sample(a.raw, a.c.lim.Sample)}})
+	case a.st != sDead && (a.size > 0 || a.mkind != mNone || a.st != sLine):
 		a.held = append(a.held, held{a: compare.Answer{Truncated: true, Size: a.size, Sample: compare.Sample(a.raw, a.c.lim.Sample)}, code: a.code})
 	}
 	a.st = sDead
@@ -181,20 +203,6 @@ func (a *answers) reset() {
 
 func (a *answers) field(name, value string) {
 	a.fields = append(a.fields, compare.Field{Name: name, Value: value})
-}
-
-// expect is the kind of the oldest non-quiet request awaiting an answer,
-// which tells a stats answer from a get answer when both are a bare END.
-func (a *answers) expect() uint8 {
-	for i := a.cur; ; i++ {
-		e, ok := a.c.entryAt(i)
-		if !ok {
-			return 255
-		}
-		if !e.quiet {
-			return e.kind
-		}
-	}
 }
 
 // answerLine handles an answer line without its CRLF; why is set when it
@@ -213,12 +221,14 @@ func (a *answers) answerLine(out []compare.Answer, l []byte) ([]compare.Answer, 
 	code := string(t[0])
 	a.code = code
 	switch {
-	case code == "VALUE" || (code == "END" && a.expect() != kStats):
+	case code == "VALUE" || code == "END":
+		// A bare END also ends an empty stats answer ("stats
+		// cachedump" of an empty class): which one it is is settled
+		// when it is paired.
 		a.mkind = mGet
 		a.more = compare.NewHasher()
 		return a.getLine(out, l)
-	case code == "STAT" || code == "ITEM" || code == "PREFIX" ||
-		(a.expect() == kStats && !isError(code) && code != "RESET" && code != "OK"):
+	case code == "STAT" || code == "ITEM" || code == "PREFIX":
 		a.mkind = mStats
 		return a.statsLine(out, l), ""
 	case code == "VA":
@@ -397,6 +407,7 @@ func (a *answers) complete(out []compare.Answer) []compare.Answer {
 	h := held{
 		a:    compare.Answer{Fields: a.fields, Error: a.isErr, Size: a.size, Sample: compare.Sample(a.raw, a.c.lim.Sample)},
 		code: a.code, hasO: a.hasO, o: a.o, hasK: a.hasK, k: a.k,
+		bareEnd: a.mkind == mGet && a.hits == 0 && !a.isErr,
 	}
 	a.held = append(a.held, h)
 	a.reset()
@@ -418,6 +429,9 @@ func (a *answers) flush(out []compare.Answer, end bool) []compare.Answer {
 				a.cur = i + 1
 				if !e.quiet {
 					h.a.Req = e.id
+				}
+				if h.bareEnd && e.kind == kStats {
+					h.a.Fields = []compare.Field{{Name: "status", Value: "END"}, {Name: "stats", Value: "0"}}
 				}
 				a.passive = e.kind == kStream
 			}

@@ -115,9 +115,12 @@ func (c *conv) Requests(b []byte) []Request {
 // bytes are held, and counted in size then).
 func (cl *client) readLine(b []byte) (line, rest []byte, ok bool) {
 	i := bytes.IndexByte(b, '\n')
-	if i < 0 {
-		cl.size += len(b)
-		cl.line = append(cl.line, b[:min(len(b), MaxLine+1-len(cl.line))]...)
+	if room := MaxLine + 1 - len(cl.line); i < 0 || i >= room {
+		// Bytes past MaxLine are not counted: the stream fails at
+		// the same byte however it was cut.
+		n := min(len(b), room)
+		cl.size += n
+		cl.line = append(cl.line, b[:n]...)
 		return nil, nil, false
 	}
 	if len(cl.line) == 0 {
@@ -126,9 +129,6 @@ func (cl *client) readLine(b []byte) (line, rest []byte, ok bool) {
 	cl.line = append(cl.line, b[:i]...)
 	line = cl.line
 	cl.line = cl.line[:0]
-	if len(line) > MaxLine {
-		line = line[:MaxLine+1] // over: the caller fails on it
-	}
 	return line, b[i+1:], true
 }
 

@@ -119,9 +119,12 @@ func (a *answers) Feed(b []byte) []compare.Answer {
 				return a.fail(out, "unknown type byte "+strconv.QuoteRune(rune(b[0])))
 			}
 			i := bytes.IndexByte(b, '\n')
-			if i < 0 {
-				a.consume(b)
-				a.line = append(a.line, b[:min(len(b), MaxLine+1-len(a.line))]...)
+			if room := MaxLine + 1 - len(a.line); i < 0 || i >= room {
+				// Bytes past MaxLine are not counted: the stream
+				// fails at the same byte however it was cut.
+				n := min(len(b), room)
+				a.consume(b[:n])
+				a.line = append(a.line, b[:n]...)
 				if len(a.line) > MaxLine {
 					return a.fail(out, "line longer than MaxLine")
 				}
