@@ -112,7 +112,7 @@ type answers struct {
 	size  int
 	isErr bool
 
-	compressed bool
+	unfollowed string // after the login: why the commands' answers are not decoded
 	stopped    bool
 	why        string
 	dropped    int
@@ -216,9 +216,9 @@ func (a *answers) take() bool {
 			a.stop("TLS after the SSLRequest")
 			return false
 		}
-		if a.compressed {
+		if a.unfollowed != "" {
 			a.cur = r
-			a.stop("compressed protocol is not followed")
+			a.stop(a.unfollowed)
 			return false
 		}
 		a.begin(r)
@@ -509,8 +509,11 @@ func (a *answers) auth(res *result, m []byte, size int) {
 	switch m[0] {
 	case 0x00:
 		res.kind = "ok"
-		if a.caps&(capCompress|capZstd) != 0 {
-			a.compressed = true
+		switch {
+		case a.caps&(capCompress|capZstd) != 0:
+			a.unfollowed = "compressed protocol is not followed"
+		case a.caps&capOptionalMetadata != 0:
+			a.unfollowed = "CLIENT_OPTIONAL_RESULTSET_METADATA is not followed"
 		}
 	case 0xff:
 		a.errPacket(res, m)

@@ -9,7 +9,7 @@ import (
 // FuzzMySQL feeds random client and server bytes in random chunks: the
 // decoder never panics and what it returns stays bounded.
 func FuzzMySQL(f *testing.F) {
-	s := connected(baseCaps|capDeprecateEOF).c(pkt(0, []byte("\x03SELECT 1"))).s(textResult(1, 2, []string{"a"}, []string{"1"}))
+	s := connected(baseCaps | capDeprecateEOF).c(pkt(0, []byte("\x03SELECT 1"))).s(textResult(1, 2, []string{"a"}, []string{"1"}))
 	var cli, srv []byte
 	for _, tn := range s.turns {
 		if tn.client {

@@ -247,7 +247,7 @@ func TestColumnRenamed(t *testing.T) {
 func TestPreparedBinary(t *testing.T) {
 	caps := uint64(baseCaps | capDeprecateEOF)
 	prepOK := []byte{0, 7, 0, 0, 0, 3, 0, 1, 0, 0, 0, 0} // id 7, 3 columns, 1 parameter
-	row := []byte{0, 0b0001_0000} // NULL bitmap: column 2 (offset 2) is NULL
+	row := []byte{0, 0b0001_0000}                        // NULL bitmap: column 2 (offset 2) is NULL
 	row = binary.LittleEndian.AppendUint64(row, 42)
 	row = append(row, lenc("héllo")...)
 	exec := []byte{0x17, 7, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1, 8, 0, 1, 0, 0, 0, 0, 0, 0, 0}
