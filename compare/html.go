@@ -74,7 +74,7 @@ Errors only on the target: <span class="count errors-target-only">{{.R.ErrorsTar
 {{end}}</tbody>
 </table>
 
-{{range .Groups}}<details class="group-details" id="{{.ID}}" data-group="{{.G.Key}}" data-protocol="{{.G.Protocol}}">
+{{range .Groups}}<details class="group-details"{{if or .G.Different .Missing .Errors}} open{{end}} id="{{.ID}}" data-group="{{.G.Key}}" data-protocol="{{.G.Protocol}}">
 <summary><h2>{{.G.Key}}</h2> <span class="protocol">[{{.G.Protocol}}]</span> — {{.G.Requests}} requests, {{.G.Different}} different, {{.G.Noise}} noise-only, {{.Missing}} missing, {{.Errors}} one-side errors</summary>
 {{if .Fields}}<table class="fields"><thead><tr><th>Field</th><th class="num">Requests differing</th>{{if $.R.Baseline}}<th class="num">prod≠baseline</th><th class="num">baseline≠target</th>{{end}}</tr></thead><tbody>
 {{range .Fields}}<tr class="diff-field{{if .Noise}} noise{{end}}" data-field="{{.Name}}" data-count="{{.N}}" data-noise="{{.Noise}}"><td>{{.Name}}{{if .Noise}} <span class="tag">noise</span>{{end}}</td><td class="num">{{.N}}</td>{{if $.R.Baseline}}<td class="num">{{.PB}}</td><td class="num">{{.BT}}</td>{{end}}</tr>

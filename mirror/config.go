@@ -118,6 +118,39 @@ type Config struct {
 	Channels   int
 	KeyFile    string
 	KeyEnv     string
+
+	// Compare pairs every replayed request's answer from the target with
+	// production's from the capture and reports the differences at the
+	// end (--compare). CompareJSON and CompareHTML, when set, also write
+	// the report to those files (--compare-json, --compare-html) and turn
+	// comparing on, as Baseline does.
+	Compare     bool
+	CompareJSON string
+	CompareHTML string
+	// Baseline replays every session a second time, to a copy of
+	// production's build (--baseline): fields that differ between
+	// production and the baseline are noise, not regressions.
+	Baseline transfer.Transfers
+	// CompareIgnore are ignore rules (--compare-ignore, see
+	// compare.ParseRule); CompareRules is a file of more (--compare-rules).
+	CompareIgnore []string
+	CompareRules  string
+	// CompareSamples bounds the samples kept per group (--compare-samples);
+	// CompareBody is the largest body compared structurally, larger ones
+	// by length and hash (--compare-body).
+	CompareSamples int
+	CompareBody    int
+	// CompareUnordered compares JSON arrays as multisets
+	// (--compare-unordered-arrays); CompareSecrets keeps passwords, cookies
+	// and authorization headers in the report's samples
+	// (--compare-show-secrets).
+	CompareUnordered bool
+	CompareSecrets   bool
+}
+
+// Comparing says whether Run compares answers.
+func (c Config) Comparing() bool {
+	return c.Compare || c.CompareJSON != "" || c.CompareHTML != "" || len(c.Baseline) > 0
 }
 
 // DefaultConfig returns the defaults --help documents. It is the one
@@ -147,6 +180,8 @@ func DefaultConfig() Config {
 		GSO:               "coalesce",
 		Channels:          1,
 		KeyEnv:            "STACKCOPY_RELAY_KEY",
+		CompareSamples:    3,
+		CompareBody:       1 << 20,
 	}
 }
 
@@ -210,6 +245,21 @@ func (c Config) Validate() error {
 		return fmt.Errorf("-D: MSS %d, want 88..%d (MTU - 40)", c.MSS, c.MTU-40)
 	case c.Live && c.Loops != 1:
 		return errors.New("--loop: live traffic cannot be looped")
+	case c.CompareSamples < 0:
+		return fmt.Errorf("--compare-samples: %d is negative", c.CompareSamples)
+	case c.CompareBody < 0:
+		return fmt.Errorf("--compare-body: %d is negative", c.CompareBody)
+	}
+	for _, b := range c.Baseline {
+		if b.Target.Addr().IsValid() && !b.Target.Addr().Is4() {
+			return fmt.Errorf("--baseline: target %v: only IPv4 targets are replayed in this version", b.Target)
+		}
+		if _, ok := c.Transfers.Match(b.Online); !ok && b.Online.Addr().IsValid() {
+			return fmt.Errorf("--baseline: %v is not an online server of -x", b.Online)
+		}
+	}
+	if _, err := c.compareRules(); err != nil {
+		return err
 	}
 	if c.SpillMax > 0 {
 		f, err := os.CreateTemp(c.SpillDir, "stackcopy-spill-check-*")

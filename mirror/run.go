@@ -66,6 +66,13 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) (*Summary, error) {
 			return nil, fmt.Errorf("-s: %w", err)
 		}
 	}
+	cmp, err := openComparison(&cfg)
+	if err != nil {
+		return nil, err
+	}
+	if cmp != nil {
+		defer cmp.close() // finish closes it too; this covers the early returns
+	}
 	var sampler *transfer.Sampler
 	if cfg.Percent < 100 {
 		var err error
@@ -138,7 +145,11 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) (*Summary, error) {
 		stop := context.AfterFunc(ctx, rcancel)
 		defer stop()
 	}
-	rp := replay.New(rctx, replayConfig(&cfg, sampler), d.dial, log)
+	rcfg := replayConfig(&cfg, sampler)
+	if cmp != nil {
+		rcfg.Compare = cmp.col
+	}
+	rp := replay.New(rctx, rcfg, d.dial, log)
 
 	sum := &Summary{Inputs: cfg.Inputs, Loops: cfg.Loops, Live: cfg.Live}
 	start := time.Now()
@@ -170,6 +181,14 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) (*Summary, error) {
 	if rc != nil {
 		s := rc.Stats()
 		sum.Relay = &s
+	}
+	if cmp != nil {
+		if err := cmp.finish(sum, log); err != nil && readErr == nil {
+			readErr = err
+		}
+		if sum.CompareInvalid != "" && readErr == nil {
+			readErr = errors.New("--compare: " + sum.CompareInvalid)
+		}
 	}
 	if readErr != nil {
 		return sum, readErr
@@ -235,6 +254,7 @@ func replayConfig(cfg *Config, sampler *transfer.Sampler) replay.Config {
 	// A live capture must not wait for one slow session: the kernel ring
 	// would overflow for all of them. A file can be read later.
 	rc.ShedWhenFull = cfg.Live
+	rc.Baseline = cfg.Baseline
 	if sampler != nil {
 		rc.Keep = sampler.Keep
 	}
@@ -248,13 +268,15 @@ func replayConfig(cfg *Config, sampler *transfer.Sampler) replay.Config {
 }
 
 // trackerConfig is how sessions are followed. The captured server's bytes
-// are reported only when a protocol may be framed: they are what the
-// replayer counts production's answers in.
+// are reported only when a protocol may be framed or answers are
+// compared: they are what the replayer counts production's answers in,
+// and production's side of the comparison.
 func trackerConfig(cfg *Config) session.TrackerConfig {
 	return session.TrackerConfig{
 		IsServer:      cfg.Transfers.IsServer,
 		JoinMidStream: cfg.JoinMidStream,
-		ServerData:    cfg.Protocol != replay.ProtocolNone && cfg.Protocol != replay.ProtocolHTTP1 && len(protocols()) > 0,
+		ServerData: cfg.Comparing() ||
+			cfg.Protocol != replay.ProtocolNone && cfg.Protocol != replay.ProtocolHTTP1 && len(protocols()) > 0,
 	}
 }
 

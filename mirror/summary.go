@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/stackcopy/stackcopy/capture"
+	"github.com/stackcopy/stackcopy/compare"
 	"github.com/stackcopy/stackcopy/netstack"
 	"github.com/stackcopy/stackcopy/relay"
 	"github.com/stackcopy/stackcopy/replay"
@@ -34,6 +35,13 @@ type Summary struct {
 	Tracker session.TrackerStats
 	Replay  replay.Stats
 	Stack   netstack.Stats
+
+	// With comparing: the counts, the whole report (--compare-json and
+	// --compare-html have it; the command prints its text), and why the
+	// comparison cannot be trusted, if it cannot ("": it can).
+	Compare        *compare.Stats
+	Comparison     *compare.Report
+	CompareInvalid string
 }
 
 // addPass adds one pass over a source.
@@ -94,6 +102,13 @@ func (s *Summary) WriteText(w io.Writer) {
 	}
 	fmt.Fprintf(w, "  capture   %d packets, %d TCP, %d other, %d malformed, %d cut by snaplen; %d duplicate, %d out-of-order, %d conflicting segments\n",
 		c.Packets, c.TCP, c.NonTCP, c.Malformed, c.Truncated, t.Duplicates, t.OutOfOrder, t.Conflicts)
+	if cs := s.Compare; cs != nil {
+		fmt.Fprintf(w, "  compare   %d requests, %d compared: %d identical, %d different, %d noise only; %d without an answer on one side\n",
+			cs.Requests, cs.Compared, cs.Identical, cs.Different, cs.Noise, cs.Missing)
+		if s.CompareInvalid != "" {
+			fmt.Fprintf(w, "  compare   NOT VALID: %s\n", s.CompareInvalid)
+		}
+	}
 }
 
 func plural(n int, suffix string) string {
@@ -118,6 +133,10 @@ type SummaryJSON struct {
 	Capture capture.SourceStats  `json:"capture"`
 	Tracker session.TrackerStats `json:"tracker"`
 	Stack   netstack.Stats       `json:"stack"`
+	// Compare: the comparison's counts, with --compare (the report itself
+	// is --compare-json).
+	Compare        *compare.Stats `json:"compare,omitempty"`
+	CompareInvalid string         `json:"compare_invalid,omitempty"`
 }
 
 type TUNJSON struct {
@@ -133,6 +152,7 @@ func (s *Summary) WriteJSON(w io.Writer) error {
 		TUN:  TUNJSON{s.TUNTxDrops, s.TUNRxDrops},
 		Live: s.Live, Drops: s.CaptureDrops, Relay: s.Relay,
 		Replay: s.Replay, Capture: s.Capture, Tracker: s.Tracker, Stack: s.Stack,
+		Compare: s.Compare, CompareInvalid: s.CompareInvalid,
 	}, "", "  ")
 	if err != nil {
 		return fmt.Errorf("summary: %w", err)

@@ -6,6 +6,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/stackcopy/stackcopy/compare"
 	"github.com/stackcopy/stackcopy/session"
 )
 
@@ -84,6 +85,10 @@ type captured struct {
 	// held is a turn before the client's first bytes while undecided: it is
 	// queued once the decision tells how many answers it waits for.
 	held *heldTurn
+	// cmp is the session's comparison (nil: none); cmpDecided once it was
+	// told the protocol.
+	cmp        *compare.Conn
+	cmpDecided bool
 }
 
 type heldTurn struct {

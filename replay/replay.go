@@ -22,6 +22,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/stackcopy/stackcopy/compare"
 	"github.com/stackcopy/stackcopy/httpframe"
 	"github.com/stackcopy/stackcopy/session"
 	"github.com/stackcopy/stackcopy/transfer"
@@ -143,6 +144,17 @@ type Config struct {
 	// PortOffset shifts captured client ports (tcpcopy -f), so several
 	// instances replaying the same capture do not collide.
 	PortOffset int
+	// Compare, when set, is shown every session's bytes: the captured
+	// client's and server's on the capture side, and the answers of the
+	// target (the first copy) and of the baseline; it pairs and compares
+	// the answers. nil compares nothing. The capture reader must report
+	// server bytes (session.TrackerConfig.ServerData).
+	Compare *compare.Collector
+	// Baseline maps a captured server to a second target every session is
+	// also replayed to, from a port of CopyPorts: a copy of production's
+	// build whose answers tell noise (timestamps, generated ids) from
+	// change. Empty: no baseline.
+	Baseline transfer.Transfers
 }
 
 // DefaultConfig returns the defaults documented in --help.
@@ -301,6 +313,10 @@ func (r *Replayer) Event(k session.SessionKey, ev session.Event) {
 			// nothing more, so end it as if its capture ended.
 			defer old.push(session.Event{Kind: evEndOfInput}, time.Time{}, -1)
 		}
+		if len(copies) > 0 && copies[0].cap.cmp != nil {
+			copies[0].cap.cmp.EndClient()
+			copies[0].cap.cmp.End(compare.Production)
+		}
 		delete(r.sessions, k)
 		target, ok := r.cfg.Transfers.Match(k.Server)
 		if !ok {
@@ -335,6 +351,21 @@ func (r *Replayer) Event(k session.SessionKey, ev session.Event) {
 		for i := range copies {
 			copies[i] = r.newSession(k, target, i)
 			copies[i].cap = cap
+		}
+		if r.cfg.Compare != nil {
+			cap.cmp = r.cfg.Compare.Open(k.Client, k.Server)
+			copies[0].side, copies[0].cmp = compare.Target, cap.cmp
+			if bt, ok := r.cfg.Baseline.Match(k.Server); ok {
+				// From a copy port: the forged client's own 4-tuple
+				// differs only in the target, which an intercept's
+				// registration does not tell apart.
+				b := r.newSession(k, bt, max(r.cfg.Copies, 1))
+				b.cap, b.baseline = cap, true
+				b.side, b.cmp = compare.Baseline, cap.cmp
+				copies = append(copies, b)
+			} else {
+				cap.cmp.End(compare.Baseline) // no baseline for this server
+			}
 		}
 		r.sessions[k] = copies
 		r.mu.Unlock()
@@ -388,6 +419,28 @@ func (r *Replayer) Event(k session.SessionKey, ev session.Event) {
 		if c.f != nil {
 			c.f.Client(ev.Data)
 		}
+		if c.cmp != nil {
+			r.decideCompare(c, ev.Data)
+			c.cmp.Client(ev.Data, ev.Time)
+		}
+	case session.EvFin, session.EvRst:
+		if c.cmp != nil {
+			c.cmp.EndClient()
+			if ev.Kind == session.EvRst {
+				c.cmp.End(compare.Production) // nothing answers a reset client
+			}
+		}
+	case session.EvServerClose:
+		if c.cmp != nil {
+			c.cmp.End(compare.Production)
+		}
+	case session.EvGap:
+		if c.cmp != nil {
+			// The client's stream has a hole: nothing after it can be
+			// cut into requests, and the player gives the session up.
+			c.cmp.EndClient()
+			c.cmp.Fail(compare.Production, "capture gap: "+ev.Reason)
+		}
 	case session.EvTurn:
 		if c.undecided() && !c.decided.Load() {
 			c.held = &heldTurn{ev: ev, at: at}
@@ -417,6 +470,34 @@ func (r *Replayer) serverData(k session.SessionKey, ev session.Event) {
 	if c.f != nil {
 		c.f.Server(ev.Data)
 	}
+	if c.cmp != nil {
+		if ev.Reason != "" {
+			c.cmp.Fail(compare.Production, "capture missed production's bytes: "+ev.Reason)
+			return
+		}
+		c.cmp.Server(compare.Production, ev.Data, ev.Time)
+	}
+}
+
+// decideCompare names the session's protocol to the comparison once the
+// capture side decided it: a framed protocol by its name, HTTP/1 (framed
+// by the player, not the capture side) by its first request line, else
+// none, which compares whole streams by bytes.
+func (r *Replayer) decideCompare(c *captured, client []byte) {
+	if c.cmpDecided {
+		return
+	}
+	switch pr, decided := c.decision(); {
+	case pr != nil:
+		c.cmp.Decide(pr.Name)
+	case !decided && c.undecided():
+		return // server bytes only so far: the client's will tell
+	case httpframe.Sniff(client):
+		c.cmp.Decide(ProtocolHTTP1)
+	default:
+		c.cmp.Decide("")
+	}
+	c.cmpDecided = true
 }
 
 // CloseInput says the capture is over: sessions without a captured ending
@@ -439,6 +520,10 @@ func (r *Replayer) CloseInput() {
 		}
 		for _, s := range copies {
 			s.push(session.Event{Kind: evEndOfInput}, time.Time{}, -1)
+		}
+		if c := copies[0].cap; c.cmp != nil {
+			c.cmp.EndClient()
+			c.cmp.End(compare.Production)
 		}
 	}
 }
@@ -524,6 +609,16 @@ type player struct {
 	tgt   targetSide
 	proto string         // the protocol's name once decided
 	pc    *protoCounters // its counters
+
+	// Comparison: cmp is the session's, shown this player's answers as
+	// side (the first copy's as the target's, the baseline player's as the
+	// baseline's); nil for the other copies and when not comparing.
+	// baseline: this player replays to the baseline target. outcome is
+	// what count decided, for finish to tell the comparison.
+	cmp      *compare.Conn
+	side     compare.Side
+	baseline bool
+	outcome  outcome
 
 	// h2 is the flow control of an HTTP/2 session (h2flow.go), set by
 	// run's first write; nil for other sessions.
@@ -717,6 +812,14 @@ func (s *player) cancel() {
 }
 
 func (s *player) finish() {
+	if s.cmp != nil {
+		// After the drain ended: every answer the target gave is in.
+		if s.outcome == outCompleted {
+			s.cmp.End(s.side)
+		} else {
+			s.cmp.Fail(s.side, s.outcome.String())
+		}
+	}
 	s.mu.Lock()
 	s.closed = true
 	s.dropQueueLocked()
@@ -742,6 +845,27 @@ const (
 	numOutcomes
 )
 
+// String names the outcome as the summary does.
+func (o outcome) String() string {
+	switch o {
+	case outCompleted:
+		return "completed"
+	case outClientReset:
+		return "client reset"
+	case outTargetReset:
+		return "target reset"
+	case outRefused:
+		return "refused"
+	case outTimedOut:
+		return "timed out"
+	case outGap:
+		return "capture gap"
+	case outOverflow:
+		return "overflowed"
+	}
+	return "failed"
+}
+
 func (s *player) count(o outcome, err error) {
 	if s.overflow.Load() {
 		// Shed for falling behind: whatever the connection did after the
@@ -751,6 +875,7 @@ func (s *player) count(o outcome, err error) {
 	if o < 0 || o >= numOutcomes {
 		o = outFailed
 	}
+	s.outcome = o
 	s.r.s.outcomes[o].Add(1)
 	if err != nil {
 		s.r.log.Debug("session ended", "client", s.key.Client, "forged", s.src, "target", s.target, "outcome", o, "err", err)
@@ -900,6 +1025,9 @@ func (s *player) run() {
 			if err := s.writeClient(conn, ev.Data); err != nil { // h2flow.go
 				s.count(s.failure(err))
 				return
+			}
+			if s.cmp != nil {
+				s.cmp.Sent(s.side, len(ev.Data), time.Now())
 			}
 		case session.EvFin:
 			if waitTurn {
@@ -1057,6 +1185,9 @@ type answerSink struct{ s *player }
 func (a answerSink) Write(p []byte) (int, error) {
 	if r := a.s.resps.Load(); r != nil {
 		r.Write(p)
+	}
+	if a.s.cmp != nil {
+		a.s.cmp.Server(a.s.side, p, time.Now())
 	}
 	a.s.tgt.server(p)
 	return len(p), nil

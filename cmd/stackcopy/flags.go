@@ -106,6 +106,21 @@ requests and any state they set up (login, SELECT), and an interim answer
 such as HTTP's "100 Continue" can make the session start in the middle of
 a request body. The summary counts these sessions as joined.
 
+Comparison (--compare, --compare-json, --compare-html): every request
+replayed is paired with production's answer (the captured server's bytes)
+and the target's, message by message for HTTP/1, HTTP/2, Redis,
+memcached, MySQL and PostgreSQL (other protocols: whole answers, by
+length and hash), and compared field by field: status, headers (Date and
+the like ignored), JSON bodies by structure, reply types and values,
+result-set columns and rows, error codes. Requests are grouped by endpoint
+(method and path template, command, statement fingerprint); the report
+counts identical and different answers per group and field, answers only
+one side gave, and production's and the target's latency. --baseline
+replays the same traffic to a second copy of production's build: fields
+that differ between production and that copy (timestamps, generated ids)
+are reported as noise, not as changes. Live, the intercept must relay
+whole answers (intercept --full-payload).
+
 tcpcopy's -a is --speed and -T is --loop; -O means the same as in tcpcopy;
 -R, -U, -k, -L, -g, -d are not needed or not supported.
 
@@ -120,7 +135,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs := pflag.NewFlagSet("stackcopy", pflag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	fs.SortFlags = false
-	var transfers, clients string
+	var transfers, clients, baseline string
 	fs.StringVarP(&transfers, "transfer", "x", "", "what to replay where: [onlineIP:]onlinePort-targetIP:targetPort[,...]")
 	fs.StringSliceVarP(&e.Inputs, "input", "i", nil, "capture file(s) to replay (pcap or pcapng; Ethernet, Linux SLL/SLL2 or raw IP), or interfaces to capture on live (any = all)")
 	fs.StringVarP(&e.Output, "output", "o", def.Output, "egress: tun, raw (IP_HDRINCL socket), or IFACE[@NEXT-HOP-MAC] (link layer)")
@@ -157,6 +172,16 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.IntVar(&e.SendBuffer, "send-buffer", def.SendBuffer, "largest send buffer per session in bytes (memory per uploading session)")
 	fs.IntVar(&e.MaxHandshakes, "max-handshakes", def.MaxHandshakes, "handshakes in flight at once (a burst of new sessions waits its turn)")
 	fs.IntVar(&e.TxQueueLen, "txqueuelen", def.TxQueueLen, "TUN transmit queue length")
+	fs.BoolVar(&e.Compare, "compare", def.Compare, "compare the target's answers with production's (from the capture), message by message, and print what changed at the end")
+	fs.StringVar(&e.CompareJSON, "compare-json", "", "write the comparison report as JSON to this file (implies --compare)")
+	fs.StringVar(&e.CompareHTML, "compare-html", "", "write the comparison report as one self-contained HTML page to this file (implies --compare)")
+	fs.StringVar(&baseline, "baseline", "", "also replay every session to a copy of production's build, HOST:PORT (or per online port, in -x syntax): what differs between production and it is noise, not a regression (implies --compare)")
+	fs.StringArrayVar(&e.CompareIgnore, "compare-ignore", nil, "ignore rule, repeatable: header:NAME, json:PATH, field:GLOB or regex:RE, optionally scoped to groups as GROUP-GLOB::RULE")
+	fs.StringVar(&e.CompareRules, "compare-rules", "", "file of ignore rules, one per line ('#' comments)")
+	fs.IntVar(&e.CompareSamples, "compare-samples", def.CompareSamples, "samples kept per group in the comparison report")
+	fs.IntVar(&e.CompareBody, "compare-body", def.CompareBody, "bodies and values up to this many bytes are compared by content (JSON by structure), longer ones by length and hash")
+	fs.BoolVar(&e.CompareUnordered, "compare-unordered-arrays", def.CompareUnordered, "compare JSON arrays regardless of the order of their elements")
+	fs.BoolVar(&e.CompareSecrets, "compare-show-secrets", def.CompareSecrets, "keep Authorization, Cookie and Set-Cookie values and passwords in the report's samples (redacted by default)")
 	fs.StringVar(&c.pprofAddr, "pprof", "", "serve Go profiling (net/http/pprof) on this address, e.g. 127.0.0.1:6060")
 	fs.StringVar(&c.statsJSON, "stats-json", "", "also write the summary as JSON to this file")
 	fs.StringVarP(&c.logFile, "log", "l", "", "log to this file instead of stderr")
@@ -183,6 +208,11 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	if transfers != "" {
 		if e.Transfers, err = transfer.ParseTransfers(transfers); err != nil {
 			return nil, fmt.Errorf("-x: %w", err)
+		}
+	}
+	if baseline != "" {
+		if e.Baseline, err = parseBaseline(baseline, e.Transfers); err != nil {
+			return nil, fmt.Errorf("--baseline: %w", err)
 		}
 	}
 	if clients != "" && len(e.Transfers) > 0 {
@@ -221,6 +251,23 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 		return nil, err
 	}
 	return c, nil
+}
+
+// parseBaseline parses --baseline: HOST:PORT for every online server of
+// -x, or a list in -x syntax (online-baseline) to give each its own.
+func parseBaseline(s string, xs transfer.Transfers) (transfer.Transfers, error) {
+	if strings.Contains(s, "-") {
+		return transfer.ParseTransfers(s)
+	}
+	ap, err := netip.ParseAddrPort(s)
+	if err != nil {
+		return nil, fmt.Errorf("%q: want HOST:PORT, or ONLINE-HOST:PORT[,...] as -x", s)
+	}
+	out := make(transfer.Transfers, 0, len(xs))
+	for _, x := range xs {
+		out = append(out, transfer.Transfer{Online: x.Online, Target: ap})
+	}
+	return out, nil
 }
 
 // parsePortRange parses LO-HI (1..65535, LO <= HI).

@@ -65,6 +65,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 	sum, err := start(ctx, cfg, stderr)
 	if sum != nil {
 		sum.WriteText(stdout)
+		if sum.Comparison != nil {
+			fmt.Fprintln(stdout)
+			if werr := sum.Comparison.WriteText(stdout); werr != nil {
+				fmt.Fprintf(stderr, "stackcopy: comparison: %v\n", werr)
+			}
+		}
 		if cfg.statsJSON != "" {
 			if werr := writeStats(sum, cfg.statsJSON); werr != nil {
 				fmt.Fprintf(stderr, "stackcopy: %v\n", werr)
