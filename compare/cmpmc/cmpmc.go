@@ -50,16 +50,30 @@
 // answer (mg's EN, ms's and md's HD …) but still sends the others (mg's
 // VA or HD on a hit, errors), typically up to an mn, whose MN it answers.
 // Quiet requests are therefore NoAnswer, and an answer that belongs to
-// one is emitted with Req -1. Which one it belongs to is decided as it
-// arrives: the oldest awaiting non-quiet request takes it if it can have
-// it (by its code, and by the O opaque and k key tokens the request asked
-// to be echoed); otherwise the oldest quiet request before it that can
-// have it does (Req -1), and every quiet request before the one credited
-// is done. An O token echo proves which request an answer is for; MN
-// always answers the oldest mn. Without O tokens, a quiet request
-// followed by a non-quiet one that can have the same answer ("mg a q",
-// "mg b") is ambiguous: the answer goes to the non-quiet one. Both sides
-// of a comparison make the same choices on the same answers.
+// one is emitted with Req -1 (counted, not compared). Which request an
+// answer belongs to is decided as it arrives, among the requests not yet
+// settled:
+//   - MN answers the oldest mn; every request before it is settled.
+//   - An answer echoing an O (opaque) token belongs to the request that
+//     sent that token.
+//   - Otherwise, as memcached answers in order, the oldest quiet request
+//     before the oldest non-quiet one that can have the answer (by its
+//     code: mg's VA or HD, ms's NS, EX or NF, md's NF or EX, ma's NF, NS or
+//     EX, CLIENT_ERROR and SERVER_ERROR for all; and by the O and k tokens
+//     it asked to be echoed) is taken to have it.
+//   - Otherwise the oldest non-quiet request has it, if it can; if it
+//     cannot, an earlier guess gave its answer to a quiet request, and the
+//     answer goes to the first later request that can have it (up to
+//     maxSkip on), the ones passed over going unanswered.
+//
+// Crediting an answer settles the quiet requests before it. With O tokens
+// or a closing mn (how clients use quiet mode) this is exact. Without
+// them it is a guess: "mg a q" then "mg b" gives one VA whether a hit and
+// b missed or the reverse; it is credited to a, and b's answer is the
+// next one it can have. A wrong guess shifts the pairing until an answer
+// the oldest request cannot have, or MN, realigns it. Both sides of a
+// comparison make the same guesses on the same answers, so a wrong guess
+// only shows where the answers differ anyway.
 //
 // watch and lru_crawler metadump/mgdump start streams: their first line
 // answers them, later requests are NoAnswer and later lines have Req -1.

@@ -53,9 +53,8 @@ func bytewise(b []byte) [][]byte {
 }
 
 // clientFirst reorders a connection's segments: all of the client's, then
-// all of the server's, so that every reply is met before... after its
-// command (and the decoder's holding of early replies is exercised the
-// other way round in TestEarlyReply).
+// all of the server's, so that every request is cut before any answer
+// arrives; the pairing must not depend on it.
 func clientFirst(segs []pcaptest.Segment) []pcaptest.Segment {
 	var c, s []pcaptest.Segment
 	for _, x := range segs {

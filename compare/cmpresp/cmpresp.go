@@ -32,8 +32,8 @@
 //     boolean as true or false; a null as its wire form ("$-1", "*-1",
 //     "_"), so that a RESP2 null bulk and a null array stay apart; an
 //     aggregate as a canonical rendering of its elements, nested (see
-//     render.go), or, when the rendering outgrows Limits.Body, as the
-//     digest of the rendering.
+//     server.go: sets and maps sorted), or, when the rendering outgrows
+//     Limits.Body, as the digest of the rendering.
 //   - "attribute" (when a RESP3 attribute preceded the reply): the
 //     attribute's map, rendered. Attributes nested inside aggregates are
 //     dropped.
@@ -71,6 +71,8 @@
 //
 // # What it does not follow
 //
+// A command cut short by the end of the client stream is a Partial
+// request, NoAnswer (a server does not answer half a command).
 // Bytes that are not RESP (on either side), a line over MaxLine and
 // aggregates nested over MaxDepth end the decoding of that stream: the
 // client side reports one last request keyed "(malformed)", the server
