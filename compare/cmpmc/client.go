@@ -36,16 +36,16 @@ type client struct {
 	passive bool // after watch: the server streams
 }
 
-// verbs are the commands memcached knows; other words are keyed "?".
-var verbs = map[string]bool{
-	"set": true, "add": true, "replace": true, "append": true, "prepend": true,
-	"cas": true, "get": true, "gets": true, "gat": true, "gats": true,
-	"delete": true, "incr": true, "decr": true, "touch": true,
-	"flush_all": true, "version": true, "verbosity": true, "stats": true,
-	"quit": true, "shutdown": true, "mg": true, "ms": true, "md": true,
-	"ma": true, "mn": true, "me": true, "cache_memlimit": true,
-	"slabs": true, "lru": true, "lru_crawler": true, "watch": true,
-	"misbehave": true, "debugtime": true,
+// known tells the commands memcached knows; other words are keyed "?".
+func known(w string) bool {
+	switch w {
+	case "set", "add", "replace", "append", "prepend", "cas", "get", "gets", "gat", "gats",
+		"delete", "incr", "decr", "touch", "flush_all", "version", "verbosity", "stats",
+		"quit", "shutdown", "mg", "ms", "md", "ma", "mn", "me", "cache_memlimit",
+		"slabs", "lru", "lru_crawler", "watch", "misbehave", "debugtime":
+		return true
+	}
+	return false
 }
 
 func (c *conv) Requests(b []byte) []compare.Request {
@@ -224,7 +224,7 @@ func (c *conv) EndRequests() []compare.Request {
 			return nil
 		}
 		key := "?"
-		if w := firstWord(cl.line); verbs[string(w)] {
+		if w := firstWord(cl.line); known(string(w)) {
 			key = string(w)
 		}
 		r := c.newRequest(key, cl.line)
@@ -250,7 +250,7 @@ func (c *conv) commandLine(l []byte) (compare.Request, bool) {
 	}
 	verb := string(t[0])
 	key := verb
-	if !verbs[verb] {
+	if !known(key) {
 		key = "?"
 	}
 	noreply := len(t) > 1 && string(t[len(t)-1]) == "noreply"

@@ -253,12 +253,14 @@ func (cl *client) upperArg(i int) string {
 	return strings.ToUpper(string(cl.args[i]))
 }
 
-// containers are the commands whose first argument is a subcommand.
-var containers = map[string]bool{
-	"CONFIG": true, "CLIENT": true, "XINFO": true, "OBJECT": true,
-	"SCRIPT": true, "FUNCTION": true, "ACL": true, "CLUSTER": true,
-	"COMMAND": true, "MEMORY": true, "MODULE": true, "XGROUP": true,
-	"PUBSUB": true, "SLOWLOG": true, "LATENCY": true, "DEBUG": true,
+// container tells the commands whose first argument is a subcommand.
+func container(name string) bool {
+	switch name {
+	case "CONFIG", "CLIENT", "XINFO", "OBJECT", "SCRIPT", "FUNCTION", "ACL", "CLUSTER",
+		"COMMAND", "MEMORY", "MODULE", "XGROUP", "PUBSUB", "SLOWLOG", "LATENCY", "DEBUG":
+		return true
+	}
+	return false
 }
 
 // word renders a command or subcommand name for a key: upper case, or "?"
@@ -278,7 +280,7 @@ func word(b []byte, full int64) string {
 func (c *conv) key() string {
 	cl := &c.c
 	k := word(cl.args[0], cl.lens[0])
-	if containers[k] && len(cl.args) > 1 {
+	if container(k) && len(cl.args) > 1 {
 		k += " " + word(cl.args[1], cl.lens[1])
 	}
 	return k

@@ -103,10 +103,40 @@ func (a *answers) init() {
 	a.bh = compare.NewHasher()
 }
 
-var typeNames = map[byte]string{
-	'+': "simple", '-': "error", ':': "integer", '$': "bulk", '_': "null",
-	'*': "array", '%': "map", '~': "set", '>': "push", ',': "double",
-	'#': "boolean", '=': "verbatim", '(': "bignum", '!': "bulk_error",
+// typeName names a RESP type byte; "" for one that is not a value's
+// (the attribute's '|' included).
+func typeName(t byte) string {
+	switch t {
+	case '+':
+		return "simple"
+	case '-':
+		return "error"
+	case ':':
+		return "integer"
+	case '$':
+		return "bulk"
+	case '_':
+		return "null"
+	case '*':
+		return "array"
+	case '%':
+		return "map"
+	case '~':
+		return "set"
+	case '>':
+		return "push"
+	case ',':
+		return "double"
+	case '#':
+		return "boolean"
+	case '=':
+		return "verbatim"
+	case '(':
+		return "bignum"
+	case '!':
+		return "bulk_error"
+	}
+	return ""
 }
 
 func (a *answers) Feed(b []byte) []compare.Answer {
@@ -115,7 +145,7 @@ func (a *answers) Feed(b []byte) []compare.Answer {
 	for len(b) > 0 && a.st != sDead {
 		switch a.st {
 		case sLine:
-			if len(a.line) == 0 && typeNames[b[0]] == "" && b[0] != '|' {
+			if len(a.line) == 0 && typeName(b[0]) == "" && b[0] != '|' {
 				return a.fail(out, "unknown type byte "+strconv.QuoteRune(rune(b[0])))
 			}
 			i := bytes.IndexByte(b, '\n')
@@ -427,7 +457,7 @@ func (a *answers) close(fr *frame) val {
 // top makes an answer of a complete top-level value.
 func (a *answers) top(out []compare.Answer, v val) []compare.Answer {
 	ans := compare.Answer{Size: a.size, Sample: compare.Sample(a.raw, a.c.lim.Sample)}
-	typ := typeNames[v.t]
+	typ := typeName(v.t)
 	if v.null {
 		typ = "null"
 	}
