@@ -644,7 +644,8 @@ func (a *h1Answers) feed(p []byte, end bool) (out []compare.Answer, rest []byte,
 	if a.stopped {
 		return nil, nil, false
 	}
-	if a.held != nil {
+	fromHeld := a.held != nil
+	if fromHeld {
 		a.held = append(a.held, p...)
 		p, a.held = a.held, nil
 	}
@@ -685,7 +686,13 @@ func (a *h1Answers) feed(p []byte, end bool) (out []compare.Answer, rest []byte,
 			kind, known := a.c.kind(a.n)
 			needless := a.cur.status == 101 || a.cur.status == 204 || a.cur.status == 304
 			if !known && !needless && !end && len(p) < maxHeld {
-				a.held = append([]byte(nil), p...)
+				// p is ours when it came from held; the caller's
+				// bytes are copied, once.
+				if fromHeld {
+					a.held = p
+				} else {
+					a.held = append([]byte{}, p...)
+				}
 				return out, nil, false
 			}
 			m := a.cur

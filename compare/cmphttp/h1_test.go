@@ -457,3 +457,17 @@ func TestTemplate(t *testing.T) {
 		t.Error(k)
 	}
 }
+
+// TestDeepJSON: deeply nested arrays compared unordered take time linear
+// in depth per level, not exponential.
+func TestDeepJSON(t *testing.T) {
+	deep := strings.Repeat("[", 5000) + strings.Repeat("]", 5000)
+	start := time.Now()
+	fs, err := jsonFields([]byte(deep), true)
+	if err != nil || len(fs) == 0 {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("took %v", d)
+	}
+}

@@ -152,11 +152,28 @@ func (f *flattener) canon(b []byte, v any) []byte {
 		return append(b, '}')
 	case []any:
 		b = append(b, '[')
-		for i, e := range f.elements(v) {
+		if !f.unordered {
+			for i, e := range v {
+				if i > 0 {
+					b = append(b, ',')
+				}
+				b = f.canon(b, e)
+			}
+			return append(b, ']')
+		}
+		// Each element's canonical form once, sorted: rendering the
+		// sorted elements again would redo every level below, twice
+		// per level.
+		es := make([]string, len(v))
+		for i, e := range v {
+			es[i] = string(f.canon(nil, e))
+		}
+		slices.Sort(es)
+		for i, e := range es {
 			if i > 0 {
 				b = append(b, ',')
 			}
-			b = f.canon(b, e)
+			b = append(b, e...)
 		}
 		return append(b, ']')
 	}
