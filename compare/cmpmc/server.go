@@ -509,6 +509,9 @@ func (a *answers) pick(h *held, final bool) (idx int, wait bool) {
 	for i := p + 1; i < p+1+maxSkip; i++ {
 		e, ok := a.c.entryAt(i)
 		if !ok {
+			if !final {
+				return -1, true // the request that can have it may be still to come
+			}
 			break
 		}
 		if canGive(e, h) || (!e.quiet && valid(e.kind, h.code) && flagsMatch(e, h)) {
