@@ -433,7 +433,7 @@ func TestCompareLive(t *testing.T) {
 	liveJSON := filepath.Join(l.Dir(), "live.json")
 	var live *lab.Proc
 	pc := captureTraffic(t, c, 80, func() {
-		live, err = c.online.Start(stackcopyPath(t), append([]string{"-i", c.onlineIf, "--compare-json", liveJSON}, mirror...)...)
+		live, err = c.online.Start(stackcopyPath(t), append([]string{"-v", "-i", c.onlineIf, "--compare-json", liveJSON}, mirror...)...)
 		if err != nil {
 			t.Fatal(err)
 		}
