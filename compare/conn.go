@@ -38,6 +38,7 @@ type Conn struct {
 	why         [numSides]string // why a side's unanswered requests are missing
 	flushed     [numSides]bool   // the side's decoder was ended
 	serverAt    [numSides]time.Time
+	spoke       [numSides]bool // the side sent a byte: a failed side that did not is missing, not an empty answer
 
 	pending []*pend // in request order; done ones are compacted away
 	byID    map[int]*pend
@@ -115,6 +116,14 @@ func (cn *Conn) decide(name string) {
 		cn.raw = rawProtocol{port: cn.server.Port()}.New(cn.col.lim).(*rawConv)
 		cn.conv = cn.raw
 		cn.proto = rawName
+	}
+	// Every side's decoder starts now, before the first request: a
+	// decoder may forget requests every existing decoder has passed, and
+	// a side whose first byte comes late must still find them.
+	for s := Side(0); s < numSides; s++ {
+		if cn.col.enabled(s) && !cn.answersFor(s) {
+			return
+		}
 	}
 	pre := cn.pre
 	cn.pre, cn.preN = nil, [numSides + 1]int{}
@@ -403,6 +412,7 @@ func (cn *Conn) feedServer(s Side, b []byte, at time.Time) {
 		return
 	}
 	cn.serverAt[s] = at
+	cn.spoke[s] = true
 	if cn.raw != nil {
 		// The raw request is the client's bytes up to the first answer.
 		cn.addRequests(cn.raw.emit(), cn.clientAt)
@@ -521,7 +531,7 @@ func (cn *Conn) flush(s Side) {
 	if !cn.broken {
 		// A side that closed without a byte still answers the raw
 		// comparison (with nothing); a failed one does not.
-		if cn.ans[s] != nil || cn.why[s] == "closed" && cn.answersFor(s) {
+		if cn.spoke[s] || cn.why[s] == "closed" && cn.answersFor(s) {
 			var as []Answer
 			if cn.guard(s.String(), func() { as = cn.ans[s].End() }) {
 				cn.answers(s, as, cn.serverAt[s])

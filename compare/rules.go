@@ -137,6 +137,8 @@ func DefaultRules() []Rule {
 		"header:tracestate", "header:x-runtime", "header:x-amzn-trace-id",
 		"header:cf-ray", "header:via", "header:x-served-by", "header:x-cache",
 		"header:report-to", "header:nel",
+		// memcached's cas unique is the server's own counter.
+		"field:cas:*",
 	}
 	rules := make([]Rule, 0, len(defaultRuleText))
 	for _, t := range defaultRuleText {

@@ -113,7 +113,7 @@ func TestLoadRules(t *testing.T) {
 
 func TestDefaultRules(t *testing.T) {
 	rs := DefaultRules()
-	if len(rs) != 16 {
+	if len(rs) != 17 {
 		t.Fatal(len(rs))
 	}
 	rs[0] = Rule{} // a copy: mutating it changes nothing
