@@ -632,3 +632,63 @@ func TestCompareSQL(t *testing.T) {
 		t.Errorf("postgres SELECT *: %d requests, want %d", g.Requests, runs)
 	}
 }
+
+// TestCompareOneSided: the target drops one endpoint's connections
+// without answering (nginx's 444). Its answers, and those of the requests
+// after it on the same connection, are reported missing on the target,
+// with the reason; the rest compares as before, and nothing crashes.
+func TestCompareOneSided(t *testing.T) {
+	needPrograms(t, "nginx", "curl")
+	l := lab.NewT(t)
+	c := newCaptureLab(t, l, 2)
+	site := map[string]string{"a": "alpha\n", "b": "beta\n", "c": "gamma\n"}
+	startSite(t, c.online, netip.AddrPortFrom(onlineAddr, 80), "prod", site, "")
+	pc := captureTraffic(t, c, 80, func() {
+		for _, a := range c.clients {
+			args := []string{"curl", "-sS", "--interface", a.String()}
+			for _, p := range []string{"a", "b", "c"} {
+				args = append(args, "-o", "/dev/null", fmt.Sprintf("http://%v/%s", onlineAddr, p))
+			}
+			mustExec(t, c.client, args...)
+		}
+	})
+	r := newReplayLab(t, l)
+	startSite(t, r.target, netip.AddrPortFrom(targetAddr, 80), "target", site, "        location = /b { return 444; }\n")
+	path := filepath.Join(l.Dir(), "compare.json")
+	res := runStackcopy(t, r.replay, 2*time.Minute, "-x", fmt.Sprintf("80-%v", netip.AddrPortFrom(targetAddr, 80)), "-i", pc.pcap,
+		"--speed", "0", "--compare-json", path)
+	if res.exit != 0 && res.exit != 3 {
+		t.Fatalf("stackcopy exit %d, want 0 or 3 (sessions the target cut)", res.exit)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rep struct {
+		compareReport
+		MissingReasons map[string]map[string]uint64 `json:"missing_reasons"`
+	}
+	if err := json.Unmarshal(b, &rep); err != nil {
+		t.Fatal(err)
+	}
+	n := uint64(len(c.clients))
+	if g := rep.group(t, "http1", "GET /a"); g.Identical != n {
+		t.Errorf("GET /a: %d identical, want %d", g.Identical, n)
+	}
+	for _, key := range []string{"GET /b", "GET /c"} {
+		if g := rep.group(t, "http1", key); g.MissingTarget != n || g.Compared != 0 {
+			t.Errorf("%s: %d missing on the target, %d compared; want %d missing", key, g.MissingTarget, g.Compared, n)
+		}
+	}
+	var reasons uint64
+	for _, k := range rep.MissingReasons["target"] {
+		reasons += k
+	}
+	if rep.MissingTarget != 2*n || rep.Different != 0 || reasons != 2*n {
+		t.Errorf("report: %d missing on the target (reasons %v), %d different; want %d missing, each with its reason, 0 different",
+			rep.MissingTarget, rep.MissingReasons, rep.Different, 2*n)
+	}
+	if !strings.Contains(res.stdout, "GET /b") {
+		t.Errorf("the summary does not name GET /b:\n%s", res.stdout)
+	}
+}
