@@ -127,6 +127,20 @@ type Answer struct {
 	Size int
 	// Sample is the answer as the report shows it (bounded, redacted).
 	Sample string
+	// Detail, when set, is a finer reading of one of Fields, the one
+	// named Detail.Of (a JSON body's paths for "body"). The comparison
+	// asks for it only when that field differs between two answers that
+	// both have a Detail of it, and then compares the finer fields in its
+	// place: identical bodies cost their hash only.
+	Detail *Detail
+}
+
+// Detail is an answer's finer reading of one field (Answer.Detail).
+type Detail struct {
+	Of string
+	// Fields returns the finer fields, in a stable order; it may be called
+	// more than once, from the goroutine that compares.
+	Fields func() []Field
 }
 
 // A Field is one comparable part of an answer.

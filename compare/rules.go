@@ -388,15 +388,34 @@ func (rs *ruleSet) compare(proto, key string, ans [numSides]*Answer) *cmpResult 
 			res = append(res, r)
 		}
 	}
+	fs := expandDetails(ans)
+	out := &cmpResult{}
+	base := ans[Baseline] != nil
+	if sameNames(fs) {
+		// The usual case: every side lists the same fields in the same
+		// order. Fields equal on every side need no rule at all.
+		for i, f := range fs[Production] {
+			d := fieldDiff{name: f.Name}
+			for s := range fs {
+				if fs[s] != nil {
+					d.vals[s], d.has[s] = fs[s][i].Value, true
+				}
+			}
+			if d.differ(Production, Target) || base && (d.differ(Production, Baseline) || d.differ(Baseline, Target)) {
+				rs.judge(&d, fields, res, base, out)
+			}
+		}
+		return out
+	}
 	var vals [numSides]map[string]string
 	var names []string
 	seen := make(map[string]bool)
-	for s := range ans {
+	for s := range fs {
 		if ans[s] == nil {
 			continue
 		}
-		vals[s] = make(map[string]string, len(ans[s].Fields))
-		for _, f := range ans[s].Fields {
+		vals[s] = make(map[string]string, len(fs[s]))
+		for _, f := range fs[s] {
 			if !seen[f.Name] {
 				seen[f.Name] = true
 				names = append(names, f.Name)
@@ -404,45 +423,129 @@ func (rs *ruleSet) compare(proto, key string, ans [numSides]*Answer) *cmpResult 
 			vals[s][f.Name] = f.Value
 		}
 	}
-	out := &cmpResult{}
-	base := ans[Baseline] != nil
 	for _, name := range names {
-		var d fieldDiff
-		d.name = name
+		d := fieldDiff{name: name}
 		for s := range vals {
 			if vals[s] != nil {
 				d.vals[s], d.has[s] = vals[s][name]
 			}
 		}
-		rawPT := d.differ(Production, Target)
-		if rs.exact[name] || anyIgnores(fields, name) {
-			if rawPT {
-				out.ignored = append(out.ignored, name)
-			}
-			continue
-		}
-		for _, r := range res {
-			for s := range d.vals {
-				if d.has[s] {
-					d.vals[s] = r.re.ReplaceAllLiteralString(d.vals[s], ignoredText)
-				}
-			}
-		}
-		if d.differ(Production, Target) {
-			out.pt = append(out.pt, d)
-		} else if rawPT {
+		rs.judge(&d, fields, res, base, out)
+	}
+	return out
+}
+
+// judge files one field: ignored by a rule, different between production
+// and the target (after the regular-expression rules), and where the
+// baseline stands.
+func (rs *ruleSet) judge(d *fieldDiff, fields, res []*Rule, base bool, out *cmpResult) {
+	name := d.name
+	rawPT := d.differ(Production, Target)
+	if rs.exact[name] || anyIgnores(fields, name) {
+		if rawPT {
 			out.ignored = append(out.ignored, name)
 		}
-		if base {
-			if d.differ(Production, Baseline) {
-				out.pb = append(out.pb, name)
-			}
-			if d.differ(Baseline, Target) {
-				out.bt = append(out.bt, name)
+		return
+	}
+	for _, r := range res {
+		for s := range d.vals {
+			if d.has[s] {
+				d.vals[s] = r.re.ReplaceAllLiteralString(d.vals[s], ignoredText)
 			}
 		}
 	}
-	return out
+	if d.differ(Production, Target) {
+		out.pt = append(out.pt, *d)
+	} else if rawPT {
+		out.ignored = append(out.ignored, name)
+	}
+	if base {
+		if d.differ(Production, Baseline) {
+			out.pb = append(out.pb, name)
+		}
+		if d.differ(Baseline, Target) {
+			out.bt = append(out.bt, name)
+		}
+	}
+}
+
+// sameNames reports whether every present side has the same field names
+// in the same order.
+func sameNames(fs [numSides][]Field) bool {
+	p := fs[Production]
+	for s := Target; s < numSides; s++ {
+		if fs[s] == nil && s == Baseline {
+			continue
+		}
+		if len(fs[s]) != len(p) {
+			return false
+		}
+		for i := range p {
+			if fs[s][i].Name != p[i].Name {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// expandDetails returns each side's fields, with a field that has a
+// Detail (a JSON body) replaced by its finer fields on every side that
+// has one, when two sides with a Detail of it disagree on it.
+func expandDetails(ans [numSides]*Answer) [numSides][]Field {
+	var fs [numSides][]Field
+	of := ""
+	for s, a := range ans {
+		if a == nil {
+			continue
+		}
+		fs[s] = a.Fields
+		if a.Detail != nil && a.Detail.Fields != nil && of == "" {
+			of = a.Detail.Of
+		}
+	}
+	if of == "" {
+		return fs
+	}
+	var val [numSides]string
+	var det [numSides]bool
+	for s, a := range ans {
+		if a == nil || a.Detail == nil || a.Detail.Of != of || a.Detail.Fields == nil {
+			continue
+		}
+		det[s] = true
+		for _, f := range a.Fields {
+			if f.Name == of {
+				val[s] = f.Value
+				break
+			}
+		}
+	}
+	differ := false
+	for a := range det {
+		for b := a + 1; b < len(det); b++ {
+			differ = differ || det[a] && det[b] && val[a] != val[b]
+		}
+	}
+	if !differ {
+		return fs
+	}
+	for s := range det {
+		if !det[s] {
+			continue
+		}
+		finer := ans[s].Detail.Fields()
+		out := make([]Field, 0, len(fs[s])+len(finer))
+		for _, f := range fs[s] {
+			if f.Name == of {
+				out = append(out, finer...)
+			} else {
+				out = append(out, f)
+			}
+		}
+		fs[s] = out
+	}
+	return fs
 }
 
 func (d *fieldDiff) differ(a, b Side) bool {

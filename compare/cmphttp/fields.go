@@ -28,11 +28,30 @@ type body struct {
 	hash   compare.Hasher
 	sample []byte
 	slim   int
+	// hashOnly: the body's content matters only as its length and hash
+	// (not JSON, not compressed), so no more is kept than a short value
+	// shows inline.
+	hashOnly bool
 }
 
 func newBody(lim compare.Limits) body {
 	return body{lim: lim.Body, hash: compare.NewHasher(), slim: lim.Sample}
 }
+
+// hashOnlyBody says whether a body with these header fields is compared
+// by its length and hash alone: it is neither JSON (read by path) nor
+// compressed (compared decoded).
+func hashOnlyBody(hdr []hfield) bool {
+	if enc, ok := headerValue(hdr, "content-encoding"); ok && strings.TrimSpace(enc) != "" && !strings.EqualFold(strings.TrimSpace(enc), "identity") {
+		return false
+	}
+	ct, _ := headerValue(hdr, "content-type")
+	return !isJSON(ct)
+}
+
+// inlineMax is the longest body compare.Value renders as itself; a longer
+// one it renders as its length and hash, which the Hasher gives.
+const inlineMax = 200
 
 func (b *body) add(p []byte) {
 	if len(p) == 0 {
@@ -40,9 +59,12 @@ func (b *body) add(p []byte) {
 	}
 	b.hash.Feed(p)
 	if !b.over {
-		if len(b.keep)+len(p) <= b.lim {
+		switch {
+		case b.hashOnly && len(b.keep)+len(p) > inlineMax:
+			b.over, b.keep = true, nil
+		case len(b.keep)+len(p) <= b.lim:
 			b.keep = append(b.keep, p...)
-		} else {
+		default:
 			b.over = true
 			b.keep = nil
 		}
@@ -66,11 +88,12 @@ func hopByHop(name string) bool {
 // answerFields are an answer's comparable fields: "status", then
 // "header:<name>" by name, then "trailer:<name>" by name, then the body's
 // fields (see bodyFields).
-func answerFields(lim compare.Limits, status int, hdr, trailers []hfield, b *body) []compare.Field {
+func answerFields(lim compare.Limits, status int, hdr, trailers []hfield, b *body) ([]compare.Field, *compare.Detail) {
 	out := []compare.Field{{Name: "status", Value: strconv.Itoa(status)}}
 	out = appendHeaderFields(out, "header:", hdr)
 	out = appendHeaderFields(out, "trailer:", trailers)
-	return append(out, bodyFields(lim, hdr, b)...)
+	body, detail := bodyFields(lim, hdr, b)
+	return append(out, body...), detail
 }
 
 // appendHeaderFields adds one field per header name, sorted by name (the
@@ -132,9 +155,14 @@ func headerValue(hdr []hfield, name string) (string, bool) {
 // bytes when short, their length and hash otherwise. A gzip or deflate
 // body is compared decoded when it and its decoding fit in Limits.Body,
 // since two servers compress the same answer differently.
-func bodyFields(lim compare.Limits, hdr []hfield, b *body) []compare.Field {
+// lazyJSON is the largest JSON body kept whole until the comparison asks
+// for its paths; larger ones are read at once, which keeps a pending
+// answer's memory to its fields.
+const lazyJSON = 64 << 10
+
+func bodyFields(lim compare.Limits, hdr []hfield, b *body) ([]compare.Field, *compare.Detail) {
 	if b.over {
-		return []compare.Field{{Name: "body", Value: b.hash.Value()}}
+		return []compare.Field{{Name: "body", Value: b.hash.Value()}}, nil
 	}
 	data := b.keep
 	if enc, ok := headerValue(hdr, "content-encoding"); ok && len(data) > 0 {
@@ -143,21 +171,35 @@ func bodyFields(lim compare.Limits, hdr []hfield, b *body) []compare.Field {
 		} else if len(data) > 0 && isCompressed(enc) {
 			// Could not decode within the limits: compare the
 			// compressed bytes.
-			return []compare.Field{{Name: "body", Value: compare.Value(data)}}
+			return []compare.Field{{Name: "body", Value: compare.Value(data)}}, nil
 		}
 	}
 	ct, _ := headerValue(hdr, "content-type")
 	if len(data) > 0 && isJSON(ct) {
-		if fs, err := jsonFields(data, lim.UnorderedArrays); err == nil {
-			return fs
-		} else {
-			return []compare.Field{
-				{Name: "body", Value: compare.Value(data)},
-				{Name: "body_json_error", Value: compare.Value([]byte(err.Error()))},
-			}
+		if len(data) <= lazyJSON {
+			// Most answers have the same body as the other side's: its
+			// value (or hash) is enough, and the paths are read only when
+			// it differs.
+			unordered := lim.UnorderedArrays
+			return []compare.Field{{Name: "body", Value: compare.Value(data)}},
+				&compare.Detail{Of: "body", Fields: func() []compare.Field { return jsonBodyFields(data, unordered) }}
+		}
+		return jsonBodyFields(data, lim.UnorderedArrays), nil
+	}
+	return []compare.Field{{Name: "body", Value: compare.Value(data)}}, nil
+}
+
+// jsonBodyFields are a JSON body's paths, or its bytes and why it is not
+// JSON.
+func jsonBodyFields(data []byte, unordered bool) []compare.Field {
+	fs, err := jsonFields(data, unordered)
+	if err != nil {
+		return []compare.Field{
+			{Name: "body", Value: compare.Value(data)},
+			{Name: "body_json_error", Value: compare.Value([]byte(err.Error()))},
 		}
 	}
-	return []compare.Field{{Name: "body", Value: compare.Value(data)}}
+	return fs
 }
 
 func isCompressed(enc string) bool {
@@ -218,7 +260,10 @@ func renderSample(lim compare.Limits, line string, hdr []hfield, response bool, 
 	if lim.Sample == 0 {
 		return ""
 	}
+	// One allocation for the rendering (compare.Sample copies it once
+	// more into the string).
 	var sb bytes.Buffer
+	sb.Grow(min(lim.Sample, len(line)+64*len(hdr)+len(bodyStart)) + 4)
 	sb.WriteString(line)
 	sb.WriteString("\r\n")
 	for _, f := range hdr {

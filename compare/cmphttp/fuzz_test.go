@@ -31,8 +31,8 @@ func fuzzRun(t *testing.T, p compare.Protocol, client, server []byte, seed uint6
 		}
 	}
 	reqs = append(reqs, c.EndRequests()...)
-	as = append(as, a.End()...)
-	bs = append(bs, b.End()...)
+	as = detailed(append(as, a.End()...))
+	bs = detailed(append(bs, b.End()...))
 	checkFields(t, as)
 	if !equalAnswers(as, bs) {
 		t.Fatalf("two Answers differ:\n%v\n%v", as, bs)

@@ -680,6 +680,7 @@ func (a *h1Answers) feed(p []byte, end bool) (out []compare.Answer, rest []byte,
 				continue
 			}
 			a.cur = &h1Msg{line: line, hdr: hdr, status: status, size: size, body: newBody(a.lim)}
+			a.cur.body.hashOnly = hashOnlyBody(hdr)
 			a.framed = false
 		}
 		if !a.framed {
@@ -747,9 +748,11 @@ func (a *h1Answers) feed(p []byte, end bool) (out []compare.Answer, rest []byte,
 }
 
 func (a *h1Answers) answer(m *h1Msg, truncated bool) compare.Answer {
+	fields, detail := answerFields(a.lim, m.status, m.hdr, m.br.trailers, &m.body)
 	ans := compare.Answer{
 		Req:       a.n,
-		Fields:    answerFields(a.lim, m.status, m.hdr, m.br.trailers, &m.body),
+		Fields:    fields,
+		Detail:    detail,
 		Error:     m.status >= 500,
 		Truncated: truncated,
 		Size:      a.pre + m.size,

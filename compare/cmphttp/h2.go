@@ -812,6 +812,7 @@ func (a *h2Answers) headers(stream uint32, typ byte, promised uint32, block []by
 			return ""
 		}
 		r.status, r.hdr, r.gotStatus = status, withoutPseudo(hdr), true
+		r.body.hashOnly = hashOnlyBody(r.hdr)
 	}
 	if end {
 		a.complete(r, "", false)
@@ -854,7 +855,7 @@ func (a *h2Answers) complete(r *h2Resp, rst string, truncated bool) {
 	ans := compare.Answer{Req: -1, Truncated: truncated, Size: r.size, Error: r.status >= 500 || rst != ""}
 	line := "HTTP/2 (no response)"
 	if r.gotStatus {
-		ans.Fields = answerFields(a.c.lim, r.status, r.hdr, r.trailers, &r.body)
+		ans.Fields, ans.Detail = answerFields(a.c.lim, r.status, r.hdr, r.trailers, &r.body)
 		line = "HTTP/2 " + strconv.Itoa(r.status)
 	}
 	if rst != "" {

@@ -205,7 +205,7 @@ func TestH2ServerBytesFirst(t *testing.T) {
 		}
 		c.EndRequests()
 		got = append(got, a.Feed(nil)...)
-		got = append(got, a.End()...)
+		got = detailed(append(got, a.End()...))
 		if !sameSet(got, want.ans[0]) {
 			t.Fatalf("%s: server first:\n%v\nwant\n%v", name, got, want.ans[0])
 		}

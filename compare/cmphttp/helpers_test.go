@@ -55,9 +55,31 @@ func run(p compare.Protocol, lim compare.Limits, recs []record, n int, cut func(
 	}
 	res.reqs = append(res.reqs, c.EndRequests()...)
 	for i, a := range as {
-		res.ans[i] = append(res.ans[i], a.End()...)
+		res.ans[i] = detailed(append(res.ans[i], a.End()...))
 	}
 	return res
+}
+
+// detailed replaces the field each answer's Detail refines by its finer
+// fields, as the comparison does when two answers disagree on it, and
+// drops the Detail (a func, which no equality check can compare).
+func detailed(as []compare.Answer) []compare.Answer {
+	for i := range as {
+		d := as[i].Detail
+		if d == nil {
+			continue
+		}
+		var out []compare.Field
+		for _, f := range as[i].Fields {
+			if f.Name == d.Of {
+				out = append(out, d.Fields()...)
+			} else {
+				out = append(out, f)
+			}
+		}
+		as[i].Fields, as[i].Detail = out, nil
+	}
+	return as
 }
 
 func whole(int) []int { return nil }

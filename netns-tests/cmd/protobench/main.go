@@ -1,10 +1,13 @@
 // Command protobench is make bench's part for protocol-aware sessions: the
 // cost of each protocol framer per message (its Go benchmark, over a
-// realistic pipelined stream), and how long each protocol's lab capture
-// takes to replay at --speed 1 against how long it took to capture (the
-// lab tests TestReplay<Protocol> log it). Each figure is printed with
-// PASS or MISS against the issue's target: under 1 µs per message, and a
-// replay within 10% of the capture plus a fixed start-up.
+// realistic pipelined stream), the cost of the response comparison per
+// compared request (package compare's benchmark over the same fixtures:
+// production's answer and the target's decoded, paired and compared), and
+// how long each protocol's lab capture takes to replay at --speed 1
+// against how long it took to capture (the lab tests TestReplay<Protocol>
+// log it). Each figure is printed with PASS or MISS against its target:
+// under 1 µs per framed message, under compareTarget per compared request,
+// and a replay within 10% of the capture plus a fixed start-up.
 package main
 
 import (
@@ -26,10 +29,17 @@ import (
 // TUN and the first routes are set up before the first session is due.
 const startup = 500 * time.Millisecond
 
+// compareTarget is the most a compared request may cost: a tenth of what
+// the replay itself spends per request (about 60-350 µs of CPU, make
+// bench), so that comparing never changes the replay's timing.
+const compareTarget = 10 * time.Microsecond
+
 var (
-	benchLine = regexp.MustCompile(`^(Benchmark\S+?)(?:-\d+)?\s+\d+\s+([\d.]+) ns/op(.*)$`)
-	nsPerMsg  = regexp.MustCompile(`([\d.]+) ns/msg`)
-	paceLine  = regexp.MustCompile(`PACE proto=(\S+) sessions=(\d+) turns=(\d+) framed=(\d+) turn_wait=(\d+) capture_s=([\d.]+) replay_s=([\d.]+) lag_max_ms=([\d.]+) lag_p50_ms=([\d.]+)`)
+	benchLine   = regexp.MustCompile(`^(Benchmark\S+?)(?:-\d+)?\s+\d+\s+([\d.]+) ns/op(.*)$`)
+	nsPerMsg    = regexp.MustCompile(`([\d.]+) ns/msg`)
+	mbPerSec    = regexp.MustCompile(`([\d.]+) MB/s`)
+	allocsPerOp = regexp.MustCompile(`(\d+) allocs/op`)
+	paceLine    = regexp.MustCompile(`PACE proto=(\S+) sessions=(\d+) turns=(\d+) framed=(\d+) turn_wait=(\d+) capture_s=([\d.]+) replay_s=([\d.]+) lag_max_ms=([\d.]+) lag_p50_ms=([\d.]+)`)
 )
 
 func main() {
@@ -75,6 +85,11 @@ func run(skipLab bool) (bool, error) {
 		}
 		fmt.Printf("  %-44s %12.0f   <1 µs %s\n", pkg+"."+g[1], ns, verdict)
 	}
+	ok, err := compareCost(ctx)
+	if err != nil {
+		return false, err
+	}
+	allOK = allOK && ok
 	if skipLab {
 		return allOK, nil
 	}
@@ -127,4 +142,47 @@ func tail(b []byte, n int) []byte {
 		return b[len(b)-n:]
 	}
 	return b
+}
+
+// compareCost runs package compare's benchmark: per protocol, a
+// conversation's production and target answers (the same bytes) decoded,
+// paired and compared.
+func compareCost(ctx context.Context) (bool, error) {
+	out, err := goTest(ctx, "-run", "^$", "-bench", "^BenchmarkCompare", "-benchtime", "2s", "-count", "1", "./compare")
+	if err != nil {
+		return false, err
+	}
+	fmt.Println()
+	fmt.Println("response comparison cost per compared request (both answers decoded, paired, compared; Go benchmark over the framer fixtures)")
+	fmt.Printf("  %-28s %12s %12s %12s   %s\n", "protocol", "ns/request", "MB/s", "allocs/op", "target")
+	allOK, found := true, 0
+	sc := bufio.NewScanner(bytes.NewReader(out))
+	for sc.Scan() {
+		g := benchLine.FindStringSubmatch(sc.Text())
+		if g == nil {
+			continue
+		}
+		m := nsPerMsg.FindStringSubmatch(g[3])
+		if m == nil {
+			continue
+		}
+		found++
+		ns, _ := strconv.ParseFloat(m[1], 64)
+		mbs, allocs := "", ""
+		if f := mbPerSec.FindStringSubmatch(g[3]); f != nil {
+			mbs = f[1]
+		}
+		if f := allocsPerOp.FindStringSubmatch(g[3]); f != nil {
+			allocs = f[1]
+		}
+		verdict := "PASS"
+		if ns >= float64(compareTarget.Nanoseconds()) {
+			verdict, allOK = "MISS", false
+		}
+		fmt.Printf("  %-28s %12.0f %12s %12s   <%v %s\n", strings.TrimPrefix(g[1], "BenchmarkCompare/"), ns, mbs, allocs, compareTarget, verdict)
+	}
+	if found == 0 {
+		return false, errors.New("the compare benchmark printed no ns/msg figures")
+	}
+	return allOK, nil
 }
