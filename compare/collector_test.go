@@ -536,7 +536,7 @@ func TestRawFallback(t *testing.T) {
 	if s.Request != "hell… (1 more bytes)" || s.Production.Sample != "220 … (4 more bytes)" || s.Production.Size != 8 {
 		t.Fatalf("%+v %+v", s, s.Production)
 	}
-	if s.Diffs[0].Field != "bytes" || !strings.HasPrefix(s.Diffs[0].Production, "len=8 fnv=") {
+	if s.Diffs[0].Field != "bytes" || !strings.HasPrefix(s.Diffs[0].Production, "len=8 crc=") {
 		t.Fatalf("%+v", s.Diffs)
 	}
 	// A failed side without a byte is missing, not an empty answer.

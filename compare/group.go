@@ -319,7 +319,7 @@ func (c *Collector) sample(cn *Conn, p *pend, res *cmpResult, what string, rank 
 		Kind:    what,
 		Client:  cn.client.String(),
 		Server:  cn.server.String(),
-		Request: capString(p.req.Sample, lim),
+		Request: capString(rendered(p.req.Sample, p.req.Render), lim),
 		rank:    rank,
 		sig:     sig,
 	}
@@ -336,7 +336,7 @@ func (c *Collector) sample(cn *Conn, p *pend, res *cmpResult, what string, rank 
 			return &AnswerSample{Missing: why}
 		}
 		return &AnswerSample{
-			Sample:    capString(a.Sample, lim),
+			Sample:    capString(rendered(a.Sample, a.Render), lim),
 			Error:     a.Error,
 			Truncated: a.Truncated,
 			Malformed: capString(a.Malformed, maxReasonLen),
@@ -373,4 +373,13 @@ func (d *fieldDiff) render(s Side) string {
 		return absent
 	}
 	return capString(d.vals[s], maxValueLen)
+}
+
+// rendered is a message's sample: as given, or rendered now (a decoder
+// may leave the work for the few samples a report keeps).
+func rendered(sample string, render func() string) string {
+	if sample == "" && render != nil {
+		return render()
+	}
+	return sample
 }

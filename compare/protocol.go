@@ -97,6 +97,10 @@ type Request struct {
 	// Limits.Sample, secrets redacted): raw text for text protocols, a
 	// rendering for binary ones ("COM_QUERY SELECT 1").
 	Sample string
+	// Render, when set and Sample is empty, renders Sample on demand: the
+	// report keeps a few samples per group, so most are never shown and
+	// need not be rendered.
+	Render func() string
 }
 
 // An Answer is one server message, or the several messages that together
@@ -125,8 +129,10 @@ type Answer struct {
 	Malformed string
 	// Size is the answer's length on the wire.
 	Size int
-	// Sample is the answer as the report shows it (bounded, redacted).
+	// Sample is the answer as the report shows it (bounded, redacted);
+	// Render, when set and Sample is empty, renders it on demand.
 	Sample string
+	Render func() string
 	// Detail, when set, is a finer reading of one of Fields, the one
 	// named Detail.Of (a JSON body's paths for "body"). The comparison
 	// asks for it only when that field differs between two answers that

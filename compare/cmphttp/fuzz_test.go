@@ -30,7 +30,7 @@ func fuzzRun(t *testing.T, p compare.Protocol, client, server []byte, seed uint6
 			server = server[n:]
 		}
 	}
-	reqs = append(reqs, c.EndRequests()...)
+	reqs = renderedReqs(append(reqs, c.EndRequests()...))
 	as = detailed(append(as, a.End()...))
 	bs = detailed(append(bs, b.End()...))
 	checkFields(t, as)

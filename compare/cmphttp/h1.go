@@ -536,11 +536,12 @@ func (c *h1Conv) kind(id int) (byte, bool) {
 }
 
 func (c *h1Conv) request(m *h1Msg) compare.Request {
+	lim := c.lim
 	return compare.Request{
 		ID:     m.id,
 		Key:    requestKey(m.method, m.target),
 		Size:   m.size,
-		Sample: renderSample(c.lim, m.line, m.hdr, false, m.body.sample),
+		Render: func() string { return renderSample(lim, m.line, m.hdr, false, m.body.sample) },
 	}
 }
 
@@ -749,6 +750,7 @@ func (a *h1Answers) feed(p []byte, end bool) (out []compare.Answer, rest []byte,
 
 func (a *h1Answers) answer(m *h1Msg, truncated bool) compare.Answer {
 	fields, detail := answerFields(a.lim, m.status, m.hdr, m.br.trailers, &m.body)
+	lim := a.lim
 	ans := compare.Answer{
 		Req:       a.n,
 		Fields:    fields,
@@ -756,7 +758,7 @@ func (a *h1Answers) answer(m *h1Msg, truncated bool) compare.Answer {
 		Error:     m.status >= 500,
 		Truncated: truncated,
 		Size:      a.pre + m.size,
-		Sample:    renderSample(a.lim, m.line, m.hdr, true, m.body.sample),
+		Render:    func() string { return renderSample(lim, m.line, m.hdr, true, m.body.sample) },
 	}
 	a.n++
 	a.pre = 0

@@ -474,8 +474,9 @@ func (c *h2Conv) release(all bool) []compare.Request {
 }
 
 func (c *h2Conv) request(r *h2Req, partial bool) compare.Request {
+	lim := c.lim
 	return compare.Request{ID: r.id, Key: r.key, Partial: partial, Size: r.size,
-		Sample: renderSample(c.lim, r.line, r.hdr, false, r.body.sample)}
+		Render: func() string { return renderSample(lim, r.line, r.hdr, false, r.body.sample) }}
 }
 
 func (c *h2Conv) complete(stream uint32, partial bool) {
@@ -862,7 +863,8 @@ func (a *h2Answers) complete(r *h2Resp, rst string, truncated bool) {
 		ans.Fields = append(ans.Fields, compare.Field{Name: "rst_stream", Value: rst})
 		line += " (RST_STREAM " + rst + ")"
 	}
-	ans.Sample = renderSample(a.c.lim, line, r.hdr, true, r.body.sample)
+	lim := a.c.lim
+	ans.Render = func() string { return renderSample(lim, line, r.hdr, true, r.body.sample) }
 	if r.push {
 		a.out = append(a.out, ans)
 		return

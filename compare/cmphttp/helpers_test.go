@@ -53,7 +53,7 @@ func run(p compare.Protocol, lim compare.Limits, recs []record, n int, cut func(
 			}
 		}
 	}
-	res.reqs = append(res.reqs, c.EndRequests()...)
+	res.reqs = renderedReqs(append(res.reqs, c.EndRequests()...))
 	for i, a := range as {
 		res.ans[i] = detailed(append(res.ans[i], a.End()...))
 	}
@@ -65,6 +65,9 @@ func run(p compare.Protocol, lim compare.Limits, recs []record, n int, cut func(
 // drops the Detail (a func, which no equality check can compare).
 func detailed(as []compare.Answer) []compare.Answer {
 	for i := range as {
+		if as[i].Render != nil {
+			as[i].Sample, as[i].Render = as[i].Render(), nil
+		}
 		d := as[i].Detail
 		if d == nil {
 			continue
@@ -263,4 +266,14 @@ func sizeless(r result) result {
 		out.ans = append(out.ans, as)
 	}
 	return out
+}
+
+// renderedReqs renders the samples a decoder left to render on demand.
+func renderedReqs(rs []compare.Request) []compare.Request {
+	for i := range rs {
+		if rs[i].Render != nil {
+			rs[i].Sample, rs[i].Render = rs[i].Render(), nil
+		}
+	}
+	return rs
 }

@@ -16,7 +16,7 @@ import (
 // Rendering of values nested in aggregates, which the "value" of an
 // aggregate joins with ", ":
 //
-//	bulk string   "text" (Go quoted), or <len=N fnv=…> over elemInline bytes
+//	bulk string   "text" (Go quoted), or <len=N crc=…> over elemInline bytes
 //	simple        +"text"      error  -"text"      bulk error  !"text"
 //	verbatim      ="txt:text"  integer 42   double ,3.14   big number (123
 //	boolean       true, false  null   nil
@@ -26,7 +26,7 @@ import (
 // Sets' elements and maps' pairs are sorted by their rendering, since
 // their order is the server's hash order, which the comparison should not
 // see. An aggregate whose rendering would take the kept bytes of the reply
-// over Limits.Body is rendered as <len=N fnv=…>, the digest of its
+// over Limits.Body is rendered as <len=N crc=…>, the digest of its
 // rendering (in the order received: sorting would need it all).
 
 // elemInline is the longest string an aggregate's rendering carries as
