@@ -86,6 +86,19 @@ type liveStep struct {
 	sessions  uint64
 	completed uint64
 	loadErrs  []string
+	// With a comparison (liveCompare): relay bytes stackcopy received
+	// this step, and the comparison's counts.
+	relayBytes uint64
+	compare    *liveCompareStats
+}
+
+// liveCompareStats is the comparison's part of stackcopy's --stats-json.
+type liveCompareStats struct {
+	Requests  int64 `json:"requests"`
+	Compared  int64 `json:"compared"`
+	Identical int64 `json:"identical"`
+	Different int64 `json:"different"`
+	Missing   int64 `json:"missing"`
 }
 
 func (s liveStep) scPerReq() float64 {
@@ -128,6 +141,10 @@ type liveScStats struct {
 	Replay struct {
 		Sessions, Completed uint64
 	}
+	Relay *struct {
+		Bytes uint64
+	} `json:"relay"`
+	Compare *liveCompareStats `json:"compare"`
 }
 
 // liveLab is the workload's lab.
@@ -159,7 +176,7 @@ func (b *bench) live(ctx context.Context) (res result, err error) {
 	if err := resolveBinaries(&b.cfg.intercept); err != nil {
 		return res, err
 	}
-	ctx, cancel := context.WithTimeout(ctx, 4*time.Minute)
+	ctx, cancel := context.WithTimeout(ctx, 6*time.Minute)
 	defer cancel()
 	ll, err := b.liveSetup(ctx, "bench-live", liveTargetNginx)
 	if ll != nil && ll.l != nil {
@@ -226,6 +243,12 @@ func (b *bench) live(ctx context.Context) (res result, err error) {
 		row{workload: "  kept up (drain ≤ 1 s) up to", sc: kept, kernel: "n/a", ratio: "-"},
 		row{workload: "  stackcopy CPU per request", sc: fmt.Sprintf("%.0f µs", s.scPerReq()), kernel: "n/a", ratio: "-"},
 		row{workload: "  intercept CPU per answer", sc: fmt.Sprintf("%.0f µs", s.icPerAnswer()), kernel: "n/a", ratio: "-"})
+	details, rows, err := b.liveCompare(ctx, ll)
+	if err != nil {
+		return res, fmt.Errorf("live comparison: %w", err)
+	}
+	res.details = append(res.details, details...)
+	res.rows = append(res.rows, rows...)
 	return res, nil
 }
 
@@ -321,14 +344,15 @@ func startRecorder(h *lab.Host, bin string, listen netip.AddrPort) (string, erro
 	return logPath, nil
 }
 
-// liveStep runs stackcopy live for one rate step.
-func (b *bench) liveStep(ctx context.Context, ll *liveLab, rate int) (liveStep, error) {
+// liveStep runs stackcopy live for one rate step; extra are more
+// stackcopy flags.
+func (b *bench) liveStep(ctx context.Context, ll *liveLab, rate int, extra ...string) (liveStep, error) {
 	st := liveStep{rate: rate}
-	statsPath := filepath.Join(ll.l.Dir(), fmt.Sprintf("live-%d.json", rate))
+	statsPath := filepath.Join(ll.l.Dir(), fmt.Sprintf("live-%d-%d.json", rate, time.Now().UnixNano()))
 	targetAddr := netip.MustParsePrefix(liveTarget).Addr()
-	sc, err := ll.online.Start(b.cfg.stackcopy, "-v", "--stats-json", statsPath,
+	sc, err := ll.online.Start(b.cfg.stackcopy, append([]string{"-v", "--stats-json", statsPath,
 		"-x", "198.18.1.1:80-198.18.2.2:80", "-i", ll.onlineIf, "-s", targetAddr.String(),
-		"--key-file", ll.keyFile, "-o", "raw")
+		"--key-file", ll.keyFile, "-o", "raw"}, extra...)...)
 	if err != nil {
 		return st, err
 	}
@@ -436,7 +460,75 @@ func (b *bench) liveStep(ctx context.Context, ll *liveLab, rate int) (liveStep, 
 		return st, fmt.Errorf("%s: %w", statsPath, err)
 	}
 	st.capDrops, st.sessions, st.completed = ss.Drops, ss.Replay.Sessions, ss.Replay.Completed
+	if ss.Relay != nil {
+		st.relayBytes = ss.Relay.Bytes
+	}
+	st.compare = ss.Compare
 	return st, nil
+}
+
+// liveCompareRate is the rate the comparison's cost is measured at: well
+// inside what the mirror keeps up with on this machine.
+const liveCompareRate = 2000
+
+// liveCompare measures what comparing costs live, in the same lab, one
+// step each: intercept relaying headers only and stackcopy not comparing
+// (the default), then intercept relaying whole answers (--full-payload)
+// and stackcopy comparing every answer with production's (--compare).
+func (b *bench) liveCompare(ctx context.Context, ll *liveLab) ([]string, []row, error) {
+	plain, err := b.liveStep(ctx, ll, liveCompareRate)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := ll.icpt.Stop(); err != nil {
+		b.logf("live compare: intercept stop: %v", err)
+	}
+	if ll.icpt, err = ll.target.Start(b.cfg.intercept, "--key-file", ll.keyFile, "-q", "0", "--stats-interval", "1s", "--full-payload"); err != nil {
+		return nil, nil, err
+	}
+	if err := poll(ctx, 15*time.Second, 50*time.Millisecond, "intercept --full-payload to start", func() (bool, error) {
+		return strings.Contains(ll.icpt.Log(), "intercept ready"), nil
+	}); err != nil {
+		return nil, nil, err
+	}
+	cmp, err := b.liveStep(ctx, ll, liveCompareRate, "--compare")
+	if err != nil {
+		return nil, nil, err
+	}
+	perReq := func(st liveStep) float64 {
+		if st.mirrored == 0 {
+			return 0
+		}
+		return float64(st.relayBytes) / float64(st.mirrored)
+	}
+	cs := liveCompareStats{}
+	if cmp.compare != nil {
+		cs = *cmp.compare
+	}
+	details := []string{
+		fmt.Sprintf("live comparison at %d req/s (same lab; 280-byte answers): one step with the default header-only relay, one with intercept --full-payload and stackcopy --compare:", liveCompareRate),
+		"  header-only, no comparison: " + strings.TrimSpace(plain.String()) + fmt.Sprintf("; relay %.0f bytes/request", perReq(plain)),
+		"  full answers, --compare:    " + strings.TrimSpace(cmp.String()) + fmt.Sprintf("; relay %.0f bytes/request", perReq(cmp)),
+		fmt.Sprintf("  compared %d of %d requests: %d identical, %d different, %d missing an answer", cs.Compared, cs.Requests, cs.Identical, cs.Different, cs.Missing),
+	}
+	verdict := "ok"
+	if cmp.lost != 0 || cs.Compared == 0 || cs.Different != 0 {
+		verdict = "FAIL" // the same file on both sides: every answer identical
+	}
+	rows := []row{
+		{workload: fmt.Sprintf("live --compare at %d req/s: lost", liveCompareRate), sc: fmt.Sprintf("%d/%d", cmp.lost, cmp.served), kernel: "n/a", ratio: "-", target: fmt.Sprintf("%d identical", cs.Identical), verdict: verdict},
+		{workload: "  relay bytes per request", sc: fmt.Sprintf("%.0f", perReq(cmp)), kernel: fmt.Sprintf("%.0f header-only", perReq(plain)), ratio: ratioOf(perReq(cmp), perReq(plain)), verdict: "-"},
+		{workload: "  stackcopy CPU per request", sc: fmt.Sprintf("%.0f µs", cmp.scPerReq()), kernel: fmt.Sprintf("%.0f µs no compare", plain.scPerReq()), ratio: ratioOf(cmp.scPerReq(), plain.scPerReq()), verdict: "-"},
+		{workload: "  intercept CPU per answer", sc: fmt.Sprintf("%.0f µs", cmp.icPerAnswer()), kernel: fmt.Sprintf("%.0f µs header-only", plain.icPerAnswer()), ratio: ratioOf(cmp.icPerAnswer(), plain.icPerAnswer()), verdict: "-"},
+	}
+	return details, rows, nil
+}
+
+func ratioOf(a, b float64) string {
+	if b == 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.2fx", a/b)
 }
 
 // countLines counts complete lines of a file (0 if it does not exist).
