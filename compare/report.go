@@ -333,7 +333,7 @@ func (r *Report) WriteText(w io.Writer) error {
 		fmt.Fprintf(b, ", only in production: %d", r.ErrorsProductionOnly)
 	}
 	fmt.Fprintln(b)
-	fmt.Fprintf(b, "%d requests in %d groups on %d connections", r.Requests, len(r.Groups), r.Conns)
+	fmt.Fprintf(b, "%d request%s in %d group%s on %d connection%s", r.Requests, plural(r.Requests), len(r.Groups), plural(int64(len(r.Groups))), r.Conns, plural(r.Conns))
 	var not []string
 	for _, c := range []struct {
 		n    int64
@@ -369,7 +369,7 @@ func (r *Report) WriteText(w io.Writer) error {
 			break
 		}
 		g := &r.Groups[i]
-		fmt.Fprintf(b, "%s [%s]: %d requests, %d different", oneLine(g.Key, 60), g.Protocol, g.Requests, g.Different)
+		fmt.Fprintf(b, "%s [%s]: %d request%s, %d different", oneLine(g.Key, 60), g.Protocol, g.Requests, plural(g.Requests), g.Different)
 		if e := g.ErrorsTargetOnly + g.ErrorsProductionOnly; e > 0 {
 			fmt.Fprintf(b, ", %d one-side errors", e)
 		}
@@ -470,4 +470,11 @@ func oneLine(s string, n int) string {
 		i++
 	}
 	return b.String()
+}
+
+func plural(n int64) string {
+	if n == 1 {
+		return ""
+	}
+	return "s"
 }
