@@ -1,6 +1,7 @@
 package netnstests
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/netip"
 	"os"
@@ -79,11 +80,17 @@ func captureTraffic(t *testing.T, c *captureLab, port uint16, run func()) protoC
 // loosely here (a slow, shared CI machine); make bench prints the ratio.
 func replayAtPace(t *testing.T, r *replayLab, pc protoCapture, port uint16, proto string, extra ...string) runResult {
 	t.Helper()
-	args := append([]string{"-x", fmt.Sprintf("%d-%v", port, netip.AddrPortFrom(targetAddr, port)), "-i", pc.pcap, "--speed", "1", "-v"}, extra...)
+	// Every paced replay also compares (the real clients' traffic through
+	// the protocol's comparison): it must not change the pace, and every
+	// answer must decode.
+	report := filepath.Join(r.l.Dir(), fmt.Sprintf("pace-compare-%d-%d.json", port, time.Now().UnixNano()))
+	args := append([]string{"-x", fmt.Sprintf("%d-%v", port, netip.AddrPortFrom(targetAddr, port)), "-i", pc.pcap, "--speed", "1", "-v",
+		"--compare-json", report}, extra...)
 	res := runStackcopy(t, r.replay, 5*time.Minute, args...)
 	if res.exit != 0 {
 		t.Fatalf("stackcopy exit %d, want 0", res.exit)
 	}
+	checkDecoded(t, report, proto)
 	st := res.stats.Replay
 	if st.Sessions != uint64(pc.sessions) || st.Completed != st.Sessions {
 		t.Errorf("replay: %d sessions, %d completed; the capture holds %d", st.Sessions, st.Completed, pc.sessions)
@@ -119,4 +126,54 @@ func startServerProc(t *testing.T, h *lab.Host, listen netip.AddrPort, name stri
 		t.Fatal(err)
 	}
 	return p
+}
+
+// checkDecoded checks a comparison report of real traffic: answers were
+// compared, every stream decoded (nothing malformed, no request left
+// unanswered by a decoder that lost its place), and no answer is missing
+// on either side.
+func checkDecoded(t *testing.T, path, proto string) {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("comparison report: %v", err)
+	}
+	var r struct {
+		Requests          int64                       `json:"requests"`
+		Compared          int64                       `json:"compared"`
+		NoAnswer          int64                       `json:"no_answer"`
+		Identical         int64                       `json:"identical"`
+		Different         int64                       `json:"different"`
+		MissingTarget     int64                       `json:"missing_target"`
+		MissingProduction int64                       `json:"missing_production"`
+		Unanswered        int64                       `json:"unanswered"`
+		Abandoned         int64                       `json:"abandoned"`
+		Malformed         map[string]map[string]int64 `json:"malformed"`
+		Groups            []struct {
+			Protocol string `json:"protocol"`
+		} `json:"groups"`
+	}
+	if err := json.Unmarshal(b, &r); err != nil {
+		t.Fatalf("comparison report %s: %v", path, err)
+	}
+	t.Logf("%s comparison: %d requests, %d compared (%d identical, %d different), %d expect no answer, %d groups",
+		proto, r.Requests, r.Compared, r.Identical, r.Different, r.NoAnswer, len(r.Groups))
+	wantProto := proto
+	if proto == "http2" && len(r.Groups) > 0 && r.Groups[0].Protocol == "http1" {
+		wantProto = "http1" // an h2c upgrade that the server declined
+	}
+	for _, g := range r.Groups {
+		if g.Protocol != wantProto {
+			t.Errorf("comparison: a group of protocol %s in a %s capture", g.Protocol, proto)
+			break
+		}
+	}
+	if r.Compared == 0 || len(r.Malformed) != 0 || r.MissingTarget != 0 || r.MissingProduction != 0 || r.Unanswered != 0 || r.Abandoned != 0 ||
+		r.Compared+r.NoAnswer != r.Requests {
+		t.Errorf("comparison of real %s traffic: %d requests, %d compared, %d expect no answer, malformed %v, %d missing on the target, %d in production, %d unanswered, %d abandoned",
+			proto, r.Requests, r.Compared, r.NoAnswer, r.Malformed, r.MissingTarget, r.MissingProduction, r.Unanswered, r.Abandoned)
+		if t.Failed() {
+			t.Logf("report: %s", b)
+		}
+	}
 }
