@@ -2,6 +2,7 @@ package cmpresp
 
 import (
 	"bytes"
+	"encoding/binary"
 	"strconv"
 	"strings"
 
@@ -133,9 +134,20 @@ func (cl *client) readLine(b []byte) (line, rest []byte, ok bool) {
 }
 
 func (cl *client) startCommand(lim compare.Limits) {
-	clear(cl.args)
 	cl.args, cl.lens = cl.args[:0], cl.lens[:0]
 	cl.budget = max(lim.Sample, 256)
+}
+
+// newArg starts a kept argument of full length n, reusing the buffers of
+// earlier commands (a request's sample is made from a copy).
+func (cl *client) newArg(n int64) {
+	if k := len(cl.args); k < cap(cl.args) {
+		cl.args = cl.args[:k+1]
+		cl.args[k] = cl.args[k][:0]
+	} else {
+		cl.args = append(cl.args, nil)
+	}
+	cl.lens = append(cl.lens, n)
 }
 
 // keep adds bytes to the argument being read, within the budget.
@@ -171,8 +183,7 @@ func (c *conv) clientLine(l []byte) (Request, bool) {
 		for _, a := range args {
 			cl.argi = int64(len(cl.args))
 			if cl.argi < maxArgs {
-				cl.args = append(cl.args, nil)
-				cl.lens = append(cl.lens, int64(len(a)))
+				cl.newArg(int64(len(a)))
 				cl.keep(a)
 			}
 		}
@@ -199,8 +210,7 @@ func (c *conv) clientLine(l []byte) (Request, bool) {
 		return c.malformed("bad bulk length"), true
 	}
 	if cl.argi < maxArgs {
-		cl.args = append(cl.args, nil)
-		cl.lens = append(cl.lens, v)
+		cl.newArg(v)
 	}
 	cl.left = v
 	cl.st = cArgData
@@ -245,12 +255,28 @@ func (c *conv) EndRequests() []Request {
 	return []Request{r}
 }
 
-// upperArg is argument i in upper case, "" when absent.
-func (cl *client) upperArg(i int) string {
-	if i >= len(cl.args) {
+// argIs tells whether argument i is s, in any case (s is upper case).
+func (cl *client) argIs(i int, s string) bool {
+	if i >= len(cl.args) || len(cl.args[i]) != len(s) {
+		return false
+	}
+	for j, x := range cl.args[i] {
+		if 'a' <= x && x <= 'z' {
+			x -= 'a' - 'A'
+		}
+		if x != s[j] {
+			return false
+		}
+	}
+	return true
+}
+
+// upper is args[i] in upper case, "" when absent.
+func upper(args [][]byte, i int) string {
+	if i >= len(args) {
 		return ""
 	}
-	return strings.ToUpper(string(cl.args[i]))
+	return strings.ToUpper(string(args[i]))
 }
 
 // container tells the commands whose first argument is a subcommand.
@@ -263,37 +289,71 @@ func container(name string) bool {
 	return false
 }
 
-// word renders a command or subcommand name for a key: upper case, or "?"
-// when it is not a short printable word (keys must stay few).
-func word(b []byte, full int64) string {
+// maxWords bounds the command names and keys a conversation remembers,
+// so that a repeated command costs no allocation.
+const maxWords = 512
+
+// plainName tells a command or subcommand name fit for a key: a short
+// printable word, whole.
+func plainName(b []byte, full int64) bool {
 	if len(b) == 0 || len(b) > 32 || full != int64(len(b)) {
-		return "?"
+		return false
 	}
 	for _, x := range b {
 		if x <= ' ' || x > '~' {
-			return "?"
+			return false
 		}
 	}
-	return strings.ToUpper(string(b))
+	return true
+}
+
+// intern returns the string of b from m, adding it (made by mk) while m
+// is small.
+func intern(m *map[string]string, b []byte, mk func() string) string {
+	if s, ok := (*m)[string(b)]; ok {
+		return s
+	}
+	s := mk()
+	if *m == nil {
+		*m = make(map[string]string)
+	}
+	if len(*m) < maxWords {
+		(*m)[string(b)] = s
+	}
+	return s
+}
+
+// word renders argument i, a command or subcommand name, for a key:
+// upper case, or "?" when it is not a short printable word (keys must
+// stay few).
+func (c *conv) word(i int) string {
+	cl := &c.c
+	b := cl.args[i]
+	if !plainName(b, cl.lens[i]) {
+		return "?"
+	}
+	return intern(&c.words, b, func() string { return strings.ToUpper(string(b)) })
 }
 
 func (c *conv) key() string {
 	cl := &c.c
-	k := word(cl.args[0], cl.lens[0])
-	if container(k) && len(cl.args) > 1 {
-		k += " " + word(cl.args[1], cl.lens[1])
+	k := c.word(0)
+	if !container(k) || len(cl.args) < 2 {
+		return k
 	}
-	return k
+	var buf [80]byte
+	raw := append(append(append(buf[:0], cl.args[0]...), ' '), cl.args[1]...)
+	return intern(&c.keys, raw, func() string { return k + " " + c.word(1) })
 }
 
 // command completes a command: its request, and what it does to the
 // session and to the replies awaited.
 func (c *conv) command() Request {
 	cl := &c.c
-	r := Request{ID: cl.nextID, Key: c.key(), Size: cl.size, Sample: c.sample()}
+	r := Request{ID: cl.nextID, Key: c.key(), Size: cl.size, Render: c.sampler()}
 	cl.nextID++
 	cl.size = 0
-	name, sub, arg2 := cl.upperArg(0), cl.upperArg(1), cl.upperArg(2)
+	name := c.word(0)
 	e := entry{id: r.ID}
 	switch {
 	case name == "RESET":
@@ -303,13 +363,13 @@ func (c *conv) command() Request {
 		e.flags = fReset
 	case cl.passive:
 		r.NoAnswer = true
-	case name == "CLIENT" && sub == "REPLY" && arg2 == "ON":
+	case name == "CLIENT" && cl.argIs(1, "REPLY") && cl.argIs(2, "ON"):
 		cl.replyOff, cl.skipNext = false, false
 	case cl.replyOff:
 		r.NoAnswer = true
-	case name == "CLIENT" && sub == "REPLY" && (arg2 == "OFF" || arg2 == "SKIP"):
+	case name == "CLIENT" && cl.argIs(1, "REPLY") && (cl.argIs(2, "OFF") || cl.argIs(2, "SKIP")):
 		r.NoAnswer = true
-		if arg2 == "OFF" {
+		if cl.argIs(2, "OFF") {
 			cl.replyOff = true
 		} else {
 			cl.skipNext = true
@@ -354,26 +414,84 @@ func (c *conv) command() Request {
 	return r
 }
 
-// secrets tells which arguments of the command a sample redacts.
-func (c *conv) secrets() map[int]bool {
+// sampler copies the command's kept arguments (a few kilobytes at most)
+// for its sample to be rendered from when the report keeps it.
+func (c *conv) sampler() func() string {
 	cl := &c.c
+	n := binary.MaxVarintLen64
+	for _, a := range cl.args {
+		n += len(a) + 2*binary.MaxVarintLen64
+	}
+	if cap(c.arena)-len(c.arena) < n {
+		c.arena = make([]byte, 0, max(arenaSize, n))
+	}
+	start := len(c.arena)
+	b := binary.AppendUvarint(c.arena, uint64(cl.nargs))
+	for i, a := range cl.args {
+		b = binary.AppendUvarint(b, uint64(cl.lens[i]))
+		b = binary.AppendUvarint(b, uint64(len(a)))
+		b = append(b, a...)
+	}
+	c.arena = b
+	enc, lim := b[start:len(b):len(b)], c.lim
+	return func() string { return sample(decodeArgs(enc), lim) }
+}
+
+// sample renders the command of c's current arguments.
+func (c *conv) sample() string {
+	cl := &c.c
+	return sample(cmdArgs{args: cl.args, lens: cl.lens, nargs: cl.nargs}, c.lim)
+}
+
+// cmdArgs are a command's kept arguments, their full lengths and the
+// number of arguments.
+type cmdArgs struct {
+	args  [][]byte
+	lens  []int64
+	nargs int64
+}
+
+// decodeArgs reads what sampler copied.
+func decodeArgs(b []byte) cmdArgs {
+	var c cmdArgs
+	v, k := binary.Uvarint(b)
+	c.nargs, b = int64(v), b[max(k, 0):]
+	for len(b) > 0 {
+		full, k1 := binary.Uvarint(b)
+		if k1 <= 0 {
+			break
+		}
+		n, k2 := binary.Uvarint(b[k1:])
+		if k2 <= 0 || n > uint64(len(b)-k1-k2) {
+			break
+		}
+		b = b[k1+k2:]
+		c.args = append(c.args, b[:n])
+		c.lens = append(c.lens, int64(full))
+		b = b[n:]
+	}
+	return c
+}
+
+// secrets tells which arguments of the command a sample redacts.
+func secrets(args [][]byte) map[int]bool {
 	s := map[int]bool{}
-	name := cl.upperArg(0)
+	name := upper(args, 0)
 	switch name {
 	case "AUTH": // AUTH password, AUTH username password
-		if len(cl.args) > 1 {
-			s[len(cl.args)-1] = true
+		if len(args) > 1 {
+			s[len(args)-1] = true
 		}
 	case "HELLO": // HELLO 3 AUTH username password SETNAME name
-		for i := 2; i < len(cl.args); i++ {
-			if cl.upperArg(i) == "AUTH" {
+		for i := 2; i < len(args); i++ {
+			if upper(args, i) == "AUTH" {
 				s[i+2] = true
 				i += 2
 			}
 		}
 	case "MIGRATE": // … AUTH password | AUTH2 username password … KEYS …
-		for i := 6; i < len(cl.args); i++ {
-			switch cl.upperArg(i) {
+		for i := 6; i < len(args); i++ {
+			switch upper(args, i) {
 			case "AUTH":
 				s[i+1] = true
 				i++
@@ -385,18 +503,18 @@ func (c *conv) secrets() map[int]bool {
 			}
 		}
 	case "CONFIG": // CONFIG SET requirepass x masterauth y
-		if cl.upperArg(1) == "SET" {
-			for i := 2; i+1 < len(cl.args); i += 2 {
-				switch strings.ToLower(string(cl.args[i])) {
+		if upper(args, 1) == "SET" {
+			for i := 2; i+1 < len(args); i += 2 {
+				switch strings.ToLower(string(args[i])) {
 				case "requirepass", "masterauth", "masteruser":
 					s[i+1] = true
 				}
 			}
 		}
 	case "ACL": // ACL SETUSER name on >password #hash
-		if cl.upperArg(1) == "SETUSER" {
-			for i := 3; i < len(cl.args); i++ {
-				if a := cl.args[i]; len(a) > 0 && (a[0] == '>' || a[0] == '<' || a[0] == '#' || a[0] == '!') {
+		if upper(args, 1) == "SETUSER" {
+			for i := 3; i < len(args); i++ {
+				if a := args[i]; len(a) > 0 && (a[0] == '>' || a[0] == '<' || a[0] == '#' || a[0] == '!') {
 					s[i] = true
 				}
 			}
@@ -405,17 +523,16 @@ func (c *conv) secrets() map[int]bool {
 	return s
 }
 
-// sample renders the command: plain words as they are, other arguments
+// sample renders a command: plain words as they are, other arguments
 // quoted, arguments cut to the budget marked with "…".
-func (c *conv) sample() string {
-	cl := &c.c
+func sample(c cmdArgs, lim compare.Limits) string {
 	var secret map[int]bool
-	if !c.lim.ShowSecrets {
-		secret = c.secrets()
+	if !lim.ShowSecrets {
+		secret = secrets(c.args)
 	}
 	var sb strings.Builder
-	for i, a := range cl.args {
-		if sb.Len() > c.lim.Sample {
+	for i, a := range c.args {
+		if sb.Len() > lim.Sample {
 			break
 		}
 		if i > 0 {
@@ -429,14 +546,14 @@ func (c *conv) sample() string {
 		default:
 			sb.WriteString(strconv.Quote(string(a)))
 		}
-		if int64(len(a)) < cl.lens[i] {
+		if int64(len(a)) < c.lens[i] {
 			sb.WriteString("…")
 		}
 	}
-	if more := cl.nargs - int64(len(cl.args)); more > 0 {
+	if more := c.nargs - int64(len(c.args)); more > 0 {
 		sb.WriteString(" … (" + strconv.FormatInt(more, 10) + " more arguments)")
 	}
-	return compare.Sample([]byte(sb.String()), c.lim.Sample)
+	return compare.Sample([]byte(sb.String()), lim.Sample)
 }
 
 func plainWord(a []byte) bool {

@@ -145,6 +145,9 @@ type conv struct {
 	entries []entry // awaiting replies, from absolute index base on
 	base    int
 	answers []*answers
+
+	words, keys map[string]string // command names and keys met, by their bytes
+	arena       []byte            // where requests' samples are copied to
 }
 
 func (c *conv) Answers() compare.Answers {

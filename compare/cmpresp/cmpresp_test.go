@@ -16,7 +16,43 @@ func run(lim compare.Limits, client, server string) ([]compare.Request, []compar
 	a := c.Answers()
 	reqs := append(c.Requests([]byte(client)), c.EndRequests()...)
 	ans := append(a.Feed([]byte(server)), a.End()...)
-	return reqs, ans
+	return renderedReqs(reqs), detailed(ans)
+}
+
+// renderedReqs renders the requests' samples (a func, which no equality
+// check can compare), as the report does for those it keeps.
+func renderedReqs(rs []compare.Request) []compare.Request {
+	for i := range rs {
+		if rs[i].Render != nil {
+			rs[i].Sample, rs[i].Render = rs[i].Render(), nil
+		}
+	}
+	return rs
+}
+
+// detailed renders each answer's sample and replaces the field its Detail
+// refines by the finer fields, as the comparison does when two answers
+// disagree on it, and drops the Detail.
+func detailed(as []compare.Answer) []compare.Answer {
+	for i := range as {
+		if as[i].Render != nil {
+			as[i].Sample, as[i].Render = as[i].Render(), nil
+		}
+		d := as[i].Detail
+		if d == nil {
+			continue
+		}
+		var out []compare.Field
+		for _, f := range as[i].Fields {
+			if f.Name == d.Of {
+				out = append(out, d.Fields()...)
+			} else {
+				out = append(out, f)
+			}
+		}
+		as[i].Fields, as[i].Detail = out, nil
+	}
+	return as
 }
 
 // chunked does as run, cutting both streams at random and interleaving
@@ -39,7 +75,7 @@ func chunked(lim compare.Limits, client, server []byte, rng *rand.Rand) ([]compa
 	}
 	reqs = append(reqs, c.EndRequests()...)
 	ans = append(ans, a.End()...)
-	return reqs, ans
+	return renderedReqs(reqs), detailed(ans)
 }
 
 // fields renders an answer's fields as "name=value" joined by "; ".
@@ -385,5 +421,50 @@ func TestEarlyReply(t *testing.T) {
 func TestNames(t *testing.T) {
 	if Protocol().Name() != "redis" {
 		t.Error(Protocol().Name())
+	}
+}
+
+// An aggregate's "value" is the digest of its bytes; its Detail renders
+// it canonically, so a set or map reordered compares equal once expanded,
+// and a changed element shows in the rendering.
+func TestAggregateDetail(t *testing.T) {
+	one := func(server string) compare.Answer {
+		c := Protocol().New(compare.DefaultLimits)
+		a := c.Answers()
+		c.Requests([]byte(cmd("SMEMBERS", "s")))
+		ans := a.Feed([]byte(server))
+		if len(ans) != 1 {
+			t.Fatalf("%q: %d answers", server, len(ans))
+		}
+		return ans[0]
+	}
+	value := func(fs []compare.Field) string {
+		for _, f := range fs {
+			if f.Name == "value" {
+				return f.Value
+			}
+		}
+		return ""
+	}
+	x := one("~3\r\n$1\r\nx\r\n$1\r\ny\r\n*2\r\n:1\r\n|1\r\n+a\r\n+b\r\n:2\r\n")
+	y := one("~3\r\n*2\r\n:1\r\n:2\r\n$1\r\ny\r\n$1\r\nx\r\n")
+	z := one("~3\r\n$1\r\nx\r\n$1\r\nz\r\n*2\r\n:1\r\n:2\r\n")
+	if value(x.Fields) == value(y.Fields) || x.Detail == nil || x.Detail.Of != "value" {
+		t.Fatalf("reordered sets: values %q %q, detail %v", value(x.Fields), value(y.Fields), x.Detail)
+	}
+	want := `~["x", "y", [1, 2]]`
+	if dx, dy := value(x.Detail.Fields()), value(y.Detail.Fields()); dx != want || dy != want {
+		t.Errorf("details %q and %q, want %q", dx, dy, want)
+	}
+	if dz := value(z.Detail.Fields()); dz != `~["x", "z", [1, 2]]` {
+		t.Errorf("detail %q", dz)
+	}
+	// Beyond Limits.Body, an aggregate is its digest, with no Detail.
+	c := Protocol().New(compare.Limits{Body: 16})
+	a := c.Answers()
+	c.Requests([]byte(cmd("LRANGE", "l", "0", "-1")))
+	ans := detailed(a.Feed([]byte("*3\r\n$5\r\nhello\r\n$5\r\nworld\r\n$1\r\n!\r\n")))
+	if len(ans) != 1 || ans[0].Detail != nil || !strings.HasPrefix(value(ans[0].Fields), "len=") {
+		t.Errorf("over Body: %+v", ans)
 	}
 }

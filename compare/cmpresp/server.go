@@ -2,9 +2,7 @@ package cmpresp
 
 import (
 	"bytes"
-	"slices"
 	"strconv"
-	"strings"
 
 	"github.com/stackcopy/stackcopy/compare"
 )
@@ -13,25 +11,21 @@ import (
 // specification defines them (a line ends at CRLF; lengths are digits or
 // "-1") into the fields of package doc.
 //
-// Rendering of values nested in aggregates, which the "value" of an
-// aggregate joins with ", ":
-//
-//	bulk string   "text" (Go quoted), or <len=N crc=…> over elemInline bytes
-//	simple        +"text"      error  -"text"      bulk error  !"text"
-//	verbatim      ="txt:text"  integer 42   double ,3.14   big number (123
-//	boolean       true, false  null   nil
-//	array         [a, b]       set    ~[a, b]      push  >[a, b]
-//	map           {k: v, k2: v2}
-//
-// Sets' elements and maps' pairs are sorted by their rendering, since
-// their order is the server's hash order, which the comparison should not
-// see. An aggregate whose rendering would take the kept bytes of the reply
-// over Limits.Body is rendered as <len=N crc=…>, the digest of its
-// rendering (in the order received: sorting would need it all).
+// The parse only checks and delimits replies. A reply's bytes are kept
+// (an aggregate's up to Limits.Body, others up to Limits.Sample): the
+// "value" of an aggregate is the digest of its wire bytes, with a Detail
+// that renders it canonically (render.go), which the comparison asks for
+// only when the digests differ; the sample is rendered from the same
+// bytes, when the report keeps it.
 
 // elemInline is the longest string an aggregate's rendering carries as
 // itself, as compare.Value does for a top-level string.
 const elemInline = 200
+
+// arenaSize is the size of the buffers the replies' kept bytes are cut
+// from: an answer owns its part of one, so most replies cost no
+// allocation of their own.
+const arenaSize = 16 << 10
 
 type sstate uint8
 
@@ -44,25 +38,19 @@ const (
 
 // frame is an aggregate being parsed.
 type frame struct {
-	t       byte
-	count   int64 // elements (pairs for maps and attributes)
-	remain  int64 // values to go
-	parts   []string
-	kept    int // bytes of parts
-	over    bool
-	h       compare.Hasher
-	key     string // a map's pending key
-	haveKey bool
+	t      byte
+	count  int64 // elements (pairs for maps and attributes)
+	remain int64 // values to go
 }
 
-// val is a complete value: how it renders nested, and at the top.
+// val is a complete value.
 type val struct {
 	t      byte
-	nested string
-	value  string
-	count  int64 // aggregates; -1 otherwise
+	value  string // at the top: the "value" field
+	count  int64  // aggregates; -1 otherwise
 	null   bool
 	code   string // errors: the first word
+	detail []byte // a top-level aggregate kept whole: its bytes, rendered on demand
 }
 
 type answers struct {
@@ -71,19 +59,27 @@ type answers struct {
 	st    sstate
 	line  []byte
 	stack []frame
-	kept  int // bytes held in the parts of open frames
 
 	// The bulk string being read.
 	bt    byte
+	btop  bool // a top-level one: its value is wanted
 	bleft int64
 	blen  int64
 	bkeep []byte
 	bh    compare.Hasher
 	crlf  int
 
-	// The message being read (a reply and its attribute).
+	// The message being read (a reply and its attribute): its bytes so
+	// far are arena[rstart:], a prefix of the size bytes read, at most
+	// rawCap of them.
 	size   int
-	raw    []byte // its first Sample bytes
+	arena  []byte
+	rstart int
+	rawCap int
+	item   int  // offset of the top-level value being read (reply or attribute)
+	agg    bool // it is an aggregate or an attribute
+	over   bool // not all its bytes are kept: vh digests them
+	vh     compare.Hasher
 	attr   string
 	isAttr bool
 
@@ -91,6 +87,7 @@ type answers struct {
 	passive bool // replies answer nothing (RESP2 pub/sub, MONITOR)
 	extra   int64
 	held    []held
+	hfirst  int // held[:hfirst] are flushed
 }
 
 type held struct {
@@ -100,7 +97,7 @@ type held struct {
 }
 
 func (a *answers) init() {
-	a.bh = compare.NewHasher()
+	a.rawCap = a.c.lim.Sample
 }
 
 // typeName names a RESP type byte; "" for one that is not a value's
@@ -139,14 +136,28 @@ func typeName(t byte) string {
 	return ""
 }
 
+// aggregate tells the type bytes of aggregates (and attributes).
+func aggregate(t byte) bool {
+	switch t {
+	case '*', '%', '~', '>', '|':
+		return true
+	}
+	return false
+}
+
 func (a *answers) Feed(b []byte) []compare.Answer {
 	var out []compare.Answer
 	out = a.flush(out, false)
 	for len(b) > 0 && a.st != sDead {
 		switch a.st {
 		case sLine:
-			if len(a.line) == 0 && typeName(b[0]) == "" && b[0] != '|' {
-				return a.fail(out, "unknown type byte "+strconv.QuoteRune(rune(b[0])))
+			if len(a.line) == 0 {
+				if typeName(b[0]) == "" && b[0] != '|' {
+					return a.fail(out, "unknown type byte "+strconv.QuoteRune(rune(b[0])))
+				}
+				if len(a.stack) == 0 {
+					a.startItem(b[0])
+				}
 			}
 			i := bytes.IndexByte(b, '\n')
 			if room := MaxLine + 1 - len(a.line); i < 0 || i >= room {
@@ -182,9 +193,15 @@ func (a *answers) Feed(b []byte) []compare.Answer {
 		case sBulk:
 			n := int(min(a.bleft, int64(len(b))))
 			a.consume(b[:n])
-			a.bh.Feed(b[:n])
-			if room := a.keepCap() - len(a.bkeep); room > 0 {
-				a.bkeep = append(a.bkeep, b[:min(n, room)]...)
+			if a.btop {
+				if a.blen > a.inline() {
+					a.bh.Feed(b[:n])
+				}
+				if a.blen <= a.inline() || a.bt == '!' {
+					if room := a.keepCap() - len(a.bkeep); room > 0 {
+						a.bkeep = append(a.bkeep, b[:min(n, room)]...)
+					}
+				}
 			}
 			a.bleft -= int64(n)
 			b = b[n:]
@@ -207,16 +224,84 @@ func (a *answers) Feed(b []byte) []compare.Answer {
 	return out
 }
 
-// keepCap is how much of a bulk string is kept: enough for compare.Value
-// to render it, up to Limits.Body; longer ones are rendered by their
-// digest, which is what compare.Value renders them as.
+// keepCap is how much of a top-level bulk string is kept: enough for
+// compare.Value to render it, up to Limits.Body; longer ones are rendered
+// by their digest, which is what compare.Value renders them as.
 func (a *answers) keepCap() int { return min(a.c.lim.Body, 64<<10) }
 
-func (a *answers) consume(b []byte) {
-	a.size += len(b)
-	if room := a.c.lim.Sample - len(a.raw); room > 0 {
-		a.raw = append(a.raw, b[:min(len(b), room)]...)
+// inline is the longest top-level bulk string whose value is itself (a
+// longer one's is its digest).
+func (a *answers) inline() int64 { return int64(min(a.keepCap(), elemInline)) }
+
+// startItem starts a top-level value (a reply, or the attribute before
+// it) of type t: an aggregate's bytes are kept up to Limits.Body, so that
+// its canonical rendering can be made from them; other replies' up to
+// Limits.Sample, for the sample.
+func (a *answers) startItem(t byte) {
+	a.item, a.over, a.agg = a.size, false, aggregate(t)
+	n := len(a.arena) - a.rstart
+	if a.agg && n == a.size {
+		a.rawCap = max(a.c.lim.Sample, a.size+a.c.lim.Body)
+	} else {
+		a.rawCap = max(a.c.lim.Sample, n)
 	}
+}
+
+// consume counts b in the message and keeps what the message keeps.
+func (a *answers) consume(b []byte) {
+	n := len(a.arena) - a.rstart
+	whole := n == a.size // every byte of the message so far is kept
+	a.size += len(b)
+	k := min(len(b), max(a.rawCap-n, 0))
+	switch {
+	case a.over:
+		a.vh.Feed(b)
+	case a.agg && (!whole || k < len(b)):
+		// The aggregate outgrows what is kept: it is digested.
+		a.over = true
+		a.vh = compare.NewHasher()
+		if whole {
+			a.vh.Feed(a.arena[a.rstart+a.item:])
+		}
+		a.vh.Feed(b)
+	}
+	if k == 0 {
+		return
+	}
+	if len(a.arena)+k > cap(a.arena) {
+		nb := make([]byte, n, max(arenaSize, 2*(n+k)))
+		copy(nb, a.arena[a.rstart:])
+		a.arena, a.rstart = nb, 0
+	}
+	a.arena = append(a.arena, b[:k]...)
+}
+
+// takeRaw returns the message's kept bytes, which its answer owns from
+// then on, and starts the next message.
+func (a *answers) takeRaw() []byte {
+	r := a.arena[a.rstart:len(a.arena):len(a.arena)]
+	a.rstart = len(a.arena)
+	a.size, a.item, a.agg, a.over = 0, 0, false, false
+	a.rawCap = a.c.lim.Sample
+	return r
+}
+
+// itemBytes returns the bytes of the top-level value just completed,
+// when all are kept.
+func (a *answers) itemBytes() ([]byte, bool) {
+	if a.over {
+		return nil, false
+	}
+	return a.arena[a.rstart+a.item:], true
+}
+
+// sampler renders a sample from the first limit bytes of raw, on demand.
+func sampler(raw []byte, limit int) func() string {
+	if len(raw) == 0 {
+		return nil
+	}
+	raw = raw[:min(len(raw), limit)]
+	return func() string { return compare.Sample(raw, limit) }
 }
 
 // fail ends the stream with an answer that says why. It is paired as a
@@ -224,29 +309,44 @@ func (a *answers) consume(b []byte) {
 // were cut.
 func (a *answers) fail(out []compare.Answer, why string) []compare.Answer {
 	a.st = sDead
-	a.held = append(a.held, held{a: compare.Answer{Malformed: why, Size: a.size, Sample: compare.Sample(a.raw, a.c.lim.Sample)}})
-	a.size, a.raw = 0, a.raw[:0]
+	size := a.size
+	a.hold(held{a: compare.Answer{Malformed: why, Size: size, Render: sampler(a.takeRaw(), a.c.lim.Sample)}})
 	return a.flush(out, false)
 }
 
 func (a *answers) End() []compare.Answer {
 	if a.st != sDead && (a.size > 0 || len(a.line) > 0 || len(a.stack) > 0 || a.st != sLine) {
-		a.held = append(a.held, held{a: compare.Answer{Truncated: true, Size: a.size, Sample: compare.Sample(a.raw, a.c.lim.Sample)}})
+		size := a.size
+		a.hold(held{a: compare.Answer{Truncated: true, Size: size, Render: sampler(a.takeRaw(), a.c.lim.Sample)}})
 	}
 	a.st = sDead
 	return a.flush(nil, true)
 }
 
 // typeLine handles a type line: type byte t and body b without CRLF.
+// Values nested in aggregates are only checked: the aggregate is rendered
+// from its bytes when asked.
 func (a *answers) typeLine(out []compare.Answer, t byte, b []byte) ([]compare.Answer, string) {
+	top := len(a.stack) == 0
 	switch t {
 	case '+', '-':
-		return a.done(out, val{t: t, nested: string(t) + strconv.Quote(string(b)), value: compare.Value(b), count: -1, code: errCode(b)}), ""
+		v := val{t: t, count: -1}
+		if top {
+			v.value = compare.Value(b)
+			if t == '-' {
+				v.code = errCode(b)
+			}
+		}
+		return a.done(out, v), ""
 	case ':':
 		if _, ok := parseLong(b); !ok {
 			return out, "bad integer"
 		}
-		return a.done(out, val{t: t, nested: string(b), value: string(b), count: -1}), ""
+		v := val{t: t, count: -1}
+		if top {
+			v.value = string(b)
+		}
+		return a.done(out, v), ""
 	case '(':
 		d := b
 		if len(d) > 0 && (d[0] == '-' || d[0] == '+') {
@@ -255,12 +355,16 @@ func (a *answers) typeLine(out []compare.Answer, t byte, b []byte) ([]compare.An
 		if len(d) == 0 || !allDigits(d) || len(b) > 4096 {
 			return out, "bad big number"
 		}
-		return a.done(out, val{t: t, nested: "(" + string(b), value: string(b), count: -1}), ""
+		v := val{t: t, count: -1}
+		if top {
+			v.value = string(b)
+		}
+		return a.done(out, v), ""
 	case '_':
 		if len(b) != 0 {
 			return out, "bad null"
 		}
-		return a.done(out, val{t: t, nested: "nil", value: "_", count: -1, null: true}), ""
+		return a.done(out, val{t: t, value: "_", count: -1, null: true}), ""
 	case '#':
 		if len(b) != 1 || (b[0] != 't' && b[0] != 'f') {
 			return out, "bad boolean"
@@ -269,23 +373,29 @@ func (a *answers) typeLine(out []compare.Answer, t byte, b []byte) ([]compare.An
 		if b[0] == 'f' {
 			v = "false"
 		}
-		return a.done(out, val{t: t, nested: v, value: v, count: -1}), ""
+		return a.done(out, val{t: t, value: v, count: -1}), ""
 	case ',':
 		if len(b) == 0 || len(b) > 4096 {
 			return out, "bad double"
 		}
-		return a.done(out, val{t: t, nested: "," + string(b), value: compare.Value(b), count: -1}), ""
+		v := val{t: t, count: -1}
+		if top {
+			v.value = compare.Value(b)
+		}
+		return a.done(out, v), ""
 	case '$', '!', '=':
 		n, ok := parseLen(b)
 		switch {
 		case !ok:
 			return out, "bad bulk length"
 		case n == -1:
-			return a.done(out, val{t: '_', nested: "nil", value: string(t) + "-1", count: -1, null: true}), ""
+			return a.done(out, val{t: '_', value: nullValue(t), count: -1, null: true}), ""
 		}
-		a.bt, a.blen, a.bleft = t, n, n
-		a.bkeep = a.bkeep[:0]
-		a.bh = compare.NewHasher()
+		a.bt, a.blen, a.bleft, a.btop = t, n, n, top
+		if top {
+			a.bkeep = a.bkeep[:0]
+			a.bh = compare.NewHasher()
+		}
 		a.st = sBulk
 		if n == 0 {
 			a.st = sCRLF
@@ -298,7 +408,7 @@ func (a *answers) typeLine(out []compare.Answer, t byte, b []byte) ([]compare.An
 		return out, "bad aggregate length"
 	}
 	if n == -1 {
-		return a.done(out, val{t: '_', nested: "nil", value: string(t) + "-1", count: -1, null: true}), ""
+		return a.done(out, val{t: '_', value: nullValue(t), count: -1, null: true}), ""
 	}
 	if len(a.stack) == MaxDepth {
 		return out, "aggregates nested deeper than MaxDepth"
@@ -307,11 +417,23 @@ func (a *answers) typeLine(out []compare.Answer, t byte, b []byte) ([]compare.An
 	if t == '%' || t == '|' {
 		remain *= 2
 	}
-	a.stack = append(a.stack, frame{t: t, count: n, remain: remain, h: compare.NewHasher()})
+	a.stack = append(a.stack, frame{t: t, count: n, remain: remain})
 	if remain == 0 {
 		return a.done(out, val{}), ""
 	}
 	return out, ""
+}
+
+// nullValue is the "value" of a null bulk string or aggregate: its wire
+// form.
+func nullValue(t byte) string {
+	switch t {
+	case '$':
+		return "$-1"
+	case '*':
+		return "*-1"
+	}
+	return string(t) + "-1"
 }
 
 func allDigits(b []byte) bool {
@@ -343,25 +465,19 @@ func parseLen(b []byte) (int64, bool) {
 }
 
 func (a *answers) bulkVal() val {
-	var nested, value string
-	whole := a.blen <= int64(len(a.bkeep))
-	if whole {
-		value = compare.Value(a.bkeep)
+	v := val{t: a.bt, count: -1}
+	if !a.btop {
+		return v
+	}
+	if a.blen <= a.inline() {
+		v.value = compare.Value(a.bkeep)
 	} else {
-		value = a.bh.Value()
+		v.value = a.bh.Value()
 	}
-	if whole && len(a.bkeep) <= elemInline {
-		nested = strconv.Quote(string(a.bkeep))
-	} else {
-		nested = "<" + a.bh.Value() + ">"
+	if a.bt == '!' {
+		v.code = errCode(a.bkeep)
 	}
-	switch a.bt {
-	case '!':
-		nested = "!" + nested
-	case '=':
-		nested = "=" + nested
-	}
-	return val{t: a.bt, nested: nested, value: value, count: -1, code: errCode(a.bkeep)}
+	return v
 }
 
 // errCode is an error message's first word: its code.
@@ -372,10 +488,10 @@ func errCode(msg []byte) string {
 	return compare.Value(msg)
 }
 
-// done takes a complete value at the current depth: it adds it to its
-// aggregate, completing the aggregates it completes; a complete top-level
-// value is an answer (or an attribute, kept for the next one). A val with
-// t == 0 means the innermost frame just completed (an empty aggregate).
+// done takes a complete value at the current depth, completing the
+// aggregates it completes; a complete top-level value is an answer (or an
+// attribute, kept for the next one). A val with t == 0 means the
+// innermost frame just completed (an empty aggregate).
 func (a *answers) done(out []compare.Answer, v val) []compare.Answer {
 	for {
 		if v.t != 0 {
@@ -383,107 +499,95 @@ func (a *answers) done(out []compare.Answer, v val) []compare.Answer {
 				return a.top(out, v)
 			}
 			fr := &a.stack[len(a.stack)-1]
-			a.add(fr, v.nested)
 			if fr.remain--; fr.remain > 0 {
 				return out
 			}
 		}
 		fr := a.stack[len(a.stack)-1]
 		a.stack = a.stack[:len(a.stack)-1]
-		v = a.close(&fr)
 		if fr.t == '|' {
 			if len(a.stack) == 0 {
-				a.attr, a.isAttr = v.value, true
+				// A top-level attribute is rendered now: it is rare.
+				if b, ok := a.itemBytes(); ok {
+					a.attr = render(b, a.c.lim.Body)
+				} else {
+					a.attr = a.vh.Value()
+				}
+				a.isAttr = true
 			}
 			// An attribute is not a value of its parent.
 			return out
 		}
-	}
-}
-
-// add adds an element's rendering to an aggregate, within the budget of
-// kept bytes.
-func (a *answers) add(fr *frame, part string) {
-	if fr.t == '%' || fr.t == '|' {
-		if !fr.haveKey {
-			fr.key, fr.haveKey = part, true
-			return
+		v = val{t: fr.t, count: fr.count}
+		if len(a.stack) == 0 {
+			if b, ok := a.itemBytes(); ok {
+				v.value, v.detail = compare.Digest(b), b
+			} else {
+				v.value = a.vh.Value()
+			}
 		}
-		part, fr.key, fr.haveKey = fr.key+": "+part, "", false
 	}
-	fr.h.Feed([]byte(part))
-	fr.h.Feed([]byte(", "))
-	if fr.over {
-		return
-	}
-	if a.kept+len(part) > a.c.lim.Body {
-		fr.over = true
-		a.kept -= fr.kept
-		fr.parts, fr.kept = nil, 0
-		return
-	}
-	fr.parts = append(fr.parts, part)
-	fr.kept += len(part)
-	a.kept += len(part)
-}
-
-// close renders a complete aggregate.
-func (a *answers) close(fr *frame) val {
-	v := val{t: fr.t, count: fr.count}
-	if fr.over {
-		v.value = fr.h.Value()
-		v.nested = "<" + v.value + ">"
-		return v
-	}
-	a.kept -= fr.kept
-	open, end := "[", "]"
-	switch fr.t {
-	case '~':
-		open = "~["
-	case '>':
-		open = ">["
-	case '%', '|':
-		open, end = "{", "}"
-	}
-	switch fr.t {
-	case '~', '%', '|':
-		slices.Sort(fr.parts)
-	}
-	v.value = open + strings.Join(fr.parts, ", ") + end
-	v.nested = v.value
-	return v
 }
 
 // top makes an answer of a complete top-level value.
 func (a *answers) top(out []compare.Answer, v val) []compare.Answer {
-	ans := compare.Answer{Size: a.size, Sample: compare.Sample(a.raw, a.c.lim.Sample)}
 	typ := typeName(v.t)
 	if v.null {
 		typ = "null"
 	}
-	ans.Fields = append(ans.Fields, compare.Field{Name: "type", Value: typ})
+	n := 2
 	if v.t == '-' || v.t == '!' {
-		ans.Error = true
-		ans.Fields = append(ans.Fields, compare.Field{Name: "error", Value: v.code})
+		n++
 	}
 	if v.count >= 0 {
-		ans.Fields = append(ans.Fields, compare.Field{Name: "length", Value: strconv.FormatInt(v.count, 10)})
+		n++
 	}
-	ans.Fields = append(ans.Fields, compare.Field{Name: "value", Value: v.value})
 	if a.isAttr {
-		ans.Fields = append(ans.Fields, compare.Field{Name: "attribute", Value: a.attr})
+		n++
 	}
+	fields := make([]compare.Field, 0, n)
+	fields = append(fields, compare.Field{Name: "type", Value: typ})
+	ans := compare.Answer{Size: a.size}
+	if v.t == '-' || v.t == '!' {
+		ans.Error = true
+		fields = append(fields, compare.Field{Name: "error", Value: v.code})
+	}
+	if v.count >= 0 {
+		fields = append(fields, compare.Field{Name: "length", Value: strconv.FormatInt(v.count, 10)})
+	}
+	fields = append(fields, compare.Field{Name: "value", Value: v.value})
+	if a.isAttr {
+		fields = append(fields, compare.Field{Name: "attribute", Value: a.attr})
+	}
+	ans.Fields = fields
+	if v.detail != nil {
+		b, limit := v.detail, a.c.lim.Body
+		ans.Detail = &compare.Detail{Of: "value", Fields: func() []compare.Field {
+			return []compare.Field{{Name: "value", Value: render(b, limit)}}
+		}}
+	}
+	ans.Render = sampler(a.takeRaw(), a.c.lim.Sample)
 	a.attr, a.isAttr = "", false
-	a.size, a.raw = 0, a.raw[:0]
-	a.held = append(a.held, held{a: ans, reset: v.t == '+' && v.value == "RESET", push: v.t == '>'})
+	a.hold(held{a: ans, reset: v.t == '+' && v.value == "RESET", push: v.t == '>'})
 	return a.flush(out, false)
+}
+
+// hold queues a reply for pairing.
+func (a *answers) hold(h held) {
+	if a.hfirst > 0 && a.hfirst >= len(a.held)/2 {
+		n := copy(a.held, a.held[a.hfirst:])
+		clear(a.held[n:])
+		a.held, a.hfirst = a.held[:n], 0
+	}
+	a.held = append(a.held, h)
 }
 
 // flush pairs the held replies with the commands they answer, in order;
 // at the end (or beyond maxHeld), those without one answer nothing.
 func (a *answers) flush(out []compare.Answer, end bool) []compare.Answer {
-	for len(a.held) > 0 {
-		h := &a.held[0]
+	for a.hfirst < len(a.held) {
+		h := &a.held[a.hfirst]
+		pending := len(a.held) - a.hfirst
 		switch {
 		case h.push:
 			h.a.Req = -1 // a push answers nothing
@@ -498,7 +602,7 @@ func (a *answers) flush(out []compare.Answer, end bool) []compare.Answer {
 				h.a.Req = e.id
 				a.cur++
 				a.passive = false
-			case !ok && h.reset && !end && len(a.held) <= maxHeld:
+			case !ok && h.reset && !end && pending <= maxHeld:
 				return out // the RESET it answers may be still to come
 			}
 		default:
@@ -509,16 +613,16 @@ func (a *answers) flush(out []compare.Answer, end bool) []compare.Answer {
 				a.cur++
 				a.passive = e.flags&fPassive != 0
 				a.extra = e.extra
-			case end || len(a.held) > maxHeld:
+			case end || pending > maxHeld:
 				h.a.Req = -1
 			default:
 				return out // its command is still to come
 			}
 		}
 		out = append(out, h.a)
-		a.held[0] = held{}
-		a.held = a.held[1:]
+		*h = held{} // what the flushed reply held is garbage now
+		a.hfirst++
 	}
-	a.held = nil // what the flushed replies held is garbage now
+	a.held, a.hfirst = a.held[:0], 0
 	return out
 }
