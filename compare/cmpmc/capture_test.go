@@ -35,9 +35,9 @@ func decode(p compare.Protocol, lim compare.Limits, segs []pcaptest.Segment, cut
 			}
 		}
 	}
-	r.reqs = append(r.reqs, c.EndRequests()...)
+	r.reqs = renderedReqs(append(r.reqs, c.EndRequests()...))
 	for i := range a {
-		r.ans[i] = append(r.ans[i], a[i].End()...)
+		r.ans[i] = detailed(append(r.ans[i], a[i].End()...))
 	}
 	return r
 }

@@ -34,19 +34,23 @@ type client struct {
 
 	nextID  int
 	passive bool // after watch: the server streams
+	toks    [][]byte
 }
 
-// known tells the commands memcached knows; other words are keyed "?".
-func known(w string) bool {
-	switch w {
-	case "set", "add", "replace", "append", "prepend", "cas", "get", "gets", "gat", "gats",
+// knownVerbs are the commands memcached knows; other words are keyed "?".
+var knownVerbs = func() map[string]string {
+	m := map[string]string{}
+	for _, w := range []string{"set", "add", "replace", "append", "prepend", "cas", "get", "gets", "gat", "gats",
 		"delete", "incr", "decr", "touch", "flush_all", "version", "verbosity", "stats",
 		"quit", "shutdown", "mg", "ms", "md", "ma", "mn", "me", "cache_memlimit",
-		"slabs", "lru", "lru_crawler", "watch", "misbehave", "debugtime":
-		return true
+		"slabs", "lru", "lru_crawler", "watch", "misbehave", "debugtime"} {
+		m[w] = w
 	}
-	return false
-}
+	return m
+}()
+
+// knownKey is w as a key when memcached knows the command, else "".
+func knownKey(w []byte) string { return knownVerbs[string(w)] }
 
 func (c *conv) Requests(b []byte) []compare.Request {
 	var out []compare.Request
@@ -109,7 +113,11 @@ func (c *conv) Requests(b []byte) []compare.Request {
 			line := cl.line[:MaxLine]
 			cl.line = cl.line[:0]
 			if r, ok := c.commandLine(line); ok {
-				r.Sample += "…"
+				if render := r.Render; render != nil {
+					r.Render = func() string { return render() + "…" }
+				} else {
+					r.Sample += "…"
+				}
 				out = append(out, r)
 			}
 		case cData:
@@ -136,7 +144,7 @@ func (c *conv) Requests(b []byte) []compare.Request {
 				cl.crlf = 0
 				cl.st = cLine
 				r := cl.req // its Size holds its line's
-				r.Size, r.Sample = r.Size+cl.size, compare.Sample(cl.head, c.lim.Sample)
+				r.Size, r.Render = r.Size+cl.size, sampler(&c.arena, cl.head, c.lim.Sample)
 				cl.size = 0
 				out = append(out, r)
 			}
@@ -146,10 +154,19 @@ func (c *conv) Requests(b []byte) []compare.Request {
 }
 
 func firstWord(l []byte) []byte {
-	if t := tokens(l[:min(len(l), 64)]); len(t) > 0 {
-		return t[0]
+	l = l[:min(len(l), 64)]
+	i := 0
+	for i < len(l) && l[i] == ' ' {
+		i++
 	}
-	return nil
+	j := i
+	for j < len(l) && l[j] != ' ' {
+		j++
+	}
+	if i == j {
+		return nil
+	}
+	return l[i:j]
 }
 
 func isGet(w []byte) bool {
@@ -163,7 +180,10 @@ func isGet(w []byte) bool {
 // newRequest starts a request of the line l.
 func (c *conv) newRequest(key string, l []byte) compare.Request {
 	cl := &c.c
-	r := compare.Request{ID: cl.nextID, Key: key, Size: cl.size, Sample: compare.Sample(l, c.lim.Sample)}
+	r := compare.Request{ID: cl.nextID, Key: key, Size: cl.size}
+	if l != nil {
+		r.Render = sampler(&c.arena, l, c.lim.Sample)
+	}
 	cl.nextID++
 	cl.size = 0
 	return r
@@ -216,7 +236,7 @@ func (c *conv) EndRequests() []compare.Request {
 		return []compare.Request{c.binary()}
 	case cData, cCRLF:
 		r := cl.req
-		r.Partial, r.Size, r.Sample = true, r.Size+cl.size, compare.Sample(cl.head, c.lim.Sample)
+		r.Partial, r.Size, r.Render = true, r.Size+cl.size, sampler(&c.arena, cl.head, c.lim.Sample)
 		cl.st = cDead
 		return []compare.Request{r}
 	case cLine, cSkip:
@@ -224,8 +244,8 @@ func (c *conv) EndRequests() []compare.Request {
 			return nil
 		}
 		key := "?"
-		if w := firstWord(cl.line); known(string(w)) {
-			key = string(w)
+		if w := knownKey(firstWord(cl.line)); w != "" {
+			key = w
 		}
 		r := c.newRequest(key, cl.line)
 		r.Partial, r.NoAnswer = true, true
@@ -242,17 +262,18 @@ func (c *conv) commandLine(l []byte) (compare.Request, bool) {
 	if n := len(l); n > 0 && l[n-1] == '\r' {
 		l = l[:n-1] // memcached also takes a bare LF
 	}
-	t := tokens(l)
+	cl.toks = tokens(cl.toks, l)
+	t := cl.toks
 	if len(t) == 0 {
 		r := c.newRequest("(empty)", l)
 		c.answerable(&r, entry{kind: kLine}) // memcached answers ERROR
 		return r, true
 	}
-	verb := string(t[0])
-	key := verb
-	if !known(key) {
+	key := knownKey(t[0])
+	if key == "" {
 		key = "?"
 	}
+	verb := key
 	noreply := len(t) > 1 && string(t[len(t)-1]) == "noreply"
 	switch verb {
 	case "set", "add", "replace", "append", "prepend", "cas":
@@ -355,7 +376,21 @@ func (c *conv) dataBlock(r compare.Request, l []byte, size uint64) {
 
 // meta handles a meta command line of tokens t.
 func (c *conv) meta(key string, l []byte, t [][]byte) (compare.Request, bool) {
-	e := entry{kind: map[string]uint8{"mg": kMg, "ms": kMs, "md": kMd, "ma": kMa, "mn": kMn, "me": kMe}[key]}
+	var e entry
+	switch key {
+	case "mg":
+		e.kind = kMg
+	case "ms":
+		e.kind = kMs
+	case "md":
+		e.kind = kMd
+	case "ma":
+		e.kind = kMa
+	case "mn":
+		e.kind = kMn
+	case "me":
+		e.kind = kMe
+	}
 	if e.kind == kMn {
 		r := c.newRequest(key, l)
 		c.answerable(&r, e)

@@ -97,7 +97,11 @@
 // cmpmc imports only the standard library and compare.
 package cmpmc
 
-import "github.com/stackcopy/stackcopy/compare"
+import (
+	"fmt"
+
+	"github.com/stackcopy/stackcopy/compare"
+)
 
 // MaxLine bounds a command line (a get line's keys past it are skipped,
 // not kept) and an answer line. memcached closes a connection whose
@@ -172,6 +176,67 @@ type conv struct {
 	entries []entry // awaiting answers, from absolute index base on
 	base    int
 	answers []*answers
+
+	arena []byte            // where requests' samples are copied to
+	items map[string]*names // a get answer's field names, by item key
+}
+
+// arenaSize is the size of the buffers samples are copied to: a request
+// or answer owns its part of one, so most cost no allocation of their
+// own.
+const arenaSize = 16 << 10
+
+// sampler copies the first limit bytes of b to *arena and returns what
+// renders them, as compare.Sample(b, limit) would, when the report keeps
+// the sample.
+func sampler(arena *[]byte, b []byte, limit int) func() string {
+	more := 0
+	if len(b) > limit {
+		b, more = b[:limit], len(b)-limit
+	}
+	if len(b) == 0 && more == 0 {
+		return nil
+	}
+	if cap(*arena)-len(*arena) < len(b) {
+		// The buffers grow from small: a connection may have few
+		// messages.
+		*arena = make([]byte, 0, max(min(arenaSize, 2*cap(*arena)), 512, len(b)))
+	}
+	start := len(*arena)
+	*arena = append(*arena, b...)
+	kept := (*arena)[start:len(*arena):len(*arena)]
+	return func() string {
+		s := compare.Sample(kept, limit)
+		if more > 0 {
+			s += fmt.Sprintf("… (%d more bytes)", more)
+		}
+		return s
+	}
+}
+
+// names are the field names of a get answer's item.
+type names struct {
+	item, value, flags, cas string
+}
+
+// maxNames bounds the item keys a conversation remembers the field names
+// of.
+const maxNames = 1024
+
+// itemNames returns the field names of the item of key k.
+func (c *conv) itemNames(k []byte) *names {
+	if n, ok := c.items[string(k)]; ok {
+		return n
+	}
+	item := compare.Value(k)
+	n := &names{item: item, value: "value:" + item, flags: "flags:" + item, cas: "cas:" + item}
+	if c.items == nil {
+		c.items = make(map[string]*names)
+	}
+	if len(c.items) < maxNames {
+		c.items[string(k)] = n
+	}
+	return n
 }
 
 func (c *conv) Answers() compare.Answers {
@@ -217,8 +282,8 @@ func (c *conv) entryAt(i int) (*entry, bool) {
 
 // tokens splits a line at spaces, as memcached's tokenize_command does
 // (runs of spaces separate, leading spaces are skipped).
-func tokens(l []byte) [][]byte {
-	var t [][]byte
+func tokens(t [][]byte, l []byte) [][]byte {
+	t = t[:0]
 	start := -1
 	for i := 0; i <= len(l); i++ {
 		if i == len(l) || l[i] == ' ' {

@@ -52,7 +52,7 @@ type answers struct {
 
 	// The data block being read: a VALUE item's or a VA's.
 	va    bool
-	item  string // the item's key
+	item  *names // the item's key and field names
 	flags string
 	cas   string
 	dleft int64
@@ -62,6 +62,45 @@ type answers struct {
 
 	passive bool // after a stream started: answers answer nothing
 	held    []held
+	toks    [][]byte
+	arena   []byte // where samples are copied to
+}
+
+// tokens splits l into a reused buffer, valid until the next call.
+func (a *answers) tokens(l []byte) [][]byte {
+	a.toks = tokens(a.toks, l)
+	return a.toks
+}
+
+// codes are the answers' first words that are kept as their code.
+var codes = func() map[string]string {
+	m := map[string]string{}
+	for _, w := range []string{"VALUE", "END", "STAT", "ITEM", "PREFIX", "VA", "HD", "EN", "NF", "NS", "EX", "MN", "ME",
+		"VERSION", "ERROR", "CLIENT_ERROR", "SERVER_ERROR", "STORED", "NOT_STORED", "EXISTS", "NOT_FOUND",
+		"DELETED", "TOUCHED", "OK", "RESET", "BUSY", "BADCLASS", "NOSPARE", "NOTFULL", "UNSAFE", "SAME"} {
+		m[w] = w
+	}
+	return m
+}()
+
+// code is w as a string, without an allocation for the usual words.
+func code(w []byte) string {
+	if s, ok := codes[string(w)]; ok {
+		return s
+	}
+	return string(w)
+}
+
+// flagNames are the field names of meta flags, by flag byte.
+var flagNames = func() (n [256]string) {
+	for i := range n {
+		n[i] = "flag:" + compare.Value([]byte{byte(i)})
+	}
+	return n
+}()
+
+func (a *answers) sampler() func() string {
+	return sampler(&a.arena, a.raw, a.c.lim.Sample)
 }
 
 // held is a complete answer waiting to be paired.
@@ -178,7 +217,7 @@ func (a *answers) consume(b []byte) {
 // would be.
 func (a *answers) fail(out []compare.Answer, why string) []compare.Answer {
 	a.st = sDead
-	a.held = append(a.held, held{a: compare.Answer{Malformed: why, Size: a.size, Sample: compare.Sample(a.raw, a.c.lim.Sample)}})
+	a.held = append(a.held, held{a: compare.Answer{Malformed: why, Size: a.size, Render: a.sampler()}})
 	a.reset()
 	return a.flush(out, false)
 }
@@ -186,9 +225,9 @@ func (a *answers) fail(out []compare.Answer, why string) []compare.Answer {
 func (a *answers) End() []compare.Answer {
 	switch {
 	case a.st == sBinary:
-		a.held = append(a.held, held{a: compare.Answer{Malformed: "binary protocol not compared", Size: a.size, Sample: compare.Sample(a.raw, a.c.lim.Sample)}})
+		a.held = append(a.held, held{a: compare.Answer{Malformed: "binary protocol not compared", Size: a.size, Render: a.sampler()}})
 	case a.st != sDead && (a.size > 0 || a.mkind != mNone || a.st != sLine):
-		a.held = append(a.held, held{a: compare.Answer{Truncated: true, Size: a.size, Sample: compare.Sample(a.raw, a.c.lim.Sample)}, code: a.code})
+		a.held = append(a.held, held{a: compare.Answer{Truncated: true, Size: a.size, Render: a.sampler()}, code: a.code})
 	}
 	a.st = sDead
 	return a.flush(nil, true)
@@ -202,6 +241,9 @@ func (a *answers) reset() {
 }
 
 func (a *answers) field(name, value string) {
+	if a.fields == nil {
+		a.fields = make([]compare.Field, 0, 4)
+	}
 	a.fields = append(a.fields, compare.Field{Name: name, Value: value})
 }
 
@@ -214,11 +256,11 @@ func (a *answers) answerLine(out []compare.Answer, l []byte) ([]compare.Answer, 
 	case mStats:
 		return a.statsLine(out, l), ""
 	}
-	t := tokens(l)
+	t := a.tokens(l)
 	if len(t) == 0 {
 		return out, "empty answer line"
 	}
-	code := string(t[0])
+	code := code(t[0])
 	a.code = code
 	switch {
 	case code == "VALUE" || code == "END":
@@ -281,7 +323,7 @@ func allDigits(b []byte) bool {
 // the server's own (c cas, h hit before, l last access, t TTL left), and
 // notes the O and k tokens, which pair the answer.
 func (a *answers) metaFlags(t [][]byte) {
-	seen := map[byte]bool{}
+	var seen [256]bool
 	for _, tok := range t {
 		f := tok[0]
 		switch f {
@@ -295,7 +337,7 @@ func (a *answers) metaFlags(t [][]byte) {
 			continue
 		}
 		seen[f] = true
-		a.field("flag:"+compare.Value([]byte{f}), compare.Value(tok[1:]))
+		a.field(flagNames[f], compare.Value(tok[1:]))
 	}
 }
 
@@ -324,7 +366,7 @@ func (a *answers) dataDone(out []compare.Answer) []compare.Answer {
 	}
 	a.hits++
 	if a.hits > maxItems {
-		for _, s := range []string{a.item, a.flags, a.dataValue()} {
+		for _, s := range []string{a.item.item, a.flags, a.dataValue()} {
 			a.more.Feed([]byte(s))
 			a.more.Feed([]byte{0})
 		}
@@ -333,27 +375,28 @@ func (a *answers) dataDone(out []compare.Answer) []compare.Answer {
 	if a.names == nil {
 		a.names = map[string]int{}
 	}
-	name := a.item
-	if a.names[name]++; a.names[name] > 1 {
-		name += "#" + strconv.Itoa(a.names[name])
+	n := a.item
+	if a.names[n.item]++; a.names[n.item] > 1 {
+		name := n.item + "#" + strconv.Itoa(a.names[n.item])
+		n = &names{value: "value:" + name, flags: "flags:" + name, cas: "cas:" + name}
 	}
-	a.field("value:"+name, a.dataValue())
-	a.field("flags:"+name, a.flags)
+	a.field(n.value, a.dataValue())
+	a.field(n.flags, a.flags)
 	if a.cas != "" {
-		a.field("cas:"+name, a.cas)
+		a.field(n.cas, a.cas)
 	}
 	return out
 }
 
 // getLine handles a line of a get answer: VALUE, END, or an error.
 func (a *answers) getLine(out []compare.Answer, l []byte) ([]compare.Answer, string) {
-	t := tokens(l)
+	t := a.tokens(l)
 	switch {
 	case len(t) == 1 && string(t[0]) == "END":
 		return a.finishGet(out), ""
 	case len(t) > 0 && isError(string(t[0])):
 		a.isErr = true
-		a.field("status", string(t[0]))
+		a.field("status", code(t[0]))
 		return a.finishGet(out), ""
 	case len(t) < 4 || len(t) > 5 || string(t[0]) != "VALUE":
 		return out, "line in a get answer"
@@ -367,7 +410,7 @@ func (a *answers) getLine(out []compare.Answer, l []byte) ([]compare.Answer, str
 	if !ok1 || !ok2 || !ok3 || len(t[1]) > maxKey {
 		return out, "VALUE line"
 	}
-	a.item, a.flags, a.cas = compare.Value(t[1]), string(t[2]), ""
+	a.item, a.flags, a.cas = a.c.itemNames(t[1]), code(t[2]), ""
 	if len(t) == 5 {
 		a.cas = string(t[4])
 	}
@@ -387,13 +430,13 @@ func (a *answers) finishGet(out []compare.Answer) []compare.Answer {
 
 // statsLine handles a line of a stats answer: counted up to END.
 func (a *answers) statsLine(out []compare.Answer, l []byte) []compare.Answer {
-	t := tokens(l)
+	t := a.tokens(l)
 	switch {
 	case len(t) == 1 && string(t[0]) == "END":
 		a.field("status", "END")
 	case len(t) > 0 && isError(string(t[0])):
 		a.isErr = true
-		a.field("status", string(t[0]))
+		a.field("status", code(t[0]))
 	default:
 		a.lines++
 		return out
@@ -405,7 +448,7 @@ func (a *answers) statsLine(out []compare.Answer, l []byte) []compare.Answer {
 // complete makes an answer of the one read, to be paired.
 func (a *answers) complete(out []compare.Answer) []compare.Answer {
 	h := held{
-		a:    compare.Answer{Fields: a.fields, Error: a.isErr, Size: a.size, Sample: compare.Sample(a.raw, a.c.lim.Sample)},
+		a:    compare.Answer{Fields: a.fields, Error: a.isErr, Size: a.size, Render: a.sampler()},
 		code: a.code, hasO: a.hasO, o: a.o, hasK: a.hasK, k: a.k,
 		bareEnd: a.mkind == mGet && a.hits == 0 && !a.isErr,
 	}
@@ -440,7 +483,7 @@ func (a *answers) flush(out []compare.Answer, end bool) []compare.Answer {
 		a.held[0] = held{}
 		a.held = a.held[1:]
 	}
-	a.held = nil // what the flushed answers held is garbage now
+	a.held = a.held[:0] // the flushed answers were cleared
 	return out
 }
 

@@ -423,7 +423,9 @@ func (c *conv) sampler() func() string {
 		n += len(a) + 2*binary.MaxVarintLen64
 	}
 	if cap(c.arena)-len(c.arena) < n {
-		c.arena = make([]byte, 0, max(arenaSize, n))
+		// The buffers grow from small: a connection may have few
+		// commands.
+		c.arena = make([]byte, 0, max(min(arenaSize, 2*cap(c.arena)), 512, n))
 	}
 	start := len(c.arena)
 	b := binary.AppendUvarint(c.arena, uint64(cl.nargs))

@@ -31,15 +31,22 @@
 //     whole message); an integer, double or big number as its text; a
 //     boolean as true or false; a null as its wire form ("$-1", "*-1",
 //     "_"), so that a RESP2 null bulk and a null array stay apart; an
-//     aggregate as a canonical rendering of its elements, nested (see
-//     server.go: sets and maps sorted), or, when the rendering outgrows
-//     Limits.Body, as the digest of the rendering.
+//     aggregate as the digest of its wire bytes ("len=N crc=…"), with a
+//     Detail of "value" that renders it canonically, nested (see
+//     render.go: sets and maps sorted, nested attributes dropped): the
+//     comparison reads the rendering only when the digests differ, so a
+//     set that only changed order is identical, and a difference shows
+//     as the renderings. An aggregate whose wire bytes outgrow
+//     Limits.Body has no Detail (its digest is compared, in the order
+//     received); one whose rendering would outgrow it renders as the
+//     rendering's digest.
 //   - "attribute" (when a RESP3 attribute preceded the reply): the
 //     attribute's map, rendered. Attributes nested inside aggregates are
 //     dropped.
 //
 // Error is set for '-' and '!' replies. The sample is the reply's wire
-// bytes, bounded.
+// bytes, bounded, rendered only when the report keeps it (Render), as is
+// a request's.
 //
 // # What answers what
 //

@@ -269,7 +269,9 @@ func (a *answers) consume(b []byte) {
 		return
 	}
 	if len(a.arena)+k > cap(a.arena) {
-		nb := make([]byte, n, max(arenaSize, 2*(n+k)))
+		// The buffers grow from small: a connection may have few
+		// replies.
+		nb := make([]byte, n, max(min(arenaSize, 2*cap(a.arena)), 512, 2*(n+k)))
 		copy(nb, a.arena[a.rstart:])
 		a.arena, a.rstart = nb, 0
 	}
