@@ -716,17 +716,18 @@ func (a *answers) finish(truncated bool) {
 		if res.kind == "" && !res.isErr && res.infile == "" && i > 0 && truncated {
 			continue
 		}
-		fields = res.fields(fields, i)
+		fields = a.fields(res, fields, i)
 	}
+	limit := a.c.lim.Sample
 	ans := compare.Answer{Req: a.cur.id, Fields: fields, Error: a.isErr, Truncated: truncated, Size: a.size,
-		Sample: sample(fields, a.c.lim.Sample)}
+		Render: func() string { return sample(fields, limit) }}
 	a.out = append(a.out, ans)
 	a.cur, a.st = nil, sIdle
 	a.res = a.res[:0]
 	a.size = 0
 }
 
-func (res *result) fields(out []compare.Field, i int) []compare.Field {
+func (a *answers) fields(res *result, out []compare.Field, i int) []compare.Field {
 	prefix := ""
 	if i > 0 {
 		prefix = "result[" + strconv.Itoa(i) + "]."
@@ -747,13 +748,23 @@ func (res *result) fields(out []compare.Field, i int) []compare.Field {
 		add("params", strconv.Itoa(res.params))
 	}
 	if res.hasCols {
-		names := make([]string, len(res.cols))
-		types := make([]string, len(res.cols))
+		b := a.c.strsBuf[:0]
 		for j, c := range res.cols {
-			names[j], types[j] = c.name, c.typeName()
+			if j > 0 {
+				b = append(b, ',')
+			}
+			b = append(b, c.name...)
 		}
-		add("columns", compare.Value([]byte(strings.Join(names, ","))))
-		add("column_types", compare.Value([]byte(strings.Join(types, ","))))
+		add("columns", a.c.intern(b))
+		b = b[:0]
+		for j, c := range res.cols {
+			if j > 0 {
+				b = append(b, ',')
+			}
+			b = c.appendTypeName(b)
+		}
+		add("column_types", a.c.intern(b))
+		a.c.strsBuf = b
 	}
 	if res.hasRows {
 		add("rows", strconv.Itoa(res.rows))

@@ -148,6 +148,44 @@ type conv struct {
 	streams []*answers
 
 	stmts map[uint32]string
+
+	fps     map[string]string // statements' fingerprints, by their text
+	strs    map[string]string // column lists met, by their text
+	strsBuf []byte
+}
+
+// maxInterned bounds the fingerprints and column lists a conversation
+// remembers, so that a repeated statement costs no fingerprinting.
+const maxInterned = 256
+
+// fingerprint is compare.Fingerprint of sql, remembered.
+func (c *conv) fingerprint(sql []byte) string {
+	if fp, ok := c.fps[string(sql)]; ok {
+		return fp
+	}
+	fp := compare.Fingerprint(string(sql))
+	if len(sql) <= 4<<10 && len(c.fps) < maxInterned {
+		if c.fps == nil {
+			c.fps = make(map[string]string)
+		}
+		c.fps[string(sql)] = fp
+	}
+	return fp
+}
+
+// intern is compare.Value(b), remembered.
+func (c *conv) intern(b []byte) string {
+	if s, ok := c.strs[string(b)]; ok {
+		return s
+	}
+	s := compare.Value(b)
+	if len(b) <= 4<<10 && len(c.strs) < maxInterned {
+		if c.strs == nil {
+			c.strs = make(map[string]string)
+		}
+		c.strs[string(b)] = s
+	}
+	return s
 }
 
 // connect returns the implied request 0 the first time: the greeting
@@ -203,7 +241,9 @@ func (c *conv) add(r *req, key, sample string, noAnswer bool) (compare.Request, 
 	}
 	c.log = append(c.log, r)
 	c.trim()
-	return compare.Request{ID: r.id, Key: key, NoAnswer: noAnswer, Size: c.in.wire, Sample: compare.Sample([]byte(sample), c.lim.Sample)}, true
+	limit := c.lim.Sample
+	return compare.Request{ID: r.id, Key: key, NoAnswer: noAnswer, Size: c.in.wire,
+		Render: func() string { return compare.Sample([]byte(sample), limit) }}, true
 }
 
 // trim drops the logged requests every answer stream has taken, and the
@@ -336,14 +376,14 @@ func (c *conv) command(m []byte) (compare.Request, bool) {
 		if !ok {
 			return c.stop("COM_QUERY: malformed query attributes")
 		}
-		key := compare.Fingerprint(string(sql))
+		key := c.fingerprint(sql)
 		if key == "" {
 			key = "(empty query)"
 		}
 		return c.add(r, key, "COM_QUERY "+string(sql), false)
 	case 0x16:
 		r.kind = kPrepare
-		r.fp = compare.Fingerprint(string(arg))
+		r.fp = c.fingerprint(arg)
 		return c.add(r, "PREPARE "+r.fp, "COM_STMT_PREPARE "+string(arg), false)
 	case 0x17, 0xfa, 0x1c, 0x19, 0x18, 0x1a:
 		if len(arg) < 4 {

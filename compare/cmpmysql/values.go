@@ -27,15 +27,17 @@ var typeNames = map[byte]string{
 	253: "VAR_STRING", 254: "STRING", 255: "GEOMETRY",
 }
 
-func (c column) typeName() string {
-	n, ok := typeNames[c.typ]
-	if !ok {
-		n = fmt.Sprintf("TYPE_%d", c.typ)
+// appendTypeName appends typeName's text to b.
+func (c column) appendTypeName(b []byte) []byte {
+	if n, ok := typeNames[c.typ]; ok {
+		b = append(b, n...)
+	} else {
+		b = fmt.Appendf(b, "TYPE_%d", c.typ)
 	}
 	if c.unsigned {
-		n += " UNSIGNED"
+		b = append(b, " UNSIGNED"...)
 	}
-	return n
+	return b
 }
 
 // columnDef reads a column definition (Protocol::ColumnDefinition41):
