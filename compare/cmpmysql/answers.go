@@ -3,7 +3,6 @@ package cmpmysql
 import (
 	"fmt"
 	"strconv"
-	"strings"
 
 	"github.com/stackcopy/stackcopy/compare"
 )
@@ -711,7 +710,11 @@ func (a *answers) errPacket(res *result, m []byte) {
 
 // finish completes the current answer.
 func (a *answers) finish(truncated bool) {
-	var fields []compare.Field
+	n := 2
+	for _, res := range a.res {
+		n += 16 + len(res.shown)
+	}
+	fields := make([]compare.Field, 0, n)
 	for i, res := range a.res {
 		if res.kind == "" && !res.isErr && res.infile == "" && i > 0 && truncated {
 			continue
@@ -770,7 +773,7 @@ func (a *answers) fields(res *result, out []compare.Field, i int) []compare.Fiel
 		add("rows", strconv.Itoa(res.rows))
 		add("row_data", res.rowHash.Value())
 		for j, r := range res.shown {
-			add("row["+strconv.Itoa(j)+"]", r)
+			add(rowNames[j], r)
 		}
 	}
 	if res.hasOK {
@@ -795,17 +798,32 @@ func (a *answers) fields(res *result, out []compare.Field, i int) []compare.Fiel
 
 // sample renders fields for the report.
 func sample(fields []compare.Field, limit int) string {
-	var b strings.Builder
-	for i, f := range fields {
-		if i > 0 {
-			b.WriteString("; ")
-		}
-		b.WriteString(f.Name)
-		b.WriteByte('=')
-		b.WriteString(f.Value)
-		if b.Len() > limit {
+	n := 0
+	for _, f := range fields {
+		n += len(f.Name) + len(f.Value) + 3
+		if n > limit {
 			break
 		}
 	}
-	return compare.Sample([]byte(b.String()), limit)
+	b := make([]byte, 0, n)
+	for i, f := range fields {
+		if i > 0 {
+			b = append(b, "; "...)
+		}
+		b = append(b, f.Name...)
+		b = append(b, '=')
+		b = append(b, f.Value...)
+		if len(b) > limit {
+			break
+		}
+	}
+	return compare.Sample(b, limit)
 }
+
+// rowNames are the names of the shown rows' fields.
+var rowNames = func() (n [maxShownRows]string) {
+	for i := range n {
+		n[i] = "row[" + strconv.Itoa(i) + "]"
+	}
+	return n
+}()

@@ -367,7 +367,11 @@ func errorFields(m []byte) (code, msg string) {
 
 // finish completes the answer to request n.
 func (a *answers) finish(truncated bool) {
-	var fields []compare.Field
+	n := 2
+	for _, res := range a.res {
+		n += 16 + len(res.shown)
+	}
+	fields := make([]compare.Field, 0, n)
 	add := func(name, value string) { fields = append(fields, compare.Field{Name: name, Value: value}) }
 	if a.startup || len(a.auth) > 0 {
 		switch {
@@ -398,8 +402,9 @@ func (a *answers) finish(truncated bool) {
 			fields = res.fields(fields, i)
 		}
 	}
+	limit := a.lim.Sample
 	a.out = append(a.out, compare.Answer{Req: a.n, Fields: fields, Error: a.isErr, Truncated: truncated,
-		Size: a.size, Sample: sample(fields, a.lim.Sample)})
+		Size: a.size, Render: func() string { return sample(fields, limit) }})
 	a.n++
 	a.res, a.open, a.auth, a.params = a.res[:0], false, a.auth[:0], a.params[:0]
 	a.isErr, a.content, a.asked, a.size = false, false, false, 0
@@ -425,7 +430,7 @@ func (res *result) fields(out []compare.Field, i int) []compare.Field {
 		add("rows", strconv.Itoa(res.rows))
 		add("row_data", res.rowHash.Value())
 		for j, r := range res.shown {
-			add("row["+strconv.Itoa(j)+"]", r)
+			add(rowNames[j], r)
 		}
 	}
 	if res.copyOut {
@@ -442,17 +447,32 @@ func (res *result) fields(out []compare.Field, i int) []compare.Field {
 }
 
 func sample(fields []compare.Field, limit int) string {
-	var b strings.Builder
-	for i, f := range fields {
-		if i > 0 {
-			b.WriteString("; ")
-		}
-		b.WriteString(f.Name)
-		b.WriteByte('=')
-		b.WriteString(f.Value)
-		if b.Len() > limit {
+	n := 0
+	for _, f := range fields {
+		n += len(f.Name) + len(f.Value) + 3
+		if n > limit {
 			break
 		}
 	}
-	return compare.Sample([]byte(b.String()), limit)
+	b := make([]byte, 0, n)
+	for i, f := range fields {
+		if i > 0 {
+			b = append(b, "; "...)
+		}
+		b = append(b, f.Name...)
+		b = append(b, '=')
+		b = append(b, f.Value...)
+		if len(b) > limit {
+			break
+		}
+	}
+	return compare.Sample(b, limit)
 }
+
+// rowNames are the names of the shown rows' fields.
+var rowNames = func() (n [maxShownRows]string) {
+	for i := range n {
+		n[i] = "row[" + strconv.Itoa(i) + "]"
+	}
+	return n
+}()

@@ -48,9 +48,9 @@ func decode(t testing.TB, segs []pcaptest.Segment, n, split int, rng *rand.Rand)
 			}
 		}
 	}
-	s.reqs = append(s.reqs, c.EndRequests()...)
+	s.reqs = renderedReqs(append(s.reqs, c.EndRequests()...))
 	for i, a := range streams {
-		s.answers[i] = append(s.answers[i], a.End()...)
+		s.answers[i] = detailed(append(s.answers[i], a.End()...))
 	}
 	return s
 }

@@ -102,6 +102,7 @@ const (
 )
 
 type conv struct {
+	keys     map[string]string // query keys, by query text
 	lim      compare.Limits
 	in       reader
 	next     int
@@ -173,8 +174,9 @@ func (c *conv) stop(why string) compare.Request {
 }
 
 func (c *conv) request(key, sample string, size int, noAnswer bool) (compare.Request, bool) {
+	limit := c.lim.Sample
 	r := compare.Request{ID: c.next, Key: key, NoAnswer: noAnswer, Size: size,
-		Sample: compare.Sample([]byte(sample), c.lim.Sample)}
+		Render: func() string { return compare.Sample([]byte(sample), limit) }}
 	c.next++
 	return r, true
 }
@@ -213,7 +215,7 @@ func (c *conv) message() (compare.Request, bool) {
 	case 'Q':
 		q, _, _ := cstr(m)
 		c.copyTail = true
-		return c.request(queryKey(string(q)), "Q "+string(q), size, false)
+		return c.request(c.queryKey(q), "Q "+string(q), size, false)
 	case 'F':
 		c.copyTail = false
 		oid := 0
@@ -230,7 +232,7 @@ func (c *conv) message() (compare.Request, bool) {
 	case 'P':
 		name, k, _ := cstr(m)
 		q, _, _ := cstr(m[k:])
-		fp := queryKey(string(q))
+		fp := c.queryKey(q)
 		c.name(c.stmts, string(name), string(q))
 		if c.parseKey == "" {
 			c.parseKey = fp
@@ -269,7 +271,11 @@ func (c *conv) message() (compare.Request, bool) {
 		portal, _, _ := cstr(m)
 		if c.execKey == "" {
 			if q, ok := c.portals[string(portal)]; ok {
-				c.execKey = queryKey(q)
+				if k, ok := c.keys[q]; ok {
+					c.execKey = k
+				} else {
+					c.execKey = c.queryKey([]byte(q))
+				}
 			} else {
 				c.execKey = "(unknown portal)"
 			}
@@ -292,12 +298,26 @@ func (c *conv) message() (compare.Request, bool) {
 	return compare.Request{}, false
 }
 
+// maxKeys bounds the query keys a conversation remembers, so that a
+// repeated query costs no fingerprinting.
+const maxKeys = 256
+
 // queryKey is a query's key: its fingerprint, named when it is empty.
-func queryKey(q string) string {
-	if fp := compare.Fingerprint(q); fp != "" {
-		return fp
+func (c *conv) queryKey(q []byte) string {
+	if k, ok := c.keys[string(q)]; ok {
+		return k
 	}
-	return "(empty query)"
+	k := compare.Fingerprint(string(q))
+	if k == "" {
+		k = "(empty query)"
+	}
+	if len(q) <= 4<<10 && len(c.keys) < maxKeys {
+		if c.keys == nil {
+			c.keys = make(map[string]string)
+		}
+		c.keys[string(q)] = k
+	}
+	return k
 }
 
 func (c *conv) batchAdd(part string, size int) {
