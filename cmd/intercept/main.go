@@ -44,6 +44,9 @@ func main() {
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 && args[0] == "doctor" {
+		return doctor(args[1:], stdout, stderr)
+	}
 	o, err := parseFlags(args, stdout)
 	if errors.Is(err, errHelp) {
 		return exitOK

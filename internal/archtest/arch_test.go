@@ -18,8 +18,8 @@ const module = "github.com/stackcopy/stackcopy/"
 // (non-test files). A package missing here may not exist: adding one means
 // placing it on the map first.
 var allowed = map[string][]string{
-	"cmd/stackcopy":       {"mirror", "internal/cliflag", "transfer"},
-	"cmd/intercept":       {"intercept", "relay", "internal/cliflag"},
+	"cmd/stackcopy":       {"mirror", "internal/cliflag", "transfer", "internal/doctor"},
+	"cmd/intercept":       {"intercept", "relay", "internal/cliflag", "internal/doctor"},
 	"mirror":              {"capture", "session", "transfer", "replay", "netstack", "wire", "hostnet", "relay", "internal/cliflag", "h2frame", "respframe", "mcframe", "myframe", "pgframe", "compare", "compare/cmphttp", "compare/cmpresp", "compare/cmpmc", "compare/cmpmysql", "compare/cmppg"},
 	"intercept":           {"relay", "internal/afpacket", "internal/pcapfilter"},
 	"replay":              {"session", "transfer", "httpframe", "compare"},
@@ -43,6 +43,7 @@ var allowed = map[string][]string{
 	"internal/syncbuf":    nil,
 	"internal/archtest":   nil,
 	"internal/framekit":   nil,
+	"internal/doctor":     {"hostnet", "relay", "internal/pcapfilter"},
 	"compare":             nil,
 	"compare/cmphttp":     {"compare"},
 	"compare/cmpresp":     {"compare"},
