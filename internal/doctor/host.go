@@ -161,7 +161,7 @@ func (r *Report) checkKey(file, env string, load func(file, env string) error) b
 		fix := "head -c 32 /dev/urandom | base64 > " + path + "; chmod 600 " + path + "  # the same key on every stackcopy and intercept"
 		switch {
 		case file != "" && errors.Is(err, os.ErrNotExist):
-		case file != "" && strings.Contains(err.Error(), "readable by everyone"):
+		case file != "" && (strings.Contains(err.Error(), "chmod") || strings.Contains(err.Error(), "mode 0")):
 			fix = "chmod 600 " + file
 		case file == "":
 			fix = "pass --key-file FILE (mode 0600), or export " + env + " in the service's environment"
