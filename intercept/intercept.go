@@ -189,7 +189,8 @@ const (
 func serve(ctx context.Context, cfg Config, key relay.Key, ln net.Listener, src Source, log *slog.Logger) error {
 	var cl *classifier
 	srv, err := relay.NewServer(relay.ServerConfig{Key: key, Logger: log,
-		OnRelease: func(clients []netip.AddrPort) { cl.release(clients) }})
+		OnRelease:  func(clients []netip.AddrPort) { cl.release(clients) },
+		OnRegister: func(clients []netip.AddrPort) { cl.registered(clients) }})
 	if err != nil {
 		ln.Close()
 		src.Close()
@@ -198,6 +199,7 @@ func serve(ctx context.Context, cfg Config, key relay.Key, ln net.Listener, src 
 	// Before Serve: OnRelease needs the classifier.
 	cl = newClassifier(cfg, srv.DeliverParsed)
 	cl.owns = srv.Owns
+	cl.notifyHeld = srv.NotifyHeld
 	loopCtx, stopLoop := context.WithCancel(ctx)
 	defer stopLoop()
 	srvCtx, stopServer := context.WithCancel(context.Background())
@@ -275,26 +277,46 @@ type classifier struct {
 	deliver func(pkt []byte, h relay.PacketHeader, full bool) bool
 	// owns says whether a mirror registered a destination; nil: none do.
 	owns func(netip.AddrPort) bool
-	full bool
+	// notifyHeld tells the mirror that registered a destination how many
+	// answers to it were held for an earlier owner; nil: nobody is told.
+	notifyHeld func(dst netip.AddrPort, answers uint64) bool
+	full       bool
 
 	// held remembers, per forged client, when an answer to it was last
-	// relayed (or held), on clock; see Config.Hold.
+	// relayed (or held), on clock, and how many were held; see Config.Hold.
 	hold      time.Duration
-	held      map[netip.AddrPort]time.Duration
+	held      map[netip.AddrPort]holdEntry
 	maxHeld   int
 	clock     func() time.Duration
 	lastSweep time.Duration
 
-	// released holds forged clients whose mirror let go of them (see
-	// relay.ServerConfig.OnRelease), from the relay's goroutines, until
-	// the packet loop moves them into held.
-	relMu    sync.Mutex
-	released []netip.AddrPort
-	relN     atomic.Int32 // len(released), read without the lock on every packet
+	// changes holds forged clients mirrors let go of or registered (see
+	// relay.ServerConfig.OnRelease and OnRegister), in the order the relay
+	// applied them, from the relay's goroutines, until the packet loop
+	// applies them to held. One ordered list: a release must not overtake
+	// the registration before it.
+	relMu   sync.Mutex
+	changes []ownerChange
+	relN    atomic.Int32 // len(changes), read without the lock on every packet
 
 	counts       [Other + 1]atomic.Uint64
 	heldSize     atomic.Int64
 	heldOverflow atomic.Uint64
+	// reclaimed counts registrations that ended a hold on answers to their
+	// address which had held some; heldNotified those whose mirror was told.
+	reclaimed, heldNotified atomic.Uint64
+}
+
+// holdEntry is one forged client in the hold table.
+type holdEntry struct {
+	last time.Duration // when an answer to it was last relayed or held, or when it was released
+	held uint64        // answers held since it was last relayed or registered
+}
+
+// ownerChange is a forged client a mirror registered or let go of.
+type ownerChange struct {
+	dst        netip.AddrPort
+	registered bool
 }
 
 func newClassifier(cfg Config, deliver func([]byte, relay.PacketHeader, bool) bool) *classifier {
@@ -304,7 +326,7 @@ func newClassifier(cfg Config, deliver func([]byte, relay.PacketHeader, bool) bo
 		deliver: deliver,
 		full:    cfg.FullPayload,
 		hold:    max(cfg.Hold, 0),
-		held:    make(map[netip.AddrPort]time.Duration),
+		held:    make(map[netip.AddrPort]holdEntry),
 		maxHeld: maxHeld,
 		clock:   func() time.Duration { return time.Since(start) },
 	}
@@ -345,7 +367,7 @@ func (c *classifier) decide(pkt []byte) Class {
 	}
 	now := c.clock()
 	if c.relN.Load() > 0 {
-		c.takeReleased(now)
+		c.takeChanges(now)
 	}
 	if now-c.lastSweep >= min(c.hold, 10*time.Second) {
 		c.sweep(now)
@@ -354,8 +376,8 @@ func (c *classifier) decide(pkt []byte) Class {
 		c.remember(dst, now)
 		return Relayed
 	}
-	if t, ok := c.held[dst]; ok && now-t < c.hold {
-		c.held[dst] = now
+	if e, ok := c.held[dst]; ok && now-e.last < c.hold {
+		c.held[dst] = holdEntry{last: now, held: e.held + 1}
 		return Held
 	}
 	return Unknown
@@ -365,33 +387,68 @@ func (c *classifier) decide(pkt []byte) Class {
 // held even if none was relayed before: the mirror may have gone between
 // its SYN and the SYN-ACK. Safe for concurrent use.
 func (c *classifier) release(clients []netip.AddrPort) {
+	c.queueChanges(clients, false)
+}
+
+// registered queues clients a mirror registered: the hold on them ends,
+// as their answers are that mirror's now. A new stackcopy run may register
+// addresses an earlier one left held; it gets its answers, and is told.
+// Safe for concurrent use.
+func (c *classifier) registered(clients []netip.AddrPort) {
+	c.queueChanges(clients, true)
+}
+
+func (c *classifier) queueChanges(clients []netip.AddrPort, registered bool) {
 	if c.hold == 0 {
 		return
 	}
 	c.relMu.Lock()
-	if room := c.maxHeld - len(c.released); len(clients) > room {
-		c.heldOverflow.Add(uint64(len(clients) - max(room, 0)))
+	if room := c.maxHeld - len(c.changes); len(clients) > room {
+		if !registered {
+			c.heldOverflow.Add(uint64(len(clients) - max(room, 0)))
+		}
+		// A registration left out only costs the notice: the relay
+		// routes its answers before the hold table is looked at.
 		clients = clients[:max(room, 0)]
 	}
-	c.released = append(c.released, clients...)
-	c.relN.Store(int32(len(c.released)))
+	for _, dst := range clients {
+		c.changes = append(c.changes, ownerChange{dst: dst, registered: registered})
+	}
+	c.relN.Store(int32(len(c.changes)))
 	c.relMu.Unlock()
 }
 
-// takeReleased moves released clients into the hold table, as if an answer
-// to each had just been relayed.
-func (c *classifier) takeReleased(now time.Duration) {
+// takeChanges applies the queued changes to the hold table, in order: a
+// released client is held as if an answer to it had just been relayed; a
+// registered one leaves the table, and its mirror hears how many answers
+// were held for its address, if any.
+func (c *classifier) takeChanges(now time.Duration) {
 	c.relMu.Lock()
-	rel := c.released
-	c.released = nil
+	changes := c.changes
+	c.changes = nil
 	c.relN.Store(0)
 	c.relMu.Unlock()
-	for _, dst := range rel {
-		c.remember(dst, now)
+	for _, ch := range changes {
+		if !ch.registered {
+			c.remember(ch.dst, now)
+			continue
+		}
+		e, ok := c.held[ch.dst]
+		if !ok {
+			continue
+		}
+		delete(c.held, ch.dst)
+		c.heldSize.Add(-1)
+		if e.held > 0 && now-e.last < c.hold {
+			c.reclaimed.Add(1)
+			if c.notifyHeld != nil && c.notifyHeld(ch.dst, e.held) {
+				c.heldNotified.Add(1)
+			}
+		}
 	}
 }
 
-// remember notes that dst was relayed at now.
+// remember notes that dst was relayed (or released) at now.
 func (c *classifier) remember(dst netip.AddrPort, now time.Duration) {
 	if _, ok := c.held[dst]; !ok {
 		if len(c.held) >= c.maxHeld {
@@ -400,14 +457,14 @@ func (c *classifier) remember(dst netip.AddrPort, now time.Duration) {
 		}
 		c.heldSize.Add(1)
 	}
-	c.held[dst] = now
+	c.held[dst] = holdEntry{last: now}
 }
 
 // sweep forgets destinations not seen for longer than the hold.
 func (c *classifier) sweep(now time.Duration) {
 	c.lastSweep = now
-	for dst, t := range c.held {
-		if now-t >= c.hold {
+	for dst, e := range c.held {
+		if now-e.last >= c.hold {
 			delete(c.held, dst)
 		}
 	}
@@ -456,6 +513,8 @@ func (s *stats) attrs() []any {
 		"skipped", ss.Skipped,
 		"hold_table", s.cl.heldSize.Load(),
 		"hold_overflow", s.cl.heldOverflow.Load(),
+		"hold_reclaimed", s.cl.reclaimed.Load(),
+		"relay_rejected", rs.Rejected,
 	}
 }
 

@@ -549,3 +549,83 @@ func TestClassifyOwnedButNotRelayable(t *testing.T) {
 		t.Fatalf("unowned answer classified %v, want Unknown", got)
 	}
 }
+
+// TestHoldYieldsToRegistration: a new stackcopy run that registers an
+// address an earlier run left in the hold table gets its answers, not a
+// hold, and its mirror is told how many answers were being held; when it
+// leaves in turn, the address is held again. Changes apply in the order
+// the relay made them.
+func TestHoldYieldsToRegistration(t *testing.T) {
+	d := &fakeDeliver{owned: map[netip.AddrPort]bool{forgedAP: true}}
+	cl := newClassifier(Config{Hold: 2 * time.Minute}, d.deliver)
+	var now time.Duration
+	cl.clock = func() time.Duration { return now }
+	type notice struct {
+		dst netip.AddrPort
+		n   uint64
+	}
+	var notices []notice
+	cl.notifyHeld = func(dst netip.AddrPort, n uint64) bool {
+		notices = append(notices, notice{dst, n})
+		return true
+	}
+	answer := tcp4(t, serverAP, forgedAP, false, true, []byte("late"))
+	step := func(want Class) {
+		t.Helper()
+		now += time.Second
+		if got := cl.classify(answer); got != want {
+			t.Fatalf("at %v: classify = %v, want %v", now, got, want)
+		}
+	}
+	step(Relayed)
+	// The earlier run dies; the target keeps retransmitting to it.
+	delete(d.owned, forgedAP)
+	cl.release([]netip.AddrPort{forgedAP})
+	step(Held)
+	step(Held)
+	step(Held)
+	if len(notices) != 0 {
+		t.Fatalf("notices %v before any registration", notices)
+	}
+	// A new run registers the same address.
+	d.owned[forgedAP] = true
+	cl.registered([]netip.AddrPort{forgedAP})
+	step(Relayed)
+	if len(notices) != 1 || notices[0] != (notice{forgedAP, 3}) {
+		t.Fatalf("notices %v, want one for %v with 3 held answers", notices, forgedAP)
+	}
+	if cl.reclaimed.Load() != 1 || cl.heldNotified.Load() != 1 {
+		t.Fatalf("reclaimed %d, notified %d; want 1, 1", cl.reclaimed.Load(), cl.heldNotified.Load())
+	}
+	step(Relayed)
+	// It leaves too: held again, and a registration that finds nothing
+	// held (its answers were relayed since) tells nobody anything.
+	delete(d.owned, forgedAP)
+	cl.release([]netip.AddrPort{forgedAP})
+	step(Held)
+	d.owned[forgedAP] = true
+	cl.registered([]netip.AddrPort{forgedAP})
+	cl.release([]netip.AddrPort{realAP}) // someone else's, queued after
+	step(Relayed)
+	if len(notices) != 2 || notices[1] != (notice{forgedAP, 1}) {
+		t.Fatalf("notices %v, want a second for %v with 1 held answer", notices, forgedAP)
+	}
+	step(Relayed)
+	if len(notices) != 2 {
+		t.Fatalf("notices %v: a registration whose address held nothing was reported", notices)
+	}
+
+	// Registered, then released before the next packet: the release wins.
+	delete(d.owned, forgedAP)
+	cl.registered([]netip.AddrPort{forgedAP})
+	cl.release([]netip.AddrPort{forgedAP})
+	step(Held)
+	// Released, then registered: the registration wins.
+	d.owned[forgedAP] = true
+	cl.release([]netip.AddrPort{forgedAP})
+	cl.registered([]netip.AddrPort{forgedAP})
+	step(Relayed)
+	if _, ok := cl.held[forgedAP]; ok && cl.held[forgedAP].held != 0 {
+		t.Fatalf("hold entry %+v after the registration", cl.held[forgedAP])
+	}
+}

@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -78,6 +79,7 @@ type Client struct {
 	packets      atomic.Uint64
 	headerOnly   atomic.Uint64
 	bytes        atomic.Uint64
+	held         heldReport
 }
 
 // ClientStats are the Client's counters. Counts since Dial unless marked
@@ -91,6 +93,16 @@ type ClientStats struct {
 	Packets      uint64 // packets handed to OnPackets
 	HeaderOnly   uint64 // of which rebuilt from headers
 	Bytes        uint64 // bytes received from intercepts, framing included
+	// HeldByIntercept counts registrations an intercept reported it had
+	// been holding answers for: it was dropping answers to that forged
+	// client for an earlier owner (an earlier stackcopy run that left it
+	// in the intercept's --hold table) until we registered it. Those
+	// addresses are ours now, but the target may still have the earlier
+	// run's connections on them: their answers and resets reach our
+	// stack, and a replayed SYN may meet a connection still open.
+	HeldByIntercept uint64
+	// HeldAnswers is how many answers those intercepts had held for them.
+	HeldAnswers uint64
 }
 
 // Dial connects to every intercept in addrs ("host", "host:port",
@@ -127,6 +139,7 @@ func Dial(ctx context.Context, addrs []string, key Key, cfg ClientConfig) (*Clie
 		live: make(map[netip.AddrPort]netip.AddrPort),
 		seed: maphash.MakeSeed(),
 	}
+	c.held.log = cfg.Logger
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	// Every channel reports its first outcome here, so a key mismatch on
 	// any intercept fails Dial at once, even while another is still
@@ -297,6 +310,7 @@ func (c *Client) Stats() ClientStats {
 		HeaderOnly:   c.headerOnly.Load(),
 		Bytes:        c.bytes.Load(),
 	}
+	st.HeldByIntercept, st.HeldAnswers = c.held.counts()
 	for _, ch := range c.channels {
 		ch.mu.Lock()
 		if ch.up {
@@ -315,6 +329,7 @@ func (c *Client) Close() error {
 	c.closing.Do(func() {
 		c.cancel()
 		c.wg.Wait()
+		c.held.close()
 	})
 	return nil
 }
@@ -579,6 +594,7 @@ func (ch *channel) readLoop(conn net.Conn) error {
 	// Packets already decoded go out before anything can block or fail.
 	defer b.flush()
 	var entries []relayed
+	var notices []HeldNotice
 	for {
 		if !frameBuffered(br) {
 			b.flush() // the read's frames are done: deliver before waiting
@@ -592,6 +608,13 @@ func (ch *channel) readLoop(conn net.Conn) error {
 			return err
 		}
 		c.bytes.Add(uint64(frameHeaderLen + len(p)))
+		if t == typeHeld {
+			if notices, err = decodeHeld(p, notices); err != nil {
+				return err
+			}
+			c.held.note(ch.addr, notices)
+			continue
+		}
 		if t != typeResponses {
 			// A pong: the intercept has applied every registration sent
 			// before the ping it answers.
@@ -744,4 +767,89 @@ func (ch *channel) writeLoop(conn net.Conn, done <-chan struct{}) error {
 
 func isConnReset(err error) bool {
 	return errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
+}
+
+// heldInterval is the least time between two warnings about held
+// answers: a new run whose 2000 addresses an intercept held gets 2000
+// notices in a burst, which must make a line, not 2000.
+const heldInterval = 10 * time.Second
+
+// heldReport counts the Held notices of every channel and warns about
+// them: the first at once, the rest summed up at most every heldInterval.
+type heldReport struct {
+	log *slog.Logger
+
+	mu                 sync.Mutex
+	clients, answers   uint64              // since Dial
+	pendingN, pendingA uint64              // not yet in a warning
+	intercepts         map[string]struct{} // of the pending ones
+	last               time.Time           // of the last warning
+	timer              *time.Timer         // flushes the pending ones; nil if none is due
+	closed             bool
+}
+
+func (h *heldReport) counts() (clients, answers uint64) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.clients, h.answers
+}
+
+func (h *heldReport) note(intercept string, notices []HeldNotice) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, n := range notices {
+		h.clients++
+		h.answers += uint64(n.Answers)
+		h.pendingN++
+		h.pendingA += uint64(n.Answers)
+	}
+	if h.intercepts == nil {
+		h.intercepts = make(map[string]struct{})
+	}
+	if len(h.intercepts) < 16 {
+		h.intercepts[intercept] = struct{}{}
+	}
+	if h.closed || h.timer != nil {
+		return
+	}
+	if wait := heldInterval - time.Since(h.last); wait > 0 {
+		h.timer = time.AfterFunc(wait, h.flush)
+		return
+	}
+	h.warnLocked()
+}
+
+func (h *heldReport) flush() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.timer = nil
+	if !h.closed && h.pendingN > 0 {
+		h.warnLocked()
+	}
+}
+
+// close logs what is pending and stops the timer.
+func (h *heldReport) close() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.closed = true
+	if h.timer != nil {
+		h.timer.Stop()
+		h.timer = nil
+	}
+	if h.pendingN > 0 {
+		h.warnLocked()
+	}
+}
+
+func (h *heldReport) warnLocked() {
+	names := make([]string, 0, len(h.intercepts))
+	for a := range h.intercepts {
+		names = append(names, a)
+	}
+	slices.Sort(names)
+	h.log.Warn("relay: an intercept was holding answers to forged clients we registered, for an earlier stackcopy run that left them in its --hold table; they come to us now, but the target may still have that run's connections open on these addresses: sessions on them can time out or be reset (wait for the intercept's --hold to pass after a run, or replay from other addresses)",
+		"clients", h.pendingN, "held_answers", h.pendingA, "intercepts", strings.Join(names, ","), "total_clients", h.clients)
+	h.pendingN, h.pendingA, h.last = 0, 0, time.Now()
+	clear(h.intercepts)
 }

@@ -110,7 +110,7 @@ func FuzzHandshake(f *testing.F) {
 			io.Reader
 			io.Writer
 		}{bytes.NewReader(data), &out}
-		err := serverHandshake(rw, keyA, bytes.NewReader(fuzzChallenge))
+		_, err := serverHandshake(rw, keyA, bytes.NewReader(fuzzChallenge))
 
 		const authLen = 4 + frameHeaderLen + nonceLen + macLen
 		valid := len(data) >= authLen && bytes.Equal(data[:4], magic[:]) &&

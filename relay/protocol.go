@@ -13,7 +13,15 @@
 //	client       Auth{nonce[32], HMAC-SHA256(key, challenge || nonce || "stackcopy-relay-v1")}
 //	server       AuthOK{HMAC-SHA256(key, nonce || challenge || "stackcopy-relay-v1 server")}
 //	then         mirror → intercept: Register, Unregister, Ping
-//	             intercept → mirror: Responses, Pong
+//	             intercept → mirror: Responses, Pong, Held (if asked for)
+//
+// Optional features are asked for inside the client's nonce, the one
+// field of the handshake both versions treat as opaque, so neither end
+// needs to know the other's release: a nonce that starts with featureMark
+// carries feature bits in its next byte (featureHeld: send Held frames)
+// and 24 random bytes. The HMAC covers the nonce, so the request cannot be
+// forged. An older client's random nonce matches the mark once in 2^56
+// connections; an older server never reads it and sends no Held frame.
 //
 // Every message is a frame: [type u8][payload length u24, big endian]
 // [payload]. Payloads above MaxFrameSize, unknown types, types the receiving
@@ -98,6 +106,16 @@ const (
 	typeResponses  frameType = 0x20 // intercept → mirror
 	typePing       frameType = 0x30 // mirror → intercept
 	typePong       frameType = 0x31 // intercept → mirror
+	typeHeld       frameType = 0x21 // intercept → mirror, only if the client asked (featureHeld)
+)
+
+// Feature negotiation inside the client's nonce (see the package doc).
+const (
+	featureMark = "scr-ext"
+	// featureHeld: the client understands Held frames.
+	featureHeld byte = 1 << 0
+	// clientFeatures is what this build's client asks for.
+	clientFeatures = featureHeld
 )
 
 func (t frameType) String() string {
@@ -118,6 +136,8 @@ func (t frameType) String() string {
 		return "ping"
 	case typePong:
 		return "pong"
+	case typeHeld:
+		return "held"
 	}
 	return fmt.Sprintf("unknown type 0x%02x", uint8(t))
 }
@@ -139,6 +159,8 @@ func (t frameType) payloadBounds() (lo, hi int, ok bool) {
 		return countLen + minAddrLen, MaxFrameSize, true
 	case typeResponses:
 		return countLen + minResponseEntry, MaxFrameSize, true
+	case typeHeld:
+		return countLen + minAddrLen + heldCountLen, MaxFrameSize, true
 	}
 	return 0, 0, false
 }
@@ -149,7 +171,7 @@ var (
 	serverExpects      = []frameType{typeRegister, typeUnregister, typePing}
 	clientExpectsChall = []frameType{typeChallenge}
 	clientExpectsOK    = []frameType{typeAuthOK}
-	clientExpects      = []frameType{typeResponses, typePong}
+	clientExpects      = []frameType{typeResponses, typePong, typeHeld}
 )
 
 func appendFrameHeader(b []byte, t frameType, n int) []byte {
@@ -274,38 +296,46 @@ func serverProof(key Key, challenge, nonce []byte) []byte {
 // unauthenticated peer receives the magic and the challenge and nothing
 // else: on any error the caller closes the connection without a word.
 // The caller sets the deadline; random supplies the challenge (a fixed
-// source in fuzz tests).
-func serverHandshake(rw io.ReadWriter, key Key, random io.Reader) error {
+// source in fuzz tests). It returns the features the client asked for.
+func serverHandshake(rw io.ReadWriter, key Key, random io.Reader) (features byte, err error) {
 	var challenge [challengeLen]byte
 	if _, err := io.ReadFull(random, challenge[:]); err != nil {
-		return fmt.Errorf("generating challenge: %w", err)
+		return 0, fmt.Errorf("generating challenge: %w", err)
 	}
 	out := make([]byte, 0, len(magic)+frameHeaderLen+challengeLen)
 	out = append(out, magic[:]...)
 	out = appendFrame(out, typeChallenge, challenge[:])
 	if _, err := rw.Write(out); err != nil {
-		return fmt.Errorf("sending challenge: %w", err)
+		return 0, fmt.Errorf("sending challenge: %w", err)
 	}
 	var got [4]byte
 	if n, err := io.ReadFull(rw, got[:]); err != nil {
-		return fmt.Errorf("reading the client's protocol header (%d of 4 bytes): %w", n, err)
+		return 0, fmt.Errorf("reading the client's protocol header (%d of 4 bytes): %w", n, err)
 	}
 	if err := checkMagic(got, "client"); err != nil {
-		return err
+		return 0, err
 	}
 	fr := frameReader{r: rw}
 	_, p, err := fr.next(serverExpectsAuth)
 	if err != nil {
-		return fmt.Errorf("reading auth: %w", err)
+		return 0, fmt.Errorf("reading auth: %w", err)
 	}
 	nonce, mac := p[:nonceLen], p[nonceLen:]
 	if !hmac.Equal(mac, clientProof(key, challenge[:], nonce)) {
-		return fmt.Errorf("%w: the client's proof does not match our key", ErrAuth)
+		return 0, fmt.Errorf("%w: the client's proof does not match our key", ErrAuth)
 	}
 	if _, err := rw.Write(appendFrame(nil, typeAuthOK, serverProof(key, challenge[:], nonce))); err != nil {
-		return fmt.Errorf("sending auth-ok: %w", err)
+		return 0, fmt.Errorf("sending auth-ok: %w", err)
 	}
-	return nil
+	return nonceFeatures(nonce), nil
+}
+
+// nonceFeatures reads the features a client asked for in its nonce.
+func nonceFeatures(nonce []byte) byte {
+	if len(nonce) > len(featureMark) && string(nonce[:len(featureMark)]) == featureMark {
+		return nonce[len(featureMark)]
+	}
+	return 0
 }
 
 // clientHandshake runs the mirror's side. It authenticates the server in
@@ -328,7 +358,9 @@ func clientHandshake(rw io.ReadWriter, key Key, random io.Reader) error {
 	}
 	challenge = bytes.Clone(challenge)
 	var nonce [nonceLen]byte
-	if _, err := io.ReadFull(random, nonce[:]); err != nil {
+	n := copy(nonce[:], featureMark)
+	nonce[n] = clientFeatures
+	if _, err := io.ReadFull(random, nonce[n+1:]); err != nil {
 		return fmt.Errorf("generating nonce: %w", err)
 	}
 	auth := append(nonce[:], clientProof(key, challenge, nonce[:])...)
@@ -376,10 +408,11 @@ const maxKeyFile = 4096
 
 // LoadKey reads the pre-shared key from file or, when file is "", from the
 // environment variable envVar (both commands use STACKCOPY_RELAY_KEY and a
-// --key-file flag). A key file must not be readable by everyone: a key
-// anybody on the host can read authenticates anybody. Keys are never taken
-// from the command line, where ps shows them. Errors name the file or the
-// variable, never the key.
+// --key-file flag). A key file must be readable by its owner only (mode
+// 0600 or 0400): a key others on the host can read authenticates them.
+// Keys are never taken from the command line, where ps shows them. Errors
+// name the file or the variable, never the key, and a --key-file argument
+// that names no file is not repeated either: it may be the key itself.
 func LoadKey(file, envVar string) (Key, error) {
 	if file != "" {
 		return loadKeyFile(file)
@@ -397,29 +430,53 @@ func LoadKey(file, envVar string) (Key, error) {
 func loadKeyFile(path string) (Key, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return Key{}, fmt.Errorf("relay key: %w", err)
+		var pe *os.PathError
+		if errors.As(err, &pe) && errors.Is(err, os.ErrNotExist) {
+			// Nothing is there: the argument may be the key itself, pasted
+			// where its file's name belongs. Say so without repeating it.
+			return Key{}, fmt.Errorf("--key-file (an argument of %d characters, not shown: it may be the key itself): not a readable file: %w; --key-file takes the path of a file holding the key (chmod 600), or set the key in the environment instead",
+				len(path), pe.Err)
+		}
+		return Key{}, fmt.Errorf("--key-file %s: not a readable file: %w", path, unwrapPath(err))
 	}
 	defer f.Close()
 	// Stat the open file, not the path, so the mode checked is the mode of
 	// what is read.
 	fi, err := f.Stat()
 	if err != nil {
-		return Key{}, fmt.Errorf("relay key: %w", err)
+		return Key{}, fmt.Errorf("relay key %s: %w", path, unwrapPath(err))
 	}
 	if !fi.Mode().IsRegular() {
-		return Key{}, fmt.Errorf("relay key %s is not a regular file", path)
+		return Key{}, fmt.Errorf("--key-file %s: not a regular file", path)
 	}
-	if perm := fi.Mode().Perm(); perm&0o004 != 0 {
-		return Key{}, fmt.Errorf("relay key %s is readable by everyone (mode %04o); run: chmod 600 %s", path, perm, path)
+	if perm := fi.Mode().Perm(); perm&^0o600 != 0 {
+		why := "more than its owner may use it"
+		switch {
+		case perm&0o004 != 0:
+			why = "everyone on this host can read it"
+		case perm&0o040 != 0:
+			why = "its group can read it"
+		}
+		return Key{}, fmt.Errorf("relay key %s has mode %04o: %s, and whoever reads it can act as stackcopy or intercept; run: chmod 600 %s", path, perm, why, path)
 	}
 	b, err := io.ReadAll(io.LimitReader(f, maxKeyFile+1))
 	if err != nil {
-		return Key{}, fmt.Errorf("relay key %s: %w", path, err)
+		return Key{}, fmt.Errorf("relay key %s: %w", path, unwrapPath(err))
 	}
 	if len(b) > maxKeyFile {
 		return Key{}, fmt.Errorf("relay key %s is larger than %d bytes: not a key file", path, maxKeyFile)
 	}
 	return newKey(b, path)
+}
+
+// unwrapPath drops an *os.PathError's operation and path, which the
+// caller's message already names.
+func unwrapPath(err error) error {
+	var pe *os.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
 }
 
 // Addresses are encoded as [family u8: 4 or 6][address: 4 or 16 bytes]
@@ -617,6 +674,57 @@ func appendUnregisterFrames(b []byte, clients []netip.AddrPort) []byte {
 		clients = clients[n:]
 	}
 	return b
+}
+
+// Held payload (intercept → mirror): [count u16] then count × [client
+// address][answers u32]: forged clients the mirror just registered whose
+// answers the intercept had been holding (dropping) for an earlier owner,
+// and how many it held. The hold ends with the registration; the notice
+// tells the mirror why the target may still talk to these addresses.
+const heldCountLen = 4
+
+// HeldNotice is one entry of a Held frame.
+type HeldNotice struct {
+	Client  netip.AddrPort
+	Answers uint32 // answers held for the earlier owner (saturating)
+}
+
+// appendHeldFrames appends Held frames holding notices.
+func appendHeldFrames(b []byte, notices []HeldNotice) []byte {
+	for len(notices) > 0 {
+		start := len(b)
+		b = appendFrameHeader(b, typeHeld, 0)
+		b = append(b, 0, 0)
+		n, size := 0, countLen
+		for n < len(notices) && n < maxEntries {
+			e := addrLen(notices[n].Client) + heldCountLen
+			if size+e > MaxFrameSize {
+				break
+			}
+			b = appendAddr(b, notices[n].Client)
+			b = binary.BigEndian.AppendUint32(b, notices[n].Answers)
+			size += e
+			n++
+		}
+		binary.BigEndian.PutUint16(b[start+frameHeaderLen:], uint16(n))
+		putFrameHeader(b[start:], typeHeld)
+		notices = notices[n:]
+	}
+	return b
+}
+
+// decodeHeld validates a whole Held payload. dst is reused.
+func decodeHeld(p []byte, dst []HeldNotice) ([]HeldNotice, error) {
+	return decodeEntries(p, "held", dst, func(p []byte) (HeldNotice, int, error) {
+		c, n, err := readAddr(p)
+		if err != nil {
+			return HeldNotice{}, 0, err
+		}
+		if len(p)-n < heldCountLen {
+			return HeldNotice{}, 0, fmt.Errorf("truncated held count: %d of %d bytes", len(p)-n, heldCountLen)
+		}
+		return HeldNotice{Client: c, Answers: binary.BigEndian.Uint32(p[n:])}, n + heldCountLen, nil
+	})
 }
 
 // Responses payload: [count u16] then count packet entries:

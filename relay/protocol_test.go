@@ -376,7 +376,7 @@ func runHandshakes(t *testing.T, serverKey, clientKey Key) (serverErr, clientErr
 	defer b.Close()
 	done := make(chan error, 1)
 	go func() {
-		err := serverHandshake(a, serverKey, rand.Reader)
+		_, err := serverHandshake(a, serverKey, rand.Reader)
 		a.Close() // as the server does: a rejected peer gets nothing more
 		done <- err
 	}()
@@ -473,16 +473,19 @@ func TestKeyFile(t *testing.T) {
 	if string(k.secret) != "c2VjcmV0LXNlY3JldC1zZWNyZXQ=" {
 		t.Fatalf("key %q: whitespace not trimmed", k.secret)
 	}
-	if _, err := LoadKey(write("group", "0123456789abcdef", 0o640), ""); err != nil {
-		t.Fatalf("group-readable key refused: %v", err)
+	if _, err := LoadKey(write("owner-read-only", "0123456789abcdef", 0o400), ""); err != nil {
+		t.Fatalf("key of mode 0400 refused: %v", err)
 	}
 	tests := []struct {
 		name, path, want string
 	}{
-		{"world-readable", write("world", "0123456789abcdef", 0o644), "is readable by everyone (mode 0644); run: chmod 600 "},
+		{"world-readable", write("world", "0123456789abcdef", 0o644), "has mode 0644: everyone on this host can read it"},
+		{"group-readable", write("group", "0123456789abcdef", 0o640), "has mode 0640: its group can read it"},
+		{"group-writable", write("groupw", "0123456789abcdef", 0o620), "has mode 0620: more than its owner"},
+		{"executable", write("exec", "0123456789abcdef", 0o700), "has mode 0700"},
 		{"short", write("short", " 0123456789abcde \n", 0o600), "has 15 bytes, want at least 16"},
 		{"missing", filepath.Join(dir, "nope"), "no such file"},
-		{"directory", dir, "is not a regular file"},
+		{"directory", dir, "not a regular file"},
 		{"huge", write("huge", strings.Repeat("k", 5000), 0o600), "larger than 4096 bytes"},
 	}
 	for _, tt := range tests {
@@ -491,7 +494,42 @@ func TestKeyFile(t *testing.T) {
 			if err == nil || !strings.Contains(err.Error(), tt.want) {
 				t.Fatalf("error %v, want one containing %q", err, tt.want)
 			}
+			if strings.Contains(err.Error(), "mode") && !strings.HasSuffix(err.Error(), "run: chmod 600 "+tt.path) {
+				t.Fatalf("error %q does not end naming the fix", err)
+			}
+			if strings.Contains(err.Error(), "\n") {
+				t.Fatalf("error %q is more than one line", err)
+			}
 		})
+	}
+}
+
+// TestKeyFileArgumentIsTheKey: the key pasted as --key-file's argument is
+// never repeated in the error (which ends up in logs); a missing path is
+// not either, as the two cannot be told apart.
+func TestKeyFileArgumentIsTheKey(t *testing.T) {
+	for _, arg := range []string{
+		"Zm9vYmFyYmF6cXV4cXV1eHF1dXhxdXV4cXV1eA==", // what head -c 32 /dev/urandom | base64 prints
+		"s3cr3t/with+slashes/Zm9vYmFyYmF6cXV4cXV1eA==",
+	} {
+		_, err := LoadKey(arg, "STACKCOPY_RELAY_KEY")
+		if err == nil {
+			t.Fatalf("%q accepted as a key file", arg)
+		}
+		msg := err.Error()
+		if strings.Contains(msg, arg) || strings.Contains(msg, "Zm9vYmFy") {
+			t.Fatalf("error repeats the argument: %q", msg)
+		}
+		for _, want := range []string{"--key-file", "not a readable file", fmt.Sprintf("%d characters", len(arg))} {
+			if !strings.Contains(msg, want) {
+				t.Fatalf("error %q does not say %q", msg, want)
+			}
+		}
+	}
+	// A file that exists but cannot be read is a path: it is named.
+	dir := t.TempDir()
+	if _, err := LoadKey(filepath.Join(dir, "sub", "x"), ""); err == nil || strings.Contains(err.Error(), dir) {
+		t.Fatalf("missing path: %v", err)
 	}
 }
 

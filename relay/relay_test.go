@@ -299,6 +299,9 @@ func TestServerRejectsGarbage(t *testing.T) {
 	}
 	for i, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			// A new interval of the rejection log: its first rejections
+			// are logged in full.
+			srv.rejects.flush(time.Now())
 			conn, err := net.Dial("tcp", srv.addr)
 			if err != nil {
 				t.Fatal(err)
@@ -328,6 +331,11 @@ func TestServerRejectsGarbage(t *testing.T) {
 				t.Fatalf("reading after garbage: %v", err)
 			}
 			waitFor(t, "auth failure count", func() bool { return srv.Stats().AuthFailures == uint64(i+1) })
+			defer func() {
+				if t.Failed() {
+					t.Log(srv.log.String())
+				}
+			}()
 			waitFor(t, "log line", func() bool {
 				for _, line := range strings.Split(srv.log.String(), "\n") {
 					if strings.Contains(line, "remote="+local) && strings.Contains(line, tt.want) {
@@ -863,7 +871,7 @@ func TestOnPacketsBatchesARead(t *testing.T) {
 			return
 		}
 		defer conn.Close()
-		if err := serverHandshake(conn, keyA, rand.Reader); err != nil {
+		if _, err := serverHandshake(conn, keyA, rand.Reader); err != nil {
 			served <- err
 			return
 		}

@@ -35,42 +35,72 @@ type ServerConfig struct {
 	// relayed is part of a forged connection's round trip, so a hold adds
 	// straight to its RTT, and throughput under loss falls with the RTT.
 	FlushDelay time.Duration
-	// HandshakeTimeout bounds the handshake (default 5 s).
+	// HandshakeTimeout bounds the handshake (default 3 s): a mirror needs
+	// one round trip; a peer that sends nothing holds a slot until then.
 	HandshakeTimeout time.Duration
+	// MaxHandshakes bounds the connections in their handshake, so a flood
+	// of connects costs a bounded number of goroutines (default 256).
+	// Connections beyond it are closed at once, unread. The last quarter
+	// is kept for sources with no handshake in progress.
+	MaxHandshakes int
+	// MaxHandshakesPerSource bounds the handshakes one source (an IPv4
+	// address, an IPv6 /64) has in progress (default 8): one flooding
+	// host cannot take the slots mirrors need. A mirror opens one
+	// connection per channel, so keep it at least its --channels.
+	MaxHandshakesPerSource int
+	// RejectLogInterval is the period of the rejection summary line
+	// (default 10 s): the first few connections refused in an interval
+	// are logged one by one, the rest summed up in one line at its end.
+	RejectLogInterval time.Duration
 	// IdleTimeout closes a mirror connection that sent nothing, not even
 	// its keepalive, for this long, and bounds every write (default 30 s).
 	IdleTimeout time.Duration
 	// OnRelease, if set, is told the forged clients a mirror stopped
-	// owning (it unregistered them or disconnected), outside any lock.
+	// owning (it unregistered them or disconnected), outside the router's
+	// lock, never concurrently with itself or OnRegister.
 	// Answers to them may still come (a SYN-ACK to a handshake the mirror
 	// gave up on, a late retransmission) and must not leak to the real
 	// clients: the caller keeps dropping them for a while.
 	OnRelease func(clients []netip.AddrPort)
+	// OnRegister, if set, is told the forged clients a mirror registered,
+	// in order with OnRelease (calls never overlap), outside the router's
+	// lock: the caller stops holding answers to them (they are relayed
+	// now) and may report, with NotifyHeld, those it was holding for an
+	// earlier owner. clients is valid only during the call.
+	OnRegister func(clients []netip.AddrPort)
 }
 
 const (
 	defaultQueueLen         = 8192
 	defaultBatchLen         = 64
-	defaultHandshakeTimeout = 5 * time.Second
+	defaultHandshakeTimeout = 5 * time.Second // the client's: connect and handshake
 	defaultIdleTimeout      = 30 * time.Second
 	// maxQueueBytes bounds one mirror's queue in bytes, whatever the
 	// packet count: full 64 KiB packets would otherwise let QueueLen hold
 	// half a gigabyte.
 	maxQueueBytes = 16 * MaxFrameSize
-	// maxHandshakes bounds connections in their handshake, so a flood of
-	// connects costs a bounded number of goroutines.
-	maxHandshakes = 256
+	// maxPendingHeld bounds the Held notices waiting for one mirror;
+	// further ones are dropped (they are hints, not answers).
+	maxPendingHeld = 1 << 16
 )
 
 // Server relays captured responses to the mirrors that registered their
 // destinations. Create it with NewServer, run it with Serve, feed it with
 // Deliver from any number of capture goroutines.
 type Server struct {
-	cfg    ServerConfig
-	log    *slog.Logger
-	router router
-	slots  chan struct{}
+	cfg     ServerConfig
+	log     *slog.Logger
+	router  router
+	adm     *admission
+	rejects *rejectLog
 
+	// regMu orders OnRegister and OnRelease calls as the router applied
+	// them: a release after a registration of one address must reach the
+	// caller after it, or the caller would stop holding an abandoned one.
+	regMu sync.Mutex
+
+	rejected     atomic.Uint64
+	heldNotices  atomic.Uint64
 	authFailures atomic.Uint64
 	mirrors      atomic.Int64
 	delivered    atomic.Uint64
@@ -83,7 +113,10 @@ type Server struct {
 // ServerStats are the Server's counters. Counts since NewServer unless
 // marked "now".
 type ServerStats struct {
-	AuthFailures      uint64 // peers closed before or during the handshake: wrong key, garbage, timeout, overload
+	AuthFailures      uint64 // handshakes that failed: wrong key, garbage, timeout
+	Rejected          uint64 // connections closed unread: too many handshakes in progress, from their source or in all
+	Handshakes        int    // now: connections in their handshake
+	HeldNotices       uint64 // forged clients a mirror was told an intercept had been holding answers for (NotifyHeld)
 	MirrorsConnected  int    // now: authenticated mirror connections
 	RegisteredClients int    // now: forged client addresses with an owner
 	Delivered         uint64 // packets written to a mirror's connection
@@ -109,16 +142,27 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	}
 	cfg.BatchLen = min(cfg.BatchLen, maxEntries)
 	if cfg.HandshakeTimeout <= 0 {
-		cfg.HandshakeTimeout = defaultHandshakeTimeout
+		cfg.HandshakeTimeout = defaultServerHandshakeTimeout
 	}
 	if cfg.IdleTimeout <= 0 {
 		cfg.IdleTimeout = defaultIdleTimeout
 	}
+	if cfg.MaxHandshakes <= 0 {
+		cfg.MaxHandshakes = defaultMaxHandshakes
+	}
+	if cfg.MaxHandshakesPerSource <= 0 {
+		cfg.MaxHandshakesPerSource = defaultMaxHandshakesPerSource
+	}
+	cfg.MaxHandshakesPerSource = min(cfg.MaxHandshakesPerSource, cfg.MaxHandshakes)
+	if cfg.RejectLogInterval <= 0 {
+		cfg.RejectLogInterval = defaultRejectLogInterval
+	}
 	return &Server{
-		cfg:    cfg,
-		log:    cfg.Logger,
-		router: router{routes: make(map[netip.AddrPort]route)},
-		slots:  make(chan struct{}, maxHandshakes),
+		cfg:     cfg,
+		log:     cfg.Logger,
+		router:  router{routes: make(map[netip.AddrPort]route)},
+		adm:     newAdmission(cfg.MaxHandshakes, cfg.MaxHandshakesPerSource),
+		rejects: newRejectLog(cfg.Logger, time.Now()),
 	}, nil
 }
 
@@ -126,6 +170,9 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 func (s *Server) Stats() ServerStats {
 	return ServerStats{
 		AuthFailures:      s.authFailures.Load(),
+		Rejected:          s.rejected.Load(),
+		Handshakes:        s.adm.inProgress(),
+		HeldNotices:       s.heldNotices.Load(),
 		MirrorsConnected:  int(s.mirrors.Load()),
 		RegisteredClients: s.router.len(),
 		Delivered:         s.delivered.Load(),
@@ -180,6 +227,23 @@ func (s *Server) Owns(dst netip.AddrPort) bool {
 	return s.router.lookup(dst) != nil
 }
 
+// NotifyHeld tells the mirror that owns client that answers to it had
+// been held (answers of them) for an earlier owner until it registered
+// it. It never blocks; it reports false if no mirror owns client, the
+// mirror does not understand the notice (an older release), or too many
+// notices wait for it.
+func (s *Server) NotifyHeld(client netip.AddrPort, answers uint64) bool {
+	m := s.router.lookup(client)
+	if m == nil || m.features&featureHeld == 0 {
+		return false
+	}
+	if !m.held.push(HeldNotice{Client: client, Answers: uint32(min(answers, 1<<32-1))}) {
+		return false
+	}
+	s.heldNotices.Add(1)
+	return true
+}
+
 // Serve accepts mirror connections on ln until ctx is cancelled, then
 // closes ln and every connection and returns nil once all its goroutines
 // have finished. It returns the listener's error if accepting fails for
@@ -191,7 +255,24 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	defer stop()
 
 	var wg sync.WaitGroup
-	defer wg.Wait()
+	defer func() {
+		cancel() // whatever ended Serve ends the connections and the log ticker
+		wg.Wait()
+	}()
+	rejects := s.rejects
+	wg.Go(func() {
+		t := time.NewTicker(s.cfg.RejectLogInterval)
+		defer t.Stop()
+		for {
+			select {
+			case now := <-t.C:
+				rejects.flush(now)
+			case <-ctx.Done():
+				rejects.flush(time.Now())
+				return
+			}
+		}
+	})
 	var backoff time.Duration
 	for {
 		conn, err := ln.Accept()
@@ -214,29 +295,38 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 			continue
 		}
 		backoff = 0
-		select {
-		case s.slots <- struct{}{}:
-		default:
-			s.authFailures.Add(1)
-			s.log.Warn("relay: rejected connection: too many handshakes in progress", "remote", conn.RemoteAddr().String())
-			conn.Close()
+		src := sourceOf(conn.RemoteAddr())
+		if reason, ok := s.adm.acquire(src); !ok {
+			s.rejected.Add(1)
+			rejects.note(src, conn.RemoteAddr().String(), reason, nil)
+			abort(conn)
 			continue
 		}
-		wg.Go(func() { s.serveConn(ctx, conn) })
+		wg.Go(func() { s.serveConn(ctx, conn, src, rejects) })
 	}
+}
+
+// abort closes a connection refused before its handshake with a reset:
+// the peer learns at once, and no TIME_WAIT socket is left behind per
+// connection of a flood.
+func abort(conn net.Conn) {
+	if tc, ok := conn.(*net.TCPConn); ok {
+		tc.SetLinger(0)
+	}
+	conn.Close()
 }
 
 // serveConn authenticates one connection and, if it is a mirror, serves it
 // until it fails or ctx ends.
-func (s *Server) serveConn(ctx context.Context, conn net.Conn) {
+func (s *Server) serveConn(ctx context.Context, conn net.Conn, src netip.Addr, rejects *rejectLog) {
 	remote := conn.RemoteAddr().String()
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
 	defer stop()
 	defer conn.Close()
 
 	conn.SetDeadline(time.Now().Add(s.cfg.HandshakeTimeout))
-	err := serverHandshake(conn, s.cfg.Key, rand.Reader)
-	<-s.slots
+	features, err := serverHandshake(conn, s.cfg.Key, rand.Reader)
+	s.adm.release(src)
 	if err != nil {
 		if ctx.Err() != nil {
 			return
@@ -245,18 +335,20 @@ func (s *Server) serveConn(ctx context.Context, conn net.Conn) {
 			err = fmt.Errorf("handshake not completed within %v: %w", s.cfg.HandshakeTimeout, err)
 		}
 		s.authFailures.Add(1)
-		s.log.Warn("relay: rejected unauthenticated peer", "remote", remote, "err", err)
+		rejects.note(src, remote, rejectHandshake, err)
 		return
 	}
 	conn.SetDeadline(time.Time{})
 
 	m := &mirror{
-		conn:   conn,
-		remote: remote,
-		owned:  make(map[netip.AddrPort]struct{}),
-		done:   make(chan struct{}),
-		pong:   make(chan struct{}, 1),
+		conn:     conn,
+		remote:   remote,
+		features: features,
+		owned:    make(map[netip.AddrPort]struct{}),
+		done:     make(chan struct{}),
+		pong:     make(chan struct{}, 1),
 	}
+	m.held.wake = make(chan struct{}, 1)
 	m.q.init(s.cfg.QueueLen, s.cfg.BatchLen)
 	s.mirrors.Add(1)
 	s.log.Info("relay: mirror connected", "remote", remote)
@@ -274,11 +366,13 @@ func (s *Server) serveConn(ctx context.Context, conn net.Conn) {
 	conn.Close()
 	wg.Wait()
 
+	s.regMu.Lock()
 	released := s.router.drop(m)
 	owned := len(released)
 	if s.cfg.OnRelease != nil && owned > 0 {
 		s.cfg.OnRelease(released)
 	}
+	s.regMu.Unlock()
 	lost := m.q.close()
 	s.dropped.Add(uint64(lost))
 	s.mirrors.Add(-1)
@@ -289,12 +383,14 @@ func (s *Server) serveConn(ctx context.Context, conn net.Conn) {
 
 // mirror is one authenticated mirror connection on the server.
 type mirror struct {
-	conn   net.Conn
-	remote string
-	q      sendQueue
-	owned  map[netip.AddrPort]struct{} // guarded by router.mu
-	done   chan struct{}               // closed when the read loop ended
-	pong   chan struct{}               // a ping waits for its pong
+	conn     net.Conn
+	remote   string
+	features byte // asked for in the handshake
+	q        sendQueue
+	held     heldQueue
+	owned    map[netip.AddrPort]struct{} // guarded by router.mu
+	done     chan struct{}               // closed when the read loop ended
+	pong     chan struct{}               // a ping waits for its pong
 	// pongTok is the largest ping token seen. Pings are fences: a mirror
 	// waits for the pong of a ping it sent after its registrations, which
 	// proves they were applied (frames are read in order). Pongs may be
@@ -328,15 +424,26 @@ func (s *Server) readLoop(m *mirror) error {
 			if regs, err = decodeRegister(p, regs); err != nil {
 				return err
 			}
+			s.regMu.Lock()
 			s.router.register(m, regs)
+			if s.cfg.OnRegister != nil {
+				clients = clients[:0]
+				for _, r := range regs {
+					clients = append(clients, r.Client)
+				}
+				s.cfg.OnRegister(clients)
+			}
+			s.regMu.Unlock()
 			s.log.Debug("relay: registered", "remote", m.remote, "clients", len(regs))
 		case typeUnregister:
 			if clients, err = decodeUnregister(p, clients); err != nil {
 				return err
 			}
+			s.regMu.Lock()
 			if released := s.router.unregister(m, clients); s.cfg.OnRelease != nil && len(released) > 0 {
 				s.cfg.OnRelease(released)
 			}
+			s.regMu.Unlock()
 		case typePing:
 			tok := binary.BigEndian.Uint64(p)
 			for {
@@ -361,6 +468,7 @@ func (s *Server) writeLoop(m *mirror) error {
 	armed := false
 	var backing net.Buffers // reused; WriteTo consumes the slice header it is called on
 	var frames []queuedFrame
+	var notices []HeldNotice
 	flush := func() error {
 		frames = m.q.take(frames[:0])
 		if len(frames) == 0 {
@@ -389,6 +497,17 @@ func (s *Server) writeLoop(m *mirror) error {
 		select {
 		case <-m.done:
 			return nil
+		case <-m.held.wake:
+			notices = m.held.take(notices[:0])
+			if len(notices) == 0 {
+				continue
+			}
+			m.conn.SetWriteDeadline(time.Now().Add(s.cfg.IdleTimeout))
+			n, err := m.conn.Write(appendHeldFrames(nil, notices))
+			s.bytes.Add(uint64(n))
+			if err != nil {
+				return fmt.Errorf("writing held notices: %w", err)
+			}
 		case <-m.pong:
 			var p [pingLen]byte
 			binary.BigEndian.PutUint64(p[:], m.pongTok.Load())
@@ -416,6 +535,38 @@ func (s *Server) writeLoop(m *mirror) error {
 			}
 		}
 	}
+}
+
+// heldQueue holds the Held notices waiting for one mirror.
+type heldQueue struct {
+	mu      sync.Mutex
+	pending []HeldNotice
+	wake    chan struct{}
+}
+
+// push queues n; false if maxPendingHeld wait already.
+func (q *heldQueue) push(n HeldNotice) bool {
+	q.mu.Lock()
+	if len(q.pending) >= maxPendingHeld {
+		q.mu.Unlock()
+		return false
+	}
+	q.pending = append(q.pending, n)
+	q.mu.Unlock()
+	select {
+	case q.wake <- struct{}{}:
+	default:
+	}
+	return true
+}
+
+// take moves the waiting notices to dst.
+func (q *heldQueue) take(dst []HeldNotice) []HeldNotice {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	dst = append(dst, q.pending...)
+	q.pending = q.pending[:0]
+	return dst
 }
 
 // sendQueue holds one mirror's responses as ready-made Responses frames,
