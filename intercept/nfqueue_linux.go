@@ -134,13 +134,75 @@ func OpenNFQueue(cfg NFQueueConfig) (*NFQueue, error) {
 	if err != nil {
 		cancel()
 		nf.Close()
+		if errors.Is(err, unix.EPERM) || errors.Is(err, unix.EBUSY) {
+			// The kernel answers EPERM to a bind, root or not, when
+			// another socket has the queue: say who has it, not "needs
+			// root" to root.
+			if taken := queueTaken(cfg.Queue); taken != "" {
+				return nil, fmt.Errorf("%s: bind: %s", what, taken)
+			}
+		}
 		return nil, nfqueueError(what, "bind", err)
 	}
 	return q, nil
 }
 
+// procQueues is where the kernel lists the bound NFQUEUEs of this network
+// namespace.
+const procQueues = "/proc/net/netfilter/nfnetlink_queue"
+
+// queueTaken says who holds queue, or "" if it is not bound.
+func queueTaken(queue uint16) string {
+	f, err := os.Open(procQueues)
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	portID, free, ok := parseQueueOwner(io.LimitReader(f, 1<<20), queue)
+	if !ok {
+		return ""
+	}
+	// A process's first netlink socket gets its PID as port ID, so the
+	// owner is most likely that process.
+	owner := fmt.Sprintf("netlink port %d", portID)
+	if comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", portID)); err == nil && portID > 0 {
+		owner = fmt.Sprintf("process %d (%s), by its netlink port ID", portID, strings.TrimSpace(string(comm)))
+	}
+	return fmt.Sprintf("queue %d is already bound by %s (see %s); stop that program, or give this intercept a free queue, e.g. -q %d, and queue to it: iptables ... -j NFQUEUE --queue-num %d",
+		queue, owner, procQueues, free, free)
+}
+
+// parseQueueOwner reads the nfnetlink_queue listing (queue, port ID,
+// ...): the port ID bound to queue, if any, and the lowest queue number
+// nobody has bound.
+func parseQueueOwner(r io.Reader, queue uint16) (portID uint32, free uint16, ok bool) {
+	used := make(map[uint64]bool)
+	sc := bufio.NewScanner(r)
+	for sc.Scan() {
+		fs := strings.Fields(sc.Text())
+		if len(fs) < 2 {
+			continue
+		}
+		n, err1 := strconv.ParseUint(fs[0], 10, 16)
+		p, err2 := strconv.ParseUint(fs[1], 10, 32)
+		if err1 != nil || err2 != nil {
+			continue
+		}
+		used[n] = true
+		if n == uint64(queue) {
+			portID, ok = uint32(p), true
+		}
+	}
+	for used[uint64(free)] && free < 65535 {
+		free++
+	}
+	return portID, free, ok
+}
+
 func nfqueueError(what, step string, err error) error {
 	switch {
+	case (errors.Is(err, unix.EPERM) || errors.Is(err, unix.EACCES)) && os.Geteuid() == 0:
+		return fmt.Errorf("%s: %s: %w (refused although running as root: another program may hold the queue, or a security module or a user namespace without CAP_NET_ADMIN denies it)", what, step, err)
 	case errors.Is(err, unix.EPERM), errors.Is(err, unix.EACCES):
 		return fmt.Errorf("%s: %s: %w (needs root or CAP_NET_ADMIN)", what, step, err)
 	case errors.Is(err, unix.EBUSY):

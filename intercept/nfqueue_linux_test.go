@@ -28,3 +28,19 @@ func TestParseQueueDrops(t *testing.T) {
 		t.Error("a malformed line was accepted")
 	}
 }
+
+func TestParseQueueOwner(t *testing.T) {
+	const proc = "    0  21718     0 2   128     0     0        0  1\n" +
+		"    1  30000     0 2   128     0     0        0  1\n" +
+		"    3  40000     0 2   128     0     0        0  1\n"
+	port, free, ok := parseQueueOwner(strings.NewReader(proc), 1)
+	if !ok || port != 30000 || free != 2 {
+		t.Fatalf("queue 1: port %d, free %d, %v; want 30000, 2, true", port, free, ok)
+	}
+	if _, free, ok := parseQueueOwner(strings.NewReader(proc), 2); ok || free != 2 {
+		t.Fatalf("queue 2 is free: %v, free %d", ok, free)
+	}
+	if _, free, _ := parseQueueOwner(strings.NewReader(""), 0); free != 0 {
+		t.Fatalf("nothing bound: free %d, want 0", free)
+	}
+}
