@@ -194,9 +194,14 @@ type Tracker struct {
 	cfg      TrackerConfig
 	sink     Sink
 	sessions map[SessionKey]*session
-	// fifo holds ended and skipped sessions in the order they went quiet,
-	// so forgetting them costs O(1) per segment.
-	fifo   []tomb
+	// fifo holds skipped sessions (mid-stream, waiting to join) in the
+	// order they went quiet, so forgetting them costs O(1) per segment.
+	fifo []tomb
+	// ended are the keys of ended sessions, kept apart and packed: a
+	// capture of short sessions ends tens of thousands a second, and a
+	// whole session (450 bytes with its map entry and fifo slot) per key
+	// for a minute took 450 MB at 1M sessions in 10 s of capture.
+	ended  tombs
 	nextID uint64
 	open   int
 	stats  TrackerStats
@@ -318,6 +323,7 @@ func (t *Tracker) Flush() {
 	}
 	clear(t.sessions)
 	t.fifo = nil
+	t.ended = tombs{}
 	t.open = 0
 }
 
@@ -354,6 +360,7 @@ func (t *Tracker) emit(k SessionKey, ev Event) { t.sink.Event(k, ev) }
 
 // sweep forgets ended and skipped sessions quiet for tombTTL.
 func (t *Tracker) sweep(now time.Time) {
+	t.ended.age(now)
 	for len(t.fifo) > 0 {
 		e := t.fifo[0]
 		if now.Sub(e.at) < tombTTL {
@@ -377,12 +384,16 @@ func (t *Tracker) bury(k SessionKey, s *session) {
 	t.fifo = append(t.fifo, tomb{key: k, s: s, at: s.lastSeen})
 }
 
-// end closes a session, keeping only what identifies its late segments.
+// end closes a session, keeping only what identifies its late segments
+// (its key and ISN, in t.ended).
 func (t *Tracker) end(k SessionKey, s *session) {
 	t.open--
 	s.state = stClosed
 	s.ooo, s.oooBytes, s.last, s.marks = nil, 0, nil, nil
-	t.bury(k, s)
+	if t.sessions[k] == s {
+		delete(t.sessions, k)
+	}
+	t.ended.add(k, s.isn, s.lastSeen)
 }
 
 func (t *Tracker) gap(k SessionKey, s *session, now time.Time, reason string) {
@@ -395,6 +406,20 @@ func (t *Tracker) gap(k SessionKey, s *session, now time.Time, reason string) {
 func (t *Tracker) client(k SessionKey, seg capture.Segment) {
 	s := t.sessions[k]
 	now := seg.Time
+	if s == nil {
+		if isn, ok := t.ended.find(k, now); ok {
+			syn := seg.Flags&(capture.FlagSYN|capture.FlagACK) == capture.FlagSYN
+			switch {
+			case syn && seg.Seq == isn:
+				t.stats.Duplicates++
+				return
+			case !syn:
+				t.stats.Ignored++ // a late segment of the ended session
+				return
+			}
+			t.ended.forget(k) // a new SYN on the key: a new session
+		}
+	}
 	if seg.Flags&capture.FlagSYN != 0 {
 		if seg.Flags&capture.FlagACK != 0 { // a SYN-ACK towards a server: not a session of ours
 			t.stats.Ignored++
@@ -470,6 +495,9 @@ func (t *Tracker) clientSYN(k SessionKey, s *session, seg capture.Segment) {
 	}
 	t.nextID++
 	s = &session{state: stOpen, id: t.nextID, isn: seg.Seq, base: seg.Seq + 1, finOff: -1, lastSeen: now}
+	if t.ended.len() > 0 {
+		t.ended.forget(k) // the previous session on the key (gap, end above)
+	}
 	t.sessions[k] = s
 	t.open++
 	t.stats.Sessions++
@@ -724,6 +752,8 @@ func (t *Tracker) server(k SessionKey, seg capture.Segment) {
 		t.stats.Ignored++
 		if s != nil {
 			s.lastSeen = seg.Time
+		} else {
+			t.ended.find(k, seg.Time) // keeps an ended session's key while it is active
 		}
 		return
 	}
@@ -846,3 +876,73 @@ const (
 	ReasonServerFIN  = "server FIN"
 	ReasonServerHole = "server bytes missing" // EvServerData: the capture lost server bytes before these
 )
+
+// tombs remembers ended sessions' keys and ISNs for at least tombTTL of
+// capture time after their last segment, in two generations: keys are
+// added to and refreshed into the current one; every tombTTL the previous
+// one is dropped. No queue and no time per key: about 64 bytes a key.
+type tombs struct {
+	cur, prev map[tombKey]uint32 // key → ISN
+	since     time.Time          // capture time cur was started
+}
+
+// tombKey is a SessionKey packed without pointers (netip.Addr holds one).
+type tombKey struct {
+	c, s   [16]byte
+	cp, sp uint16
+	v4     bool
+}
+
+func packKey(k SessionKey) tombKey {
+	return tombKey{c: k.Client.Addr().As16(), s: k.Server.Addr().As16(), cp: k.Client.Port(), sp: k.Server.Port(),
+		v4: k.Client.Addr().Is4()}
+}
+
+func (tb *tombs) add(k SessionKey, isn uint32, now time.Time) {
+	tb.age(now)
+	if tb.cur == nil {
+		tb.cur = make(map[tombKey]uint32)
+	}
+	pk := packKey(k)
+	delete(tb.prev, pk)
+	tb.cur[pk] = isn
+}
+
+// find returns the ISN of an ended session on k and keeps its key for
+// another tombTTL, as a late segment of it was just seen.
+func (tb *tombs) find(k SessionKey, now time.Time) (uint32, bool) {
+	if len(tb.cur) == 0 && len(tb.prev) == 0 {
+		return 0, false
+	}
+	pk := packKey(k)
+	if isn, ok := tb.cur[pk]; ok {
+		return isn, true
+	}
+	isn, ok := tb.prev[pk]
+	if ok {
+		delete(tb.prev, pk)
+		tb.add(k, isn, now)
+	}
+	return isn, ok
+}
+
+func (tb *tombs) forget(k SessionKey) {
+	pk := packKey(k)
+	delete(tb.cur, pk)
+	delete(tb.prev, pk)
+}
+
+// age starts a new generation every tombTTL: a key then stays between
+// tombTTL and twice that after its last segment.
+func (tb *tombs) age(now time.Time) {
+	switch d := now.Sub(tb.since); {
+	case tb.since.IsZero():
+		tb.since = now
+	case d >= 2*tombTTL:
+		tb.cur, tb.prev, tb.since = nil, nil, now
+	case d >= tombTTL:
+		tb.prev, tb.cur, tb.since = tb.cur, nil, now
+	}
+}
+
+func (tb *tombs) len() int { return len(tb.cur) + len(tb.prev) }

@@ -798,8 +798,8 @@ func TestTrackerJoinExpireAndSweep(t *testing.T) {
 		if n := c.tr.Expire(c.now.Add(2*time.Minute), time.Minute); n != 0 {
 			t.Errorf("expired %d sessions, want 0", n)
 		}
-		if len(c.tr.sessions) != 0 {
-			t.Errorf("%d entries left", len(c.tr.sessions))
+		if n := len(c.tr.sessions) + c.tr.ended.len(); n != 0 {
+			t.Errorf("%d entries left", n)
 		}
 		c.stats(TrackerStats{MidStream: 1, Ignored: 1})
 	})
@@ -822,8 +822,8 @@ func TestTrackerJoinExpireAndSweep(t *testing.T) {
 		c.now = c.now.Add(2 * tombTTL)
 		c.cli = netip.MustParseAddrPort("198.18.0.13:40003")
 		c.req(req(1))
-		if len(c.tr.sessions) != 1 {
-			t.Errorf("%d entries after the tombstone TTL, want 1", len(c.tr.sessions))
+		if n := len(c.tr.sessions) + c.tr.ended.len(); n != 1 {
+			t.Errorf("%d entries after the tombstone TTL, want 1", n)
 		}
 		if len(c.tr.fifo) > 2 {
 			t.Errorf("%d tombstones queued", len(c.tr.fifo))
@@ -868,8 +868,8 @@ func TestTrackerExpire(t *testing.T) {
 	}
 	c.want("open", "data:abc", "open", "data:abc", "gap:hole of 7 bytes at client stream offset 3 (3 bytes buffered after it); session idle for 2m0.001s")
 	c.stats(TrackerStats{Sessions: 2, Gaps: 1, OutOfOrder: 1, MidStream: 1, Ignored: 1, Expired: 2})
-	if len(c.tr.sessions) != 0 {
-		t.Errorf("%d entries left", len(c.tr.sessions))
+	if n := len(c.tr.sessions) + c.tr.ended.len(); n != 0 {
+		t.Errorf("%d entries left", n)
 	}
 }
 
@@ -881,14 +881,14 @@ func TestTrackerForgetsEndedSessions(t *testing.T) {
 		c.c2s(0, "x", capture.FlagFIN)
 		c.s2c(0, "", 2, capture.FlagFIN)
 	}
-	if c.tr.Stats().Open != 0 || len(c.tr.sessions) != 100 {
-		t.Fatalf("open %d, entries %d", c.tr.Stats().Open, len(c.tr.sessions))
+	if n := len(c.tr.sessions) + c.tr.ended.len(); c.tr.Stats().Open != 0 || n != 100 {
+		t.Fatalf("open %d, entries %d", c.tr.Stats().Open, n)
 	}
 	c.now = c.now.Add(2 * tombTTL)
 	c.cli = cli
 	c.open()
-	if len(c.tr.sessions) != 1 {
-		t.Errorf("%d entries after the tombstone TTL, want 1", len(c.tr.sessions))
+	if n := len(c.tr.sessions) + c.tr.ended.len(); n != 1 {
+		t.Errorf("%d entries after the tombstone TTL, want 1", n)
 	}
 }
 
