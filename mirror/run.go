@@ -6,10 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"strconv"
-	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/stackcopy/stackcopy/capture"
@@ -258,12 +255,7 @@ func replayConfig(cfg *Config, sampler *transfer.Sampler) replay.Config {
 	if sampler != nil {
 		rc.Keep = sampler.Keep
 	}
-	if cfg.MemoryLimit > 0 {
-		// The reserve covers what admitted sessions may still grow into:
-		// an uploading session can hold its whole send buffer.
-		g := &memoryGate{limit: cfg.MemoryLimit, reserve: uint64(cfg.SendBuffer)}
-		rc.Admit = g.admit
-	}
+	limitMemory(cfg, &rc) // memory.go
 	return rc
 }
 
@@ -315,37 +307,4 @@ func mirrorLive(ctx context.Context, cfg *Config, sink session.Sink, sum *Summar
 	}, log)
 	sum.addPass(src.Counts(), ts)
 	return err
-}
-
-// memoryGate admits new sessions while the process stays clear of limit:
-// tcpcopy's -m exits when crossed; here sessions are shed (and counted)
-// before it is. RSS is sampled at most every 100 ms.
-type memoryGate struct {
-	limit   uint64
-	reserve uint64 // headroom kept for sessions already admitted
-	last    atomic.Int64
-	rss     atomic.Uint64
-}
-
-func (g *memoryGate) admit() bool {
-	now := time.Now().UnixNano()
-	if now-g.last.Load() > int64(100*time.Millisecond) {
-		g.last.Store(now)
-		g.rss.Store(rssBytes())
-	}
-	return g.rss.Load()+g.reserve < g.limit
-}
-
-// rssBytes reads the process's resident set size.
-func rssBytes() uint64 {
-	b, err := os.ReadFile("/proc/self/statm")
-	if err != nil {
-		return 0
-	}
-	f := strings.Fields(string(b))
-	if len(f) < 2 {
-		return 0
-	}
-	pages, _ := strconv.ParseUint(f[1], 10, 64)
-	return pages * uint64(os.Getpagesize())
 }

@@ -131,8 +131,26 @@ type Config struct {
 	// Keep samples sessions (tcpcopy -r); nil keeps all.
 	Keep func(client netip.AddrPort) bool
 	// Admit is asked before each new session; false sheds it (counted), as
-	// the memory limit (-m) does before it is crossed. nil admits all.
+	// the memory limit (-m) does before it is crossed. It is called on the
+	// capture reader's goroutine without the replayer's lock, so it may
+	// also wait (a capture file's -m slows the reader). nil admits all.
 	Admit func() bool
+	// AdmitWaits makes a refusal of Admit wait instead of shed, as a
+	// capture file allows: the reader asks again every 10 ms while other
+	// sessions are ahead of it (see Window), and admits when none is.
+	AdmitWaits bool
+	// Window bounds the sessions (copies counted) that hold captured work
+	// they have not done yet: waiting for their dial, with events queued,
+	// or acting on one. A new session waits for room, so a capture
+	// file's reader never runs more than Window sessions ahead of the
+	// replay (window.go). 0: no bound, as live capture needs (it must
+	// never wait; -m sheds there instead).
+	Window int
+	// WindowBytes bounds the captured bytes queued in memory across
+	// sessions: past it new sessions wait, and so does the reader on a
+	// session that already has bytes queued, until they are written.
+	// 0: no bound.
+	WindowBytes int64
 	// Copies replays each session this many times (tcpcopy -n).
 	Copies int
 	// CopyPorts is the client port range copies after the first take their
@@ -214,6 +232,7 @@ type Replayer struct {
 	wg       sync.WaitGroup
 	dialing  chan struct{}         // a token per handshake in flight
 	spill    *spillBudget          // nil: spilling off
+	win      *window               // how far the reader may run ahead
 	copyPort map[netip.Addr]uint16 // next -n copy port per client address (under mu)
 
 	// Pacing: capture time base and wall-clock base (see due).
@@ -258,6 +277,7 @@ func New(ctx context.Context, cfg Config, dial DialFunc, log *slog.Logger) *Repl
 	if cfg.SpillMax > 0 {
 		r.spill = &spillBudget{dir: cfg.SpillDir, max: cfg.SpillMax}
 	}
+	r.win = newWindow(max(cfg.Window, 0), max(cfg.WindowBytes, 0))
 	return r
 }
 
@@ -305,6 +325,22 @@ func (r *Replayer) Event(k session.SessionKey, ev session.Event) {
 			}
 		}
 	}
+	var (
+		target   netip.AddrPort
+		matched  bool
+		kept     bool
+		admitted = true
+	)
+	if ev.Kind == session.EvOpen {
+		// Decided before the lock: the window and Admit may wait, and
+		// players that end (which makes room) take the lock.
+		target, matched = r.cfg.Transfers.Match(k.Server)
+		kept = matched && (r.cfg.Keep == nil || r.cfg.Keep(k.Client))
+		if kept {
+			r.win.wait(r.ctx, max(r.cfg.Copies, 1))
+			admitted = r.admit()
+		}
+	}
 	r.mu.Lock()
 	copies := r.sessions[k]
 	if ev.Kind == session.EvOpen {
@@ -318,18 +354,17 @@ func (r *Replayer) Event(k session.SessionKey, ev session.Event) {
 			copies[0].cap.cmp.End(compare.Production)
 		}
 		delete(r.sessions, k)
-		target, ok := r.cfg.Transfers.Match(k.Server)
-		if !ok {
+		if !matched {
 			r.mu.Unlock()
 			r.s.unmatched.Add(1)
 			return
 		}
-		if r.cfg.Keep != nil && !r.cfg.Keep(k.Client) {
+		if !kept {
 			r.mu.Unlock()
 			r.s.sampled.Add(1)
 			return
 		}
-		if r.cfg.Admit != nil && !r.cfg.Admit() {
+		if !admitted {
 			r.mu.Unlock()
 			r.s.shed.Add(1)
 			return
@@ -594,6 +629,7 @@ type player struct {
 	conn      Conn // set once dialed, for cancel
 	spill     *spillFile
 	overflow  atomic.Bool // shed for falling behind: push drops, the outcome is outOverflow
+	ahead     bool        // holds work the reader gave it (window.go)
 
 	// HTTP framing, decided on the first client bytes (sniffed). reqs is fed
 	// by run before each write; resps by the drain as answers are consumed.
@@ -648,6 +684,9 @@ func (r *Replayer) newSession(k session.SessionKey, target netip.AddrPort, copy 
 	src := netip.AddrPortFrom(addr, port)
 	s := &player{r: r, key: k, copy: copy, src: src, target: target, rcvDone: make(chan struct{}), progress: make(chan struct{}, 1)}
 	s.cond = sync.NewCond(&s.mu)
+	// Ahead from the start: its open is on the way, and it has a dial to do.
+	s.ahead = true
+	r.win.add(1, 0)
 	return s
 }
 
@@ -683,7 +722,11 @@ func (s *player) push(ev session.Event, at time.Time, answers int) {
 		abort = s.shedLocked(fmt.Sprintf("more than %d bytes queued", s.r.cfg.QueueBytes))
 		return
 	}
-	for full && !s.closed {
+	// Past the window's bytes the reader waits for this session's own
+	// queue to drain (it drains without the reader), rather than spill:
+	// a file can be read again later.
+	winFull := func() bool { return n > 0 && s.bytes > 0 && !s.r.cfg.ShedWhenFull && s.r.win.bytesFull(n) }
+	for (full || winFull()) && !s.closed {
 		s.cond.Wait()
 		full = s.bytes > 0 && s.bytes+n > s.r.cfg.QueueBytes
 	}
@@ -692,6 +735,8 @@ func (s *player) push(ev session.Event, at time.Time, answers int) {
 	}
 	s.q = append(s.q, queued{ev: ev, at: at, answers: answers})
 	s.bytes += n
+	s.r.win.add(0, int64(n))
+	s.setAheadLocked(true)
 	s.cond.Broadcast()
 }
 
@@ -721,6 +766,7 @@ func (s *player) spillLocked(ev session.Event, at time.Time) error {
 	n := len(ev.Data)
 	ev.Data = nil
 	s.q = append(s.q, queued{ev: ev, at: at, spillOff: off, spillLen: n})
+	s.setAheadLocked(true)
 	s.cond.Broadcast()
 	return nil
 }
@@ -733,6 +779,7 @@ func (s *player) shedLocked(reason string) Conn {
 	s.overflow.Store(true)
 	s.dropQueueLocked()
 	s.q = append(s.q, queued{ev: session.Event{Kind: evOverflow, Reason: reason}})
+	s.setAheadLocked(true)
 	s.cond.Broadcast()
 	return s.conn
 }
@@ -740,6 +787,7 @@ func (s *player) shedLocked(reason string) Conn {
 // dropQueueLocked empties the queue and gives its spill space back.
 func (s *player) dropQueueLocked() {
 	s.q = nil
+	s.r.win.add(0, -int64(s.bytes))
 	s.bytes = 0
 	if s.spill != nil {
 		s.r.spill.give(s.spill.unread)
@@ -753,6 +801,8 @@ func (s *player) dropQueueLocked() {
 func (s *player) next(idle time.Duration) (queued, bool, error) {
 	s.mu.Lock()
 	if len(s.q) == 0 {
+		// Waiting for the capture's next event: not ahead of the reader.
+		s.setAheadLocked(false)
 		// sync.Cond has no timeout; a timer broadcast stands in for one.
 		// The deadline is taken before the timer starts, so the timer's
 		// one wake-up can never come before it.
@@ -775,6 +825,7 @@ func (s *player) next(idle time.Duration) (queued, bool, error) {
 	s.q[0] = queued{}
 	s.q = s.q[1:]
 	s.bytes -= len(q.ev.Data)
+	s.r.win.add(0, -int64(len(q.ev.Data)))
 	s.cond.Broadcast()
 	sf := s.spill
 	s.mu.Unlock()
@@ -822,6 +873,7 @@ func (s *player) finish() {
 	}
 	s.mu.Lock()
 	s.closed = true
+	s.setAheadLocked(false)
 	s.dropQueueLocked()
 	if s.spill != nil {
 		s.spill.close()

@@ -32,6 +32,8 @@
 //     by stackcopy; MB/s until the target has the whole body (sha256
 //     checked), RTOs, retransmits, spill peak and capture drops. Median of
 //     -runs, interleaved.
+//   - memory: stackcopy's peak RSS replaying 100k and 1M short sessions
+//     at --speed 0 (memory.go), against 256 MiB. No kernel comparison.
 //
 // The bench re-executes itself in the namespaces for its helper roles
 // (-role sink|http|upload|short|idle|liveload), so it needs nothing but
@@ -97,7 +99,7 @@ func parseFlags(args []string) (*config, error) {
 	fs.StringVar(&c.stackcopy, "stackcopy", "bin/stackcopy", "stackcopy binary")
 	fs.StringVar(&c.recorder, "recorder", "bin/recorder", "recorder binary (the lossy workload's online and target servers)")
 	fs.StringVar(&c.intercept, "intercept", "bin/intercept", "intercept binary (the live and lossy workloads)")
-	only := fs.String("only", "", "run only these workloads: upload, short, idle, live, lossy (comma-separated)")
+	only := fs.String("only", "", "run only these workloads: upload, short, idle, live, lossy, memory (comma-separated)")
 	fs.BoolVar(&c.quick, "quick", false, "smaller sizes for a smoke run: 64 MiB upload, 300 short sessions, 1000 idle sessions, 32 MiB lossy upload")
 	fs.IntVar(&c.runs, "runs", 3, "runs per side for upload, short and lossy (interleaved; the median is printed)")
 	fs.DurationVar(&c.budget, "budget", 14*time.Minute, "stop everything after this long")
@@ -120,10 +122,10 @@ func parseFlags(args []string) (*config, error) {
 	if *only != "" {
 		for _, w := range strings.Split(*only, ",") {
 			switch w = strings.TrimSpace(w); w {
-			case "upload", "short", "idle", "live", "lossy":
+			case "upload", "short", "idle", "live", "lossy", "memory":
 				c.only[w] = true
 			default:
-				return nil, fmt.Errorf("-only %q: want upload, short, idle, live or lossy", w)
+				return nil, fmt.Errorf("-only %q: want upload, short, idle, live, lossy or memory", w)
 			}
 		}
 	}
@@ -219,7 +221,7 @@ func run(cfg *config, stdout, stderr io.Writer) error {
 	for _, w := range []struct {
 		name string
 		fn   func(context.Context) (result, error)
-	}{{"upload", b.upload}, {"short", b.short}, {"idle", b.idle}, {"live", b.live}, {"lossy", b.lossy}} {
+	}{{"upload", b.upload}, {"short", b.short}, {"idle", b.idle}, {"live", b.live}, {"lossy", b.lossy}, {"memory", b.memory}} {
 		if !cfg.wants(w.name) {
 			continue
 		}
