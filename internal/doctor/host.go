@@ -166,7 +166,9 @@ func (r *Report) checkKey(file, env string, load func(file, env string) error) b
 		case file == "":
 			fix = "pass --key-file FILE (mode 0600), or export " + env + " in the service's environment"
 		}
-		r.fail(name, fix, "%s", strings.TrimPrefix(err.Error(), "relay key: "))
+		// The fix goes on its own; drop the copy LoadKey's message embeds.
+		detail, _, _ := strings.Cut(strings.TrimPrefix(err.Error(), "relay key: "), "; run: ")
+		r.fail(name, fix, "%s", detail)
 		return false
 	}
 	if file == "" {

@@ -324,7 +324,7 @@ func (r *Report) checkIntercept(ctx context.Context, addr string, key relay.Key,
 		r.ok(name, "reachable and authenticated with this key in %v", time.Since(start).Round(time.Millisecond))
 		return
 	}
-	copyKey := "copy the key file from one host to the other: scp " + keyFile + " " + host + ":" + keyFile + "  # then restart intercept there"
+	copyKey := "scp " + keyFile + " " + host + ":" + keyFile + "  # the same key on both hosts (or copy the intercept's here); then restart intercept there"
 	if keyFile == "" {
 		copyKey = "give both sides the same key (--key-file FILE on each, the same file)"
 	}
