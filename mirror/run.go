@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
@@ -26,6 +28,11 @@ import (
 // that cannot be set up). Every goroutine, timer, route and registration
 // it made is gone when it returns. log may be nil.
 func Run(ctx context.Context, cfg Config, log *slog.Logger) (*Summary, error) {
+	return run(ctx, cfg, log, nil)
+}
+
+// run is Run, watched by mon (nil: not watched; see RunMonitored).
+func run(ctx context.Context, cfg Config, log *slog.Logger, mon *Monitor) (*Summary, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -83,7 +90,8 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) (*Summary, error) {
 		return nil, err
 	}
 	stackHasDevice = true // from here on, even when New fails
-	st, err := netstack.New(stackConfig(&cfg, eg), eg.dev, log)
+	syns := &synCounter{Device: eg.dev}
+	st, err := netstack.New(stackConfig(&cfg, eg), syns, log)
 	if err != nil {
 		return nil, err // the stack closed the device
 	}
@@ -146,13 +154,40 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) (*Summary, error) {
 	if cmp != nil {
 		rcfg.Compare = cmp.col
 	}
-	rp := replay.New(rctx, rcfg, d.dial, log)
+	rp := replay.New(rctx, rcfg, withReasons(d.dial), log)
 
-	sum := &Summary{Inputs: cfg.Inputs, Loops: cfg.Loops, Live: cfg.Live}
+	sum := &Summary{Inputs: cfg.Inputs, Loops: cfg.Loops, Live: cfg.Live, TUN: eg.routes != nil}
 	start := time.Now()
+	w := &watched{start: start, live: cfg.Live, copies: uint64(max(cfg.Copies, 1)), rp: rp, st: st, rc: rc, routes: eg.routes, syns: syns}
+	if cmp != nil {
+		w.cmp = cmp.col
+	}
+	var sink session.Sink = rp
+	var prewg sync.WaitGroup
+	if !cfg.Live {
+		// Count the files' sessions beside the replay (progress total,
+		// never-started sessions, SYNs not matching -x); rcancel stops it.
+		perSession := func(k session.SessionKey) uint64 {
+			n := uint64(max(cfg.Copies, 1))
+			if _, ok := cfg.Baseline.Match(k.Server); ok && cmp != nil {
+				n++
+			}
+			return n
+		}
+		w.pre = &prepass{}
+		w.sink = &countingSink{next: rp, cfg: &cfg, keep: rcfg.Keep, perSession: perSession}
+		sink = w.sink
+		prewg.Go(func() { _ = w.pre.count(rctx, &cfg, rcfg.Keep, perSession) })
+		defer func() {
+			rcancel() // an early return must not wait for the whole count
+			prewg.Wait()
+		}()
+	}
+	mon.attach(w)
+	defer mon.detach()
 	var readErr error
 	if cfg.Live {
-		readErr = mirrorLive(ctx, &cfg, rp, sum, log)
+		readErr = mirrorLive(ctx, &cfg, rp, sum, log, w)
 		// Sessions get one turn's grace to finish; then what is left is aborted.
 		grace := time.AfterFunc(cfg.TurnWait+2*time.Second, rcancel)
 		defer grace.Stop()
@@ -160,7 +195,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) (*Summary, error) {
 		for loop := 0; loop < cfg.Loops && readErr == nil && ctx.Err() == nil; loop++ {
 			rp.Rebase()
 			for _, path := range cfg.Inputs {
-				if readErr = replayFile(ctx, path, &cfg, rp, sum, log); readErr != nil {
+				if readErr = replayFile(ctx, path, &cfg, sink, sum, log); readErr != nil {
 					break
 				}
 			}
@@ -171,6 +206,21 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) (*Summary, error) {
 	sum.Elapsed = time.Since(start)
 	sum.Replay = rp.Stats()
 	sum.Stack = st.Stats()
+	// gVisor does not count handshake retransmissions; synCounter does.
+	sum.Stack.Retransmits += syns.retransmits.Load()
+	if w.pre != nil {
+		if !cfg.Live && ctx.Err() != nil {
+			rcancel() // the pre-pass too: an interrupted run reports what it knows
+		}
+		prewg.Wait()
+		sum.NotMatching = w.pre.unmatched.Load()
+		if w.pre.done.Load() {
+			sum.CaptureSessions = w.pre.sessions.Load()
+			if total, reached := w.pre.players.Load(), w.sink.players.Load(); total > reached {
+				sum.NeverStarted = total - reached
+			}
+		}
+	}
 	if eg.routes != nil {
 		sum.Routes = eg.routes.Routes()
 		sum.TUNTxDrops, sum.TUNRxDrops = eg.routes.Drops()
@@ -194,7 +244,10 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) (*Summary, error) {
 		return sum, *e
 	}
 	if !cfg.Live && ctx.Err() != nil {
-		return sum, errors.New("interrupted")
+		// Not an error: the summary says what was cut and what never
+		// started, and the command exits 3 (work was lost).
+		sum.Interrupted = true
+		return sum, nil
 	}
 	if !cfg.Live && sum.Replay.Sessions == 0 {
 		return sum, fmt.Errorf("no session to replay: the capture has no TCP session with a SYN matching -x")
@@ -289,12 +342,13 @@ func replayFile(ctx context.Context, path string, cfg *Config, sink session.Sink
 
 // mirrorLive captures on the interfaces until ctx ends, expiring idle
 // sessions once a second.
-func mirrorLive(ctx context.Context, cfg *Config, sink session.Sink, sum *Summary, log *slog.Logger) error {
+func mirrorLive(ctx context.Context, cfg *Config, sink session.Sink, sum *Summary, log *slog.Logger, w *watched) error {
 	src, err := capture.OpenLive(capture.LiveConfig{Interfaces: cfg.Inputs, Transfers: cfg.Transfers, Filter: cfg.Filter})
 	if err != nil {
 		return err
 	}
 	defer src.Close()
+	w.liveSrc.Store(src)
 	// The signal ends the capture: Close wakes the blocked Next.
 	stop := context.AfterFunc(ctx, func() { src.Close() })
 	defer stop()
@@ -307,4 +361,22 @@ func mirrorLive(ctx context.Context, cfg *Config, sink session.Sink, sum *Summar
 	}, log)
 	sum.addPass(src.Counts(), ts)
 	return err
+}
+
+// withReasons gives the replayer the causes it names (replay.Reasons) for
+// dial errors the dialer passes through as they are: no route to the
+// target, and an intercept that could not take the registration.
+func withReasons(dial replay.DialFunc) replay.DialFunc {
+	return func(ctx context.Context, src, dst netip.AddrPort) (replay.Conn, error) {
+		c, err := dial(ctx, src, dst)
+		switch {
+		case err == nil:
+		case errors.Is(err, netstack.ErrUnreachable):
+			err = fmt.Errorf("%w (%w)", err, replay.ErrUnreachable)
+		case strings.HasPrefix(err.Error(), "relay: register"):
+			// relay.Client.Register's errors; relay has no value for them.
+			err = fmt.Errorf("%w (%w)", err, replay.ErrRelayDown)
+		}
+		return c, err
+	}
 }

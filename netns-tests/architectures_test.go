@@ -123,8 +123,11 @@ type mirrorStats struct {
 	Live   bool   `json:"live"`
 	Drops  uint64 `json:"capture_drops"`
 	Replay struct {
-		Sessions, Completed, TargetResets, Failed, TimedOut, Gaps, Overflowed, SpilledBytes uint64
-		SpillPeak                                                                           int64
+		Sessions, Completed, Failed, Gaps, Overflowed uint64
+		TargetResets                                  uint64 `json:"target_resets"`
+		TimedOut                                      uint64 `json:"timed_out"`
+		SpilledBytes                                  uint64 `json:"spilled_bytes"`
+		SpillPeak                                     int64  `json:"spill_peak"`
 	}
 	Stack struct{ Retransmits, Timeouts uint64 }
 	Relay struct{ Packets uint64 }

@@ -102,7 +102,8 @@ type midStreamStats struct {
 		Sessions, Completed uint64
 	} `json:"replay"`
 	Tracker struct {
-		Sessions, MidStream, Joined uint64
+		Sessions, Joined uint64
+		MidStream        uint64 `json:"mid_stream"`
 	} `json:"tracker"`
 }
 

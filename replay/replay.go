@@ -20,6 +20,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/stackcopy/stackcopy/compare"
@@ -63,6 +64,12 @@ var (
 	// ErrPortInUse: the forged 4-tuple is still taken; a copy (-n) then
 	// tries the next port of its range.
 	ErrPortInUse = errors.New("forged client port in use")
+	// ErrUnreachable: no route to the target, or an ICMP error said so.
+	ErrUnreachable = errors.New("target unreachable")
+	// ErrRelayDown: the forged address could not be registered with an
+	// intercept (not connected, or it did not confirm in time), so the
+	// session was not started: its answers would have leaked.
+	ErrRelayDown = errors.New("relay to intercept down")
 )
 
 // Config says what to replay where, and how.
@@ -203,6 +210,7 @@ type Stats struct {
 	TimedOut        uint64 // handshake or idle timeout (-t)
 	Gaps            uint64 // the capture missed client bytes: aborted, not replayed wrong
 	Overflowed      uint64 // fell behind by more than the memory queue and spill space: aborted (ShedWhenFull)
+	Interrupted     uint64 // cut short or never started because the replay was stopped (ctx ended)
 	Failed          uint64 // other dial or write errors
 	BytesSent       uint64 // client bytes written to targets
 	BytesReceived   uint64 // response bytes drained from targets
@@ -218,6 +226,10 @@ type Stats struct {
 	// Protocols breaks sessions and turns down by the protocol each
 	// session was framed as ("http1", Protocols' names, or "other").
 	Protocols map[string]ProtocolStats `json:"protocols,omitempty"`
+	// Reasons names why each session that did not complete ended, and the
+	// sessions shed by Admit: one count per reason name (Reason*), so
+	// the outcome counters above add up to it.
+	Reasons map[string]uint64 `json:"reasons,omitempty"`
 }
 
 // Replayer implements session.Sink.
@@ -245,6 +257,7 @@ type Replayer struct {
 		unjoinable                                                                              atomic.Uint64
 		sessions, unmatched, sampled, shed, sent, received, turns, unanswered, framed, remapped atomic.Uint64
 		outcomes                                                                                [numOutcomes]atomic.Uint64 // indexed by outcome
+		reasons                                                                                 [numReasons]atomic.Uint64  // indexed by reason
 	}
 }
 
@@ -367,6 +380,7 @@ func (r *Replayer) Event(k session.SessionKey, ev session.Event) {
 		if !admitted {
 			r.mu.Unlock()
 			r.s.shed.Add(1)
+			r.s.reasons[reasonShed].Add(1)
 			return
 		}
 		if ev.Joined && !r.joinable(k.Server.Port()) {
@@ -573,12 +587,27 @@ func (r *Replayer) Stats() Stats {
 		Sessions: r.s.sessions.Load(), Unmatched: r.s.unmatched.Load(), SampledOut: r.s.sampled.Load(), Shed: r.s.shed.Load(),
 		Completed: o[outCompleted].Load(), ClientResets: o[outClientReset].Load(), TargetResets: o[outTargetReset].Load(),
 		Refused: o[outRefused].Load(), TimedOut: o[outTimedOut].Load(), Gaps: o[outGap].Load(),
-		Overflowed: o[outOverflow].Load(), Failed: o[outFailed].Load(),
+		Overflowed: o[outOverflow].Load(), Failed: o[outFailed].Load(), Interrupted: o[outInterrupted].Load(),
 		BytesSent: r.s.sent.Load(), BytesReceived: r.s.received.Load(), Turns: r.s.turns.Load(),
 		TurnsUnanswered: r.s.unanswered.Load(), TurnsFramed: r.s.framed.Load(), PortsRemapped: r.s.remapped.Load(),
 		SpilledBytes: r.spill.spilled(), SpillPeak: r.spill.highest(),
 		Protocols: r.protos.stats(), Unjoinable: r.s.unjoinable.Load(),
+		Reasons: r.reasonCounts(),
 	}
+}
+
+// reasonCounts returns the non-zero reason counters by name (nil: none).
+func (r *Replayer) reasonCounts() map[string]uint64 {
+	var m map[string]uint64
+	for i := range r.s.reasons {
+		if n := r.s.reasons[i].Load(); n > 0 {
+			if m == nil {
+				m = make(map[string]uint64)
+			}
+			m[reason(i).String()] = n
+		}
+	}
+	return m
 }
 
 // nextCopyPort hands out -n copy ports in turn per client address,
@@ -630,6 +659,8 @@ type player struct {
 	spill     *spillFile
 	overflow  atomic.Bool // shed for falling behind: push drops, the outcome is outOverflow
 	ahead     bool        // holds work the reader gave it (window.go)
+	shedWhy   reason      // why it was shed (under mu, set with overflow)
+	dialed    bool        // the handshake completed (the player's goroutine only)
 
 	// HTTP framing, decided on the first client bytes (sniffed). reqs is fed
 	// by run before each write; resps by the drain as answers are consumed.
@@ -715,11 +746,19 @@ func (s *player) push(ev session.Event, at time.Time, answers int) {
 			return
 		}
 		if s.r.cfg.ShedWhenFull {
+			s.shedWhy = reasonSpillError
+			switch {
+			case errors.Is(err, errSpillFull):
+				s.shedWhy = reasonSpillFull
+			case errors.Is(err, syscall.ENOSPC):
+				s.shedWhy = reasonSpillNoSpace
+			}
 			abort = s.shedLocked(err.Error())
 			return
 		}
 	} else if full && s.r.cfg.ShedWhenFull {
-		abort = s.shedLocked(fmt.Sprintf("more than %d bytes queued", s.r.cfg.QueueBytes))
+		s.shedWhy = reasonFellBehind
+		abort = s.shedLocked(fmt.Sprintf("more than %d bytes queued (spilling is off)", s.r.cfg.QueueBytes))
 		return
 	}
 	// Past the window's bytes the reader waits for this session's own
@@ -893,6 +932,7 @@ const (
 	outTimedOut
 	outGap
 	outOverflow
+	outInterrupted
 	outFailed
 	numOutcomes
 )
@@ -914,9 +954,108 @@ func (o outcome) String() string {
 		return "capture gap"
 	case outOverflow:
 		return "overflowed"
+	case outInterrupted:
+		return "interrupted"
 	}
 	return "failed"
 }
+
+// reason names why a session did not complete: finer than its outcome,
+// so an operator sees "refused" or "relay-down", not "failed". The names
+// are the keys of Stats.Reasons (summary, JSON, metrics' label).
+type reason int
+
+const (
+	reasonNone          reason = iota // completed or client reset: no reason
+	reasonRefused                     // the target answered the SYN with a RST
+	reasonUnreachable                 // no route, or ICMP unreachable
+	reasonTargetReset                 // the target reset or closed before all client bytes were delivered
+	reasonRelayDown                   // the forged address could not be registered with an intercept
+	reasonNoSYNACK                    // the handshake timed out: no SYN-ACK (with intercepts: maybe held by one)
+	reasonTargetTimeout               // established, then the target stopped acknowledging
+	reasonIdle                        // no captured activity for -t
+	reasonGap                         // the capture missed client bytes
+	reasonSpillFull                   // fell behind and --spill-max was spent
+	reasonSpillNoSpace                // fell behind and --spill-dir's disk is full
+	reasonSpillError                  // fell behind and the spill file failed otherwise
+	reasonFellBehind                  // fell behind with spilling off
+	reasonShed                        // refused by Admit (-m) before it started
+	reasonInterrupted                 // cut short by the end of the replay (signal)
+	reasonNeverStarted                // the replay ended before its handshake
+	reasonPortInUse                   // no free forged port
+	reasonOther                       // anything else (logged at -vv)
+	numReasons
+)
+
+var reasonNames = [numReasons]string{
+	reasonNone: "", reasonRefused: "refused", reasonUnreachable: "unreachable", reasonTargetReset: "target-reset",
+	reasonRelayDown: "relay-down", reasonNoSYNACK: "no-syn-ack", reasonTargetTimeout: "target-timeout",
+	reasonIdle: "idle-timeout", reasonGap: "capture-gap", reasonSpillFull: "spill-full",
+	reasonSpillNoSpace: "spill-no-space", reasonSpillError: "spill-error", reasonFellBehind: "fell-behind",
+	reasonShed: "shed-memory", reasonInterrupted: "interrupted", reasonNeverStarted: "never-started",
+	reasonPortInUse: "port-in-use", reasonOther: "other",
+}
+
+// String is the reason's name.
+func (r reason) String() string {
+	if r < 0 || r >= numReasons {
+		return reasonNames[reasonOther]
+	}
+	return reasonNames[r]
+}
+
+// ReasonNames lists every reason name Stats.Reasons may hold, in a fixed
+// order (for metrics that expose zeros, and for documentation).
+func ReasonNames() []string {
+	return slices.Clone(reasonNames[reasonRefused:])
+}
+
+// why names the reason of outcome o, caused by err, for this player.
+func (s *player) why(o outcome, err error) reason {
+	switch o {
+	case outCompleted, outClientReset:
+		return reasonNone
+	case outRefused:
+		return reasonRefused
+	case outTargetReset:
+		return reasonTargetReset
+	case outGap:
+		return reasonGap
+	case outOverflow:
+		s.mu.Lock()
+		w := s.shedWhy
+		s.mu.Unlock()
+		if w == reasonNone {
+			w = reasonFellBehind
+		}
+		return w
+	case outInterrupted:
+		if !s.dialed {
+			return reasonNeverStarted
+		}
+		return reasonInterrupted
+	case outTimedOut:
+		switch {
+		case !s.dialed:
+			return reasonNoSYNACK
+		case errors.Is(err, errIdle):
+			return reasonIdle
+		}
+		return reasonTargetTimeout
+	}
+	switch {
+	case errors.Is(err, ErrUnreachable):
+		return reasonUnreachable
+	case errors.Is(err, ErrRelayDown):
+		return reasonRelayDown
+	case errors.Is(err, ErrPortInUse):
+		return reasonPortInUse
+	}
+	return reasonOther
+}
+
+// errIdle: no captured activity for -t.
+var errIdle = errors.New("no captured activity")
 
 func (s *player) count(o outcome, err error) {
 	if s.overflow.Load() {
@@ -929,8 +1068,12 @@ func (s *player) count(o outcome, err error) {
 	}
 	s.outcome = o
 	s.r.s.outcomes[o].Add(1)
+	why := s.why(o, err)
+	if why != reasonNone {
+		s.r.s.reasons[why].Add(1)
+	}
 	if err != nil {
-		s.r.log.Debug("session ended", "client", s.key.Client, "forged", s.src, "target", s.target, "outcome", o, "err", err)
+		s.r.log.Debug("session ended", "client", s.key.Client, "forged", s.src, "target", s.target, "outcome", o.String(), "reason", why.String(), "err", err)
 	}
 }
 
@@ -949,10 +1092,14 @@ func (s *player) failure(err error) (outcome, error) {
 
 func (s *player) classify(err error) outcome {
 	switch {
-	case errors.Is(err, ErrReset), errors.Is(err, io.EOF), errors.Is(err, io.ErrClosedPipe):
-		return outTargetReset
 	case errors.Is(err, ErrRefused):
 		return outRefused
+	case s.r.ctx.Err() != nil:
+		// The replay was stopped: a dial cut short (gVisor reports it as a
+		// timeout) or a write to an aborted connection is its consequence.
+		return outInterrupted
+	case errors.Is(err, ErrReset), errors.Is(err, io.EOF), errors.Is(err, io.ErrClosedPipe):
+		return outTargetReset
 	case errors.Is(err, ErrTimeout), errors.Is(err, context.DeadlineExceeded):
 		return outTimedOut
 	}
@@ -992,13 +1139,14 @@ func (s *player) run() {
 		s.count(s.classify(err), err)
 		return
 	}
+	s.dialed = true
 	s.mu.Lock()
 	s.conn = conn
 	cancelled := s.cancelled
 	s.mu.Unlock()
 	if cancelled {
 		conn.Abort()
-		s.count(outFailed, s.r.ctx.Err())
+		s.count(outInterrupted, s.r.ctx.Err())
 		return
 	}
 	go s.drain(conn)
@@ -1023,17 +1171,17 @@ func (s *player) run() {
 		}
 		if s.r.ctx.Err() != nil {
 			conn.Abort()
-			s.count(outFailed, s.r.ctx.Err())
+			s.count(outInterrupted, s.r.ctx.Err())
 			return
 		}
 		if !ok {
 			if s.r.ctx.Err() != nil {
 				conn.Abort()
-				s.count(outFailed, s.r.ctx.Err())
+				s.count(outInterrupted, s.r.ctx.Err())
 				return
 			}
 			conn.Abort()
-			s.count(outTimedOut, fmt.Errorf("no captured activity for %v", idle))
+			s.count(outTimedOut, fmt.Errorf("%w for %v", errIdle, idle))
 			return
 		}
 		ev := q.ev
@@ -1050,7 +1198,7 @@ func (s *player) run() {
 			s.waitUntil(q.at)
 			if s.r.ctx.Err() != nil {
 				conn.Abort()
-				s.count(outFailed, s.r.ctx.Err())
+				s.count(outInterrupted, s.r.ctx.Err())
 				return
 			}
 			if !s.sniffed {
@@ -1413,6 +1561,6 @@ func (s *player) awaitClose(c Conn, idle time.Duration) outcome {
 		return outCompleted
 	case <-s.r.ctx.Done():
 		c.Abort()
-		return outFailed
+		return outInterrupted
 	}
 }

@@ -427,9 +427,12 @@ func (d *dialer) dial(ctx context.Context, src, dst netip.AddrPort) (replay.Conn
 	if d.busy != nil && src.Port() != 0 && d.busy(src) {
 		return nil, fmt.Errorf("bind %v: %w", src, errPortInUse)
 	}
-	if d.hold > 0 {
+	d.mu.Lock()
+	hold := d.hold // under mu: a test may change it between dials
+	d.mu.Unlock()
+	if hold > 0 {
 		select {
-		case <-time.After(d.hold):
+		case <-time.After(hold):
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		}
@@ -669,7 +672,7 @@ func clientBytes(evs []session.Event) string {
 // ---------------------------------------------------------------------------
 // Stats checks.
 
-var outcomeFields = []string{"Completed", "ClientResets", "TargetResets", "Refused", "TimedOut", "Gaps", "Overflowed", "Failed"}
+var outcomeFields = []string{"Completed", "ClientResets", "TargetResets", "Refused", "TimedOut", "Gaps", "Overflowed", "Interrupted", "Failed"}
 
 // expectStats checks the named counters; outcome counters not named must
 // be 0, and the outcomes must sum to Sessions.
@@ -701,9 +704,21 @@ func expectStats(t *testing.T, st replay.Stats, want map[string]uint64) {
 
 func checkOutcomes(t *testing.T, st replay.Stats) {
 	t.Helper()
-	sum := st.Completed + st.ClientResets + st.TargetResets + st.Refused + st.TimedOut + st.Gaps + st.Overflowed + st.Failed
+	sum := st.Completed + st.ClientResets + st.TargetResets + st.Refused + st.TimedOut + st.Gaps + st.Overflowed + st.Interrupted + st.Failed
 	if sum != st.Sessions {
 		t.Errorf("outcome counters sum to %d, Sessions = %d: %+v", sum, st.Sessions, st)
+	}
+	// Every session that did not complete, and every one shed, has
+	// exactly one named reason.
+	var reasons uint64
+	for name, n := range st.Reasons {
+		if name == "" || !slices.Contains(replay.ReasonNames(), name) {
+			t.Errorf("reason %q is not one of %v", name, replay.ReasonNames())
+		}
+		reasons += n
+	}
+	if want := st.Sessions - st.Completed - st.ClientResets + st.Shed; reasons != want {
+		t.Errorf("reasons %v sum to %d, want %d (sessions that did not complete, and shed ones): %+v", st.Reasons, reasons, want, st)
 	}
 }
 
@@ -1682,4 +1697,74 @@ func TestCopiesOffsetAdmit(t *testing.T) {
 		t.Errorf("dialed from ports %v, want the captured port shifted by -f, then copy ports 1124, 1125 (busy), 1126", ports)
 	}
 	expectStats(t, r.Stats(), map[string]uint64{"Sessions": 3, "Completed": 3, "Shed": 1, "BytesSent": 30})
+}
+
+// TestReasons: every session that did not complete is counted under a
+// named reason, and sessions cut by the end of the replay are
+// "interrupted" (or "never-started" before their handshake), not failed.
+// Before, these were bare outcome counts and a cancelled session was
+// Failed.
+func TestReasons(t *testing.T) {
+	t.Parallel()
+	t.Run("refused", func(t *testing.T) {
+		t.Parallel()
+		ln, err := net.Listen("tcp4", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr := ln.Addr().(*net.TCPAddr).AddrPort()
+		ln.Close()
+		r, _ := newReplayer(t, addr, &dialer{}, nil, nil)
+		feed(r, key(1), open(), data("hello\n"), fin())
+		if !waitReplay(r, bound) {
+			t.Fatal("Wait did not return")
+		}
+		if got := r.Stats().Reasons; got["refused"] != 1 || len(got) != 1 {
+			t.Errorf("reasons %v, want refused: 1", got)
+		}
+	})
+	t.Run("idle", func(t *testing.T) {
+		t.Parallel()
+		h := newHarness(t, serverOpts{}, nil, func(c *replay.Config) { c.Idle = 200 * time.Millisecond })
+		feed(h.r, key(1), open(), data("GET / HTTP/1.1\n"))
+		st := h.wait(t)
+		if st.Reasons["idle-timeout"] != 1 {
+			t.Errorf("reasons %v, want idle-timeout: 1", st.Reasons)
+		}
+	})
+	t.Run("interrupted and never started", func(t *testing.T) {
+		t.Parallel()
+		// Session 1 is connected and waits for events; session 2's
+		// handshake is still held when the replay is stopped.
+		d := &dialer{}
+		h := newHarness(t, serverOpts{}, d, func(c *replay.Config) { c.Idle = time.Minute })
+		feed(h.r, key(1), open(), data("one\n"))
+		h.srv.waitBytes(t, 4)
+		d.mu.Lock()
+		d.hold = time.Minute
+		d.mu.Unlock()
+		feed(h.r, key(2), open(), data("two\n"))
+		waitFor(t, "the second dial", func() bool { return len(d.snapshot()) == 2 })
+		h.cancel()
+		if !waitReplay(h.r, promptly) {
+			t.Fatal("Wait did not return")
+		}
+		st := h.r.Stats()
+		checkOutcomes(t, st)
+		if st.Interrupted != 2 || st.Failed != 0 {
+			t.Errorf("interrupted %d, failed %d; want 2 interrupted, 0 failed", st.Interrupted, st.Failed)
+		}
+		if st.Reasons["interrupted"] != 1 || st.Reasons["never-started"] != 1 {
+			t.Errorf("reasons %v, want interrupted: 1, never-started: 1", st.Reasons)
+		}
+	})
+	t.Run("shed", func(t *testing.T) {
+		t.Parallel()
+		h := newHarness(t, serverOpts{}, nil, func(c *replay.Config) { c.Admit = func() bool { return false } })
+		feed(h.r, key(1), open(), data("one\n"), fin())
+		st := h.wait(t)
+		if st.Shed != 1 || st.Reasons["shed-memory"] != 1 {
+			t.Errorf("shed %d, reasons %v; want 1 and shed-memory: 1", st.Shed, st.Reasons)
+		}
+	})
 }

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/spf13/pflag"
 
@@ -33,6 +34,11 @@ type config struct {
 	version   bool
 	pprofAddr string
 	pidFile   string
+
+	metricsAddr   string        // --metrics: serve Prometheus /metrics here
+	metricsLinger time.Duration // keep serving after the run, for a last scrape
+	statsInterval time.Duration // not a terminal: a stats line this often (0: none)
+	progress      bool          // on a terminal: the live progress line
 }
 
 const usageHead = `Usage: stackcopy -x TRANSFER -i CAPTURE|IFACE [options]
@@ -124,11 +130,29 @@ whole answers (intercept --full-payload).
 tcpcopy's -a is --speed and -T is --loop; -O means the same as in tcpcopy;
 -R, -U, -k, -L, -g, -d are not needed or not supported.
 
-Exit status: 0 every session completed; 3 some sessions did not complete
-(see the summary); 1 stackcopy could not do its job; 2 bad usage.
+Watching a run: on a terminal a progress line (sessions done of the
+total, rate, bytes, turns, lag behind the captured schedule, ETA; live:
+rates, open sessions, kernel drops, relay state) is redrawn every second;
+otherwise a "stats" line goes to the log every --stats-interval. SIGUSR1
+prints the current stats at once. --metrics serves Prometheus metrics
+(stackcopy_*) from the same counters.
+
+Signals: SIGINT, SIGTERM and SIGHUP stop the run the same way: a replay of
+files stops reading and ends its sessions (counted as interrupted, the rest
+as never started); live mirroring stops capturing and gives sessions one
+turn to finish. The summary, --stats-json and the pid file's removal follow.
+
+Exit status:
+  0  every session asked for was replayed and completed
+  1  stackcopy could not do its job (setup, input, target, relay)
+  2  bad usage: flags, or an output path (--stats-json, -l, -P, --tun)
+     that cannot be used, found before any work starts
+  3  work was lost: sessions did not complete (any reason in the
+     summary), were shed by -m, or never started because a signal
+     interrupted the replay
 `
 
-func parseFlags(args []string, stderr io.Writer) (*config, error) {
+func parseFlags(args []string, helpOut io.Writer) (*config, error) {
 	def := mirror.DefaultConfig()
 	c := &config{engine: def}
 	e := &c.engine
@@ -183,7 +207,12 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.BoolVar(&e.CompareUnordered, "compare-unordered-arrays", def.CompareUnordered, "compare JSON arrays regardless of the order of their elements")
 	fs.BoolVar(&e.CompareSecrets, "compare-show-secrets", def.CompareSecrets, "keep Authorization, Cookie and Set-Cookie values and passwords in the report's samples (redacted by default)")
 	fs.StringVar(&c.pprofAddr, "pprof", "", "serve Go profiling (net/http/pprof) on this address, e.g. 127.0.0.1:6060")
-	fs.StringVar(&c.statsJSON, "stats-json", "", "also write the summary as JSON to this file")
+	fs.StringVar(&c.statsJSON, "stats-json", "", "also write the summary as JSON to this file (created before work starts)")
+	fs.StringVar(&c.metricsAddr, "metrics", "", "serve Prometheus metrics on http://ADDR/metrics, e.g. 127.0.0.1:9464")
+	fs.Var(cliflag.Duration{D: &c.metricsLinger}, "metrics-linger", "keep serving --metrics this long after the run, so a last scrape sees the final counts")
+	c.statsInterval = 10 * time.Second
+	fs.Var(cliflag.Duration{D: &c.statsInterval}, "stats-interval", "when stderr is not a terminal, log a stats line this often (0: never; SIGUSR1: at once)")
+	fs.BoolVar(&c.progress, "progress", true, "on a terminal, show a live progress line on stderr")
 	fs.StringVarP(&c.logFile, "log", "l", "", "log to this file instead of stderr")
 	fs.CountVarP(&c.verbose, "verbose", "v", "more logging (-vv for per-session debug)")
 	fs.BoolVarP(&c.version, "version", "V", false, "print the version")
@@ -193,9 +222,9 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 		return nil, err
 	}
 	if *help {
-		fmt.Fprint(stderr, usageHead)
-		fmt.Fprint(stderr, fs.FlagUsages())
-		fmt.Fprint(stderr, usageTail)
+		fmt.Fprint(helpOut, usageHead)
+		fmt.Fprint(helpOut, fs.FlagUsages())
+		fmt.Fprint(helpOut, usageTail)
 		return nil, errHelp
 	}
 	if c.version {

@@ -11,7 +11,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	_ "net/http/pprof" // served only with --pprof
@@ -29,7 +28,7 @@ const (
 	exitOK      = 0
 	exitFatal   = 1 // could not do the job: setup, input or target failure
 	exitUsage   = 2 // bad flags
-	exitPartial = 3 // ran, but some sessions did not complete
+	exitPartial = 3 // work was lost: sessions did not complete, were shed (-m) or never started (a signal)
 )
 
 func main() {
@@ -40,7 +39,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if len(args) > 0 && args[0] == "doctor" {
 		return doctor(args[1:], stdout, stderr)
 	}
-	cfg, err := parseFlags(args, stderr)
+	cfg, err := parseFlags(args, stdout)
 	if errors.Is(err, errHelp) {
 		return exitOK
 	}
@@ -53,19 +52,57 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stdout, "stackcopy", version)
 		return exitOK
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	// Every output is checked (the --stats-json file created) before any
+	// work: a replay of hours must not end in "no such directory".
+	statsFile, err := checkOutputs(cfg)
+	if err != nil {
+		fmt.Fprintf(stderr, "stackcopy: %v\n", err)
+		return exitUsage
+	}
+	wroteStats := false
+	if statsFile != nil {
+		defer func() {
+			statsFile.Close()
+			if !wroteStats {
+				os.Remove(statsFile.Name()) // no summary: no empty document either
+			}
+		}()
+	}
+	// SIGHUP (a closed terminal, a service manager) stops the run as
+	// SIGTERM does: summary, JSON and pid file removal included.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
 	defer stop()
+	mon := &mirror.Monitor{}
 	if cfg.pprofAddr != "" {
 		ln, err := net.Listen("tcp", cfg.pprofAddr)
 		if err != nil {
 			fmt.Fprintf(stderr, "stackcopy: --pprof: %v\n", err)
 			return exitUsage
 		}
-		srv := &http.Server{Handler: http.DefaultServeMux, ReadHeaderTimeout: 10 * time.Second}
-		go srv.Serve(ln)
-		defer srv.Close()
+		defer serve(ln, http.DefaultServeMux)()
 	}
-	sum, err := start(ctx, cfg, stderr)
+	if cfg.metricsAddr != "" {
+		ln, err := net.Listen("tcp", cfg.metricsAddr)
+		if err != nil {
+			fmt.Fprintf(stderr, "stackcopy: --metrics: %v\n", err)
+			return exitUsage
+		}
+		stopMetrics := serveMetrics(ln, mon, false)
+		defer func() {
+			if cfg.metricsLinger > 0 {
+				// The final counts stay scrapeable a while (Monitor keeps
+				// them); a signal ends the wait.
+				lctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
+				select {
+				case <-time.After(cfg.metricsLinger):
+				case <-lctx.Done():
+				}
+				cancel()
+			}
+			stopMetrics()
+		}()
+	}
+	sum, err := start(ctx, cfg, mon, stderr)
 	if sum != nil {
 		sum.WriteText(stdout)
 		if sum.Comparison != nil {
@@ -74,15 +111,20 @@ func run(args []string, stdout, stderr io.Writer) int {
 				fmt.Fprintf(stderr, "stackcopy: comparison: %v\n", werr)
 			}
 		}
-		if cfg.statsJSON != "" {
-			if werr := writeStats(sum, cfg.statsJSON); werr != nil {
+		if statsFile != nil {
+			if werr := writeStats(sum, statsFile); werr != nil {
 				fmt.Fprintf(stderr, "stackcopy: %v\n", werr)
 			}
+			wroteStats = true
 		}
 	}
 	if err != nil {
 		fmt.Fprintf(stderr, "stackcopy: %v\n", err)
 		return exitFatal
+	}
+	if sum.Interrupted {
+		fmt.Fprintf(stderr, "stackcopy: interrupted by a signal: %d sessions cut short, %d never started\n",
+			sum.Replay.Reasons["interrupted"], sum.Reasons()["never-started"])
 	}
 	if !sum.AllCompleted() {
 		return exitPartial
@@ -90,13 +132,15 @@ func run(args []string, stdout, stderr io.Writer) int {
 	return exitOK
 }
 
-// start sets up logging and the pid file, then runs the engine.
-func start(ctx context.Context, cfg *config, stderr io.Writer) (*mirror.Summary, error) {
-	log, closeLog, err := cliflag.NewLogger(cfg.logFile, stderr, slog.LevelWarn, cfg.verbose)
+// start sets up logging, the pid file and the progress display, then
+// runs the engine.
+func start(ctx context.Context, cfg *config, mon *mirror.Monitor, stderr io.Writer) (*mirror.Summary, error) {
+	lg, err := openLogs(cfg.logFile, stderr, cfg.verbose)
 	if err != nil {
 		return nil, fmt.Errorf("-l: %w", err)
 	}
-	defer closeLog()
+	defer lg.close()
+	log := lg.log
 	if cfg.pidFile != "" {
 		remove, err := cliflag.WritePIDFile(cfg.pidFile)
 		if err != nil {
@@ -108,16 +152,21 @@ func start(ctx context.Context, cfg *config, stderr io.Writer) (*mirror.Summary,
 			}
 		}()
 	}
-	return mirror.Run(ctx, cfg.engine, log)
+	var tty io.Writer
+	if cfg.progress && isTerminal(stderr) {
+		tty = stderr
+	}
+	defer watch(mon, tty, lg.stats, cfg.statsInterval)()
+	return mirror.RunMonitored(ctx, cfg.engine, log, mon)
 }
 
-// writeStats writes the --stats-json file.
-func writeStats(sum *mirror.Summary, path string) error {
+// writeStats writes the --stats-json document into f (created at start).
+func writeStats(sum *mirror.Summary, f *os.File) error {
 	var b bytes.Buffer
 	if err := sum.WriteJSON(&b); err != nil {
 		return fmt.Errorf("--stats-json: %w", err)
 	}
-	if err := os.WriteFile(path, b.Bytes(), 0o644); err != nil {
+	if _, err := f.Write(b.Bytes()); err != nil {
 		return fmt.Errorf("--stats-json: %w", err)
 	}
 	return nil

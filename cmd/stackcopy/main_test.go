@@ -2,8 +2,10 @@ package main
 
 import (
 	"bytes"
+	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -66,9 +68,15 @@ func TestHelpShowsExamplesAndEveryFlag(t *testing.T) {
 	if code := run([]string{"--help"}, &out, &errb); code != exitOK {
 		t.Fatalf("--help exit %d", code)
 	}
-	help := errb.String()
+	// On stdout, as intercept's and most tools' (it was on stderr), so
+	// "stackcopy --help | less" works.
+	help := out.String()
+	if errb.Len() > 0 {
+		t.Errorf("--help wrote to stderr: %q", errb.String())
+	}
 	for _, want := range []string{"Examples:", "stackcopy -x 80-198.18.2.2:80 -i capture.pcap", "--transfer", "--input", "--clients",
-		"--percentage", "--speed", "--loop", "--timeout", "--turn-wait", "--no-wait", "--mtu", "--stats-json", "Exit status"} {
+		"--percentage", "--speed", "--loop", "--timeout", "--turn-wait", "--no-wait", "--mtu", "--stats-json", "Exit status",
+		"--metrics", "--stats-interval", "SIGUSR1", "SIGHUP", "3  work was lost"} {
 		if !strings.Contains(help, want) {
 			t.Errorf("--help lacks %q", want)
 		}
@@ -156,5 +164,51 @@ func TestSpillDefault(t *testing.T) {
 		if c.spillMiB != tc.want {
 			t.Errorf("%v: spill limit %d MiB, want %d", tc.args, c.spillMiB, tc.want)
 		}
+	}
+}
+
+// TestOutputPathsCheckedFirst: an output path that cannot be used stops
+// stackcopy at once, naming the flag, before the capture is read or the
+// host touched. A --stats-json into a missing directory used to be found
+// only after the whole replay, and the run exited 0.
+func TestOutputPathsCheckedFirst(t *testing.T) {
+	missing := filepath.Join(t.TempDir(), "no", "such", "dir")
+	for _, tc := range []struct {
+		flag, path string
+	}{
+		{"--stats-json", filepath.Join(missing, "stats.json")},
+		{"-P", filepath.Join(missing, "stackcopy.pid")},
+		{"-l", filepath.Join(missing, "stackcopy.log")},
+	} {
+		var out, errb bytes.Buffer
+		// A capture that does not exist: reaching the input check
+		// would be the old order.
+		code := run([]string{"-x", "80-198.18.2.2:80", "-i", "/nonexistent.pcap", "--tun", "sctestnever", tc.flag, tc.path}, &out, &errb)
+		if code != exitUsage {
+			t.Errorf("%s %s: exit %d, want %d; stderr %q", tc.flag, tc.path, code, exitUsage, errb.String())
+		}
+		if first, _, _ := strings.Cut(errb.String(), "\n"); !strings.HasPrefix(first, "stackcopy: "+tc.flag) || strings.Contains(first, "nonexistent.pcap") {
+			t.Errorf("%s: first line %q, want it to name %s and nothing about the capture", tc.flag, first, tc.flag)
+		}
+	}
+}
+
+// TestTUNNameTakenByVeth: --tun naming an existing interface that is not
+// a TUN says so before work starts (it was "TUNSETIFF: invalid argument"
+// after the capture was checked).
+func TestTUNNameTakenByVeth(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to create a veth")
+	}
+	name := fmt.Sprintf("scv%d", os.Getpid()%100000)
+	if out, err := exec.Command("ip", "link", "add", name, "type", "veth", "peer", "name", name+"p").CombinedOutput(); err != nil {
+		t.Skipf("ip link add: %v %s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("ip", "link", "del", name).Run() })
+	var out, errb bytes.Buffer
+	code := run([]string{"-x", "80-198.18.2.2:80", "-i", "/nonexistent.pcap", "--tun", name}, &out, &errb)
+	want := "--tun " + name + ": the name is taken by a veth interface that is not a TUN"
+	if code != exitUsage || !strings.Contains(errb.String(), want) {
+		t.Errorf("exit %d, stderr %q; want %d and %q", code, errb.String(), exitUsage, want)
 	}
 }

@@ -82,8 +82,9 @@ func (r lossyRun) mbps(size int64) float64 { return float64(size) / 1e6 / r.secs
 type lossyScStats struct {
 	Drops  uint64 `json:"capture_drops"`
 	Replay struct {
-		Sessions, Completed, Gaps, Overflowed, SpilledBytes uint64
-		SpillPeak                                           int64
+		Sessions, Completed, Gaps, Overflowed uint64
+		SpilledBytes                          uint64 `json:"spilled_bytes"`
+		SpillPeak                             int64  `json:"spill_peak"`
 	} `json:"replay"`
 	Stack struct {
 		Retransmits, Timeouts uint64

@@ -13,11 +13,20 @@ import (
 type scStats struct {
 	Seconds float64 `json:"seconds"`
 	Replay  struct {
-		Sessions, Completed, ClientResets, TargetResets, Refused, TimedOut, Gaps, Failed uint64
-		BytesSent, BytesReceived, TurnsUnanswered, PortsRemapped                         uint64
+		Sessions, Completed, Refused, Gaps, Failed uint64
+		ClientResets                               uint64 `json:"client_resets"`
+		TargetResets                               uint64 `json:"target_resets"`
+		TimedOut                                   uint64 `json:"timed_out"`
+		BytesSent                                  uint64 `json:"bytes_sent"`
+		BytesReceived                              uint64 `json:"bytes_received"`
+		TurnsUnanswered                            uint64 `json:"turns_unanswered"`
+		PortsRemapped                              uint64 `json:"ports_remapped"`
 	} `json:"replay"`
 	Stack struct {
-		SegmentsSent, Retransmits, FastRetransmits, Timeouts, WriteErrors uint64
+		Retransmits, Timeouts uint64
+		SegmentsSent          uint64 `json:"segments_sent"`
+		FastRetransmits       uint64 `json:"fast_retransmits"`
+		WriteErrors           uint64 `json:"write_errors"`
 	} `json:"stack"`
 }
 
