@@ -14,13 +14,19 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"os/signal"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
+	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/pflag"
 
 	"github.com/stackcopy/stackcopy/intercept"
@@ -87,6 +93,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if o.metricsAddr != "" {
+		stopMetrics, err := serveMetrics(o, &log)
+		if err != nil {
+			return fail(err)
+		}
+		defer stopMetrics()
+	}
 	if err := intercept.Run(ctx, o.cfg, log); err != nil {
 		return fail(err)
 	}
@@ -94,11 +107,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 }
 
 type options struct {
-	cfg     intercept.Config
-	logFile string
-	pidFile string
-	verbose int
-	version bool
+	cfg         intercept.Config
+	metricsAddr string // --metrics: serve Prometheus /metrics here
+	logFile     string
+	pidFile     string
+	verbose     int
+	version     bool
 }
 
 const usageHead = `Usage: intercept [--mode nfqueue] [-q QUEUE] [options]
@@ -157,7 +171,8 @@ this off.
 
 Every --stats-interval a line "intercept stats" reports: relayed, passed,
 unknown, held, other packets, mirrors and clients, relay drops, kernel
-drops. The same line, "intercept stopped", ends a run.
+drops. The same line, "intercept stopped", ends a run. --metrics serves
+the same counters to Prometheus (intercept_*), refreshed every second.
 
 Exit status: 0 stopped by SIGINT or SIGTERM; 1 intercept could not run or
 failed; 2 bad usage.
@@ -195,6 +210,7 @@ func parseFlags(args []string, helpOut io.Writer) (*options, error) {
 	fs.StringVar(&c.KeyFile, "key-file", "", "file holding the relay key (default: $"+intercept.KeyEnv+")")
 	fs.Var(cliflag.Duration{D: &hold}, "hold", "keep dropping answers to a forged client this long after its stackcopy left")
 	fs.Var(cliflag.Duration{D: &statsEvery}, "stats-interval", "period of the stats log line (0: only at exit)")
+	fs.StringVar(&o.metricsAddr, "metrics", "", "serve Prometheus metrics (intercept_*) on http://ADDR/metrics, e.g. 127.0.0.1:9465")
 	fs.StringVarP(&o.logFile, "log", "l", "", "log to this file instead of stderr")
 	fs.StringVarP(&o.pidFile, "pid-file", "P", "", "write the process ID to this file")
 	fs.CountVarP(&o.verbose, "verbose", "v", "debug logging (registrations)")
@@ -287,4 +303,31 @@ func parseFlags(args []string, helpOut io.Writer) (*options, error) {
 		c.StatsInterval = -1 // only at exit
 	}
 	return o, nil
+}
+
+// serveMetrics serves /metrics on o.metricsAddr. Run's counters reach it
+// through its stats lines (intercept.StatsTap): Run then reports every
+// second, and the tap forwards the lines to *log only every
+// --stats-interval, as without --metrics. stop closes the server and
+// waits for it.
+func serveMetrics(o *options, log **slog.Logger) (stop func(), err error) {
+	ln, err := net.Listen("tcp", o.metricsAddr)
+	if err != nil {
+		return nil, fmt.Errorf("--metrics: %w", err)
+	}
+	tap := intercept.NewStatsTap(o.cfg.StatsInterval) // negative: only the final line
+	*log = slog.New(tap.Handler((*log).Handler()))
+	o.cfg.StatsInterval = time.Second
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(intercept.NewCollector(tap), collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	var wg sync.WaitGroup
+	wg.Go(func() { _ = srv.Serve(ln) })
+	return func() {
+		srv.Close()
+		wg.Wait()
+	}, nil
 }
