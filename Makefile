@@ -7,7 +7,7 @@ VERSION   := $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS   := -s -w -X main.version=$(VERSION)
 export CGO_ENABLED := 0
 
-.PHONY: all build test unit lab lab-race check demo bench soak fuzz clean
+.PHONY: all build test unit lab lab-race check demo bench soak fuzz clean install image
 
 all: build
 
@@ -79,6 +79,32 @@ fuzz:
 	$(GO) test ./pgframe/ -run XXX -fuzz '^FuzzClientOracle$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./pgframe/ -run XXX -fuzz '^FuzzServerOracle$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./pgframe/ -run XXX -fuzz '^FuzzConversation$$' -fuzztime $(FUZZTIME)
+
+# Installs both programs, the hardened systemd units (their paths follow
+# PREFIX) and example flag files (kept if present). DESTDIR for packaging:
+# make install DESTDIR=/tmp/pkg PREFIX=/usr
+PREFIX    ?= /usr/local
+BINDIR    ?= $(PREFIX)/bin
+UNITDIR   ?= /etc/systemd/system
+SYSCONFDIR ?= /etc
+install: build
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(UNITDIR) $(DESTDIR)$(SYSCONFDIR)/default
+	install -d -m 0700 $(DESTDIR)$(SYSCONFDIR)/stackcopy
+	install -m 0755 $(BIN)/stackcopy $(BIN)/intercept $(DESTDIR)$(BINDIR)/
+	for u in stackcopy intercept; do \
+		sed 's#/usr/local/bin/#$(BINDIR)/#' deploy/systemd/$$u.service > $(DESTDIR)$(UNITDIR)/$$u.service && \
+		chmod 0644 $(DESTDIR)$(UNITDIR)/$$u.service && \
+		{ [ -e $(DESTDIR)$(SYSCONFDIR)/default/$$u ] || install -m 0644 deploy/systemd/$$u.default $(DESTDIR)$(SYSCONFDIR)/default/$$u; }; \
+	done
+	@echo "installed; next: a key in $(SYSCONFDIR)/stackcopy/relay.key (mode 0600), flags in $(SYSCONFDIR)/default/{stackcopy,intercept}, then stackcopy doctor / intercept doctor, systemctl daemon-reload"
+
+# An OCI image with both static binaries, built without a container daemon
+# and without pulling a base image (deploy/mkimage); IMAGE_OUT is an OCI
+# layout directory, or a docker-save tarball when it ends in .tar.
+IMAGE_OUT ?= $(BIN)/image.tar
+IMAGE_TAG ?= stackcopy:$(VERSION)
+image: build
+	$(GO) run ./deploy/mkimage -stackcopy $(BIN)/stackcopy -intercept $(BIN)/intercept -tag $(IMAGE_TAG) -o $(IMAGE_OUT)
 
 clean:
 	rm -rf $(BIN)

@@ -44,6 +44,8 @@ var allowed = map[string][]string{
 	"internal/archtest":   nil,
 	"internal/framekit":   nil,
 	"internal/doctor":     {"hostnet", "relay", "internal/pcapfilter"},
+	"deploy":              nil,
+	"deploy/mkimage":      nil,
 	"compare":             nil,
 	"compare/cmphttp":     {"compare"},
 	"compare/cmpresp":     {"compare"},
