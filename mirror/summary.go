@@ -141,6 +141,13 @@ func (s *Summary) WriteText(w io.Writer) {
 	if s.Relay != nil {
 		fmt.Fprintf(w, "  relay     %d answers relayed (%d header-only), %d/%d channels up, %d reconnects\n",
 			s.Relay.Packets, s.Relay.HeaderOnly, s.Relay.Connected, s.Relay.Channels, s.Relay.Reconnects)
+		if s.Relay.HeldByIntercept > 0 {
+			// Answers an intercept kept for addresses nobody had
+			// registered (an earlier run's, or a registration that came
+			// late): the sessions they belonged to waited in vain.
+			fmt.Fprintf(w, "  relay     %d forged clients found %d answers held by an intercept (its --hold table) when they registered\n",
+				s.Relay.HeldByIntercept, s.Relay.HeldAnswers)
+		}
 	}
 	if s.Live {
 		fmt.Fprintf(w, "  kernel    %d captured packets dropped before stackcopy read them\n", s.CaptureDrops)
