@@ -142,6 +142,9 @@ const (
 	// retransmitted FINs are not mistaken for new mid-stream sessions. A flow
 	// waiting to join is forgotten the same way after tombTTL of silence.
 	tombTTL = 60 * time.Second
+	// maxTombs bounds the ended sessions' keys remembered (about 64 bytes
+	// each, 16 MiB in all).
+	maxTombs = 256 << 10
 )
 
 // TrackerStats counts what the tracker saw.
@@ -900,6 +903,13 @@ func packKey(k SessionKey) tombKey {
 
 func (tb *tombs) add(k SessionKey, isn uint32, now time.Time) {
 	tb.age(now)
+	if len(tb.cur) >= maxTombs/2 {
+		// More sessions end per tombTTL than the table holds (a capture of
+		// 100k short sessions a second): generations turn over sooner. A
+		// late segment of a forgotten session is then counted mid-stream,
+		// never replayed.
+		tb.prev, tb.cur, tb.since = tb.cur, nil, now
+	}
 	if tb.cur == nil {
 		tb.cur = make(map[tombKey]uint32)
 	}
