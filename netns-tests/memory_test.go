@@ -157,8 +157,9 @@ func memoryLab(t *testing.T, n int) (*replayLab, string) {
 }
 
 // Sessions of the memory tests, and the bounds. Measured on 2 cores:
-// before the window, 20k sessions at --speed 0 peaked at 290 MiB (10k:
-// 163 MiB, 100k: 953 MiB); with it, about 100 MiB whatever the count.
+// before the window, 20k sessions at --speed 0 peaked at 252 MiB (100k:
+// 953 MiB) and -m 80 shed 14323 of them and still peaked at 112 MiB;
+// with it, 130 MiB, and -m 80 sheds none and peaks at 71 MiB.
 const (
 	memSessions = 20_000
 	memBound    = 160 << 20
