@@ -440,6 +440,7 @@ func (ch *channel) run() {
 	backoff := minBackoff
 	connected := false
 	lastLogged := ""
+	c.log.Info("relay: connecting to intercept", "intercept", ch.addr, "channel", ch.slot)
 	for {
 		conn, err := ch.connect(ctx)
 		if err != nil {
