@@ -167,7 +167,15 @@ stackcopy sees the real bytes, e.g. to compare answers.
 Answers that arrive after their stackcopy disconnected or ended the session
 (retransmissions, late FINs, a SYN-ACK to a handshake it gave up on) are
 still dropped for --hold after the last one, so they do not leak; 0 turns
-this off.
+this off. A stackcopy that registers a held address ends its hold: the
+answers are its own from then on, and it is told how many were held (the
+target may still have the earlier run's connection on that address).
+
+The relay port admits at most 8 handshakes in progress per source address
+(IPv6: per /64) and 256 in all, a quarter of them kept for addresses with
+none in progress, each for 3 s at most; connections beyond are reset
+unread. A few rejections per 10 s are logged in full, the rest in one
+line per 10 s: how many, from how many addresses, the busiest ones, why.
 
 Every --stats-interval a line "intercept stats" reports: relayed, passed,
 unknown, held, other packets, mirrors and clients, relay drops, kernel
