@@ -79,6 +79,14 @@ fuzz:
 	$(GO) test ./pgframe/ -run XXX -fuzz '^FuzzClientOracle$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./pgframe/ -run XXX -fuzz '^FuzzServerOracle$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./pgframe/ -run XXX -fuzz '^FuzzConversation$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./compare/ -run XXX -fuzz '^FuzzChunking$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./compare/ -run XXX -fuzz '^FuzzFingerprint$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./compare/cmphttp/ -run XXX -fuzz '^FuzzHTTP1$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./compare/cmphttp/ -run XXX -fuzz '^FuzzHTTP2$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./compare/cmpresp/ -run XXX -fuzz '^FuzzRESP$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./compare/cmpmc/ -run XXX -fuzz '^FuzzMemcached$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./compare/cmpmysql/ -run XXX -fuzz '^FuzzMySQL$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./compare/cmppg/ -run XXX -fuzz '^FuzzPostgres$$' -fuzztime $(FUZZTIME)
 
 # Installs both programs, the hardened systemd units (their paths follow
 # PREFIX) and example flag files (kept if present). DESTDIR for packaging:
