@@ -13,10 +13,12 @@ import (
 // nothing itself: every scrape takes one Monitor.Snapshot (atomic loads)
 // and turns it into constant metrics, so the figures are the summary's.
 //
-// Latency: the replayer keeps its lag behind the captured schedule as a
-// maximum and a power-of-two median per protocol, not as a histogram, so
-// those are exposed as gauges (stackcopy_replay_lag_*_seconds); turn and
-// answer latency histograms are not kept anywhere cheap enough to scrape.
+// Latency: the replayer keeps a histogram of its turns' latency (first
+// client byte written to the answer's end, replay.Stats.TurnLatency:
+// atomic bucket counters), exposed as stackcopy_turn_latency_seconds; its
+// lag behind the captured schedule is kept as a maximum and a
+// power-of-two median per protocol, exposed as gauges
+// (stackcopy_replay_lag_*_seconds).
 type Collector struct {
 	mon *Monitor
 	d   map[string]*prometheus.Desc
@@ -46,6 +48,7 @@ func NewCollector(m *Monitor) *Collector {
 	add("stackcopy_turns_total", "Turns that waited for the target's answer.")
 	add("stackcopy_turns_framed_total", "Turns whose answer protocol framing found complete.")
 	add("stackcopy_turns_unanswered_total", "Turns sent after --turn-wait without an answer.")
+	add("stackcopy_turn_latency_seconds", "Answered turns: time from the turn's first client byte written to the end of the target's answer.")
 	add("stackcopy_replay_lag_max_seconds", "Largest lag of a client write behind the captured schedule, by protocol.", "protocol")
 	add("stackcopy_replay_lag_p50_seconds", "Typical (median, to a power of two of ms) lag behind the captured schedule, by protocol.", "protocol")
 	add("stackcopy_spill_bytes_total", "Client bytes that went through spill files.")
@@ -126,6 +129,15 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	counter("stackcopy_turns_total", r.Turns)
 	counter("stackcopy_turns_framed_total", r.TurnsFramed)
 	counter("stackcopy_turns_unanswered_total", r.TurnsUnanswered)
+	if h := r.TurnLatency; len(h.Bounds) > 0 {
+		buckets := make(map[float64]uint64, len(h.Bounds))
+		var cum uint64
+		for i, b := range h.Bounds {
+			cum += h.Counts[i]
+			buckets[b] = cum
+		}
+		ch <- prometheus.MustNewConstHistogram(c.d["stackcopy_turn_latency_seconds"], h.Count, h.SumSeconds, buckets)
+	}
 	for name, p := range r.Protocols {
 		if p.Writes > 0 {
 			gauge("stackcopy_replay_lag_max_seconds", p.LagMaxMs/1e3, name)

@@ -235,11 +235,19 @@ func TestMetrics(t *testing.T) {
 		{`stackcopy_relay_answers_total`, float64(sum.Relay.Packets)},
 		{`stackcopy_stack_retransmits_total`, float64(sum.Stack.Retransmits)},
 		{`stackcopy_sessions_expected`, float64(2 * sum.CaptureSessions)},
+		{`stackcopy_turn_latency_seconds_count`, float64(sum.Replay.TurnLatency.Count)},
 	} {
 		got := last(c.query)
 		if len(got) != 1 || got["{}"] != c.want && got["{outcome=completed}"] != c.want {
 			t.Errorf("%s: prometheus has %v, the summary %v", c.query, got, c.want)
 		}
+	}
+	if sum.Replay.TurnLatency.Count == 0 || sum.Replay.TurnLatency.Count > sum.Replay.Turns {
+		t.Errorf("turn latency: %d turns timed of %d", sum.Replay.TurnLatency.Count, sum.Replay.Turns)
+	}
+	// The histogram as Prometheus stores it: a median from its buckets.
+	if got := promQuery(t, ml.online, `histogram_quantile(0.5, last_over_time(stackcopy_turn_latency_seconds_bucket[2m]))`); len(got) != 1 || got["{}"] <= 0 {
+		t.Errorf("turn latency median from prometheus: %v", got)
 	}
 	// Scraped while it ran, not only at the end.
 	if got := promQuery(t, ml.online, `count_over_time(stackcopy_running[2m]) and max_over_time(stackcopy_running[2m]) == 1`); len(got) != 1 || got["{}"] < 5 {

@@ -180,6 +180,10 @@ func TestHTTPFramingShortAnswers(t *testing.T) {
 	if st.TurnsFramed != 3 || st.TurnsUnanswered != 0 || st.Completed != 1 || target.requests.Load() != 3 {
 		t.Errorf("stats %+v, %d requests at the target: want 3 framed turns, none unanswered, 3 requests", st, target.requests.Load())
 	}
+	// Every answered turn is timed once.
+	if h := st.TurnLatency; h.Count != 3 || h.SumSeconds <= 0 || len(h.Counts) != len(h.Bounds)+1 {
+		t.Errorf("turn latency %+v: want 3 turns timed", h)
+	}
 }
 
 // TestHTTPFramingFallsBack: an answer the framer cannot follow (not HTTP)

@@ -230,6 +230,11 @@ type Stats struct {
 	// sessions shed by Admit: one count per reason name (Reason*), so
 	// the outcome counters above add up to it.
 	Reasons map[string]uint64 `json:"reasons,omitempty"`
+	// TurnLatency is, for every turn whose answer came (by framing, size
+	// or silence), the time from the turn's first client byte written to
+	// the answer's end as the replayer saw it (a turn that ended by
+	// silence includes the Quiet spell).
+	TurnLatency Histogram `json:"turn_latency"`
 }
 
 // Replayer implements session.Sink.
@@ -258,6 +263,7 @@ type Replayer struct {
 		sessions, unmatched, sampled, shed, sent, received, turns, unanswered, framed, remapped atomic.Uint64
 		outcomes                                                                                [numOutcomes]atomic.Uint64 // indexed by outcome
 		reasons                                                                                 [numReasons]atomic.Uint64  // indexed by reason
+		turnLatency                                                                             latencyHist
 	}
 }
 
@@ -592,7 +598,7 @@ func (r *Replayer) Stats() Stats {
 		TurnsUnanswered: r.s.unanswered.Load(), TurnsFramed: r.s.framed.Load(), PortsRemapped: r.s.remapped.Load(),
 		SpilledBytes: r.spill.spilled(), SpillPeak: r.spill.highest(),
 		Protocols: r.protos.stats(), Unjoinable: r.s.unjoinable.Load(),
-		Reasons: r.reasonCounts(),
+		Reasons: r.reasonCounts(), TurnLatency: r.s.turnLatency.snapshot(),
 	}
 }
 
@@ -1398,10 +1404,11 @@ func (a answerSink) Write(p []byte) (int, error) {
 type turnStart struct {
 	rcvd           uint64
 	interim, final int
+	at             time.Time // the turn's first write
 }
 
 func (s *player) turnStart() turnStart {
-	t := turnStart{rcvd: s.rcvd.Load()}
+	t := turnStart{rcvd: s.rcvd.Load(), at: time.Now()}
 	if r := s.resps.Load(); r != nil {
 		t.interim, t.final = r.Interim(), r.Final()
 	}
@@ -1441,6 +1448,9 @@ func (s *player) awaitAnswer(m turnStart, want, answers int) {
 	s.pc.turns.Add(1)
 	end := s.awaitEnd(m, want, answers)
 	s.pc.ends[end].Add(1)
+	if end <= endQuiet && !m.at.IsZero() {
+		s.r.s.turnLatency.observe(time.Since(m.at))
+	}
 	switch end {
 	case endFramed:
 		s.r.s.framed.Add(1)
