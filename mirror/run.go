@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
-	"strings"
 	"sync"
 	"time"
 
@@ -373,8 +372,7 @@ func withReasons(dial replay.DialFunc) replay.DialFunc {
 		case err == nil:
 		case errors.Is(err, netstack.ErrUnreachable):
 			err = fmt.Errorf("%w (%w)", err, replay.ErrUnreachable)
-		case strings.HasPrefix(err.Error(), "relay: register"):
-			// relay.Client.Register's errors; relay has no value for them.
+		case errors.Is(err, relay.ErrNotRegistered):
 			err = fmt.Errorf("%w (%w)", err, replay.ErrRelayDown)
 		}
 		return c, err

@@ -230,6 +230,11 @@ func normalizeAddr(s string) (string, error) {
 	return s, nil
 }
 
+// ErrNotRegistered is what Register's errors wrap when an intercept did
+// not take the registration (not connected, or it did not confirm in
+// time): the session must not start, or its answers would leak.
+var ErrNotRegistered = errors.New("an intercept did not take the registration")
+
 // Register tells every intercept that responses to client (a forged
 // client address) belong to this mirror, which replays it towards target.
 // Call it before the stack sends the client's SYN, so the route is in
@@ -256,10 +261,10 @@ func (c *Client) Register(client, target netip.AddrPort) error {
 	deadline := time.Now().Add(c.cfg.HandshakeTimeout)
 	for i, ch := range chans {
 		if fences[i] == 0 {
-			return fmt.Errorf("relay: register %v: intercept %s is not connected", client, ch.addr)
+			return fmt.Errorf("relay: register %v: intercept %s is not connected: %w", client, ch.addr, ErrNotRegistered)
 		}
 		if err := ch.waitFence(fences[i], deadline); err != nil {
-			return fmt.Errorf("relay: register %v: intercept %s: %w", client, ch.addr, err)
+			return fmt.Errorf("relay: register %v: intercept %s: %w (%w)", client, ch.addr, err, ErrNotRegistered)
 		}
 	}
 	return nil
