@@ -25,6 +25,24 @@ func Value(b []byte) string {
 	return Digest(b)
 }
 
+// ValueString is Value for a string, without copying one that is
+// rendered as itself.
+func ValueString(s string) string {
+	if len(s) <= maxInline && printableString(s) {
+		return s
+	}
+	return Value([]byte(s))
+}
+
+func printableString(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < ' ' && c != '\t' || c >= 0x7f {
+			return printable([]byte(s)) // not plain ASCII: the careful check
+		}
+	}
+	return true
+}
+
 // Digest is b's length and 64-bit digest: "len=N crc=hhhhhhhhhhhhhhhh".
 func Digest(b []byte) string {
 	h := NewHasher()

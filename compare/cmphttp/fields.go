@@ -88,10 +88,10 @@ func hopByHop(name string) bool {
 // answerFields are an answer's comparable fields: "status", then
 // "header:<name>" by name, then "trailer:<name>" by name, then the body's
 // fields (see bodyFields).
-func answerFields(lim compare.Limits, status int, hdr, trailers []hfield, b *body) ([]compare.Field, *compare.Detail) {
+func answerFields(lim compare.Limits, status int, hdr, trailers []hfield, b *body, names map[string]string) ([]compare.Field, *compare.Detail) {
 	out := []compare.Field{{Name: "status", Value: strconv.Itoa(status)}}
-	out = appendHeaderFields(out, "header:", hdr)
-	out = appendHeaderFields(out, "trailer:", trailers)
+	out = appendHeaderFields(out, "header:", hdr, names)
+	out = appendHeaderFields(out, "trailer:", trailers, names)
 	body, detail := bodyFields(lim, hdr, b)
 	return append(out, body...), detail
 }
@@ -99,23 +99,23 @@ func answerFields(lim compare.Limits, status int, hdr, trailers []hfield, b *bod
 // appendHeaderFields adds one field per header name, sorted by name (the
 // order of different fields carries no meaning), the values of a repeated
 // field joined in order. Set-Cookie keeps only the cookies' names, sorted:
-// their values are new every run.
-func appendHeaderFields(out []compare.Field, prefix string, hdr []hfield) []compare.Field {
+// their values are new every run. names caches field names by header name
+// as sent (nil: no cache): every answer of a connection repeats them.
+func appendHeaderFields(out []compare.Field, prefix string, hdr []hfield, names map[string]string) []compare.Field {
 	type group struct {
-		name string
+		name string // lower case
 		vals []string
 	}
-	var groups []group
-	idx := map[string]int{}
+	var buf [32]group
+	groups := buf[:0]
 	for _, f := range hdr {
-		name := strings.ToLower(f.name)
+		name := lowerASCII(f.name)
 		if hopByHop(name) || name == "" || name[0] == ':' {
 			continue
 		}
-		i, ok := idx[name]
-		if !ok {
+		i := slices.IndexFunc(groups, func(g group) bool { return g.name == name })
+		if i < 0 {
 			i = len(groups)
-			idx[name] = i
 			groups = append(groups, group{name: name})
 		}
 		groups[i].vals = append(groups[i].vals, f.value)
@@ -123,20 +123,51 @@ func appendHeaderFields(out []compare.Field, prefix string, hdr []hfield) []comp
 	slices.SortFunc(groups, func(a, b group) int { return strings.Compare(a.name, b.name) })
 	for _, g := range groups {
 		var v string
-		if g.name == "set-cookie" {
-			names := make([]string, len(g.vals))
+		switch {
+		case g.name == "set-cookie":
+			cookies := make([]string, len(g.vals))
 			for i, c := range g.vals {
 				n, _, _ := strings.Cut(c, "=")
-				names[i] = strings.TrimSpace(n)
+				cookies[i] = strings.TrimSpace(n)
 			}
-			slices.Sort(names)
-			v = strings.Join(names, "; ")
-		} else {
+			slices.Sort(cookies)
+			v = strings.Join(cookies, "; ")
+		case len(g.vals) == 1:
+			v = g.vals[0]
+		default:
 			v = strings.Join(g.vals, ", ")
 		}
-		out = append(out, compare.Field{Name: prefix + g.name, Value: compare.Value([]byte(v))})
+		out = append(out, compare.Field{Name: fieldName(names, prefix, g.name), Value: compare.ValueString(v)})
 	}
 	return out
+}
+
+// fieldName is prefix+name, from the cache when it has it.
+func fieldName(names map[string]string, prefix, name string) string {
+	if names == nil {
+		return prefix + name
+	}
+	key := prefix + name
+	if n, ok := names[key]; ok {
+		return n
+	}
+	if len(names) < maxNames {
+		names[key] = key
+	}
+	return key
+}
+
+// maxNames bounds a connection's cache of header field names.
+const maxNames = 256
+
+// lowerASCII is s in lower case, s itself (no copy) when it already is.
+func lowerASCII(s string) string {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c >= 'A' && c <= 'Z' || c >= 0x80 {
+			return strings.ToLower(s)
+		}
+	}
+	return s
 }
 
 // headerValue is the first value of the field name (lowercase) in hdr.

@@ -600,6 +600,7 @@ func (c *h1Conv) newAnswers() *h1Answers {
 // answers request n.
 type h1Answers struct {
 	c       *h1Conv
+	names   map[string]string // header field names, see appendHeaderFields
 	lim     compare.Limits
 	hb      headBuf
 	cur     *h1Msg
@@ -749,7 +750,10 @@ func (a *h1Answers) feed(p []byte, end bool) (out []compare.Answer, rest []byte,
 }
 
 func (a *h1Answers) answer(m *h1Msg, truncated bool) compare.Answer {
-	fields, detail := answerFields(a.lim, m.status, m.hdr, m.br.trailers, &m.body)
+	if a.names == nil {
+		a.names = make(map[string]string)
+	}
+	fields, detail := answerFields(a.lim, m.status, m.hdr, m.br.trailers, &m.body, a.names)
 	lim := a.lim
 	ans := compare.Answer{
 		Req:       a.n,

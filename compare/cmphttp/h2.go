@@ -617,6 +617,7 @@ const (
 // h2Answers reads one server's stream of an HTTP/2 connection.
 type h2Answers struct {
 	c       *h2Conv
+	names   map[string]string // header field names, see appendHeaderFields
 	mode    int
 	h1      *h1Answers
 	fr      frameReader
@@ -856,7 +857,10 @@ func (a *h2Answers) complete(r *h2Resp, rst string, truncated bool) {
 	ans := compare.Answer{Req: -1, Truncated: truncated, Size: r.size, Error: r.status >= 500 || rst != ""}
 	line := "HTTP/2 (no response)"
 	if r.gotStatus {
-		ans.Fields, ans.Detail = answerFields(a.c.lim, r.status, r.hdr, r.trailers, &r.body)
+		if a.names == nil {
+			a.names = make(map[string]string)
+		}
+		ans.Fields, ans.Detail = answerFields(a.c.lim, r.status, r.hdr, r.trailers, &r.body, a.names)
 		line = "HTTP/2 " + strconv.Itoa(r.status)
 	}
 	if rst != "" {
