@@ -102,7 +102,7 @@ func parseFlags(args []string) (*config, error) {
 	only := fs.String("only", "", "run only these workloads: upload, short, idle, live, lossy, memory (comma-separated)")
 	fs.BoolVar(&c.quick, "quick", false, "smaller sizes for a smoke run: 64 MiB upload, 300 short sessions, 1000 idle sessions, 32 MiB lossy upload")
 	fs.IntVar(&c.runs, "runs", 3, "runs per side for upload, short and lossy (interleaved; the median is printed)")
-	fs.DurationVar(&c.budget, "budget", 14*time.Minute, "stop everything after this long")
+	fs.DurationVar(&c.budget, "budget", 24*time.Minute, "stop everything after this long (the memory workload alone replays 1.1M sessions: about 5 minutes)")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: bench [flags]   (as root; `make bench`)\n\n"+
 			"Measures stackcopy against kernel TCP in a network-namespace lab.\n"+
