@@ -149,6 +149,9 @@ func httpTarget(t *testing.T, l net.Listener) <-chan received {
 			}
 			wg.Go(func() {
 				defer c.Close()
+				// The peer's address now: once the peer reset, a gonet
+				// connection has none (RemoteAddr returns nil).
+				remote := c.RemoteAddr().String()
 				var raw bytes.Buffer
 				r := bufio.NewReader(io.TeeReader(c, &raw))
 				for {
@@ -160,7 +163,7 @@ func httpTarget(t *testing.T, l net.Listener) <-chan received {
 					body := "answer to " + req.URL.Path + strings.Repeat(".", 3000)
 					fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
 				}
-				out <- received{remote: netip.MustParseAddrPort(c.RemoteAddr().String()), bytes: raw.String()}
+				out <- received{remote: netip.MustParseAddrPort(remote), bytes: raw.String()}
 			})
 		}
 	})
