@@ -204,7 +204,7 @@ func (c *conv) malformed(why string) compare.Request {
 	r := c.newRequest(key, nil)
 	r.Sample = "malformed: " + why
 	cl.st = cDead
-	c.await(entry{id: r.ID, kind: kLine}) // memcached answers an error
+	c.pending.Add(entry{id: r.ID, kind: kLine}) // memcached answers an error
 	return r
 }
 
@@ -225,7 +225,7 @@ func (c *conv) binary() compare.Request {
 	}
 	r.Sample = "binary protocol not compared"
 	cl.st = cDead
-	c.await(entry{id: r.ID, kind: kBinary})
+	c.pending.Add(entry{id: r.ID, kind: kBinary})
 	return r
 }
 
@@ -351,7 +351,7 @@ func (c *conv) answerable(r *compare.Request, e entry) {
 		return
 	}
 	e.id = r.ID
-	c.await(e)
+	c.pending.Add(e)
 }
 
 func isInt(b []byte) bool {

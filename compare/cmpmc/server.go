@@ -30,7 +30,7 @@ const (
 
 type answers struct {
 	c    *conv
-	cur  int // absolute index of the next entry to answer
+	cur  *compare.Cursor // the next entry to answer
 	st   sstate
 	line []byte
 
@@ -468,8 +468,8 @@ func (a *answers) flush(out []compare.Answer, end bool) []compare.Answer {
 			if wait {
 				return out
 			}
-			if e, ok := a.c.entryAt(i); ok {
-				a.cur = i + 1
+			if e, ok := a.c.pending.At(i); ok {
+				a.cur.At = i + 1
 				if !e.quiet {
 					h.a.Req = e.id
 				}
@@ -498,8 +498,8 @@ func (a *answers) pick(h *held, final bool) (idx int, wait bool) {
 		return -1, true
 	}
 	p := -1 // the oldest non-quiet entry
-	for i := a.cur; ; i++ {
-		e, ok := a.c.entryAt(i)
+	for i := a.cur.At; ; i++ {
+		e, ok := a.c.pending.At(i)
 		if !ok {
 			break
 		}
@@ -519,38 +519,38 @@ func (a *answers) pick(h *held, final bool) (idx int, wait bool) {
 	}
 	end := p
 	if end < 0 {
-		end = a.c.base + len(a.c.entries)
+		end = a.c.pending.End()
 	}
 	if h.hasO { // the token proves it
 		if p >= 0 {
-			if e, _ := a.c.entryAt(p); e.oflag && e.opaque == h.o {
+			if e, _ := a.c.pending.At(p); e.oflag && e.opaque == h.o {
 				return p, false
 			}
 		}
-		for i := a.cur; i < end; i++ {
-			if e, _ := a.c.entryAt(i); e.oflag && e.opaque == h.o {
+		for i := a.cur.At; i < end; i++ {
+			if e, _ := a.c.pending.At(i); e.oflag && e.opaque == h.o {
 				return i, false
 			}
 		}
 	}
 	// A quiet request before it that can have the answer is taken to
 	// have it: memcached answers in order.
-	for i := a.cur; i < end; i++ {
-		if e, _ := a.c.entryAt(i); canGive(e, h) {
+	for i := a.cur.At; i < end; i++ {
+		if e, _ := a.c.pending.At(i); canGive(e, h) {
 			return i, false
 		}
 	}
 	if p < 0 {
 		return none()
 	}
-	if e, _ := a.c.entryAt(p); valid(e.kind, h.code) && flagsMatch(e, h) {
+	if e, _ := a.c.pending.At(p); valid(e.kind, h.code) && flagsMatch(e, h) {
 		return p, false
 	}
 	// The oldest request cannot have it: a guess above gave its answer
 	// to a quiet request. The answer is the first later request's that
 	// can have it, and the requests passed over go unanswered.
 	for i := p + 1; i < p+1+maxSkip; i++ {
-		e, ok := a.c.entryAt(i)
+		e, ok := a.c.pending.At(i)
 		if !ok {
 			if !final {
 				return -1, true // the request that can have it may be still to come

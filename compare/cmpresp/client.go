@@ -231,7 +231,7 @@ func (c *conv) malformed(why string) Request {
 	cl.nextID++
 	cl.size = 0
 	// The server answers a protocol error, which pairs with this.
-	c.await(entry{id: r.ID})
+	c.pending.Add(entry{id: r.ID})
 	return r
 }
 
@@ -410,7 +410,7 @@ func (c *conv) command() Request {
 			cl.resp3 = false
 		}
 	}
-	c.await(e)
+	c.pending.Add(e)
 	return r
 }
 

@@ -127,7 +127,7 @@ func (protocol) New(lim compare.Limits) compare.Conversation {
 	if lim.Sample <= 0 {
 		lim.Sample = compare.DefaultLimits.Sample
 	}
-	return &conv{lim: lim}
+	return &conv{lim: lim, pending: compare.Pending[entry]{Max: maxEntries}}
 }
 
 // Entry flags: what an awaited reply does to the answers' mode.
@@ -149,54 +149,14 @@ type conv struct {
 	lim compare.Limits
 	c   client
 
-	entries []entry // awaiting replies, from absolute index base on
-	base    int
-	answers []*answers
+	pending compare.Pending[entry] // awaiting replies; Max set by New
 
 	words, keys map[string]string // command names and keys met, by their bytes
 	arena       []byte            // where requests' samples are copied to
 }
 
 func (c *conv) Answers() compare.Answers {
-	a := &answers{c: c, cur: c.base}
+	a := &answers{c: c, cur: c.pending.Cursor()}
 	a.init()
-	c.answers = append(c.answers, a)
 	return a
-}
-
-// await records a command that awaits a reply.
-func (c *conv) await(e entry) {
-	c.entries = append(c.entries, e)
-	c.trim()
-}
-
-// trim drops the entries every Answers has passed, and the oldest beyond
-// maxEntries.
-func (c *conv) trim() {
-	low := c.base + len(c.entries)
-	for _, a := range c.answers {
-		low = min(low, a.cur)
-	}
-	if over := c.base + len(c.entries) - maxEntries; over > 0 {
-		low = max(low, c.base+over)
-	}
-	if drop := low - c.base; drop > 0 && (drop >= 1024 || drop == len(c.entries)) {
-		// Copying once a thousand entries are passed keeps the cost
-		// per command constant and the slice from growing.
-		n := copy(c.entries, c.entries[drop:])
-		clear(c.entries[n:])
-		c.entries = c.entries[:n]
-		c.base = low
-		for _, a := range c.answers {
-			a.cur = max(a.cur, c.base)
-		}
-	}
-}
-
-// entryAt returns the entry at absolute index i, if cut yet.
-func (c *conv) entryAt(i int) (*entry, bool) {
-	if i < c.base || i >= c.base+len(c.entries) {
-		return nil, false
-	}
-	return &c.entries[i-c.base], true
 }

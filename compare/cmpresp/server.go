@@ -55,7 +55,7 @@ type val struct {
 
 type answers struct {
 	c     *conv
-	cur   int // absolute index of the next entry to answer
+	cur   *compare.Cursor // the next entry to answer
 	st    sstate
 	line  []byte
 	stack []frame
@@ -598,21 +598,21 @@ func (a *answers) flush(out []compare.Answer, end bool) []compare.Answer {
 			h.a.Req = -1
 		case a.passive:
 			h.a.Req = -1
-			e, ok := a.c.entryAt(a.cur)
+			e, ok := a.c.pending.At(a.cur.At)
 			switch {
 			case ok && h.reset && e.flags&fReset != 0:
 				h.a.Req = e.id
-				a.cur++
+				a.cur.At++
 				a.passive = false
 			case !ok && h.reset && !end && pending <= maxHeld:
 				return out // the RESET it answers may be still to come
 			}
 		default:
-			e, ok := a.c.entryAt(a.cur)
+			e, ok := a.c.pending.At(a.cur.At)
 			switch {
 			case ok:
 				h.a.Req = e.id
-				a.cur++
+				a.cur.At++
 				a.passive = e.flags&fPassive != 0
 				a.extra = e.extra
 			case end || pending > maxHeld:
