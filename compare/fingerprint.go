@@ -1,6 +1,7 @@
 package compare
 
 import (
+	"strconv"
 	"strings"
 	"unicode/utf8"
 )
@@ -482,3 +483,19 @@ var sqlKeywords = func() map[string]bool {
 	}
 	return m
 }()
+
+// ShownRows is how many rows of a SQL result set are fields of their own
+// (RowField), so that a difference shows which row changed; the rest are
+// in the result's digest.
+const ShownRows = 10
+
+// rowFields are the names of the shown rows' fields, made once.
+var rowFields = func() (n [ShownRows]string) {
+	for i := range n {
+		n[i] = "row[" + strconv.Itoa(i) + "]"
+	}
+	return n
+}()
+
+// RowField is the field name of a result set's row i (i < ShownRows).
+func RowField(i int) string { return rowFields[i] }

@@ -121,3 +121,29 @@ func Sample(b []byte, limit int) string {
 	}
 	return s
 }
+
+// FieldsSample renders fields as a sample ("name=value; ..."), cut at
+// limit bytes: for answers of binary protocols, whose wire bytes say
+// nothing to people.
+func FieldsSample(fields []Field, limit int) string {
+	n := 0
+	for _, f := range fields {
+		n += len(f.Name) + len(f.Value) + 3
+		if n > limit {
+			break
+		}
+	}
+	b := make([]byte, 0, n)
+	for i, f := range fields {
+		if i > 0 {
+			b = append(b, "; "...)
+		}
+		b = append(b, f.Name...)
+		b = append(b, '=')
+		b = append(b, f.Value...)
+		if len(b) > limit {
+			break
+		}
+	}
+	return Sample(b, limit)
+}

@@ -60,7 +60,6 @@ const (
 const (
 	statusMoreResults  = 0x0008
 	statusCursorExists = 0x0040
-	maxShownRows       = 10
 )
 
 type result struct {
@@ -177,9 +176,9 @@ func (a *answers) run(data []byte) int {
 			}
 			return i
 		}
-		a.r.spill = nil
+		a.r.Spill = nil
 		if a.st == sRows {
-			a.r.spill = &a.last().rowHash
+			a.r.Spill = &a.last().rowHash
 		}
 		n, done := a.r.feed(data[i:])
 		i += n
@@ -288,7 +287,7 @@ func (a *answers) stop(why string) {
 func (a *answers) deprecateEOF() bool { return a.caps&capDeprecateEOF != 0 }
 
 func (a *answers) message() {
-	m, size := a.r.buf, a.r.size
+	m, size := a.r.Buf, a.r.Size
 	a.size += a.r.wire
 	if size == 0 {
 		a.stop("empty server packet")
@@ -620,15 +619,15 @@ func (a *answers) rowsEnd(res *result, m []byte) bool {
 
 func (a *answers) row(res *result, m []byte) {
 	res.rows++
-	if !a.r.spilled {
+	if !a.r.Spilled {
 		res.rowHash.Feed(m)
 	}
-	if len(res.shown) >= maxShownRows {
+	if len(res.shown) >= compare.ShownRows {
 		return
 	}
 	limit := max(a.c.lim.Sample, 1024)
-	if a.r.over {
-		res.shown = append(res.shown, a.r.h.Value())
+	if a.r.Over {
+		res.shown = append(res.shown, a.r.Hash.Value())
 		return
 	}
 	var vals []string
@@ -723,7 +722,7 @@ func (a *answers) finish(truncated bool) {
 	}
 	limit := a.c.lim.Sample
 	ans := compare.Answer{Req: a.cur.id, Fields: fields, Error: a.isErr, Truncated: truncated, Size: a.size,
-		Render: func() string { return sample(fields, limit) }}
+		Render: func() string { return compare.FieldsSample(fields, limit) }}
 	a.out = append(a.out, ans)
 	a.cur, a.st = nil, sIdle
 	a.res = a.res[:0]
@@ -773,7 +772,7 @@ func (a *answers) fields(res *result, out []compare.Field, i int) []compare.Fiel
 		add("rows", strconv.Itoa(res.rows))
 		add("row_data", res.rowHash.Value())
 		for j, r := range res.shown {
-			add(rowNames[j], r)
+			add(compare.RowField(j), r)
 		}
 	}
 	if res.hasOK {
@@ -795,35 +794,3 @@ func (a *answers) fields(res *result, out []compare.Field, i int) []compare.Fiel
 	}
 	return out
 }
-
-// sample renders fields for the report.
-func sample(fields []compare.Field, limit int) string {
-	n := 0
-	for _, f := range fields {
-		n += len(f.Name) + len(f.Value) + 3
-		if n > limit {
-			break
-		}
-	}
-	b := make([]byte, 0, n)
-	for i, f := range fields {
-		if i > 0 {
-			b = append(b, "; "...)
-		}
-		b = append(b, f.Name...)
-		b = append(b, '=')
-		b = append(b, f.Value...)
-		if len(b) > limit {
-			break
-		}
-	}
-	return compare.Sample(b, limit)
-}
-
-// rowNames are the names of the shown rows' fields.
-var rowNames = func() (n [maxShownRows]string) {
-	for i := range n {
-		n[i] = "row[" + strconv.Itoa(i) + "]"
-	}
-	return n
-}()

@@ -57,7 +57,7 @@ func (protocol) New(lim compare.Limits) compare.Conversation {
 		lim.Sample = compare.DefaultLimits.Sample
 	}
 	c := &conv{lim: lim, stmts: map[uint32]string{}}
-	c.in.keep = keepFor(lim)
+	c.in.Keep = keepFor(lim)
 	c.log = append(c.log, &req{id: 0, kind: kGreeting})
 	return c
 }
@@ -219,7 +219,7 @@ func (c *conv) EndRequests() []compare.Request {
 	}
 	c.ph = phStopped
 	r := compare.Request{ID: c.next, Key: "PARTIAL", Partial: true, NoAnswer: true, Size: c.in.wire + c.in.nh,
-		Sample: compare.Sample(c.in.buf, c.lim.Sample)}
+		Sample: compare.Sample(c.in.Buf, c.lim.Sample)}
 	c.next++
 	return append(out, r)
 }
@@ -264,7 +264,7 @@ func (c *conv) trim() {
 }
 
 func (c *conv) message() (compare.Request, bool) {
-	m := c.in.buf
+	m := c.in.Buf
 	switch c.ph {
 	case phHandshake:
 		return c.handshake(m)
@@ -494,7 +494,7 @@ func (c *conv) queryText(arg []byte) ([]byte, bool) {
 
 func (c *conv) Answers() compare.Answers {
 	a := &answers{c: c, pos: c.base, cols: map[uint32][]column{}}
-	a.r.keep = keepFor(c.lim)
+	a.r.Keep = keepFor(c.lim)
 	c.streams = append(c.streams, a)
 	return a
 }

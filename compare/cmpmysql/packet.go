@@ -14,7 +14,7 @@ const maxPacket = 0xffffff
 // longer message (a big row) is streamed into spill when the owner set
 // one, so a 1 GiB row is hashed, never held.
 type reader struct {
-	keep int
+	compare.Kept // the message: Keep, Spill (set by the owner), Buf, Size
 
 	hdr   [4]byte
 	nh    int
@@ -22,14 +22,8 @@ type reader struct {
 	last  bool // the current packet ends its message
 	inMsg bool
 
-	seq     byte   // the message's first sequence id
-	buf     []byte // its first keep bytes
-	size    int    // its payload length
-	wire    int    // its length on the wire, headers included
-	over    bool   // longer than keep: buf is a prefix
-	h       compare.Hasher
-	spill   *compare.Hasher
-	spilled bool
+	seq  byte // the message's first sequence id
+	wire int  // its length on the wire, headers included
 }
 
 // idle says no message has begun.
@@ -42,8 +36,8 @@ func (r *reader) feed(b []byte) (n int, done bool) {
 		if r.nh < 4 {
 			if !r.inMsg {
 				r.inMsg = true
-				r.buf, r.size, r.wire, r.over, r.spilled = r.buf[:0], 0, 0, false, false
-				r.h = compare.NewHasher()
+				r.Reset()
+				r.wire = 0
 			}
 			k := copy(r.hdr[r.nh:], b[n:])
 			r.nh += k
@@ -67,7 +61,7 @@ func (r *reader) feed(b []byte) (n int, done bool) {
 			continue
 		}
 		k := min(r.left, len(b)-n)
-		r.take(b[n : n+k])
+		r.Take(b[n : n+k])
 		n += k
 		r.left -= k
 		if r.left == 0 {
@@ -79,27 +73,6 @@ func (r *reader) feed(b []byte) (n int, done bool) {
 		}
 	}
 	return n, false
-}
-
-func (r *reader) take(p []byte) {
-	r.h.Feed(p)
-	r.size += len(p)
-	if r.spilled {
-		r.spill.Feed(p)
-		return
-	}
-	room := r.keep - len(r.buf)
-	if len(p) <= room {
-		r.buf = append(r.buf, p...)
-		return
-	}
-	r.buf = append(r.buf, p[:room]...)
-	r.over = true
-	if r.spill != nil {
-		r.spilled = true
-		r.spill.Feed(r.buf)
-		r.spill.Feed(p[room:])
-	}
 }
 
 // lenenc reads a length-encoded integer: its value and size, 0 when it

@@ -8,8 +8,6 @@ import (
 	"github.com/stackcopy/stackcopy/compare"
 )
 
-const maxShownRows = 10
-
 // startupParams are the ParameterStatus values a startup answer shows:
 // settings that say how the server talks, not which process answered.
 var startupParams = map[string]bool{
@@ -79,7 +77,7 @@ func (a *answers) Feed(b []byte) []compare.Answer {
 			switch b[0] {
 			case 'N', 'S', 'G':
 				f := []compare.Field{{Name: "result", Value: string(b[:1])}}
-				a.out = append(a.out, compare.Answer{Req: a.n, Fields: f, Size: 1, Sample: sample(f, a.lim.Sample)})
+				a.out = append(a.out, compare.Answer{Req: a.n, Fields: f, Size: 1, Sample: compare.FieldsSample(f, a.lim.Sample)})
 				a.n++
 				if b[0] != 'N' {
 					a.stopped, a.why = true, "encrypted after the server accepted SSL or GSSAPI"
@@ -144,7 +142,7 @@ func (a *answers) cur() *result {
 }
 
 func (a *answers) message() {
-	m, typ := a.r.buf, a.r.typ
+	m, typ := a.r.Buf, a.r.typ
 	switch typ {
 	case 'N', 'A':
 		return // asynchronous: never a field
@@ -210,7 +208,7 @@ func (a *answers) message() {
 	case 'd':
 		res := a.cur()
 		res.copyOut = true
-		if !a.r.spilled {
+		if !a.r.Spilled {
 			res.copyHash.Feed(m)
 		}
 	case 'c':
@@ -306,14 +304,14 @@ func (a *answers) rowDescription(res *result, m []byte) {
 func (a *answers) dataRow(res *result, m []byte) {
 	res.hasRows = true
 	res.rows++
-	if !a.r.spilled {
+	if !a.r.Spilled {
 		res.rowHash.Feed(m)
 	}
-	if len(res.shown) >= maxShownRows {
+	if len(res.shown) >= compare.ShownRows {
 		return
 	}
-	if a.r.over {
-		res.shown = append(res.shown, a.r.h.Value())
+	if a.r.Over {
+		res.shown = append(res.shown, a.r.Hash.Value())
 		return
 	}
 	if len(m) < 2 {
@@ -404,7 +402,7 @@ func (a *answers) finish(truncated bool) {
 	}
 	limit := a.lim.Sample
 	a.out = append(a.out, compare.Answer{Req: a.n, Fields: fields, Error: a.isErr, Truncated: truncated,
-		Size: a.size, Render: func() string { return sample(fields, limit) }})
+		Size: a.size, Render: func() string { return compare.FieldsSample(fields, limit) }})
 	a.n++
 	a.res, a.open, a.auth, a.params = a.res[:0], false, a.auth[:0], a.params[:0]
 	a.isErr, a.content, a.asked, a.size = false, false, false, 0
@@ -430,7 +428,7 @@ func (res *result) fields(out []compare.Field, i int) []compare.Field {
 		add("rows", strconv.Itoa(res.rows))
 		add("row_data", res.rowHash.Value())
 		for j, r := range res.shown {
-			add(rowNames[j], r)
+			add(compare.RowField(j), r)
 		}
 	}
 	if res.copyOut {
@@ -445,34 +443,3 @@ func (res *result) fields(out []compare.Field, i int) []compare.Field {
 	}
 	return out
 }
-
-func sample(fields []compare.Field, limit int) string {
-	n := 0
-	for _, f := range fields {
-		n += len(f.Name) + len(f.Value) + 3
-		if n > limit {
-			break
-		}
-	}
-	b := make([]byte, 0, n)
-	for i, f := range fields {
-		if i > 0 {
-			b = append(b, "; "...)
-		}
-		b = append(b, f.Name...)
-		b = append(b, '=')
-		b = append(b, f.Value...)
-		if len(b) > limit {
-			break
-		}
-	}
-	return compare.Sample(b, limit)
-}
-
-// rowNames are the names of the shown rows' fields.
-var rowNames = func() (n [maxShownRows]string) {
-	for i := range n {
-		n[i] = "row[" + strconv.Itoa(i) + "]"
-	}
-	return n
-}()

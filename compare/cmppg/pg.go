@@ -86,7 +86,7 @@ func (protocol) New(lim compare.Limits) compare.Conversation {
 		lim.Sample = compare.DefaultLimits.Sample
 	}
 	c := &conv{lim: lim, stmts: map[string]string{}, portals: map[string]string{}}
-	c.in.keep = keepFor(lim)
+	c.in.Keep = keepFor(lim)
 	c.in.untyped = true
 	return c
 }
@@ -160,7 +160,7 @@ func (c *conv) EndRequests() []compare.Request {
 	r := compare.Request{ID: c.next, Key: c.batchKey(), Partial: true, Size: size,
 		Sample: compare.Sample([]byte(strings.Join(c.batch, "; ")), c.lim.Sample)}
 	if len(c.batch) == 0 {
-		r.Key, r.NoAnswer, r.Sample = "PARTIAL", true, compare.Sample(c.in.buf, c.lim.Sample)
+		r.Key, r.NoAnswer, r.Sample = "PARTIAL", true, compare.Sample(c.in.Buf, c.lim.Sample)
 	}
 	c.next++
 	return []compare.Request{r}
@@ -189,7 +189,7 @@ func (c *conv) secret(b []byte) string {
 }
 
 func (c *conv) message() (compare.Request, bool) {
-	m, size := c.in.buf, 5+c.in.size
+	m, size := c.in.Buf, 5+c.in.Size
 	if c.in.untyped {
 		return c.startup(m)
 	}
@@ -392,7 +392,7 @@ func bindParams(m []byte) string {
 }
 
 func (c *conv) startup(m []byte) (compare.Request, bool) {
-	size := 4 + c.in.size
+	size := 4 + c.in.Size
 	code := binary.BigEndian.Uint32(m)
 	c.afterSSL = false
 	switch {
@@ -427,7 +427,7 @@ func (c *conv) startup(m []byte) (compare.Request, bool) {
 
 func (c *conv) Answers() compare.Answers {
 	a := &answers{lim: c.lim, untyped: true, startup: true}
-	a.r.keep = keepFor(c.lim)
+	a.r.Keep = keepFor(c.lim)
 	a.r.spill = a.spill
 	return a
 }

@@ -22,29 +22,23 @@ const (
 // them; a longer one is streamed into the hasher spill gives for its type
 // (a big DataRow or CopyData), so it is hashed, never held.
 type reader struct {
-	keep    int
-	untyped bool // the client's startup phase
-	spill   func(typ byte) *compare.Hasher
+	compare.Kept      // the message: Keep, Buf, Size; Spill from spill
+	untyped      bool // the client's startup phase
+	spill        func(typ byte) *compare.Hasher
 
 	hdr   [5]byte
 	nh    int
 	left  int
 	inMsg bool
 
-	typ     byte
-	buf     []byte
-	size    int // body length
-	over    bool
-	h       compare.Hasher
-	sp      *compare.Hasher
-	spilled bool
-	err     string // why the framing broke
+	typ byte
+	err string // why the framing broke
 }
 
 func (r *reader) idle() bool { return !r.inMsg }
 
 // wire is the message's length on the wire so far.
-func (r *reader) wire() int { return r.nh + r.size }
+func (r *reader) wire() int { return r.nh + r.Size }
 
 func (r *reader) feed(b []byte) (n int, done bool) {
 	for n < len(b) {
@@ -54,8 +48,8 @@ func (r *reader) feed(b []byte) (n int, done bool) {
 		}
 		if !r.inMsg {
 			r.inMsg = true
-			r.nh, r.size, r.over, r.spilled, r.buf = 0, 0, false, false, r.buf[:0]
-			r.h = compare.NewHasher()
+			r.nh = 0
+			r.Reset()
 		}
 		if r.nh < need {
 			k := copy(r.hdr[r.nh:need], b[n:])
@@ -78,9 +72,9 @@ func (r *reader) feed(b []byte) (n int, done bool) {
 				return n, false
 			}
 			r.left = length - 4
-			r.sp = nil
-			if r.left > r.keep && r.spill != nil {
-				r.sp = r.spill(r.typ)
+			r.Spill = nil
+			if r.left > r.Keep && r.spill != nil {
+				r.Spill = r.spill(r.typ)
 			}
 			if r.left == 0 {
 				r.inMsg = false
@@ -89,7 +83,7 @@ func (r *reader) feed(b []byte) (n int, done bool) {
 			continue
 		}
 		k := min(r.left, len(b)-n)
-		r.take(b[n : n+k])
+		r.Take(b[n : n+k])
 		n += k
 		r.left -= k
 		if r.left == 0 {
@@ -98,27 +92,6 @@ func (r *reader) feed(b []byte) (n int, done bool) {
 		}
 	}
 	return n, false
-}
-
-func (r *reader) take(p []byte) {
-	r.h.Feed(p)
-	r.size += len(p)
-	if r.spilled {
-		r.sp.Feed(p)
-		return
-	}
-	room := r.keep - len(r.buf)
-	if len(p) <= room {
-		r.buf = append(r.buf, p...)
-		return
-	}
-	r.buf = append(r.buf, p[:room]...)
-	r.over = true
-	if r.sp != nil {
-		r.spilled = true
-		r.sp.Feed(r.buf)
-		r.sp.Feed(p[room:])
-	}
 }
 
 // cstr reads a NUL-terminated string; ok is false without a NUL.
