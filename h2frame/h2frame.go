@@ -703,7 +703,7 @@ func Detect(first []byte) bool {
 	if n > 0 && string(first[:n]) == clientPreface[:n] {
 		return true
 	}
-	if end := blockEnd(first); end >= 0 {
+	if end := BlockEnd(first); end >= 0 {
 		first = first[:end]
 	}
 	found := false

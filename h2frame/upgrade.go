@@ -36,7 +36,7 @@ func (b *h1) add(p []byte, notHTTP error) (int, error) {
 		return len(take), notHTTP
 	}
 	b.buf = append(b.buf, take...)
-	if end := blockEnd(b.buf[from:]); end >= 0 {
+	if end := BlockEnd(b.buf[from:]); end >= 0 {
 		k := from + end - (len(b.buf) - len(take))
 		b.buf = b.buf[:from+end]
 		b.done = true
@@ -64,9 +64,9 @@ func (b *h1) check(p []byte, old int) bool {
 	return true
 }
 
-// blockEnd returns the length of the header block that b ends, the empty
+// BlockEnd returns the length of the header block that b ends, the empty
 // line included, or -1.
-func blockEnd(b []byte) int {
+func BlockEnd(b []byte) int {
 	for i := 0; ; {
 		j := bytes.IndexByte(b[i:], '\n')
 		if j < 0 {

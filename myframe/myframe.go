@@ -748,7 +748,7 @@ func (f *Framer) result(d *dir, pre []byte) {
 		}
 		f.exchange(cInfile)
 	default:
-		n, k := lenenc(pre)
+		n, k := LenEnc(pre)
 		if k == 0 || n == 0 || n >= maxColumns {
 			f.fail(ErrMalformed, "bad column count")
 			return
@@ -840,7 +840,7 @@ func status(b []byte) uint16 { return uint16(b[0]) | uint16(b[1])<<8 }
 func okStatus(pre []byte) (uint16, bool) {
 	i := 1
 	for range 2 {
-		_, k := lenenc(pre[i:])
+		_, k := LenEnc(pre[i:])
 		if k == 0 {
 			return 0, false
 		}
@@ -852,9 +852,9 @@ func okStatus(pre []byte) (uint16, bool) {
 	return status(pre[i:]), true
 }
 
-// lenenc reads a length-encoded integer and returns it and its size, 0 if
+// LenEnc reads a length-encoded integer and returns it and its size, 0 if
 // it is truncated or not an integer (0xFB is NULL, 0xFF an error header).
-func lenenc(b []byte) (uint64, int) {
+func LenEnc(b []byte) (uint64, int) {
 	if len(b) == 0 {
 		return 0, 0
 	}

@@ -103,7 +103,7 @@ func (f *Framer) clientLine(l []byte) {
 		f.fail("client", ErrMalformed, "length line not ended by CRLF")
 		return
 	}
-	v, ok := parseInt(l[1 : n-1])
+	v, ok := ParseInt(l[1 : n-1])
 	if c.st == cMBLen {
 		if !ok || v > 1<<31-1 {
 			f.fail("client", ErrMalformed, "bad multibulk length")

@@ -284,9 +284,9 @@ func (c *capture) bytes() []byte {
 	return c.b[:c.n]
 }
 
-// parseInt parses what Redis's string2ll takes: an optional '-' and
+// ParseInt parses what Redis's string2ll takes: an optional '-' and
 // digits, no leading zero (but "0"), within int64.
-func parseInt(b []byte) (int64, bool) {
+func ParseInt(b []byte) (int64, bool) {
 	neg := false
 	if len(b) > 0 && b[0] == '-' {
 		neg, b = true, b[1:]

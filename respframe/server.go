@@ -116,7 +116,7 @@ func (f *Framer) typeLine(t byte, b []byte) {
 			return
 		}
 		if elem == 2 {
-			s.third, s.thirdOK = parseInt(b)
+			s.third, s.thirdOK = ParseInt(b)
 		}
 		f.valueDone()
 	case '(':

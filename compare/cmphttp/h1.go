@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/stackcopy/stackcopy/compare"
+	"github.com/stackcopy/stackcopy/h2frame"
 )
 
 // HTTP/1 (RFC 9112). Both directions are read by the same pieces: a
@@ -45,7 +46,7 @@ func (h *headBuf) add(p []byte) (n int, done bool, err string) {
 		h.buf = h.buf[:bad+1]
 		return n + bad + 1 - old, false, "not an HTTP/1 start line"
 	}
-	if end := blockEnd(h.buf[from:]); end >= 0 {
+	if end := h2frame.BlockEnd(h.buf[from:]); end >= 0 {
 		h.buf = h.buf[:from+end]
 		return n + from + end - old, true, ""
 	}
@@ -74,25 +75,6 @@ func implausible(b []byte) int {
 
 func tchar(c byte) bool {
 	return c > ' ' && c < 0x7f && !strings.ContainsRune(`"(),/:;<=>?@[\]{}`, rune(c))
-}
-
-// blockEnd returns the length of the header block that b ends (the empty
-// line included: LF LF or LF CRLF, RFC 9112 taking a bare LF as a line
-// end), or -1.
-func blockEnd(b []byte) int {
-	for i := 0; ; {
-		j := bytes.IndexByte(b[i:], '\n')
-		if j < 0 {
-			return -1
-		}
-		i += j + 1
-		if i < len(b) && b[i] == '\n' {
-			return i + 1
-		}
-		if i+1 < len(b) && b[i] == '\r' && b[i+1] == '\n' {
-			return i + 2
-		}
-	}
 }
 
 // parseBlock splits a header block into its start line and fields.
@@ -348,7 +330,7 @@ func (r *bodyReader) trailerAdd(p []byte) (int, bool, string) {
 	old := len(r.tb.buf)
 	take := p[:min(len(p), maxHeader-old)]
 	r.tb.buf = append(r.tb.buf, take...)
-	if end := blockEnd(r.tb.buf[from:]); end >= 0 {
+	if end := h2frame.BlockEnd(r.tb.buf[from:]); end >= 0 {
 		r.tb.buf = r.tb.buf[1 : from+end]
 		return from + end - old, true, ""
 	}

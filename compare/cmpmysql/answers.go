@@ -5,6 +5,7 @@ import (
 	"strconv"
 
 	"github.com/stackcopy/stackcopy/compare"
+	"github.com/stackcopy/stackcopy/myframe"
 )
 
 // Fields of an answer, in this order (names exact):
@@ -559,7 +560,7 @@ func (a *answers) resultStart(res *result, m []byte) {
 		// this result.
 		res.infile = compare.Value(m[1:])
 	default:
-		n, k := lenenc(m)
+		n, k := myframe.LenEnc(m)
 		if k == 0 || n == 0 || n >= 1<<16 {
 			a.stop("bad column count")
 			return
@@ -651,7 +652,7 @@ func (a *answers) okPacket(res *result, m []byte, kind string) bool {
 	i := 1
 	var v [2]uint64
 	for j := range v {
-		n, k := lenenc(m[i:])
+		n, k := myframe.LenEnc(m[i:])
 		if k == 0 {
 			a.stop("malformed OK packet")
 			return false

@@ -40,6 +40,7 @@ import (
 	"strings"
 
 	"github.com/stackcopy/stackcopy/compare"
+	"github.com/stackcopy/stackcopy/myframe"
 )
 
 // Protocol returns the MySQL / MariaDB protocol.
@@ -440,12 +441,12 @@ func (c *conv) queryText(arg []byte) ([]byte, bool) {
 	if c.caps&capQueryAttributes == 0 {
 		return arg, true
 	}
-	count, k := lenenc(arg)
+	count, k := myframe.LenEnc(arg)
 	if k == 0 {
 		return nil, false
 	}
 	arg = arg[k:]
-	_, k = lenenc(arg) // parameter set count, always 1
+	_, k = myframe.LenEnc(arg) // parameter set count, always 1
 	if k == 0 {
 		return nil, false
 	}

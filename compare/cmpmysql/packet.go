@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 
 	"github.com/stackcopy/stackcopy/compare"
+	"github.com/stackcopy/stackcopy/myframe"
 )
 
 const maxPacket = 0xffffff
@@ -75,39 +76,10 @@ func (r *reader) feed(b []byte) (n int, done bool) {
 	return n, false
 }
 
-// lenenc reads a length-encoded integer: its value and size, 0 when it
-// is truncated or not an integer (0xFB is NULL, 0xFF an error header).
-func lenenc(b []byte) (uint64, int) {
-	if len(b) == 0 {
-		return 0, 0
-	}
-	var k int
-	switch c := b[0]; {
-	case c < 0xfb:
-		return uint64(c), 1
-	case c == 0xfc:
-		k = 2
-	case c == 0xfd:
-		k = 3
-	case c == 0xfe:
-		k = 8
-	default:
-		return 0, 0
-	}
-	if len(b) < 1+k {
-		return 0, 0
-	}
-	var v uint64
-	for i := k; i >= 1; i-- {
-		v = v<<8 | uint64(b[i])
-	}
-	return v, 1 + k
-}
-
 // lenencStr reads a length-encoded string; ok is false when it is
 // truncated.
 func lenencStr(b []byte) (s []byte, n int, ok bool) {
-	v, k := lenenc(b)
+	v, k := myframe.LenEnc(b)
 	if k == 0 || v > uint64(len(b)-k) {
 		return nil, 0, false
 	}

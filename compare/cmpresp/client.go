@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/stackcopy/stackcopy/compare"
+	"github.com/stackcopy/stackcopy/respframe"
 )
 
 // The client side: commands, parsed as Redis's processMultibulkBuffer and
@@ -194,7 +195,7 @@ func (c *conv) clientLine(l []byte) (Request, bool) {
 	if n < 2 || l[n-1] != '\r' {
 		return c.malformed("length line not ended by CRLF"), true
 	}
-	v, ok := parseInt(l[1 : n-1])
+	v, ok := respframe.ParseInt(l[1 : n-1])
 	if cl.st == cMBLen {
 		if !ok || v > 1<<31-1 {
 			return c.malformed("bad multibulk length"), true
@@ -568,32 +569,6 @@ func plainWord(a []byte) bool {
 		}
 	}
 	return true
-}
-
-// parseInt parses what Redis's string2ll takes: an optional '-' and
-// digits, no leading zero (but "0"), within int64.
-func parseInt(b []byte) (int64, bool) {
-	neg := false
-	if len(b) > 0 && b[0] == '-' {
-		neg, b = true, b[1:]
-	}
-	if len(b) == 0 || len(b) > 19 || (b[0] == '0' && (len(b) > 1 || neg)) {
-		return 0, false
-	}
-	var n uint64
-	for _, x := range b {
-		if x < '0' || x > '9' {
-			return 0, false
-		}
-		n = n*10 + uint64(x-'0')
-	}
-	if n > 1<<63-1 {
-		return 0, false
-	}
-	if neg {
-		return -int64(n), true
-	}
-	return int64(n), true
 }
 
 // splitArgs splits an inline command as Redis's sdssplitargs does

@@ -47,10 +47,10 @@ var allowed = map[string][]string{
 	"deploy":              nil,
 	"deploy/mkimage":      nil,
 	"compare":             nil,
-	"compare/cmphttp":     {"compare"},
-	"compare/cmpresp":     {"compare"},
+	"compare/cmphttp":     {"compare", "h2frame"},
+	"compare/cmpresp":     {"compare", "respframe"},
 	"compare/cmpmc":       {"compare"},
-	"compare/cmpmysql":    {"compare"},
+	"compare/cmpmysql":    {"compare", "myframe"},
 	"compare/cmppg":       {"compare"},
 
 	// Test support: only the framers' tests import these (the pcap fixture
