@@ -2,12 +2,10 @@ package mirror
 
 import (
 	"context"
-	"encoding/binary"
 	"fmt"
 	"log/slog"
 	"net/netip"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -18,7 +16,6 @@ import (
 	"github.com/stackcopy/stackcopy/relay"
 	"github.com/stackcopy/stackcopy/replay"
 	"github.com/stackcopy/stackcopy/session"
-	"github.com/stackcopy/stackcopy/wire"
 )
 
 // Monitor watches a Run while it works: the progress line, the periodic
@@ -42,7 +39,6 @@ type watched struct {
 	rc      *relay.Client   // nil: no intercepts
 	routes  *hostnet.Device // nil: no TUN
 	cmp     *compare.Collector
-	syns    *synCounter
 	pre     *prepass      // files: the pre-pass count
 	sink    *countingSink // files: sessions the reader reached
 	liveSrc atomic.Pointer[capture.LiveSource]
@@ -115,7 +111,6 @@ func (m *Monitor) Snapshot() Snapshot {
 		return Snapshot{}
 	}
 	s := Snapshot{Running: true, Live: w.live, Elapsed: time.Since(w.start), Replay: w.rp.Stats(), Stack: w.st.Stats(), PerSession: w.copies}
-	s.Stack.Retransmits += w.syns.retransmits.Load()
 	if w.rc != nil {
 		rs := w.rc.Stats()
 		s.Relay = &rs
@@ -339,56 +334,4 @@ func (c *countingSink) Event(k session.SessionKey, ev session.Event) {
 	if c.next != nil {
 		c.next.Event(k, ev)
 	}
-}
-
-// synCounter counts retransmitted SYNs on their way to the wire: gVisor
-// counts no handshake retransmission in its TCP stats, so a target that
-// never answers SYNs showed "0 retransmitted". Only SYN packets take the
-// lock; every other packet costs a few byte loads.
-type synCounter struct {
-	wire.Device
-	retransmits atomic.Uint64
-	mu          sync.Mutex
-	isn         map[[12]byte]uint32 // addresses and ports → ISN of the last SYN
-}
-
-func (c *synCounter) Write(pkts []wire.Packet) (int, error) {
-	for i := range pkts {
-		if len(pkts[i].Bufs) > 0 {
-			c.look(pkts[i].Bufs)
-		}
-	}
-	return c.Device.Write(pkts)
-}
-
-// look checks one outbound IPv4 packet for a SYN without ACK.
-func (c *synCounter) look(bufs [][]byte) {
-	h := bufs[0]
-	if len(h) < 20 || h[0]>>4 != 4 || h[9] != 6 {
-		return
-	}
-	ihl := int(h[0]&0x0f) * 4
-	tcp := h[ihl:]
-	if len(h) < ihl+14 {
-		if len(h) != ihl || len(bufs) < 2 || len(bufs[1]) < 14 {
-			return // the TCP header split across pieces: not how gVisor builds a SYN
-		}
-		tcp = bufs[1]
-	}
-	if tcp[13]&0x12 != 0x02 { // SYN set, ACK clear
-		return
-	}
-	var k [12]byte
-	copy(k[:8], h[12:20])
-	copy(k[8:], tcp[:4])
-	seq := binary.BigEndian.Uint32(tcp[4:8])
-	c.mu.Lock()
-	if c.isn == nil || len(c.isn) >= 1<<16 {
-		c.isn = make(map[[12]byte]uint32) // bounded; see synDedup
-	}
-	if old, ok := c.isn[k]; ok && old == seq {
-		c.retransmits.Add(1)
-	}
-	c.isn[k] = seq
-	c.mu.Unlock()
 }

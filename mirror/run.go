@@ -89,8 +89,7 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, mon *Monitor) (*Summ
 		return nil, err
 	}
 	stackHasDevice = true // from here on, even when New fails
-	syns := &synCounter{Device: eg.dev}
-	st, err := netstack.New(stackConfig(&cfg, eg), syns, log)
+	st, err := netstack.New(stackConfig(&cfg, eg), eg.dev, log)
 	if err != nil {
 		return nil, err // the stack closed the device
 	}
@@ -157,7 +156,7 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, mon *Monitor) (*Summ
 
 	sum := &Summary{Inputs: cfg.Inputs, Loops: cfg.Loops, Live: cfg.Live, TUN: eg.routes != nil}
 	start := time.Now()
-	w := &watched{start: start, live: cfg.Live, copies: uint64(max(cfg.Copies, 1)), rp: rp, st: st, rc: rc, routes: eg.routes, syns: syns}
+	w := &watched{start: start, live: cfg.Live, copies: uint64(max(cfg.Copies, 1)), rp: rp, st: st, rc: rc, routes: eg.routes}
 	if cmp != nil {
 		w.cmp = cmp.col
 	}
@@ -205,8 +204,6 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, mon *Monitor) (*Summ
 	sum.Elapsed = time.Since(start)
 	sum.Replay = rp.Stats()
 	sum.Stack = st.Stats()
-	// gVisor does not count handshake retransmissions; synCounter does.
-	sum.Stack.Retransmits += syns.retransmits.Load()
 	if w.pre != nil {
 		if !cfg.Live && ctx.Err() != nil {
 			rcancel() // the pre-pass too: an interrupted run reports what it knows

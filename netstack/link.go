@@ -32,10 +32,13 @@ type linkEndpoint struct {
 
 	writeErrors atomic.Uint64
 	written     atomic.Uint64
-	delivered   atomic.Uint64
-	malformed   atomic.Uint64
-	onWriteErr  func(error)
-	closeOnce   sync.Once
+	// synRetransmits counts handshakes' retransmitted SYNs, which gVisor
+	// leaves out of its TCP stats (see synSeen).
+	synRetransmits atomic.Uint64
+	delivered      atomic.Uint64
+	malformed      atomic.Uint64
+	onWriteErr     func(error)
+	closeOnce      sync.Once
 }
 
 var (
@@ -98,6 +101,7 @@ func (b *batch) addOwned(buf []byte, gso wire.GSO) {
 func (e *linkEndpoint) writeLoop() {
 	defer close(e.done)
 	b := &batch{max: max(1, e.dev.BatchSize())}
+	syns := make(synSeen)
 	var co *coalescer
 	var guard *hostGuard
 	switch e.gso {
@@ -117,6 +121,7 @@ func (e *linkEndpoint) writeLoop() {
 			for {
 				select {
 				case pkt = <-e.queue:
+					e.countSYN(syns, pkt)
 					b.addRef(pkt, gsoOf(pkt))
 					if b.full() {
 						e.writeBatch(b, co)
@@ -130,6 +135,7 @@ func (e *linkEndpoint) writeLoop() {
 		// Take everything queued now: consecutive segments of a burst can
 		// then be merged, and the batch goes to the device in one call.
 		for pkt != nil {
+			e.countSYN(syns, pkt)
 			switch {
 			case co != nil:
 				e.coalesce(b, co, pkt)
@@ -156,6 +162,39 @@ func (e *linkEndpoint) writeLoop() {
 		}
 		e.writeBatch(b, co)
 	}
+}
+
+// synSeen is the ISN of the last SYN each forged 4-tuple sent, kept by the
+// writer goroutine alone (no lock) and bounded: past 64 Ki tuples it
+// starts over, and a retransmission across that goes uncounted.
+type synSeen map[[12]byte]uint32
+
+// countSYN counts pkt when it is a handshake SYN the stack sent before:
+// gVisor's TCP stats count no handshake retransmission, so a target that
+// never answers would show "0 retransmitted". A packet that is not a SYN
+// costs a protocol check and a flags load.
+func (e *linkEndpoint) countSYN(seen synSeen, pkt *gstack.PacketBuffer) {
+	if pkt.TransportProtocolNumber != header.TCPProtocolNumber || pkt.NetworkProtocolNumber != header.IPv4ProtocolNumber {
+		return
+	}
+	tcp := header.TCP(pkt.TransportHeader().Slice())
+	if len(tcp) < header.TCPMinimumSize || tcp.Flags()&(header.TCPFlagSyn|header.TCPFlagAck) != header.TCPFlagSyn {
+		return
+	}
+	ip := header.IPv4(pkt.NetworkHeader().Slice())
+	if len(ip) < header.IPv4MinimumSize {
+		return
+	}
+	var k [12]byte
+	copy(k[:8], ip[12:20]) // source and destination addresses
+	copy(k[8:], tcp[:4])   // ports
+	if len(seen) >= 1<<16 {
+		clear(seen)
+	}
+	if isn, ok := seen[k]; ok && isn == tcp.SequenceNumber() {
+		e.synRetransmits.Add(1)
+	}
+	seen[k] = tcp.SequenceNumber()
 }
 
 // lingerYields bounds how often the writer yields for the rest of a burst.

@@ -337,7 +337,7 @@ func (st *Stack) Stats() Stats {
 	return Stats{
 		SegmentsSent:     t.SegmentsSent.Value(),
 		SegmentsReceived: t.ValidSegmentsReceived.Value(),
-		Retransmits:      t.Retransmits.Value(),
+		Retransmits:      t.Retransmits.Value() + st.link.synRetransmits.Load(), // SYNs included
 		FastRetransmits:  t.FastRetransmit.Value(),
 		Timeouts:         t.Timeouts.Value(),
 		ResetsReceived:   t.ResetsReceived.Value(),
