@@ -45,8 +45,9 @@ type fieldStats struct {
 type keyGroup struct {
 	proto, key string
 
-	requests, compared, identical, noAnswer, overflow, abandoned int64
-	missingT, missingP, missingB, unanswered, errT, errP         int64
+	// n counts the group's requests; Different and Noise are only known
+	// at the end (report), from diffSets.
+	n Counts
 
 	fields map[string]*fieldStats
 	// diffSets counts the compared requests by their set of fields that
@@ -155,16 +156,16 @@ func (c *Collector) record(cn *Conn, p *pend, kind outKind) {
 	defer c.mu.Unlock()
 	g := c.group(cn.proto, p.req.Key)
 	p.g = g
-	g.requests++
+	g.n.Requests++
 	switch kind {
 	case outNoAnswer:
-		g.noAnswer++
+		g.n.NoAnswer++
 		return
 	case outOverflow:
-		g.overflow++
+		g.n.Overflow++
 		return
 	case outAbandoned:
-		g.abandoned++
+		g.n.Abandoned++
 		return
 	}
 	for s := range lat {
@@ -176,7 +177,7 @@ func (c *Collector) record(cn *Conn, p *pend, kind outKind) {
 	var names []string
 	switch {
 	case res != nil:
-		g.compared++
+		g.n.Compared++
 		c.st.compared.Add(1)
 		for _, n := range res.pb {
 			_, f := g.field(n)
@@ -191,7 +192,7 @@ func (c *Collector) record(cn *Conn, p *pend, kind outKind) {
 			f.ignored++
 		}
 		if len(res.pt) == 0 {
-			g.identical++
+			g.n.Identical++
 			c.st.identical.Add(1)
 			rank, what = rankIdentical, "identical"
 		} else {
@@ -206,9 +207,9 @@ func (c *Collector) record(cn *Conn, p *pend, kind outKind) {
 		}
 		if prod.Error != tgt.Error {
 			if tgt.Error {
-				g.errT++
+				g.n.ErrorsTargetOnly++
 			} else {
-				g.errP++
+				g.n.ErrorsProductionOnly++
 			}
 			if rank < rankError {
 				rank, what = rankError, "error_production_only"
@@ -218,21 +219,21 @@ func (c *Collector) record(cn *Conn, p *pend, kind outKind) {
 			}
 		}
 	case prod != nil:
-		g.missingT++
+		g.n.MissingTarget++
 		c.st.missing.Add(1)
 		c.missingWhy(Target, p.miss[Target])
 		rank, what = rankMissing, "missing_target"
 	case tgt != nil:
-		g.missingP++
+		g.n.MissingProduction++
 		c.st.missing.Add(1)
 		c.missingWhy(Production, p.miss[Production])
 		rank, what = rankMissing, "missing_production"
 	default:
-		g.unanswered++
+		g.n.Unanswered++
 		rank, what = rankMissing, "unanswered"
 	}
 	if c.cfg.Baseline && p.ans[Baseline] == nil {
-		g.missingB++
+		g.n.MissingBaseline++
 		c.missingWhy(Baseline, p.miss[Baseline])
 	}
 	sig := what + "\n" + strings.Join(names, "\n")

@@ -38,31 +38,18 @@ const ReportVersion = 1
 //	conns, baseline, rules  connections; whether a baseline was replayed; the rules in force
 //	groups                  per group key, worst first (Group)
 type Report struct {
-	Version              int                         `json:"version"`
-	Requests             int64                       `json:"requests"`
-	Compared             int64                       `json:"compared"`
-	Identical            int64                       `json:"identical"`
-	Different            int64                       `json:"different"`
-	Noise                int64                       `json:"noise"`
-	NoAnswer             int64                       `json:"no_answer"`
-	MissingTarget        int64                       `json:"missing_target"`
-	MissingProduction    int64                       `json:"missing_production"`
-	MissingBaseline      int64                       `json:"missing_baseline"`
-	Unanswered           int64                       `json:"unanswered"`
-	ErrorsTargetOnly     int64                       `json:"errors_target_only"`
-	ErrorsProductionOnly int64                       `json:"errors_production_only"`
-	Overflow             int64                       `json:"overflow"`
-	Abandoned            int64                       `json:"abandoned"`
-	Partial              int64                       `json:"partial"`
-	Malformed            map[string]map[string]int64 `json:"malformed"`
-	Truncated            map[string]int64            `json:"truncated"`
-	Unsolicited          map[string]int64            `json:"unsolicited"`
-	Unmatched            map[string]int64            `json:"unmatched"`
-	MissingReasons       map[string]map[string]int64 `json:"missing_reasons"`
-	Conns                int64                       `json:"conns"`
-	Baseline             bool                        `json:"baseline"`
-	Rules                []string                    `json:"rules"`
-	Groups               []Group                     `json:"groups"`
+	Version int `json:"version"`
+	Counts
+	Partial        int64                       `json:"partial"`
+	Malformed      map[string]map[string]int64 `json:"malformed"`
+	Truncated      map[string]int64            `json:"truncated"`
+	Unsolicited    map[string]int64            `json:"unsolicited"`
+	Unmatched      map[string]int64            `json:"unmatched"`
+	MissingReasons map[string]map[string]int64 `json:"missing_reasons"`
+	Conns          int64                       `json:"conns"`
+	Baseline       bool                        `json:"baseline"`
+	Rules          []string                    `json:"rules"`
+	Groups         []Group                     `json:"groups"`
 }
 
 // A Group is the requests of one key. Its counts are as in Report, for the
@@ -73,28 +60,53 @@ type Report struct {
 // rule hid a difference; three_way (empty without a baseline) the
 // per-field counts of each pair of sides that differed.
 type Group struct {
-	Key                  string                 `json:"key"`
-	Protocol             string                 `json:"protocol"`
-	Requests             int64                  `json:"requests"`
-	Compared             int64                  `json:"compared"`
-	Identical            int64                  `json:"identical"`
-	Different            int64                  `json:"different"`
-	Noise                int64                  `json:"noise"`
-	NoAnswer             int64                  `json:"no_answer"`
-	MissingTarget        int64                  `json:"missing_target"`
-	MissingProduction    int64                  `json:"missing_production"`
-	MissingBaseline      int64                  `json:"missing_baseline"`
-	Unanswered           int64                  `json:"unanswered"`
-	ErrorsTargetOnly     int64                  `json:"errors_target_only"`
-	ErrorsProductionOnly int64                  `json:"errors_production_only"`
-	Overflow             int64                  `json:"overflow"`
-	Abandoned            int64                  `json:"abandoned"`
-	Fields               map[string]int64       `json:"fields"`
-	NoiseFields          map[string]int64       `json:"noise_fields"`
-	Ignored              map[string]int64       `json:"ignored"`
-	ThreeWay             map[string]FieldCounts `json:"three_way"`
-	Latency              GroupLatency           `json:"latency"`
-	Samples              []GroupSample          `json:"samples"`
+	Key      string `json:"key"`
+	Protocol string `json:"protocol"`
+	Counts
+	Fields      map[string]int64       `json:"fields"`
+	NoiseFields map[string]int64       `json:"noise_fields"`
+	Ignored     map[string]int64       `json:"ignored"`
+	ThreeWay    map[string]FieldCounts `json:"three_way"`
+	Latency     GroupLatency           `json:"latency"`
+	Samples     []GroupSample          `json:"samples"`
+}
+
+// Counts are a group's or the whole report's requests by what became of
+// them (see Report); embedded, their keys stand at the top level of the
+// JSON object.
+type Counts struct {
+	Requests             int64 `json:"requests"`
+	Compared             int64 `json:"compared"`
+	Identical            int64 `json:"identical"`
+	Different            int64 `json:"different"`
+	Noise                int64 `json:"noise"`
+	NoAnswer             int64 `json:"no_answer"`
+	MissingTarget        int64 `json:"missing_target"`
+	MissingProduction    int64 `json:"missing_production"`
+	MissingBaseline      int64 `json:"missing_baseline"`
+	Unanswered           int64 `json:"unanswered"`
+	ErrorsTargetOnly     int64 `json:"errors_target_only"`
+	ErrorsProductionOnly int64 `json:"errors_production_only"`
+	Overflow             int64 `json:"overflow"`
+	Abandoned            int64 `json:"abandoned"`
+}
+
+// add adds o's counts.
+func (c *Counts) add(o Counts) {
+	c.Requests += o.Requests
+	c.Compared += o.Compared
+	c.Identical += o.Identical
+	c.Different += o.Different
+	c.Noise += o.Noise
+	c.NoAnswer += o.NoAnswer
+	c.MissingTarget += o.MissingTarget
+	c.MissingProduction += o.MissingProduction
+	c.MissingBaseline += o.MissingBaseline
+	c.Unanswered += o.Unanswered
+	c.ErrorsTargetOnly += o.ErrorsTargetOnly
+	c.ErrorsProductionOnly += o.ErrorsProductionOnly
+	c.Overflow += o.Overflow
+	c.Abandoned += o.Abandoned
 }
 
 // FieldCounts are how often each pair of sides differed on a field.
@@ -176,20 +188,7 @@ func (c *Collector) buildReport() *Report {
 	}
 	for _, g := range c.groups {
 		gr := g.report(c.cfg.Baseline)
-		r.Requests += gr.Requests
-		r.Compared += gr.Compared
-		r.Identical += gr.Identical
-		r.Different += gr.Different
-		r.Noise += gr.Noise
-		r.NoAnswer += gr.NoAnswer
-		r.MissingTarget += gr.MissingTarget
-		r.MissingProduction += gr.MissingProduction
-		r.MissingBaseline += gr.MissingBaseline
-		r.Unanswered += gr.Unanswered
-		r.ErrorsTargetOnly += gr.ErrorsTargetOnly
-		r.ErrorsProductionOnly += gr.ErrorsProductionOnly
-		r.Overflow += gr.Overflow
-		r.Abandoned += gr.Abandoned
+		r.add(gr.Counts)
 		r.Groups = append(r.Groups, gr)
 	}
 	sort.Slice(r.Groups, func(i, j int) bool { return worse(&r.Groups[i], &r.Groups[j]) })
@@ -228,23 +227,12 @@ func deepCopy(m map[string]map[string]int64) map[string]map[string]int64 {
 // report classifies the group's requests now that its noise is known.
 func (g *keyGroup) report(baseline bool) Group {
 	gr := Group{
-		Key:                  g.key,
-		Protocol:             g.proto,
-		Requests:             g.requests,
-		Compared:             g.compared,
-		Identical:            g.identical,
-		NoAnswer:             g.noAnswer,
-		MissingTarget:        g.missingT,
-		MissingProduction:    g.missingP,
-		MissingBaseline:      g.missingB,
-		Unanswered:           g.unanswered,
-		ErrorsTargetOnly:     g.errT,
-		ErrorsProductionOnly: g.errP,
-		Overflow:             g.overflow,
-		Abandoned:            g.abandoned,
-		Fields:               map[string]int64{},
-		NoiseFields:          map[string]int64{},
-		Ignored:              map[string]int64{},
+		Key:         g.key,
+		Protocol:    g.proto,
+		Counts:      g.n,
+		Fields:      map[string]int64{},
+		NoiseFields: map[string]int64{},
+		Ignored:     map[string]int64{},
 		Latency: GroupLatency{
 			Production: g.lat[Production].percentiles(),
 			Target:     g.lat[Target].percentiles(),
