@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 
 	"github.com/stackcopy/stackcopy/compare"
+	"github.com/stackcopy/stackcopy/internal/framekit"
 )
 
 // The client side: command lines, tokenised the way memcached's
@@ -15,8 +16,7 @@ type cstate uint8
 const (
 	cLine   cstate = iota // a command line
 	cSkip                 // the rest of a get line over MaxLine
-	cData                 // a data block
-	cCRLF                 // the CRLF after it
+	cData                 // a data block and its CRLF
 	cBinary               // a binary protocol header
 	cDead                 // malformed or binary: the rest is dropped
 )
@@ -27,10 +27,9 @@ type client struct {
 	size int    // wire bytes of the request so far
 
 	// The request waiting for its data block (or the rest of its line).
-	req  compare.Request
-	head []byte // its line and the kept start of its data, for the sample
-	left int64
-	crlf int
+	req   compare.Request
+	head  []byte // its line and the kept start of its data, for the sample
+	block framekit.Block
 
 	nextID  int
 	passive bool // after watch: the server streams
@@ -121,27 +120,19 @@ func (c *conv) Requests(b []byte) []compare.Request {
 				out = append(out, r)
 			}
 		case cData:
-			n := int(min(cl.left, int64(len(b))))
+			payload, rest, done, bad := cl.block.Take(b)
 			if room := c.lim.Sample - len(cl.head); room > 0 {
-				cl.head = append(cl.head, b[:min(n, room)]...)
+				cl.head = append(cl.head, payload[:min(len(payload), room)]...)
 			}
-			cl.size += n
-			cl.left -= int64(n)
-			b = b[n:]
-			if cl.left == 0 {
-				cl.st = cCRLF
-			}
-		case cCRLF:
-			if b[0] != "\r\n"[cl.crlf] {
+			cl.size += len(b) - len(rest)
+			b = rest
+			switch {
+			case bad:
 				// memcached answers "CLIENT_ERROR bad data chunk" and
 				// reads on from a point that depends on its version.
 				out = append(out, c.malformed("data block not followed by CRLF"))
 				return out
-			}
-			cl.size++
-			b = b[1:]
-			if cl.crlf++; cl.crlf == 2 {
-				cl.crlf = 0
+			case done:
 				cl.st = cLine
 				r := cl.req // its Size holds its line's
 				r.Size, r.Render = r.Size+cl.size, sampler(&c.arena, cl.head, c.lim.Sample)
@@ -193,7 +184,7 @@ func (c *conv) newRequest(key string, l []byte) compare.Request {
 func (c *conv) malformed(why string) compare.Request {
 	cl := &c.c
 	key := "(malformed)"
-	if cl.st == cData || cl.st == cCRLF {
+	if cl.st == cData {
 		// The request of the data block already has its ID and entry:
 		// it is the one that failed.
 		r := cl.req
@@ -234,7 +225,7 @@ func (c *conv) EndRequests() []compare.Request {
 	switch cl.st {
 	case cBinary:
 		return []compare.Request{c.binary()}
-	case cData, cCRLF:
+	case cData:
 		r := cl.req
 		r.Partial, r.Size, r.Render = true, r.Size+cl.size, sampler(&c.arena, cl.head, c.lim.Sample)
 		cl.st = cDead
@@ -367,11 +358,8 @@ func (c *conv) dataBlock(r compare.Request, l []byte, size uint64) {
 	cl := &c.c
 	cl.req = r
 	cl.head = append(append(cl.head[:0], l...), "\r\n"...)
-	cl.left = int64(size)
+	cl.block.Start(size)
 	cl.st = cData
-	if size == 0 {
-		cl.st = cCRLF
-	}
 }
 
 // meta handles a meta command line of tokens t.

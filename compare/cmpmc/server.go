@@ -6,6 +6,7 @@ import (
 	"strconv"
 
 	"github.com/stackcopy/stackcopy/compare"
+	"github.com/stackcopy/stackcopy/internal/framekit"
 )
 
 // The server side: answer lines and the data blocks of VALUE and VA, and
@@ -15,8 +16,7 @@ type sstate uint8
 
 const (
 	sLine   sstate = iota // an answer line
-	sData                 // a data block
-	sCRLF                 // the CRLF after it
+	sData                 // a data block and its CRLF
 	sBinary               // a binary protocol header
 	sDead                 // malformed: the rest is dropped
 )
@@ -55,10 +55,9 @@ type answers struct {
 	item  *names // the item's key and field names
 	flags string
 	cas   string
-	dleft int64
+	block framekit.Block
 	dkeep []byte
 	dh    compare.Hasher
-	crlf  int
 
 	passive bool // after a stream started: answers answer nothing
 	held    []held
@@ -179,25 +178,17 @@ func (a *answers) Feed(b []byte) []compare.Answer {
 				return a.fail(out, "binary protocol not compared")
 			}
 		case sData:
-			n := int(min(a.dleft, int64(len(b))))
-			a.consume(b[:n])
-			a.dh.Feed(b[:n])
+			payload, rest, done, bad := a.block.Take(b)
+			a.consume(b[:len(b)-len(rest)])
+			a.dh.Feed(payload)
 			if room := min(a.c.lim.Body, 64<<10) - len(a.dkeep); room > 0 {
-				a.dkeep = append(a.dkeep, b[:min(n, room)]...)
+				a.dkeep = append(a.dkeep, payload[:min(len(payload), room)]...)
 			}
-			a.dleft -= int64(n)
-			b = b[n:]
-			if a.dleft == 0 {
-				a.st = sCRLF
-			}
-		case sCRLF:
-			if b[0] != "\r\n"[a.crlf] {
+			b = rest
+			switch {
+			case bad:
 				return a.fail(out, "data block not followed by CRLF")
-			}
-			a.consume(b[:1])
-			b = b[1:]
-			if a.crlf++; a.crlf == 2 {
-				a.crlf = 0
+			case done:
 				a.st = sLine
 				out = a.dataDone(out)
 			}
@@ -342,13 +333,11 @@ func (a *answers) metaFlags(t [][]byte) {
 }
 
 func (a *answers) startData(n uint64, va bool) {
-	a.va, a.dleft = va, int64(n)
+	a.va = va
+	a.block.Start(n)
 	a.dkeep = a.dkeep[:0]
 	a.dh = compare.NewHasher()
 	a.st = sData
-	if n == 0 {
-		a.st = sCRLF
-	}
 }
 
 // dataValue renders the data block just read.

@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/stackcopy/stackcopy/compare"
+	"github.com/stackcopy/stackcopy/internal/framekit"
 	"github.com/stackcopy/stackcopy/respframe"
 )
 
@@ -20,8 +21,7 @@ const (
 	cStart   cstate = iota // between commands
 	cMBLen                 // the "*N" line
 	cArgLen                // a "$L" line
-	cArgData               // an argument's bytes
-	cArgCRLF               // the CRLF after them
+	cArgData               // an argument's bytes and their CRLF
 	cInline                // an inline command line
 	cDead                  // malformed: the rest is dropped
 )
@@ -35,8 +35,7 @@ type client struct {
 	line  []byte // a line being gathered across chunks
 	nargs int64
 	argi  int64
-	left  int64 // bytes of the argument to go
-	crlf  int   // bytes of its CRLF seen
+	block framekit.Block // the argument being read
 
 	args   [][]byte // the arguments kept (each cut to the budget)
 	lens   []int64  // their full lengths
@@ -64,23 +63,15 @@ func (c *conv) Requests(b []byte) []Request {
 				cl.st = cInline
 			}
 		case cArgData:
-			n := int(min(cl.left, int64(len(b))))
-			cl.keep(b[:n])
-			cl.size += n
-			cl.left -= int64(n)
-			b = b[n:]
-			if cl.left == 0 {
-				cl.st = cArgCRLF
-			}
-		case cArgCRLF:
-			if b[0] != "\r\n"[cl.crlf] {
+			payload, rest, done, bad := cl.block.Take(b)
+			cl.keep(payload)
+			cl.size += len(b) - len(rest)
+			b = rest
+			switch {
+			case bad:
 				out = append(out, c.malformed("argument not followed by CRLF"))
 				return out
-			}
-			cl.size++
-			b = b[1:]
-			if cl.crlf++; cl.crlf == 2 {
-				cl.crlf = 0
+			case done:
 				cl.argi++
 				if cl.argi == cl.nargs {
 					cl.st = cStart
@@ -213,11 +204,8 @@ func (c *conv) clientLine(l []byte) (Request, bool) {
 	if cl.argi < maxArgs {
 		cl.newArg(v)
 	}
-	cl.left = v
+	cl.block.Start(uint64(v))
 	cl.st = cArgData
-	if v == 0 {
-		cl.st = cArgCRLF
-	}
 	return Request{}, false
 }
 

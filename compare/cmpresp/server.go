@@ -5,6 +5,7 @@ import (
 	"strconv"
 
 	"github.com/stackcopy/stackcopy/compare"
+	"github.com/stackcopy/stackcopy/internal/framekit"
 )
 
 // The server side: replies, RESP2 and RESP3, parsed as the RESP3
@@ -31,8 +32,7 @@ type sstate uint8
 
 const (
 	sLine sstate = iota // a type line
-	sBulk               // bulk bytes
-	sCRLF               // the CRLF after them
+	sBulk               // bulk bytes and their CRLF
 	sDead               // malformed: the rest is dropped
 )
 
@@ -63,11 +63,10 @@ type answers struct {
 	// The bulk string being read.
 	bt    byte
 	btop  bool // a top-level one: its value is wanted
-	bleft int64
+	block framekit.Block
 	blen  int64
 	bkeep []byte
 	bh    compare.Hasher
-	crlf  int
 
 	// The message being read (a reply and its attribute): its bytes so
 	// far are arena[rstart:], a prefix of the size bytes read, at most
@@ -191,31 +190,23 @@ func (a *answers) Feed(b []byte) []compare.Answer {
 				return a.fail(out, why)
 			}
 		case sBulk:
-			n := int(min(a.bleft, int64(len(b))))
-			a.consume(b[:n])
+			payload, rest, done, bad := a.block.Take(b)
+			a.consume(b[:len(b)-len(rest)])
 			if a.btop {
 				if a.blen > a.inline() {
-					a.bh.Feed(b[:n])
+					a.bh.Feed(payload)
 				}
 				if a.blen <= a.inline() || a.bt == '!' {
 					if room := a.keepCap() - len(a.bkeep); room > 0 {
-						a.bkeep = append(a.bkeep, b[:min(n, room)]...)
+						a.bkeep = append(a.bkeep, payload[:min(len(payload), room)]...)
 					}
 				}
 			}
-			a.bleft -= int64(n)
-			b = b[n:]
-			if a.bleft == 0 {
-				a.st = sCRLF
-			}
-		case sCRLF:
-			if b[0] != "\r\n"[a.crlf] {
+			b = rest
+			switch {
+			case bad:
 				return a.fail(out, "bulk string not followed by CRLF")
-			}
-			a.consume(b[:1])
-			b = b[1:]
-			if a.crlf++; a.crlf == 2 {
-				a.crlf = 0
+			case done:
 				a.st = sLine
 				out = a.done(out, a.bulkVal())
 			}
@@ -393,15 +384,13 @@ func (a *answers) typeLine(out []compare.Answer, t byte, b []byte) ([]compare.An
 		case n == -1:
 			return a.done(out, val{t: '_', value: nullValue(t), count: -1, null: true}), ""
 		}
-		a.bt, a.blen, a.bleft, a.btop = t, n, n, top
+		a.bt, a.blen, a.btop = t, n, top
+		a.block.Start(uint64(n))
 		if top {
 			a.bkeep = a.bkeep[:0]
 			a.bh = compare.NewHasher()
 		}
 		a.st = sBulk
-		if n == 0 {
-			a.st = sCRLF
-		}
 		return out, ""
 	}
 	// '*', '%', '~', '>', '|'

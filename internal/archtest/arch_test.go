@@ -48,8 +48,8 @@ var allowed = map[string][]string{
 	"deploy/mkimage":      nil,
 	"compare":             nil,
 	"compare/cmphttp":     {"compare", "h2frame"},
-	"compare/cmpresp":     {"compare", "respframe"},
-	"compare/cmpmc":       {"compare"},
+	"compare/cmpresp":     {"compare", "respframe", "internal/framekit"},
+	"compare/cmpmc":       {"compare", "internal/framekit"},
 	"compare/cmpmysql":    {"compare", "myframe"},
 	"compare/cmppg":       {"compare"},
 
