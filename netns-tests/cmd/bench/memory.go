@@ -144,20 +144,7 @@ func writeMemoryPcap(path string, n int) error {
 	if n > 4_500_000 {
 		return fmt.Errorf("memory pcap: %d sessions: at most 4.5M have distinct client ports", n)
 	}
-	p, err := newPcapWriter(path)
-	if err != nil {
-		return err
-	}
-	req, ans := httpRequest(), httpAnswer()
-	start := p.t
-	for i := 0; i < n && err == nil; i++ {
-		p.t = start.Add(time.Duration(i) * 10 * time.Microsecond)
-		err = memorySession(p.session(clientAddr(i), capturedServer(), uint32(1000+i*100_003), uint32(9000+i*70_001)), req, ans)
-	}
-	if cerr := p.close(); err == nil {
-		err = cerr
-	}
-	return err
+	return writeSessionsPcap(path, n, 10*time.Microsecond, memorySession)
 }
 
 func memorySession(s *tcpSession, req, ans []byte) error {

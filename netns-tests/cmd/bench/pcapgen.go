@@ -246,6 +246,17 @@ func writeUploadPcap(path string, size int64) error {
 // a request of len(httpRequest()), an answer of httpAnswerSize bytes, the
 // client's FIN and the server's FIN.
 func writeShortPcap(path string, n int) error {
+	return writeSessionsPcap(path, n, 100*time.Microsecond, func(s *tcpSession, req, ans []byte) error {
+		if err := s.exchange(req, ans); err != nil {
+			return err
+		}
+		return s.close()
+	})
+}
+
+// writeSessionsPcap writes n sessions gap apart, each written by session
+// with the bench's HTTP-like request and answer.
+func writeSessionsPcap(path string, n int, gap time.Duration, session func(s *tcpSession, req, ans []byte) error) error {
 	p, err := newPcapWriter(path)
 	if err != nil {
 		return err
@@ -253,12 +264,8 @@ func writeShortPcap(path string, n int) error {
 	req, ans := httpRequest(), httpAnswer()
 	start := p.t
 	for i := 0; i < n && err == nil; i++ {
-		p.t = start.Add(time.Duration(i) * 100 * time.Microsecond)
-		s := p.session(clientAddr(i), capturedServer(), uint32(1000+i*100_003), uint32(9000+i*70_001))
-		err = s.exchange(req, ans)
-		if err == nil {
-			err = s.close()
-		}
+		p.t = start.Add(time.Duration(i) * gap)
+		err = session(p.session(clientAddr(i), capturedServer(), uint32(1000+i*100_003), uint32(9000+i*70_001)), req, ans)
 	}
 	if cerr := p.close(); err == nil {
 		err = cerr
