@@ -24,9 +24,6 @@ type Collector struct {
 	d   map[string]*prometheus.Desc
 }
 
-// outcomeNames are the sessions' outcomes as the summary names them.
-var outcomeNames = []string{"completed", "client-reset", "target-reset", "refused", "timed-out", "capture-gap", "overflowed", "interrupted", "failed"}
-
 // NewCollector returns the collector of m's Run.
 func NewCollector(m *Monitor) *Collector {
 	c := &Collector{mon: m, d: make(map[string]*prometheus.Desc)}
@@ -104,8 +101,8 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	gauge("stackcopy_elapsed_seconds", s.Elapsed.Seconds())
 	counter("stackcopy_sessions_started_total", r.Sessions)
 	gauge("stackcopy_sessions_open", float64(s.Open()))
-	for i, v := range []uint64{r.Completed, r.ClientResets, r.TargetResets, r.Refused, r.TimedOut, r.Gaps, r.Overflowed, r.Interrupted, r.Failed} {
-		counter("stackcopy_sessions_ended_total", v, outcomeNames[i])
+	for _, o := range r.ByOutcome() {
+		counter("stackcopy_sessions_ended_total", o.Count, o.Name)
 	}
 	for _, name := range replay.ReasonNames() {
 		// Every reason, zeros included, so rate() and alerts need no

@@ -943,27 +943,33 @@ const (
 	numOutcomes
 )
 
+// outcomeNames are the outcomes as the summary, the metrics and the logs
+// name them, in outcome order (a read-only table).
+var outcomeNames = [numOutcomes]string{"completed", "client-reset", "target-reset", "refused", "timed-out", "capture-gap", "overflowed", "interrupted", "failed"}
+
 // String names the outcome as the summary does.
 func (o outcome) String() string {
-	switch o {
-	case outCompleted:
-		return "completed"
-	case outClientReset:
-		return "client reset"
-	case outTargetReset:
-		return "target reset"
-	case outRefused:
-		return "refused"
-	case outTimedOut:
-		return "timed out"
-	case outGap:
-		return "capture gap"
-	case outOverflow:
-		return "overflowed"
-	case outInterrupted:
-		return "interrupted"
+	if o < 0 || o >= numOutcomes {
+		return outcomeNames[outFailed]
 	}
-	return "failed"
+	return outcomeNames[o]
+}
+
+// OutcomeCount is how many sessions ended one way.
+type OutcomeCount struct {
+	Name  string
+	Count uint64
+}
+
+// ByOutcome lists the sessions by outcome, every outcome named as the
+// summary names it, in the summary's order.
+func (s Stats) ByOutcome() []OutcomeCount {
+	counts := [numOutcomes]uint64{s.Completed, s.ClientResets, s.TargetResets, s.Refused, s.TimedOut, s.Gaps, s.Overflowed, s.Interrupted, s.Failed}
+	out := make([]OutcomeCount, numOutcomes)
+	for i, n := range counts {
+		out[i] = OutcomeCount{outcomeNames[i], n}
+	}
+	return out
 }
 
 // reason names why a session did not complete: finer than its outcome,
