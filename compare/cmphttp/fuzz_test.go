@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/stackcopy/stackcopy/compare"
+	"github.com/stackcopy/stackcopy/compare/cmptest"
 )
 
 // fuzzRun feeds a client and a server stream, cut at random points and
@@ -30,9 +31,9 @@ func fuzzRun(t *testing.T, p compare.Protocol, client, server []byte, seed uint6
 			server = server[n:]
 		}
 	}
-	reqs = renderedReqs(append(reqs, c.EndRequests()...))
-	as = detailed(append(as, a.End()...))
-	bs = detailed(append(bs, b.End()...))
+	reqs = cmptest.Rendered(append(reqs, c.EndRequests()...))
+	as = cmptest.Detailed(append(as, a.End()...))
+	bs = cmptest.Detailed(append(bs, b.End()...))
 	checkFields(t, as)
 	if !equalAnswers(as, bs) {
 		t.Fatalf("two Answers differ:\n%v\n%v", as, bs)

@@ -13,6 +13,7 @@ import (
 	"testing"
 
 	"github.com/stackcopy/stackcopy/compare"
+	"github.com/stackcopy/stackcopy/compare/cmptest"
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
 )
@@ -205,7 +206,7 @@ func TestH2ServerBytesFirst(t *testing.T) {
 		}
 		c.EndRequests()
 		got = append(got, a.Feed(nil)...)
-		got = detailed(append(got, a.End()...))
+		got = cmptest.Detailed(append(got, a.End()...))
 		if !sameSet(got, want.ans[0]) {
 			t.Fatalf("%s: server first:\n%v\nwant\n%v", name, got, want.ans[0])
 		}

@@ -16,6 +16,7 @@ import (
 	"testing"
 
 	"github.com/stackcopy/stackcopy/compare"
+	"github.com/stackcopy/stackcopy/compare/cmptest"
 )
 
 // A record is one read or write of a connection, in wire order.
@@ -53,36 +54,11 @@ func run(p compare.Protocol, lim compare.Limits, recs []record, n int, cut func(
 			}
 		}
 	}
-	res.reqs = renderedReqs(append(res.reqs, c.EndRequests()...))
+	res.reqs = cmptest.Rendered(append(res.reqs, c.EndRequests()...))
 	for i, a := range as {
-		res.ans[i] = detailed(append(res.ans[i], a.End()...))
+		res.ans[i] = cmptest.Detailed(append(res.ans[i], a.End()...))
 	}
 	return res
-}
-
-// detailed replaces the field each answer's Detail refines by its finer
-// fields, as the comparison does when two answers disagree on it, and
-// drops the Detail (a func, which no equality check can compare).
-func detailed(as []compare.Answer) []compare.Answer {
-	for i := range as {
-		if as[i].Render != nil {
-			as[i].Sample, as[i].Render = as[i].Render(), nil
-		}
-		d := as[i].Detail
-		if d == nil {
-			continue
-		}
-		var out []compare.Field
-		for _, f := range as[i].Fields {
-			if f.Name == d.Of {
-				out = append(out, d.Fields()...)
-			} else {
-				out = append(out, f)
-			}
-		}
-		as[i].Fields, as[i].Detail = out, nil
-	}
-	return as
 }
 
 func whole(int) []int { return nil }
@@ -266,14 +242,4 @@ func sizeless(r result) result {
 		out.ans = append(out.ans, as)
 	}
 	return out
-}
-
-// renderedReqs renders the samples a decoder left to render on demand.
-func renderedReqs(rs []compare.Request) []compare.Request {
-	for i := range rs {
-		if rs[i].Render != nil {
-			rs[i].Sample, rs[i].Render = rs[i].Render(), nil
-		}
-	}
-	return rs
 }

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/stackcopy/stackcopy/compare"
+	"github.com/stackcopy/stackcopy/compare/cmptest"
 	"github.com/stackcopy/stackcopy/internal/pcaptest"
 )
 
@@ -18,38 +19,11 @@ type result struct {
 	ans  [2][]compare.Answer
 }
 
-// decode feeds segs (in capture order) to a new conversation, each
-// segment cut by cut, to two Answers.
+// decode feeds segs to a new conversation, each segment cut by cut, and
+// to two Answers.
 func decode(p compare.Protocol, lim compare.Limits, segs []pcaptest.Segment, cut func([]byte) [][]byte) result {
-	c := p.New(lim)
-	a := [2]compare.Answers{c.Answers(), c.Answers()}
-	var r result
-	for _, s := range segs {
-		for _, piece := range cut(s.Data) {
-			if s.Client {
-				r.reqs = append(r.reqs, c.Requests(piece)...)
-				continue
-			}
-			for i := range a {
-				r.ans[i] = append(r.ans[i], a[i].Feed(piece)...)
-			}
-		}
-	}
-	r.reqs = renderedReqs(append(r.reqs, c.EndRequests()...))
-	for i := range a {
-		r.ans[i] = detailed(append(r.ans[i], a[i].End()...))
-	}
-	return r
-}
-
-func whole(b []byte) [][]byte { return [][]byte{b} }
-
-func bytewise(b []byte) [][]byte {
-	out := make([][]byte, len(b))
-	for i := range b {
-		out[i] = b[i : i+1]
-	}
-	return out
+	r := cmptest.Decode(p, lim, segs, 2, cut)
+	return result{reqs: r.Reqs, ans: [2][]compare.Answer{r.Answers[0], r.Answers[1]}}
 }
 
 // clientFirst reorders a connection's segments: all of the client's, then
@@ -115,15 +89,15 @@ func TestCapture(t *testing.T) {
 	keys := map[string]int{}
 	for i, segs := range conns {
 		where := "conn " + string(rune('A'+i))
-		r := decode(Protocol(), compare.DefaultLimits, segs, whole)
+		r := decode(Protocol(), compare.DefaultLimits, segs, cmptest.Whole)
 		checkPairing(t, where, r)
 		for _, q := range r.reqs {
 			keys[q.Key]++
 		}
-		if b := decode(Protocol(), compare.DefaultLimits, segs, bytewise); !reflect.DeepEqual(b, r) {
-			t.Errorf("%s: byte-at-a-time feeding differs from whole segments", where)
+		if b := decode(Protocol(), compare.DefaultLimits, segs, cmptest.Bytewise); !reflect.DeepEqual(b, r) {
+			t.Errorf("%s: byte-at-a-time feeding differs from cmptest.Whole segments", where)
 		}
-		if c := decode(Protocol(), compare.DefaultLimits, clientFirst(segs), whole); !reflect.DeepEqual(c, r) {
+		if c := decode(Protocol(), compare.DefaultLimits, clientFirst(segs), cmptest.Whole); !reflect.DeepEqual(c, r) {
 			t.Errorf("%s: client-first feeding differs", where)
 		}
 	}

@@ -7,15 +7,16 @@ import (
 	"testing"
 
 	"github.com/stackcopy/stackcopy/compare"
+	"github.com/stackcopy/stackcopy/compare/cmptest"
 )
 
 // run cuts a client stream and a server stream of one connection, the
-// client's first, both whole.
+// client's first, both cmptest.Whole.
 func run(lim compare.Limits, client, server string) ([]compare.Request, []compare.Answer) {
 	c := Protocol().New(lim)
 	a := c.Answers()
-	reqs := renderedReqs(append(c.Requests([]byte(client)), c.EndRequests()...))
-	ans := detailed(append(a.Feed([]byte(server)), a.End()...))
+	reqs := cmptest.Rendered(append(c.Requests([]byte(client)), c.EndRequests()...))
+	ans := cmptest.Detailed(append(a.Feed([]byte(server)), a.End()...))
 	return reqs, ans
 }
 
@@ -37,8 +38,8 @@ func chunked(lim compare.Limits, client, server []byte, rng *rand.Rand) ([]compa
 		ans = append(ans, a.Feed(server[:n])...)
 		server = server[n:]
 	}
-	reqs = renderedReqs(append(reqs, c.EndRequests()...))
-	ans = detailed(append(ans, a.End()...))
+	reqs = cmptest.Rendered(append(reqs, c.EndRequests()...))
+	ans = cmptest.Detailed(append(ans, a.End()...))
 	return reqs, ans
 }
 
@@ -264,40 +265,4 @@ func TestName(t *testing.T) {
 	if Protocol().Name() != "memcached" {
 		t.Error(Protocol().Name())
 	}
-}
-
-// renderedReqs renders the requests' samples (a func, which no equality
-// check can compare), as the report does for those it keeps.
-func renderedReqs(rs []compare.Request) []compare.Request {
-	for i := range rs {
-		if rs[i].Render != nil {
-			rs[i].Sample, rs[i].Render = rs[i].Render(), nil
-		}
-	}
-	return rs
-}
-
-// detailed renders each answer's sample and replaces the field its Detail
-// refines by the finer fields, as the comparison does when two answers
-// disagree on it, and drops the Detail.
-func detailed(as []compare.Answer) []compare.Answer {
-	for i := range as {
-		if as[i].Render != nil {
-			as[i].Sample, as[i].Render = as[i].Render(), nil
-		}
-		d := as[i].Detail
-		if d == nil {
-			continue
-		}
-		var out []compare.Field
-		for _, f := range as[i].Fields {
-			if f.Name == d.Of {
-				out = append(out, d.Fields()...)
-			} else {
-				out = append(out, f)
-			}
-		}
-		as[i].Fields, as[i].Detail = out, nil
-	}
-	return as
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/stackcopy/stackcopy/compare"
+	"github.com/stackcopy/stackcopy/compare/cmptest"
 )
 
 func freePort(t *testing.T) int {
@@ -84,9 +85,9 @@ func TestLive(t *testing.T) {
 	server := exchange(t, "127.0.0.1:"+strconv.Itoa(port), client)
 	c := Protocol().New(compare.DefaultLimits)
 	a := [2]compare.Answers{c.Answers(), c.Answers()}
-	r := result{reqs: renderedReqs(append(c.Requests([]byte(client)), c.EndRequests()...))}
+	r := result{reqs: cmptest.Rendered(append(c.Requests([]byte(client)), c.EndRequests()...))}
 	for i := range a {
-		r.ans[i] = detailed(append(a[i].Feed(server), a[i].End()...))
+		r.ans[i] = cmptest.Detailed(append(a[i].Feed(server), a[i].End()...))
 	}
 	checkPairing(t, "live", r)
 	byReq := map[int]string{}

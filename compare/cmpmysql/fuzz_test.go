@@ -4,6 +4,7 @@ import (
 	"testing"
 
 	"github.com/stackcopy/stackcopy/compare"
+	"github.com/stackcopy/stackcopy/compare/cmptest"
 )
 
 // FuzzMySQL feeds random client and server bytes in random chunks: the
@@ -25,7 +26,7 @@ func FuzzMySQL(f *testing.F) {
 		c := Protocol().New(lim)
 		a, b := c.Answers(), c.Answers()
 		check := func(as []compare.Answer) {
-			for _, x := range detailed(as) {
+			for _, x := range cmptest.Detailed(as) {
 				if len(x.Sample) > 4*lim.Sample+64 {
 					t.Fatalf("sample of %d bytes", len(x.Sample))
 				}

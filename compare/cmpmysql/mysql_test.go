@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/stackcopy/stackcopy/compare"
+	"github.com/stackcopy/stackcopy/compare/cmptest"
 )
 
 // Hand-built sessions for the rules the captures do not all show.
@@ -141,8 +142,8 @@ func run(t *testing.T, lim compare.Limits, s *script) ([]compare.Request, []comp
 			ans = append(ans, a.Feed(tn.b)...)
 		}
 	}
-	reqs = renderedReqs(append(reqs, c.EndRequests()...))
-	ans = detailed(append(ans, a.End()...))
+	reqs = cmptest.Rendered(append(reqs, c.EndRequests()...))
+	ans = cmptest.Detailed(append(ans, a.End()...))
 	return reqs, ans
 }
 
@@ -368,40 +369,4 @@ func TestServerAhead(t *testing.T) {
 	if len(ans) != 2 || ans[1].Req != 1 || field(ans[1], "result") != "ok" {
 		t.Errorf("answers %+v", ans)
 	}
-}
-
-// renderedReqs renders the requests' samples (a func, which no equality
-// check can compare), as the report does for those it keeps.
-func renderedReqs(rs []compare.Request) []compare.Request {
-	for i := range rs {
-		if rs[i].Render != nil {
-			rs[i].Sample, rs[i].Render = rs[i].Render(), nil
-		}
-	}
-	return rs
-}
-
-// detailed renders each answer's sample and replaces the field its Detail
-// refines by the finer fields, as the comparison does when two answers
-// disagree on it, and drops the Detail.
-func detailed(as []compare.Answer) []compare.Answer {
-	for i := range as {
-		if as[i].Render != nil {
-			as[i].Sample, as[i].Render = as[i].Render(), nil
-		}
-		d := as[i].Detail
-		if d == nil {
-			continue
-		}
-		var out []compare.Field
-		for _, f := range as[i].Fields {
-			if f.Name == d.Of {
-				out = append(out, d.Fields()...)
-			} else {
-				out = append(out, f)
-			}
-		}
-		as[i].Fields, as[i].Detail = out, nil
-	}
-	return as
 }

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/stackcopy/stackcopy/compare"
+	"github.com/stackcopy/stackcopy/compare/cmptest"
 )
 
 func msg(typ byte, body ...[]byte) []byte {
@@ -84,8 +85,8 @@ func run(t *testing.T, turns []turn) ([]compare.Request, []compare.Answer) {
 			ans = append(ans, a.Feed(tn.b)...)
 		}
 	}
-	reqs = renderedReqs(append(reqs, c.EndRequests()...))
-	ans = detailed(append(ans, a.End()...))
+	reqs = cmptest.Rendered(append(reqs, c.EndRequests()...))
+	ans = cmptest.Detailed(append(ans, a.End()...))
 	return reqs, ans
 }
 
@@ -240,40 +241,4 @@ func TestMalformed(t *testing.T) {
 	if len(ans) != 3 || ans[1].Malformed == "" || ans[1].Req != 1 || ans[2].Req != -1 {
 		t.Errorf("answers %+v", ans)
 	}
-}
-
-// renderedReqs renders the requests' samples (a func, which no equality
-// check can compare), as the report does for those it keeps.
-func renderedReqs(rs []compare.Request) []compare.Request {
-	for i := range rs {
-		if rs[i].Render != nil {
-			rs[i].Sample, rs[i].Render = rs[i].Render(), nil
-		}
-	}
-	return rs
-}
-
-// detailed renders each answer's sample and replaces the field its Detail
-// refines by the finer fields, as the comparison does when two answers
-// disagree on it, and drops the Detail.
-func detailed(as []compare.Answer) []compare.Answer {
-	for i := range as {
-		if as[i].Render != nil {
-			as[i].Sample, as[i].Render = as[i].Render(), nil
-		}
-		d := as[i].Detail
-		if d == nil {
-			continue
-		}
-		var out []compare.Field
-		for _, f := range as[i].Fields {
-			if f.Name == d.Of {
-				out = append(out, d.Fields()...)
-			} else {
-				out = append(out, f)
-			}
-		}
-		as[i].Fields, as[i].Detail = out, nil
-	}
-	return as
 }

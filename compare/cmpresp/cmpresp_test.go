@@ -7,52 +7,17 @@ import (
 	"testing"
 
 	"github.com/stackcopy/stackcopy/compare"
+	"github.com/stackcopy/stackcopy/compare/cmptest"
 )
 
 // run cuts a client stream and a server stream of one connection, the
-// client's first, both whole.
+// client's first, both cmptest.Whole.
 func run(lim compare.Limits, client, server string) ([]compare.Request, []compare.Answer) {
 	c := Protocol().New(lim)
 	a := c.Answers()
 	reqs := append(c.Requests([]byte(client)), c.EndRequests()...)
 	ans := append(a.Feed([]byte(server)), a.End()...)
-	return renderedReqs(reqs), detailed(ans)
-}
-
-// renderedReqs renders the requests' samples (a func, which no equality
-// check can compare), as the report does for those it keeps.
-func renderedReqs(rs []compare.Request) []compare.Request {
-	for i := range rs {
-		if rs[i].Render != nil {
-			rs[i].Sample, rs[i].Render = rs[i].Render(), nil
-		}
-	}
-	return rs
-}
-
-// detailed renders each answer's sample and replaces the field its Detail
-// refines by the finer fields, as the comparison does when two answers
-// disagree on it, and drops the Detail.
-func detailed(as []compare.Answer) []compare.Answer {
-	for i := range as {
-		if as[i].Render != nil {
-			as[i].Sample, as[i].Render = as[i].Render(), nil
-		}
-		d := as[i].Detail
-		if d == nil {
-			continue
-		}
-		var out []compare.Field
-		for _, f := range as[i].Fields {
-			if f.Name == d.Of {
-				out = append(out, d.Fields()...)
-			} else {
-				out = append(out, f)
-			}
-		}
-		as[i].Fields, as[i].Detail = out, nil
-	}
-	return as
+	return cmptest.Rendered(reqs), cmptest.Detailed(ans)
 }
 
 // chunked does as run, cutting both streams at random and interleaving
@@ -75,7 +40,7 @@ func chunked(lim compare.Limits, client, server []byte, rng *rand.Rand) ([]compa
 	}
 	reqs = append(reqs, c.EndRequests()...)
 	ans = append(ans, a.End()...)
-	return renderedReqs(reqs), detailed(ans)
+	return cmptest.Rendered(reqs), cmptest.Detailed(ans)
 }
 
 // fields renders an answer's fields as "name=value" joined by "; ".
@@ -463,7 +428,7 @@ func TestAggregateDetail(t *testing.T) {
 	c := Protocol().New(compare.Limits{Body: 16})
 	a := c.Answers()
 	c.Requests([]byte(cmd("LRANGE", "l", "0", "-1")))
-	ans := detailed(a.Feed([]byte("*3\r\n$5\r\nhello\r\n$5\r\nworld\r\n$1\r\n!\r\n")))
+	ans := cmptest.Detailed(a.Feed([]byte("*3\r\n$5\r\nhello\r\n$5\r\nworld\r\n$1\r\n!\r\n")))
 	if len(ans) != 1 || ans[0].Detail != nil || !strings.HasPrefix(value(ans[0].Fields), "len=") {
 		t.Errorf("over Body: %+v", ans)
 	}

@@ -57,6 +57,7 @@ var allowed = map[string][]string{
 	// reader; the bench harness, step tables and reference net.Conn).
 	"internal/pcaptest":              nil,
 	"internal/framekit/framekittest": {"internal/pcaptest"},
+	"compare/cmptest":                {"compare", "internal/pcaptest"},
 }
 
 func TestImportsPointDown(t *testing.T) {
