@@ -85,14 +85,14 @@ func TestLive(t *testing.T) {
 	server := exchange(t, "127.0.0.1:"+strconv.Itoa(port), client)
 	c := Protocol().New(compare.DefaultLimits)
 	a := [2]compare.Answers{c.Answers(), c.Answers()}
-	r := result{reqs: cmptest.Rendered(append(c.Requests([]byte(client)), c.EndRequests()...))}
+	r := cmptest.Result{Answers: make([][]compare.Answer, 2), Reqs: cmptest.Rendered(append(c.Requests([]byte(client)), c.EndRequests()...))}
 	for i := range a {
-		r.ans[i] = cmptest.Detailed(append(a[i].Feed(server), a[i].End()...))
+		r.Answers[i] = cmptest.Detailed(append(a[i].Feed(server), a[i].End()...))
 	}
-	checkPairing(t, "live", r)
+	cmptest.CheckAnswered(t, "live", r)
 	byReq := map[int]string{}
 	var unpaired []string
-	for _, x := range r.ans[0] {
+	for _, x := range r.Answers[0] {
 		if x.Req >= 0 {
 			byReq[x.Req] = fields(x)
 		} else {
@@ -122,7 +122,7 @@ func TestLive(t *testing.T) {
 		27: "status=CLIENT_ERROR; message=bad command line format",
 	} {
 		if byReq[id] != w {
-			t.Errorf("request %d (%.40s): %q, want %q", id, r.reqs[id].Sample, byReq[id], w)
+			t.Errorf("request %d (%.40s): %q, want %q", id, r.Reqs[id].Sample, byReq[id], w)
 		}
 	}
 	if !strings.HasPrefix(byReq[2], "hits=1; value:a=hi; flags:a=3; cas:a=") || !strings.HasPrefix(byReq[11], "status=VERSION; version=1.6") ||

@@ -11,7 +11,7 @@ import (
 )
 
 // run cuts a client stream and a server stream of one connection, the
-// client's first, both cmptest.Whole.
+// client's first, both whole.
 func run(lim compare.Limits, client, server string) ([]compare.Request, []compare.Answer) {
 	c := Protocol().New(lim)
 	a := c.Answers()

@@ -87,13 +87,13 @@ func TestLive(t *testing.T) {
 	server := exchange(t, "127.0.0.1:"+strconv.Itoa(port), client)
 	c := Protocol().New(compare.DefaultLimits)
 	a := [2]compare.Answers{c.Answers(), c.Answers()}
-	r := result{reqs: cmptest.Rendered(append(c.Requests([]byte(client)), c.EndRequests()...))}
+	r := cmptest.Result{Answers: make([][]compare.Answer, 2), Reqs: cmptest.Rendered(append(c.Requests([]byte(client)), c.EndRequests()...))}
 	for i := range a {
-		r.ans[i] = cmptest.Detailed(append(a[i].Feed(server), a[i].End()...))
+		r.Answers[i] = cmptest.Detailed(append(a[i].Feed(server), a[i].End()...))
 	}
-	checkPairing(t, "live", r)
+	cmptest.CheckAnswered(t, "live", r)
 	byReq := map[int]string{}
-	for _, x := range r.ans[0] {
+	for _, x := range r.Answers[0] {
 		if x.Req >= 0 {
 			byReq[x.Req] = fields(x)
 		}
@@ -117,17 +117,17 @@ func TestLive(t *testing.T) {
 		30: "type=error; error=NOSCRIPT; value=NOSCRIPT No matching script. Please use EVAL.",
 	} {
 		if byReq[id] != w {
-			t.Errorf("request %d (%s): %q, want %q", id, r.reqs[id].Sample, byReq[id], w)
+			t.Errorf("request %d (%s): %q, want %q", id, r.Reqs[id].Sample, byReq[id], w)
 		}
 	}
 	if !strings.HasPrefix(byReq[13], "type=double; value=3.14") {
 		t.Errorf("double: %q", byReq[13])
 	}
-	if r.reqs[31].Sample != "AUTH [redacted]" {
-		t.Errorf("AUTH sample %q", r.reqs[31].Sample)
+	if r.Reqs[31].Sample != "AUTH [redacted]" {
+		t.Errorf("AUTH sample %q", r.Reqs[31].Sample)
 	}
 	if testing.Verbose() {
-		for _, x := range r.ans[0] {
+		for _, x := range r.Answers[0] {
 			t.Logf("%d %s", x.Req, fields(x))
 		}
 	}

@@ -114,3 +114,85 @@ func CheckCaptures(t *testing.T, p compare.Protocol, paths []string, port uint16
 		}
 	}
 }
+
+// ClientFirst reorders a connection's segments: all of the client's, then
+// all of the server's, so that every request is cut before any answer
+// arrives; the pairing must not depend on it.
+func ClientFirst(segs []pcaptest.Segment) []pcaptest.Segment {
+	var c, s []pcaptest.Segment
+	for _, x := range segs {
+		if x.Client {
+			c = append(c, x)
+		} else {
+			s = append(s, x)
+		}
+	}
+	return append(c, s...)
+}
+
+// CheckAnswered checks, in the first stream, that every request that calls for an answer has
+// exactly one, that NoAnswer requests have none, and that no answer names
+// a request that does not exist; and that the second stream, fed the same
+// bytes, answers alike.
+func CheckAnswered(t *testing.T, where string, r Result) {
+	t.Helper()
+	ids := map[int]compare.Request{}
+	for i, q := range r.Reqs {
+		if q.ID != i {
+			t.Errorf("%s: request %d has ID %d", where, i, q.ID)
+		}
+		ids[q.ID] = q
+	}
+	got := map[int]int{}
+	for _, a := range r.Answers[0] {
+		if a.Malformed != "" || a.Truncated {
+			t.Errorf("%s: answer %+v", where, a)
+		}
+		if a.Req >= 0 {
+			if _, ok := ids[a.Req]; !ok {
+				t.Errorf("%s: answer to unknown request %d", where, a.Req)
+			}
+			got[a.Req]++
+		}
+	}
+	for _, q := range r.Reqs {
+		want := 1
+		if q.NoAnswer {
+			want = 0
+		}
+		if got[q.ID] != want {
+			t.Errorf("%s: request %d %q (%s, NoAnswer %v): %d answers", where, q.ID, q.Key, q.Sample, q.NoAnswer, got[q.ID])
+		}
+	}
+	if !reflect.DeepEqual(r.Answers[0], r.Answers[1]) {
+		t.Errorf("%s: two Answers fed the same bytes differ", where)
+	}
+}
+
+// CheckCapture decodes every connection to port in the capture at path
+// (at least minConns of them): CheckAnswered, and feeding byte at a time
+// or all the client's bytes first decodes as whole segments do. It
+// returns how many requests each key had, for the caller's own checks.
+func CheckCapture(t *testing.T, p compare.Protocol, path string, port uint16, minConns int) map[string]int {
+	t.Helper()
+	conns := pcaptest.Conns(t, path, port)
+	if len(conns) < minConns {
+		t.Fatalf("%s: %d connections, want at least %d", path, len(conns), minConns)
+	}
+	keys := map[string]int{}
+	for i, segs := range conns {
+		where := fmt.Sprintf("conn %d", i)
+		r := Decode(p, compare.DefaultLimits, segs, 2, Whole)
+		CheckAnswered(t, where, r)
+		for _, q := range r.Reqs {
+			keys[q.Key]++
+		}
+		if b := Decode(p, compare.DefaultLimits, segs, 2, Bytewise); !reflect.DeepEqual(b, r) {
+			t.Errorf("%s: byte-at-a-time feeding differs from whole segments", where)
+		}
+		if c := Decode(p, compare.DefaultLimits, ClientFirst(segs), 2, Whole); !reflect.DeepEqual(c, r) {
+			t.Errorf("%s: client-first feeding differs", where)
+		}
+	}
+	return keys
+}
