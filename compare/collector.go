@@ -123,14 +123,7 @@ const (
 
 // NewCollector returns a collector for cfg.
 func NewCollector(cfg Config) *Collector {
-	// Zero sizes take the defaults one by one, so that setting only
-	// ShowSecrets or UnorderedArrays keeps sensible bounds.
-	if cfg.Limits.Body <= 0 {
-		cfg.Limits.Body = DefaultLimits.Body
-	}
-	if cfg.Limits.Sample <= 0 {
-		cfg.Limits.Sample = DefaultLimits.Sample
-	}
+	cfg.Limits = cfg.Limits.WithDefaults()
 	if cfg.Samples <= 0 {
 		cfg.Samples = 3
 	}

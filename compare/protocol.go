@@ -34,6 +34,19 @@ type Limits struct {
 	UnorderedArrays bool
 }
 
+// WithDefaults is l with each size that is not set (zero or less) taken
+// from DefaultLimits, one by one: setting only ShowSecrets or
+// UnorderedArrays keeps sensible bounds.
+func (l Limits) WithDefaults() Limits {
+	if l.Body <= 0 {
+		l.Body = DefaultLimits.Body
+	}
+	if l.Sample <= 0 {
+		l.Sample = DefaultLimits.Sample
+	}
+	return l
+}
+
 // DefaultLimits are the limits when none are configured.
 var DefaultLimits = Limits{Body: 1 << 20, Sample: 4 << 10}
 

@@ -131,12 +131,7 @@ type protocol struct{}
 func (protocol) Name() string { return "memcached" }
 
 func (protocol) New(lim compare.Limits) compare.Conversation {
-	if lim.Body <= 0 {
-		lim.Body = compare.DefaultLimits.Body
-	}
-	if lim.Sample <= 0 {
-		lim.Sample = compare.DefaultLimits.Sample
-	}
+	lim = lim.WithDefaults()
 	return &conv{lim: lim, pending: compare.Pending[entry]{Max: maxEntries}}
 }
 

@@ -51,12 +51,7 @@ type protocol struct{}
 func (protocol) Name() string { return "mysql" }
 
 func (protocol) New(lim compare.Limits) compare.Conversation {
-	if lim.Body <= 0 {
-		lim.Body = compare.DefaultLimits.Body
-	}
-	if lim.Sample <= 0 {
-		lim.Sample = compare.DefaultLimits.Sample
-	}
+	lim = lim.WithDefaults()
 	c := &conv{lim: lim, stmts: map[uint32]string{}}
 	c.in.Keep = keepFor(lim)
 	c.log = append(c.log, &req{id: 0, kind: kGreeting})

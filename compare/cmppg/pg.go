@@ -79,12 +79,7 @@ type protocol struct{}
 func (protocol) Name() string { return "postgres" }
 
 func (protocol) New(lim compare.Limits) compare.Conversation {
-	if lim.Body <= 0 {
-		lim.Body = compare.DefaultLimits.Body
-	}
-	if lim.Sample <= 0 {
-		lim.Sample = compare.DefaultLimits.Sample
-	}
+	lim = lim.WithDefaults()
 	c := &conv{lim: lim, stmts: map[string]string{}, portals: map[string]string{}}
 	c.in.Keep = keepFor(lim)
 	c.in.untyped = true
