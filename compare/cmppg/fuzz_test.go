@@ -3,7 +3,6 @@ package cmppg
 import (
 	"testing"
 
-	"github.com/stackcopy/stackcopy/compare"
 	"github.com/stackcopy/stackcopy/compare/cmptest"
 )
 
@@ -21,42 +20,6 @@ func FuzzPostgres(f *testing.F) {
 	f.Add(cli, srv, uint64(7))
 	f.Add(append(i32(8), i32(codeSSL)...), []byte("N"), uint64(1))
 	f.Fuzz(func(t *testing.T, cli, srv []byte, cuts uint64) {
-		lim := compare.Limits{Body: 100, Sample: 64}
-		c := Protocol().New(lim)
-		a, b := c.Answers(), c.Answers()
-		check := func(as []compare.Answer) {
-			for _, x := range cmptest.Detailed(as) {
-				if len(x.Sample) > 4*lim.Sample+64 {
-					t.Fatalf("sample of %d bytes", len(x.Sample))
-				}
-				for _, f := range x.Fields {
-					if len(f.Value) > 2048 {
-						t.Fatalf("field %s of %d bytes", f.Name, len(f.Value))
-					}
-				}
-			}
-		}
-		for len(cli) > 0 || len(srv) > 0 {
-			n := int(cuts%7) + 1
-			cuts = cuts/7 + cuts<<5
-			if len(cli) > 0 {
-				k := min(n, len(cli))
-				for _, r := range c.Requests(cli[:k]) {
-					if len(r.Key) > 256 {
-						t.Fatalf("key of %d bytes", len(r.Key))
-					}
-				}
-				cli = cli[k:]
-			}
-			if len(srv) > 0 {
-				k := min(n+1, len(srv))
-				check(a.Feed(srv[:k]))
-				check(b.Feed(srv[:k]))
-				srv = srv[k:]
-			}
-		}
-		c.EndRequests()
-		check(a.End())
-		check(b.End())
+		cmptest.FuzzConversation(t, Protocol(), cli, srv, cuts)
 	})
 }

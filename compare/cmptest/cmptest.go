@@ -7,6 +7,7 @@ package cmptest
 
 import (
 	"math/rand/v2"
+	"testing"
 
 	"github.com/stackcopy/stackcopy/compare"
 	"github.com/stackcopy/stackcopy/internal/pcaptest"
@@ -105,4 +106,48 @@ func RandomCuts(rng *rand.Rand) func([]byte) [][]byte {
 		}
 		return out
 	}
+}
+
+// FuzzConversation is a fuzz target's body for the SQL decoders: it feeds
+// cli and srv to a conversation of p, in chunks that cuts chooses, with
+// two answer streams, and fails when a key, a sample or a field value
+// outgrows its bound. The decoder must not panic.
+func FuzzConversation(t *testing.T, p compare.Protocol, cli, srv []byte, cuts uint64) {
+	lim := compare.Limits{Body: 100, Sample: 64}
+	c := p.New(lim)
+	a, b := c.Answers(), c.Answers()
+	check := func(as []compare.Answer) {
+		for _, x := range Detailed(as) {
+			if len(x.Sample) > 4*lim.Sample+64 {
+				t.Fatalf("sample of %d bytes", len(x.Sample))
+			}
+			for _, f := range x.Fields {
+				if len(f.Value) > 2048 {
+					t.Fatalf("field %s of %d bytes", f.Name, len(f.Value))
+				}
+			}
+		}
+	}
+	for len(cli) > 0 || len(srv) > 0 {
+		n := int(cuts%7) + 1
+		cuts = cuts/7 + cuts<<5
+		if len(cli) > 0 {
+			k := min(n, len(cli))
+			for _, r := range c.Requests(cli[:k]) {
+				if len(r.Key) > 256 {
+					t.Fatalf("key of %d bytes", len(r.Key))
+				}
+			}
+			cli = cli[k:]
+		}
+		if len(srv) > 0 {
+			k := min(n+1, len(srv))
+			check(a.Feed(srv[:k]))
+			check(b.Feed(srv[:k]))
+			srv = srv[k:]
+		}
+	}
+	c.EndRequests()
+	check(a.End())
+	check(b.End())
 }
