@@ -75,6 +75,7 @@ fuzz:
 	$(GO) test ./myframe/ -run XXX -fuzz '^FuzzFramer$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./myframe/ -run XXX -fuzz '^FuzzOracleGoSQLDriver$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./myframe/ -run XXX -fuzz '^FuzzDetect$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./myframe/ -run XXX -fuzz '^FuzzRenumber$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./pgframe/ -run XXX -fuzz '^FuzzFramer$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./pgframe/ -run XXX -fuzz '^FuzzClientOracle$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./pgframe/ -run XXX -fuzz '^FuzzServerOracle$$' -fuzztime $(FUZZTIME)

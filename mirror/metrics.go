@@ -48,6 +48,8 @@ func NewCollector(m *Monitor) *Collector {
 	add("stackcopy_turn_latency_seconds", "Answered turns: time from the turn's first client byte written to the end of the target's answer.")
 	add("stackcopy_replay_lag_max_seconds", "Largest lag of a client write behind the captured schedule, by protocol.", "protocol")
 	add("stackcopy_replay_lag_p50_seconds", "Typical (median, to a power of two of ms) lag behind the captured schedule, by protocol.", "protocol")
+	add("stackcopy_statement_ids_renumbered_total", "MySQL: client commands whose prepared-statement id was replaced by the target's.", "protocol")
+	add("stackcopy_statement_ids_unknown_total", "MySQL: client commands left as captured because their statement id had no partner on the target.", "protocol")
 	add("stackcopy_spill_bytes_total", "Client bytes that went through spill files.")
 	add("stackcopy_spill_peak_bytes", "Most bytes held in spill files at once.")
 	add("stackcopy_stack_segments_sent_total", "TCP segments the forged clients sent.")
@@ -139,6 +141,10 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		if p.Writes > 0 {
 			gauge("stackcopy_replay_lag_max_seconds", p.LagMaxMs/1e3, name)
 			gauge("stackcopy_replay_lag_p50_seconds", p.LagP50Ms/1e3, name)
+		}
+		if p.Renumbered > 0 || p.NotRenumbered > 0 {
+			counter("stackcopy_statement_ids_renumbered_total", p.Renumbered, name)
+			counter("stackcopy_statement_ids_unknown_total", p.NotRenumbered, name)
 		}
 	}
 	counter("stackcopy_spill_bytes_total", r.SpilledBytes)

@@ -24,7 +24,8 @@ func protocols() []replay.Protocol {
 		{Name: "http2", New: func() replay.Framer { return h2frame.New() }, Detect: h2frame.Detect, NoJoin: true},
 		{Name: "redis", New: func() replay.Framer { return respframe.New() }, Detect: respframe.Detect, Ports: []uint16{6379}, Stateless: true},
 		{Name: "memcached", New: func() replay.Framer { return mcframe.New() }, Detect: mcframe.Detect, Ports: []uint16{11211}, Stateless: true},
-		{Name: "mysql", New: func() replay.Framer { return myframe.New() }, Detect: myframe.Detect, DetectServer: myframe.DetectServer, Ports: []uint16{3306}},
+		{Name: "mysql", New: func() replay.Framer { return myframe.New() }, Detect: myframe.Detect, DetectServer: myframe.DetectServer, Ports: []uint16{3306},
+			Renumber: func() replay.Renumberer { return myframe.NewRenumber() }},
 		{Name: "postgres", New: func() replay.Framer { return pgframe.New() }, Detect: pgframe.Detect, Ports: []uint16{5432}},
 	}
 }

@@ -131,6 +131,11 @@ func (s *Summary) WriteText(w io.Writer) {
 			fmt.Fprintf(w, "; flow control: %d window updates added, %d DATA frames held for the target's window (%d sent after --turn-wait without it)",
 				p.WindowUpdates, p.DataHeld, p.WindowWait)
 		}
+		if p.Renumbered > 0 || p.NotRenumbered > 0 {
+			// MySQL prepared statements (myframe.Renumber).
+			fmt.Fprintf(w, "; statement ids: %d commands renumbered to the target's, %d named a statement the target had not prepared",
+				p.Renumbered, p.NotRenumbered)
+		}
 		fmt.Fprintln(w)
 	}
 	fmt.Fprintf(w, "  stack     %d segments sent, %d retransmitted, %d RTO timeouts, %d ports remapped, %d forged clients routed, %d wire write errors\n",

@@ -82,6 +82,11 @@
 // they answer was shown to Client are held (at most MaxHeld bytes) and
 // framed once it is.
 //
+// Numbered hands on the statement id each COM_STMT_PREPARE got (0 for a
+// refusal), in order: the capture side's framer tells production's, the
+// player's framer the target's, and a Renumber pairs them and rewrites
+// the client's statement commands to name the target's ids.
+//
 // Client and Server may be called from two goroutines at once; they share
 // a mutex, held for one chunk. Requests, Answers and Err read atomics and
 // may be called from any goroutine. Payloads are counted, never stored:
@@ -134,6 +139,9 @@ const (
 	MaxHeld = 4096
 	// MaxPipelined bounds the commands awaiting their answers.
 	MaxPipelined = 64
+	// MaxNumbered bounds the statement ids kept for Numbered between two
+	// calls (a replayer takes them at every turn).
+	MaxNumbered = 1024
 
 	maxPacket  = 0xFFFFFF
 	maxColumns = 1 << 16
@@ -275,6 +283,12 @@ type Framer struct {
 	binary bool   // the current result set's rows are binary
 	defs   uint64 // definitions to go
 	after  uint64 // COM_STMT_PREPARE: column definitions after the parameters'
+
+	// The statement ids the server gave (0: a prepare it refused), in
+	// order, until Numbered takes them; numsLost once more than
+	// MaxNumbered waited.
+	nums     []uint32
+	numsLost bool
 }
 
 // New returns a framer for one session, ready for the first bytes.
@@ -296,6 +310,28 @@ func (f *Framer) Answers() int { return f.sh.Answers() }
 // Err is nil while the framer follows the session, and why it stopped
 // after that.
 func (f *Framer) Err() error { return f.sh.Err() }
+
+// Numbered appends to dst the statement ids the server gave the session's
+// COM_STMT_PREPAREs since the last call, in order, 0 for a prepare it
+// refused (ERR); ok is false once ids were lost: more than MaxNumbered
+// answered between two calls, or the framer stopped. A replayer pairs
+// production's ids with the target's (see Renumber).
+func (f *Framer) Numbered(dst []uint32) (ids []uint32, ok bool) {
+	f.sh.Lock()
+	defer f.sh.Unlock()
+	dst = append(dst, f.nums...)
+	f.nums = f.nums[:0]
+	return dst, !f.numsLost && !f.sh.Failed()
+}
+
+// numbered records the outcome of a COM_STMT_PREPARE.
+func (f *Framer) numbered(id uint32) {
+	if len(f.nums) >= MaxNumbered {
+		f.numsLost = true
+		return
+	}
+	f.nums = append(f.nums, id)
+}
 
 func (f *Framer) write(client bool, p []byte) {
 	if len(p) == 0 {
@@ -695,8 +731,10 @@ func (f *Framer) serverMsg(d *dir) {
 	case sPrepare:
 		switch {
 		case pre[0] == 0xff:
+			f.numbered(0)
 			f.done()
 		case pre[0] == 0x00 && len(pre) >= 12:
+			f.numbered(binary.LittleEndian.Uint32(pre[1:]))
 			f.after = uint64(binary.LittleEndian.Uint16(pre[5:]))
 			f.defs = uint64(binary.LittleEndian.Uint16(pre[7:]))
 			f.prepBlock()

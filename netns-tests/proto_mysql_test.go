@@ -247,7 +247,8 @@ func TestReplayMySQL(t *testing.T) {
 	c := newCaptureLab(t, l, 1)
 	online := startMariaDB(t, c.online, netip.AddrPortFrom(onlineAddr, 3306))
 	online.sql(t, mySetup+"CREATE TABLE items (id INT AUTO_INCREMENT PRIMARY KEY, name VARCHAR(200), qty INT);"+
-		" INSERT INTO items (name, qty) SELECT CONCAT('item ', seq), seq FROM seq_1_to_20;\n")
+		" INSERT INTO items (name, qty) SELECT CONCAT('item ', seq), seq FROM seq_1_to_20;\n"+
+		"CREATE PROCEDURE warmup() SELECT 1;\n")
 
 	infile := filepath.Join(l.Dir(), "load.tsv")
 	var rows strings.Builder
@@ -292,7 +293,13 @@ func TestReplayMySQL(t *testing.T) {
 	// longer names and ids far on: the SELECTs and the CALL answer more.
 	target.sql(t, mySetup+"CREATE TABLE items (id INT AUTO_INCREMENT PRIMARY KEY, name VARCHAR(200), qty INT) AUTO_INCREMENT=100000;"+
 		" INSERT INTO items (id, name, qty) VALUES (1, 'the first target item, with a much longer name', 1);"+
-		" INSERT INTO items (name, qty) SELECT CONCAT(REPEAT('target item ', 5), seq), seq * 1000 FROM seq_1_to_4999;\n")
+		" INSERT INTO items (name, qty) SELECT CONCAT(REPEAT('target item ', 5), seq), seq * 1000 FROM seq_1_to_4999;\n"+
+		// The target's build of warmup prepares a statement of its own,
+		// which takes a statement id of the connection's: the go client's
+		// prepares get other ids than production gave (as a target whose
+		// server reuses a cached connection's counter, or runs another
+		// version, numbers them); stackcopy renumbers its executes.
+		"DELIMITER //\nCREATE PROCEDURE warmup() BEGIN PREPARE w FROM 'SELECT 2'; DEALLOCATE PREPARE w; SELECT 1; END//\nDELIMITER ;\n")
 	tbefore := target.logSize(t)
 	res := replayAtPace(t, r, pc, 3306, "mysql")
 	if t.Failed() {
@@ -300,6 +307,11 @@ func TestReplayMySQL(t *testing.T) {
 	}
 	got := target.waitConnections(t, tbefore, len(captured))
 	compareConnections(t, got, captured)
+	// Every command of the go client's that named a statement named
+	// production's id: each was renumbered to the target's, none unknown.
+	if my := res.stats.Replay.Protocols["mysql"]; my.Renumbered != goStatementCommands || my.NotRenumbered != 0 {
+		t.Errorf("statement ids: %d commands renumbered, %d unknown; want %d, 0", my.Renumbered, my.NotRenumbered, goStatementCommands)
+	}
 	t.Logf("mysql: the target's general log holds %d connections, %d commands, as production's does", len(got), commandCount(got))
 
 	// Logins with a password, captured and replayed on their own.
@@ -417,6 +429,12 @@ func commandCount(conns []string) int {
 	return n
 }
 
+// goStatementCommands is how many commands of goClient's session name a
+// prepared statement by its id: the prepared SELECT's 3 executes and its
+// close, and an execute and a close for each of the 4 one-shot statements
+// (the INSERT, the CALL, the SELECT NOW and the UPDATE).
+const goStatementCommands = 3 + 1 + 4*2
+
 // goClient runs go-sql-driver/mysql from the client host: server-side
 // prepared statements (interpolateParams=false), executed several times,
 // a CALL answering binary result sets, a statement prepared and closed
@@ -461,6 +479,8 @@ func goClient(t *testing.T, h *lab.Host, server netip.Addr) {
 		check(rows.Err())
 		check(rows.Close())
 	}
+	// A procedure whose target build takes a statement id (see the test).
+	drain(db.QueryContext(ctx, "CALL warmup()"))
 	stmt, err := db.PrepareContext(ctx, "SELECT id, name, qty FROM items WHERE qty >= ? ORDER BY id")
 	check(err)
 	for _, q := range []int{3, 10, 19} {

@@ -43,6 +43,37 @@ type Protocol struct {
 	// bytes there are what Detect recognises as the start of a request:
 	// the framer confirms the tracker's boundary is a message boundary.
 	Stateless bool
+	// Renumber, when set, makes a session's rewriter of client bytes for a
+	// protocol whose server numbers what its client then names (MySQL's
+	// prepared statements). Its Framer must implement Numbering.
+	Renumber func() Renumberer
+}
+
+// Numbering is implemented by the Framer of a protocol whose server
+// numbers things for the session that its client names later (MySQL's
+// prepared statement ids). The capture side's framer tells production's
+// numbers, the player's framer the target's.
+type Numbering interface {
+	// Numbered appends the numbers the server gave since the last call, in
+	// order (0 for a request it refused); ok is false once some were lost.
+	Numbered(dst []uint32) (ids []uint32, ok bool)
+}
+
+// Renumberer rewrites a session's client bytes so that they name the
+// target's numbers where the capture names production's. One player's
+// goroutine uses it.
+type Renumberer interface {
+	// Production and Target are told each side's numbers, in order.
+	Production(ids []uint32, ok bool)
+	Target(ids []uint32, ok bool)
+	// Rewrite returns the bytes to write in place of p; it may keep the
+	// end of p back until the next call, or Flush.
+	Rewrite(p []byte) []byte
+	Flush() []byte
+	// Renumbered counts the replaced numbers, Unknown those the client
+	// named that had no partner.
+	Renumbered() uint64
+	Unknown() uint64
 }
 
 // joinable reports whether a session seen mid-stream on server port port
@@ -190,6 +221,22 @@ func (c *captured) answers() int {
 	return c.f.Answers()
 }
 
+// numbers takes the numbers production gave since the last turn, for a
+// protocol with renumbering (nil otherwise); ok is false once the capture
+// side could not follow them all.
+func (c *captured) numbers() (ids []uint32, ok bool) {
+	pr := c.proto.Load()
+	if c.f == nil || pr == nil || pr.Renumber == nil {
+		return nil, true
+	}
+	nf, isN := c.f.(Numbering)
+	if !isN {
+		return nil, false
+	}
+	ids, ok = nf.Numbered(nil)
+	return ids, ok && !c.holed
+}
+
 // earlyLimit bounds the target bytes a session keeps while its protocol is
 // not decided yet (a server-first greeting that arrives before the
 // captured one was read).
@@ -249,4 +296,42 @@ func (t *targetSide) framer() Framer {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return t.f
+}
+
+// renumber rewrites the client's bytes b to name the target's numbers,
+// told the ones the target gave since the last write first.
+func (s *player) renumber(f Framer, b []byte) []byte {
+	if nf, ok := f.(Numbering); ok {
+		var ok bool
+		s.numBuf, ok = nf.Numbered(s.numBuf[:0])
+		s.renum.Target(s.numBuf, ok)
+	} else {
+		s.renum.Target(nil, false)
+	}
+	b = s.renum.Rewrite(b)
+	if n := s.renum.Renumbered(); n != s.renumbered {
+		s.pc.renumbered.Add(n - s.renumbered)
+		s.renumbered = n
+	}
+	if n := s.renum.Unknown(); n != s.unknownIDs {
+		s.pc.unknownIDs.Add(n - s.unknownIDs)
+		s.unknownIDs = n
+	}
+	return b
+}
+
+// flushClient writes the client bytes a renumbering kept back, before the
+// client's stream ends.
+func (s *player) flushClient(conn Conn) error {
+	if s.renum == nil {
+		return nil
+	}
+	b := s.renum.Flush()
+	if len(b) == 0 {
+		return nil
+	}
+	if f := s.tgt.framer(); f != nil {
+		f.Client(b)
+	}
+	return s.write(conn, b)
 }

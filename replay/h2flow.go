@@ -85,6 +85,12 @@ func (s *player) writeClient(conn Conn, b []byte) error {
 	if h := s.flow(conn, f); h != nil {
 		return h.write(b)
 	}
+	if s.renum != nil {
+		b = s.renumber(f, b)
+		if len(b) == 0 {
+			return nil // kept back until the rest of its packet's start
+		}
+	}
 	f.Client(b)
 	return s.write(conn, b)
 }

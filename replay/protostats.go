@@ -44,6 +44,11 @@ type ProtocolStats struct {
 	WindowUpdates uint64 `json:"window_updates,omitempty"`
 	DataHeld      uint64 `json:"data_held,omitempty"`
 	WindowWait    uint64 `json:"window_wait,omitempty"`
+	// Renumbering (MySQL's prepared statements): client commands whose
+	// statement id was replaced by the target's, and those left as
+	// captured because the id had no partner on the target.
+	Renumbered    uint64 `json:"renumbered,omitempty"`
+	NotRenumbered uint64 `json:"not_renumbered,omitempty"`
 }
 
 // lagBuckets: bucket i holds lags below 2^i ms (bucket 0: under 1 ms).
@@ -56,6 +61,8 @@ type protoCounters struct {
 	lagMax          atomic.Int64 // nanoseconds
 	// Flow control (h2flow.go).
 	windowUpdates, dataHeld, windowWait atomic.Uint64
+	// Renumbering (framing.go).
+	renumbered, unknownIDs atomic.Uint64
 }
 
 // protoTable holds the counters of each protocol seen; protocols are few,
@@ -111,6 +118,7 @@ func (t *protoTable) stats() map[string]ProtocolStats {
 			ByClose: c.ends[endClosed].Load(), TurnWait: c.ends[endTurnWait].Load(),
 			LagMaxMs:      float64(c.lagMax.Load()) / 1e6,
 			WindowUpdates: c.windowUpdates.Load(), DataHeld: c.dataHeld.Load(), WindowWait: c.windowWait.Load(),
+			Renumbered: c.renumbered.Load(), NotRenumbered: c.unknownIDs.Load(),
 		}
 		var n uint64
 		for i := range c.lag {

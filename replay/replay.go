@@ -464,8 +464,9 @@ func (r *Replayer) Event(k session.SessionKey, ev session.Event) {
 		h := c.held
 		c.held = nil
 		n := c.answers()
+		nums, numsOK := c.numbers()
 		for _, s := range copies {
-			s.push(h.ev, h.at, n)
+			s.pushTurn(h.ev, h.at, n, nums, numsOK)
 		}
 	}
 	switch ev.Kind {
@@ -502,6 +503,11 @@ func (r *Replayer) Event(k session.SessionKey, ev session.Event) {
 			return
 		}
 		answers = c.answers()
+		nums, numsOK := c.numbers()
+		for _, s := range copies {
+			s.pushTurn(ev, at, answers, nums, numsOK)
+		}
+		return
 	}
 	for _, s := range copies {
 		s.push(ev, at, answers)
@@ -643,6 +649,10 @@ type queued struct {
 	ev      session.Event
 	at      time.Time
 	answers int // EvTurn: answers the capture shows before the turn; -1 unknown
+	// EvTurn: the numbers production gave since the turn before
+	// (Numbering), and whether the capture side lost none.
+	numbers   []uint32
+	numbersOK bool
 	// spillLen > 0: ev.Data is in the spill file at spillOff.
 	spillOff int64
 	spillLen int
@@ -693,6 +703,13 @@ type player struct {
 	baseline bool
 	outcome  outcome
 
+	// renum rewrites the client's bytes of a protocol with renumbering
+	// (MySQL's statement ids), set by decide; renumbered and unknownIDs are
+	// its counts already added to pc. The player's goroutine only.
+	renum                  Renumberer
+	numBuf                 []uint32
+	renumbered, unknownIDs uint64
+
 	// h2 is the flow control of an HTTP/2 session (h2flow.go), set by
 	// run's first write; nil for other sessions.
 	h2 atomic.Pointer[h2flow]
@@ -733,6 +750,11 @@ func (r *Replayer) newSession(k session.SessionKey, target netip.AddrPort, copy 
 // answers (EvTurn) is the count of answers the capture shows before the
 // turn, -1 when unknown.
 func (s *player) push(ev session.Event, at time.Time, answers int) {
+	s.pushTurn(ev, at, answers, nil, true)
+}
+
+// pushTurn is push with the numbers production gave before an EvTurn.
+func (s *player) pushTurn(ev session.Event, at time.Time, answers int, numbers []uint32, numbersOK bool) {
 	var abort Conn
 	defer func() {
 		if abort != nil {
@@ -778,7 +800,7 @@ func (s *player) push(ev session.Event, at time.Time, answers int) {
 	if s.closed {
 		return
 	}
-	s.q = append(s.q, queued{ev: ev, at: at, answers: answers})
+	s.q = append(s.q, queued{ev: ev, at: at, answers: answers, numbers: numbers, numbersOK: numbersOK})
 	s.bytes += n
 	s.r.win.add(0, int64(n))
 	s.setAheadLocked(true)
@@ -1201,6 +1223,9 @@ func (s *player) run() {
 		case session.EvTurn:
 			waitTurn, pendingTurn, pendingAnswers = true, ev.ServerBytes, q.answers
 			s.decide() // a server-first greeting: decided on its bytes
+			if s.renum != nil {
+				s.renum.Production(q.numbers, q.numbersOK)
+			}
 		case session.EvData:
 			if waitTurn {
 				s.awaitAnswer(mark, pendingTurn, pendingAnswers)
@@ -1248,6 +1273,10 @@ func (s *player) run() {
 				s.awaitAnswer(mark, pendingTurn, pendingAnswers)
 			}
 			s.waitUntil(q.at)
+			if err := s.flushClient(conn); err != nil {
+				s.count(s.failure(err))
+				return
+			}
 			if err := conn.CloseWrite(); err != nil {
 				s.count(s.failure(err))
 				return
@@ -1288,6 +1317,10 @@ func (s *player) run() {
 				s.awaitAnswer(mark, pendingTurn, pendingAnswers)
 			case wrote:
 				s.awaitAnswer(mark, 1, -1)
+			}
+			if err := s.flushClient(conn); err != nil {
+				s.count(s.failure(err))
+				return
 			}
 			conn.CloseWrite()
 			s.count(s.awaitClose(conn, min(idle, cfg.TurnWait+time.Second)), nil)
@@ -1527,6 +1560,9 @@ func (s *player) decide() {
 	s.tgt.decide(pr)
 	if pr != nil {
 		s.label(pr.Name)
+		if pr.Renumber != nil {
+			s.renum = pr.Renumber()
+		}
 	}
 }
 

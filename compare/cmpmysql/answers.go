@@ -105,7 +105,8 @@ type answers struct {
 	after   int // PREPARE: column definitions after the parameters'
 	phase   int // PREPARE: 0 parameters, 1 columns
 	stmt    uint32
-	cols    map[uint32][]column // statement id → its result's columns, for binary rows
+	cols    map[uint32][]column // statement id (this stream's) → its result's columns, for binary rows
+	own     map[uint32]uint32   // id the client names → this stream's, where they differ
 
 	res   []*result
 	size  int
@@ -208,7 +209,8 @@ func (a *answers) take() bool {
 		switch r.kind {
 		case kNone:
 			if r.cmd == 0x19 {
-				delete(a.cols, r.stmt)
+				delete(a.cols, a.mine(r.stmt))
+				delete(a.own, r.stmt)
 			}
 			continue
 		case kSSL:
@@ -253,7 +255,7 @@ func (a *answers) begin(r *req) {
 		a.st, a.binary = sRows, true
 		res := a.last()
 		res.kind, res.hasRows, res.hasCols = "fetch", true, true
-		res.cols = a.cols[r.stmt]
+		res.cols = a.cols[a.mine(r.stmt)]
 		res.ncolumns = len(res.cols)
 	case kFieldList:
 		a.st = sFieldList
@@ -335,7 +337,7 @@ func (a *answers) message() {
 		a.defs--
 		if a.defs == 0 {
 			if a.binary {
-				a.remember(a.cur.stmt, res.cols)
+				a.remember(a.mine(a.cur.stmt), res.cols)
 			}
 			a.afterColumns()
 		}
@@ -381,9 +383,12 @@ func (a *answers) message() {
 			res.kind, res.prepared, res.hasCols = "prepared", true, true
 			res.params = nparams
 			res.hasWarnings, res.warnings = true, le16(m[10:])
-			if !a.cur.mapped && len(a.c.stmts) < maxStmts {
+			switch {
+			case !a.cur.mapped && len(a.c.stmts) < maxStmts:
 				a.c.stmts[a.stmt] = a.cur.fp
-				a.cur.mapped = true
+				a.cur.mapped, a.cur.named = true, a.stmt
+			case a.cur.mapped && a.cur.named != a.stmt && len(a.own) < maxStmts:
+				a.own[a.cur.named] = a.stmt
 			}
 			a.phase, a.defs, a.after = 0, nparams, ncols
 			if a.defs > 0 {
@@ -448,6 +453,14 @@ func (a *answers) prepNext() {
 	}
 	a.remember(a.stmt, a.last().cols)
 	a.finish(false)
+}
+
+// mine is this stream's id for the statement the client names id.
+func (a *answers) mine(id uint32) uint32 {
+	if m, ok := a.own[id]; ok {
+		return m
+	}
+	return id
 }
 
 // remember keeps a statement's result columns for the binary rows of
@@ -580,7 +593,7 @@ func (a *answers) resultStart(res *result, m []byte) {
 			a.st = sColDefs
 			return
 		}
-		res.cols = a.cols[a.cur.stmt]
+		res.cols = a.cols[a.mine(a.cur.stmt)]
 		a.afterColumns()
 	}
 }

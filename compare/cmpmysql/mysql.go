@@ -23,7 +23,11 @@
 //
 // A statement id maps to the fingerprint of the COM_STMT_PREPARE whose
 // PREPARE_OK any server stream of the connection decoded first (the
-// client executes the ids production gave it).
+// client executes the ids production gave it). Another server may number
+// the same statement otherwise (a replayer renumbers the client's
+// commands for it, see myframe.Renumber): each answer stream pairs its
+// own ids with those by prepare, and finds a statement's columns by its
+// own.
 //
 // # Answers
 //
@@ -119,6 +123,7 @@ type req struct {
 	cursor bool   // EXECUTE opening a cursor: its answer ends at the definitions
 	fp     string // PREPARE: the statement's fingerprint
 	mapped bool   // PREPARE: a PREPARE_OK has mapped its id
+	named  uint32 // PREPARE: the id that first PREPARE_OK gave, the one the client names
 	caps   uint64 // LOGIN: the client's capabilities
 }
 
@@ -489,7 +494,7 @@ func (c *conv) queryText(arg []byte) ([]byte, bool) {
 }
 
 func (c *conv) Answers() compare.Answers {
-	a := &answers{c: c, pos: c.base, cols: map[uint32][]column{}}
+	a := &answers{c: c, pos: c.base, cols: map[uint32][]column{}, own: map[uint32]uint32{}}
 	a.r.Keep = keepFor(c.lim)
 	c.streams = append(c.streams, a)
 	return a

@@ -370,3 +370,63 @@ func TestServerAhead(t *testing.T) {
 		t.Errorf("answers %+v", ans)
 	}
 }
+
+// TestRenumberedTarget: a target that numbered the prepared statement
+// otherwise (9 where production said 7; the replayer renumbers the
+// client's execute for it) and, with MariaDB's metadata cache, answers the
+// execute without column definitions: its binary row is decoded with the
+// columns of its own PREPARE_OK, as production's is, and the answers match.
+func TestRenumberedTarget(t *testing.T) {
+	caps := uint64(baseCaps|capDeprecateEOF|capMariaCacheMetadata) &^ capLongPassword
+	greet := greetingPayload(caps)
+	// MariaDB's extended capabilities: the last 4 of the 10 reserved bytes.
+	at := bytes.Index(greet, []byte("ijklmnopqrst")) - 4
+	binary.LittleEndian.PutUint32(greet[at:], uint32(caps>>32))
+	login := loginPayload(caps)
+	binary.LittleEndian.PutUint32(login[28:], uint32(caps>>32))
+	prepOK := func(id byte) []byte { return []byte{0, id, 0, 0, 0, 1, 0, 1, 0, 0, 0, 0} } // 1 column, 1 parameter
+	row := binary.LittleEndian.AppendUint64([]byte{0, 0}, 42)
+	server := func(id byte) [][]byte {
+		return [][]byte{
+			pkt(0, greet),
+			pkt(2, okPayload(0, 0, 2, "")),
+			bytes.Join([][]byte{pkt(1, prepOK(id)), pkt(2, colDef("?", 8)), pkt(3, colDef("id", 8))}, nil),
+			// The execute's answer: 1 column, metadata left out (0).
+			bytes.Join([][]byte{pkt(1, []byte{1, 0}), pkt(2, row), pkt(3, append([]byte{0xfe}, okPayload(0, 0, 2, "")[1:]...))}, nil),
+		}
+	}
+	client := [][]byte{
+		pkt(1, login),
+		pkt(0, []byte("\x16SELECT id FROM t WHERE id = ?")),
+		pkt(0, []byte{0x17, 7, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1, 8, 0, 42, 0, 0, 0, 0, 0, 0, 0}),
+	}
+	c := Protocol().New(compare.DefaultLimits)
+	prod, tgt := c.Answers(), c.Answers()
+	ps, ts := server(7), server(9)
+	var reqs []compare.Request
+	var pa, ta []compare.Answer
+	for i := range ps {
+		// Production answers first, as a capture is read ahead of the
+		// replay; the target answers the same turn.
+		pa = append(pa, prod.Feed(ps[i])...)
+		ta = append(ta, tgt.Feed(ts[i])...)
+		if i < len(client) {
+			reqs = append(reqs, c.Requests(client[i])...)
+		}
+	}
+	reqs = cmptest.Rendered(append(reqs, c.EndRequests()...))
+	pa = cmptest.Detailed(append(pa, prod.End()...))
+	ta = cmptest.Detailed(append(ta, tgt.End()...))
+	if len(reqs) != 4 || reqs[3].Key != "EXECUTE SELECT id FROM t WHERE id = ?" {
+		t.Fatalf("requests %+v", reqs)
+	}
+	if len(pa) != 4 || len(ta) != 4 {
+		t.Fatalf("%d and %d answers, want 4 each:\n%+v\n%+v", len(pa), len(ta), pa, ta)
+	}
+	if got := field(pa[3], "row[0]"); got != "42" {
+		t.Errorf("production's binary row %q (%+v)", got, pa[3].Fields)
+	}
+	if d := diff(pa[3], ta[3]); len(d) != 0 {
+		t.Errorf("the renumbered target's execute answer differs in %v:\n%+v\n%+v", d, pa[3].Fields, ta[3].Fields)
+	}
+}
