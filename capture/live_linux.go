@@ -1,6 +1,7 @@
 package capture
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -488,6 +489,15 @@ func (s *LiveSource) read(r *ring) (Segment, bool) {
 		v = verdictMalformed
 	default:
 		seg, v = decode(linkEthernet, h[mac:mac+snap], snap < wire)
+	}
+	if v == verdictTCP && len(seg.Payload) > 0 {
+		// Out of the ring, which the kernel reuses; only for segments
+		// that are kept.
+		if s.ts.IsServer(seg.Dst) || s.ts.IsServer(seg.Src) {
+			seg.Payload = bytes.Clone(seg.Payload)
+		} else {
+			seg.Payload = nil
+		}
 	}
 
 	if r.left--; r.left == 0 {

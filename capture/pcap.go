@@ -2,6 +2,7 @@ package capture
 
 import (
 	"bufio"
+	"bytes"
 	"compress/gzip"
 	"encoding/binary"
 	"errors"
@@ -96,6 +97,11 @@ type FileSource struct {
 	err   error // sticky: once reading failed, it stays failed
 	stats SourceStats
 
+	// lengthsOnly: payloads are shared zeros of the captured length (see
+	// LengthsOnly).
+	lengthsOnly bool
+	zeros       []byte
+
 	ng        bool
 	bigEndian bool
 	// pcap
@@ -134,6 +140,27 @@ const (
 	ngBlockSPB = 3
 	ngBlockEPB = 6
 )
+
+// LengthsOnly makes Next hand out payloads that have the captured length
+// but read as zeros and are shared between segments, for a pass that only
+// counts (stackcopy's progress pre-pass): it costs no copy and no
+// allocation per packet. Call it before the first Next.
+func (s *FileSource) LengthsOnly() { s.lengthsOnly = true }
+
+// own makes a decoded payload (borrowed from the read buffer) the
+// segment's: a copy, or shared zeros of its length.
+func (s *FileSource) own(p []byte) []byte {
+	if len(p) == 0 {
+		return nil
+	}
+	if !s.lengthsOnly {
+		return bytes.Clone(p)
+	}
+	if len(s.zeros) < len(p) {
+		s.zeros = make([]byte, max(len(p), 64<<10))
+	}
+	return s.zeros[:len(p):len(p)]
+}
 
 // OpenFile opens a capture file. The format (pcap in either byte order and
 // timestamp precision, or pcapng) is sniffed from its first bytes; gzip
@@ -212,6 +239,7 @@ func (s *FileSource) Next() (Segment, error) {
 		case verdictTCP:
 			s.stats.TCP++
 			seg.Time = ts
+			seg.Payload = s.own(seg.Payload)
 			return seg, nil
 		case verdictNonTCP:
 			s.stats.NonTCP++
@@ -815,8 +843,7 @@ func decodeIPv4(b []byte, cut bool) (Segment, verdict) {
 		Flags: TCPFlags(t[13]) & flagMask,
 	}
 	if p := t[doff:]; len(p) > 0 {
-		seg.Payload = make([]byte, len(p))
-		copy(seg.Payload, p)
+		seg.Payload = p // borrowed from b: the caller makes it the Segment's own
 	}
 	return seg, verdictTCP
 }

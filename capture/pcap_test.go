@@ -859,3 +859,47 @@ func TestDecodeIPv4EdgeCases(t *testing.T) {
 		}
 	}
 }
+
+// TestLengthsOnly: the counting mode hands out the same segments, whose
+// payloads have the captured lengths and read as zeros; the normal mode's
+// payloads are each the segment's own, not the reader's buffer.
+func TestLengthsOnly(t *testing.T) {
+	var recs []rec
+	for i, p := range handshake() {
+		recs = append(recs, rec{data: p.frame(t, lkEthernet), ts: t0.Add(time.Duration(i) * time.Millisecond)})
+	}
+	path := writePcap(t, lkEthernet, false, recs)
+	want, _, err := readAll(t, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	src, err := OpenFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	src.LengthsOnly()
+	withData := 0
+	for i := range want {
+		seg, err := src.Next()
+		if err != nil {
+			t.Fatal(err)
+		}
+		w := want[i]
+		if seg.Src != w.Src || seg.Dst != w.Dst || seg.Seq != w.Seq || seg.Flags != w.Flags || len(seg.Payload) != len(w.Payload) {
+			t.Errorf("segment %d: %+v, want %+v", i, seg, w)
+		}
+		if len(w.Payload) > 0 {
+			withData++
+			if bytes.Count(seg.Payload, []byte{0}) != len(seg.Payload) || bytes.Count(w.Payload, []byte{0}) == len(w.Payload) {
+				t.Errorf("segment %d: payload %q (lengths only), %q", i, seg.Payload, w.Payload)
+			}
+		}
+	}
+	if withData == 0 {
+		t.Fatal("no segment with a payload: nothing checked")
+	}
+	if _, err := src.Next(); !errors.Is(err, io.EOF) {
+		t.Errorf("after the last segment: %v, want EOF", err)
+	}
+}

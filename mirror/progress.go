@@ -266,6 +266,7 @@ func (p *prepass) count(ctx context.Context, cfg *Config, keep func(netip.AddrPo
 		if err != nil {
 			return err
 		}
+		src.LengthsOnly() // counting needs the lengths, not the bytes
 		tr := session.NewTracker(tc, sink)
 		for ctx.Err() == nil {
 			seg, err := src.Next()

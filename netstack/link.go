@@ -174,8 +174,9 @@ type synSeen map[[12]byte]uint32
 // never answers would show "0 retransmitted". A packet that is not a SYN
 // costs a protocol check and a flags load.
 func (e *linkEndpoint) countSYN(seen synSeen, pkt *gstack.PacketBuffer) {
-	if pkt.TransportProtocolNumber != header.TCPProtocolNumber || pkt.NetworkProtocolNumber != header.IPv4ProtocolNumber {
-		return
+	if pkt.TransportProtocolNumber != header.TCPProtocolNumber || pkt.NetworkProtocolNumber != header.IPv4ProtocolNumber ||
+		pkt.Data().Size() > 0 {
+		return // a data segment (the bulk of an upload) is no handshake SYN: no header view
 	}
 	tcp := header.TCP(pkt.TransportHeader().Slice())
 	if len(tcp) < header.TCPMinimumSize || tcp.Flags()&(header.TCPFlagSyn|header.TCPFlagAck) != header.TCPFlagSyn {

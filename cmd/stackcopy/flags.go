@@ -25,15 +25,16 @@ var errHelp = errors.New("help requested")
 type config struct {
 	engine mirror.Config
 
-	onlySYN   bool // -O, tcpcopy's spelling of engine.JoinMidStream (inverted)
-	spillMiB  int  // --spill-max, in the flag's unit
-	memoryMiB int  // -m, in the flag's unit
-	statsJSON string
-	logFile   string
-	verbose   int
-	version   bool
-	pprofAddr string
-	pidFile   string
+	onlySYN    bool // -O, tcpcopy's spelling of engine.JoinMidStream (inverted)
+	spillMiB   int  // --spill-max, in the flag's unit
+	memoryMiB  int  // -m, in the flag's unit
+	statsJSON  string
+	logFile    string
+	verbose    int
+	version    bool
+	pprofAddr  string
+	cpuProfile string
+	pidFile    string
 
 	metricsAddr   string        // --metrics: serve Prometheus /metrics here
 	metricsLinger time.Duration // keep serving after the run, for a last scrape
@@ -207,6 +208,7 @@ func parseFlags(args []string, helpOut io.Writer) (*config, error) {
 	fs.BoolVar(&e.CompareUnordered, "compare-unordered-arrays", def.CompareUnordered, "compare JSON arrays regardless of the order of their elements")
 	fs.BoolVar(&e.CompareSecrets, "compare-show-secrets", def.CompareSecrets, "keep Authorization, Cookie and Set-Cookie values and passwords in the report's samples (redacted by default)")
 	fs.StringVar(&c.pprofAddr, "pprof", "", "serve Go profiling (net/http/pprof) on this address, e.g. 127.0.0.1:6060")
+	fs.StringVar(&c.cpuProfile, "cpuprofile", "", "write a CPU profile of the whole run to this file (go tool pprof; make bench splits it by stage)")
 	fs.StringVar(&c.statsJSON, "stats-json", "", "also write the summary as JSON to this file (created before work starts)")
 	fs.StringVar(&c.metricsAddr, "metrics", "", "serve Prometheus metrics on http://ADDR/metrics, e.g. 127.0.0.1:9464")
 	fs.Var(cliflag.Duration{D: &c.metricsLinger}, "metrics-linger", "keep serving --metrics this long after the run, so a last scrape sees the final counts")

@@ -63,6 +63,7 @@ type config struct {
 	recorder  string
 	intercept string
 	only      map[string]bool
+	scFlags   []string // added to every stackcopy run (-stackcopy-flags), for A/B runs
 	quick     bool
 	runs      int
 
@@ -100,6 +101,7 @@ func parseFlags(args []string) (*config, error) {
 	fs.StringVar(&c.recorder, "recorder", "bin/recorder", "recorder binary (the lossy workload's online and target servers)")
 	fs.StringVar(&c.intercept, "intercept", "bin/intercept", "intercept binary (the live and lossy workloads)")
 	only := fs.String("only", "", "run only these workloads: upload, short, idle, live, lossy, memory (comma-separated)")
+	scFlags := fs.String("stackcopy-flags", "", "flags added to every stackcopy run, space-separated (e.g. \"--gso host\"), to compare settings")
 	fs.BoolVar(&c.quick, "quick", false, "smaller sizes for a smoke run: 64 MiB upload, 300 short sessions, 1000 idle sessions, 32 MiB lossy upload")
 	fs.IntVar(&c.runs, "runs", 3, "runs per side for upload, short and lossy (interleaved; the median is printed)")
 	fs.DurationVar(&c.budget, "budget", 24*time.Minute, "stop everything after this long (the memory workload alone replays 1.1M sessions: about 5 minutes)")
@@ -118,6 +120,7 @@ func parseFlags(args []string) (*config, error) {
 	if c.runs < 1 || c.runs > 9 {
 		return nil, fmt.Errorf("-runs %d: want 1..9", c.runs)
 	}
+	c.scFlags = strings.Fields(*scFlags)
 	c.only = map[string]bool{}
 	if *only != "" {
 		for _, w := range strings.Split(*only, ",") {

@@ -99,6 +99,7 @@ func firstLines(s string, n int) string {
 // stackcopyArgs are the arguments of a replay of pcap to the target port.
 func (b *bench) stackcopyArgs(pcap string, port int, statsPath string, extra ...string) []string {
 	args := []string{"-x", fmt.Sprintf("80-%s:%d", targetAddr(), port), "-i", pcap, "--stats-json", statsPath}
+	args = append(args, b.cfg.scFlags...)
 	return append(args, extra...)
 }
 
