@@ -22,6 +22,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/stackcopy/stackcopy/capture"
 	"github.com/stackcopy/stackcopy/transfer"
 	"github.com/stackcopy/stackcopy/wire"
 )
@@ -43,6 +44,10 @@ type Config struct {
 	Live bool
 	// Filter replaces the kernel filter built from Transfers (live, -F).
 	Filter string
+	// CaptureBuffer is the live capture ring per interface, in bytes
+	// (--capture-buffer, MiB on the command line): how long a burst the
+	// kernel can hold while stackcopy is busy before it drops.
+	CaptureBuffer int
 	// JoinMidStream replays sessions whose SYN was not captured from their
 	// next turn boundary (-O=false).
 	JoinMidStream bool
@@ -178,6 +183,7 @@ func DefaultConfig() Config {
 		MinRTO:            200 * time.Millisecond,
 		SendBuffer:        4 << 20,
 		GSO:               "coalesce",
+		CaptureBuffer:     capture.DefaultLiveBuffer,
 		Channels:          1,
 		KeyEnv:            "STACKCOPY_RELAY_KEY",
 		CompareSamples:    3,
@@ -219,6 +225,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("-M: MTU %d out of range 576..65535", c.MTU)
 	case c.CongestionControl != "reno" && c.CongestionControl != "cubic":
 		return fmt.Errorf("--cc: %q, want reno or cubic", c.CongestionControl)
+	case c.Live && (c.CaptureBuffer < 1<<20 || c.CaptureBuffer > 4<<30):
+		return fmt.Errorf("--capture-buffer: %d MiB, want 1 to 4096", c.CaptureBuffer>>20)
 	case c.MaxHandshakes < 1:
 		return fmt.Errorf("--max-handshakes: %d, want at least 1", c.MaxHandshakes)
 	case c.SendBuffer < 16<<10:

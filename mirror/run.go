@@ -339,7 +339,7 @@ func replayFile(ctx context.Context, path string, cfg *Config, sink session.Sink
 // mirrorLive captures on the interfaces until ctx ends, expiring idle
 // sessions once a second.
 func mirrorLive(ctx context.Context, cfg *Config, sink session.Sink, sum *Summary, log *slog.Logger, w *watched) error {
-	src, err := capture.OpenLive(capture.LiveConfig{Interfaces: cfg.Inputs, Transfers: cfg.Transfers, Filter: cfg.Filter})
+	src, err := capture.OpenLive(capture.LiveConfig{Interfaces: cfg.Inputs, Transfers: cfg.Transfers, Filter: cfg.Filter, BufferBytes: cfg.CaptureBuffer})
 	if err != nil {
 		return err
 	}

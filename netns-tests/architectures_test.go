@@ -364,8 +364,12 @@ func TestLiveUploadWithLoss(t *testing.T) {
 		t.Fatal(err)
 	}
 	stats := filepath.Join(ll.l.Dir(), "upload-stats.json")
-	mp, err := ll.online.Start(stackcopyPath(t), "-v", "--stats-json", stats, "-x", "198.18.1.1:8080-198.18.2.2:80",
-		"-i", ll.onlineIf, "-s", ll.interceptAddr.String(), "--key-file", ll.keyFile, "-o", "raw")
+	args := []string{"-v", "--stats-json", stats, "-x", "198.18.1.1:8080-198.18.2.2:80",
+		"-i", ll.onlineIf, "-s", ll.interceptAddr.String(), "--key-file", ll.keyFile, "-o", "raw"}
+	if mib := os.Getenv("STACKCOPY_CAPTURE_BUFFER"); mib != "" {
+		args = append(args, "--capture-buffer", mib)
+	}
+	mp, err := ll.online.Start(stackcopyPath(t), args...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -384,6 +388,6 @@ func TestLiveUploadWithLoss(t *testing.T) {
 	if st.Stack.Retransmits == 0 || st.Drops != 0 || st.Replay.Completed != 1 {
 		t.Errorf("stats %+v: want retransmissions (loss was applied), no capture drops, the session completed", st)
 	}
-	t.Logf("client at %s/s: %d bytes through the spill file (peak %d), %d retransmitted segments, %d RTOs",
-		rate, st.Replay.SpilledBytes, st.Replay.SpillPeak, st.Stack.Retransmits, st.Stack.Timeouts)
+	t.Logf("client at %s/s: %d bytes through the spill file (peak %d), %d retransmitted segments, %d RTOs, %d capture drops",
+		rate, st.Replay.SpilledBytes, st.Replay.SpillPeak, st.Stack.Retransmits, st.Stack.Timeouts, st.Drops)
 }

@@ -165,6 +165,7 @@ func parseFlags(args []string, helpOut io.Writer) (*config, error) {
 	fs.StringSliceVarP(&e.Inputs, "input", "i", nil, "capture file(s) to replay (pcap or pcapng; Ethernet, Linux SLL/SLL2 or raw IP), or interfaces to capture on live (any = all)")
 	fs.StringVarP(&e.Output, "output", "o", def.Output, "egress: tun, raw (IP_HDRINCL socket), or IFACE[@NEXT-HOP-MAC] (link layer)")
 	fs.StringVarP(&e.Filter, "filter", "F", "", "live: pcap filter that replaces the one built from -x (compiled by tcpdump)")
+	captureMiB := fs.Int("capture-buffer", def.CaptureBuffer>>20, "live: capture ring per interface in MiB: the burst the kernel holds while stackcopy is busy (drops are counted and logged)")
 	fs.StringSliceVarP(&e.Intercepts, "intercepts", "s", nil, "intercept addresses ip[:port] (default port 36524) that relay the target's answers")
 	fs.IntVarP(&e.Channels, "channels", "C", def.Channels, "connections to each intercept")
 	fs.StringVar(&e.KeyFile, "key-file", "", "relay key file (mode 0600); default: the "+def.KeyEnv+" environment variable")
@@ -276,6 +277,10 @@ func parseFlags(args []string, helpOut io.Writer) (*config, error) {
 		c.spillMiB = 0
 	}
 	e.SpillMax = int64(c.spillMiB) << 20
+	if *captureMiB < 1 || *captureMiB > 4096 {
+		return nil, fmt.Errorf("--capture-buffer: %d MiB, want 1 to 4096", *captureMiB)
+	}
+	e.CaptureBuffer = *captureMiB << 20
 	e.MemoryLimit = uint64(c.memoryMiB) << 20
 	e.JoinMidStream = !c.onlySYN
 	if err := e.Validate(); err != nil {

@@ -69,6 +69,7 @@ const (
 
 // liveStep is one rate step.
 type liveStep struct {
+	profile string // stackcopy's --cpuprofile
 	rate      int
 	achieved  float64
 	loadFail  int
@@ -238,6 +239,11 @@ func (b *bench) live(ctx context.Context) (res result, err error) {
 	}
 	res.details = append(res.details, fmt.Sprintf("live mirroring: highest rate with 0 lost = %d req/s%s; stackcopy %.0f µs/request; intercept %.0f µs/answer (no kernel-side comparison: the kernel has no live mirroring)",
 		s.rate, bound, s.scPerReq(), s.icPerAnswer()))
+	if sp, err := splitProfile(s.profile); err == nil {
+		res.details = append(res.details, fmt.Sprintf("  stackcopy CPU by stage at %d req/s (whole run, start and drain included): %s", s.rate, sp.line(0, "")))
+	} else {
+		res.details = append(res.details, fmt.Sprintf("  stackcopy CPU by stage: %v", err))
+	}
 	res.rows = append(res.rows,
 		row{workload: "live mirroring (0-loss rate)", sc: fmt.Sprintf("%d req/s", s.rate), kernel: "n/a (none)", ratio: "-", target: fmt.Sprintf("%d/%d", s.mirrored, s.served), verdict: "ok"},
 		row{workload: "  kept up (drain ≤ 1 s) up to", sc: kept, kernel: "n/a", ratio: "-"},
@@ -349,8 +355,9 @@ func startRecorder(h *lab.Host, bin string, listen netip.AddrPort) (string, erro
 func (b *bench) liveStep(ctx context.Context, ll *liveLab, rate int, extra ...string) (liveStep, error) {
 	st := liveStep{rate: rate}
 	statsPath := filepath.Join(ll.l.Dir(), fmt.Sprintf("live-%d-%d.json", rate, time.Now().UnixNano()))
+	st.profile = strings.TrimSuffix(statsPath, ".json") + ".cpu.prof"
 	targetAddr := netip.MustParsePrefix(liveTarget).Addr()
-	sc, err := ll.online.Start(b.cfg.stackcopy, append([]string{"-v", "--stats-json", statsPath,
+	sc, err := ll.online.Start(b.cfg.stackcopy, append([]string{"-v", "--stats-json", statsPath, "--cpuprofile", st.profile,
 		"-x", "198.18.1.1:80-198.18.2.2:80", "-i", ll.onlineIf, "-s", targetAddr.String(),
 		"--key-file", ll.keyFile, "-o", "raw"}, extra...)...)
 	if err != nil {

@@ -50,6 +50,7 @@ type scRun struct {
 	stderr   string
 	tun      linkStats // stackcopy's TUN, last seen while it ran
 	tunSeen  bool
+	profile  string // its --cpuprofile
 }
 
 // tunLine reports the TUN's drop counters as last seen.
@@ -108,9 +109,10 @@ func (b *bench) stackcopyArgs(pcap string, port int, statsPath string, extra ...
 func (b *bench) runStackcopy(ctx context.Context, timeout time.Duration, name, pcap string, port int, extra ...string) (*scRun, error) {
 	statsPath := fmt.Sprintf("%s/%s.stats.json", b.dir, name)
 	_ = os.Remove(statsPath)
+	prof := fmt.Sprintf("%s/%s.cpu.prof", b.dir, name)
 	rctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	c, err := startRole(b.replay, b.cfg.stackcopy, b.stackcopyArgs(pcap, port, statsPath, extra...)...)
+	c, err := startRole(b.replay, b.cfg.stackcopy, b.stackcopyArgs(pcap, port, statsPath, append([]string{"--cpuprofile", prof}, extra...)...)...)
 	if err != nil {
 		return nil, err
 	}
@@ -118,7 +120,7 @@ func (b *bench) runStackcopy(ctx context.Context, timeout time.Duration, name, p
 	// A failed run is judged by its exit status and stats below.
 	_ = c.WaitContext(rctx, roleGrace)
 	<-w.done
-	r := &scRun{exitCode: c.ExitCode(), cpu: exitCPU(c), wall: c.Wall(), stdout: c.Stdout(), stderr: c.Log()}
+	r := &scRun{exitCode: c.ExitCode(), cpu: exitCPU(c), wall: c.Wall(), stdout: c.Stdout(), stderr: c.Log(), profile: prof}
 	r.tun, r.tunSeen = w.get(tunName)
 	if rctx.Err() != nil {
 		return r, fmt.Errorf("stackcopy %s: still running after %v, stopped: %s%s", name, timeout, firstLines(r.stdout, 8), outputTail(r.stderr))
@@ -138,4 +140,13 @@ func readStats(path string, s *scStats) error {
 		return fmt.Errorf("--stats-json %s: %w", path, err)
 	}
 	return nil
+}
+
+// stageLine is the CPU split of the run's profile by stage, per unit.
+func (r *scRun) stageLine(per int64, unit string) string {
+	sp, err := splitProfile(r.profile)
+	if err != nil {
+		return fmt.Sprintf("no profile: %v", err)
+	}
+	return sp.line(per, unit)
 }
