@@ -14,6 +14,8 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/stackcopy/stackcopy/internal/mmsg"
+
 	"golang.org/x/sys/unix"
 
 	"github.com/stackcopy/stackcopy/internal/afpacket"
@@ -55,9 +57,7 @@ type Capture struct {
 	cooked bool // SOCK_DGRAM: packets start at the network header
 
 	// Receive batch, owned by Next.
-	msgs  []unix.Mmsghdr
-	iovs  []unix.Iovec
-	bufs  [][]byte
+	batch *mmsg.Batch
 	addrs []unix.RawSockaddrLinklayer
 	n, i  int // packets in the batch, next one to return
 
@@ -132,18 +132,11 @@ func OpenCapture(cfg CaptureConfig) (*Capture, error) {
 		f:      f,
 		rc:     rc,
 		cooked: cooked,
-		msgs:   make([]unix.Mmsghdr, captureBatch),
-		iovs:   make([]unix.Iovec, captureBatch),
-		bufs:   make([][]byte, captureBatch),
+		batch:  mmsg.New(captureBatch, cfg.Snaplen),
 		addrs:  make([]unix.RawSockaddrLinklayer, captureBatch),
 	}
-	for i := range c.msgs {
-		c.bufs[i] = make([]byte, cfg.Snaplen)
-		c.iovs[i].Base = &c.bufs[i][0]
-		c.iovs[i].SetLen(cfg.Snaplen)
-		c.msgs[i].Hdr.Iov = &c.iovs[i]
-		c.msgs[i].Hdr.SetIovlen(1)
-		c.msgs[i].Hdr.Name = (*byte)(unsafe.Pointer(&c.addrs[i]))
+	for i := range c.addrs {
+		c.batch.SetName(i, unsafe.Pointer(&c.addrs[i]), unsafe.Sizeof(c.addrs[i]))
 	}
 	return c, nil
 }
@@ -154,8 +147,7 @@ func (c *Capture) Next(ctx context.Context) (Packet, error) {
 		for c.i < c.n {
 			k := c.i
 			c.i++
-			m := &c.msgs[k]
-			if pkt, ok := c.ipPacket(c.bufs[k][:min(int(m.Len), len(c.bufs[k]))], &c.addrs[k], m.Hdr.Namelen); ok {
+			if pkt, ok := c.ipPacket(c.batch.Data(k), &c.addrs[k], c.batch.NameLen(k)); ok {
 				c.packets.Add(1)
 				return Packet{Data: pkt}, nil
 			}
@@ -211,19 +203,8 @@ func (c *Capture) fill(ctx context.Context) error {
 	var n int
 	var errno syscall.Errno
 	recv := func(fd uintptr) bool {
-		for k := range c.msgs {
-			c.msgs[k].Hdr.Namelen = uint32(unsafe.Sizeof(c.addrs[k]))
-			c.msgs[k].Len = 0
-		}
-		for {
-			r, _, e := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&c.msgs[0])), uintptr(len(c.msgs)),
-				unix.MSG_DONTWAIT|unix.MSG_TRUNC, 0, 0)
-			if e == unix.EINTR {
-				continue
-			}
-			n, errno = int(r), e
-			return e != unix.EAGAIN
-		}
+		n, errno = c.batch.Recv(fd, unix.MSG_DONTWAIT|unix.MSG_TRUNC)
+		return errno != unix.EAGAIN
 	}
 	// One attempt without waiting: under load the batch is there, and no
 	// context watcher is needed.

@@ -13,9 +13,12 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
+	"time"
 
 	nfqueue "github.com/florianl/go-nfqueue/v2"
 	"github.com/mdlayher/netlink"
+	"github.com/stackcopy/stackcopy/internal/mmsg"
 	"golang.org/x/sys/unix"
 )
 
@@ -52,8 +55,13 @@ type NFQueue struct {
 	// is the kernel queue's length: every packet in it still awaits its
 	// verdict, so the kernel never hands over more, and the reader never
 	// blocks.
-	ch     chan Packet
-	cancel context.CancelFunc
+	ch chan Packet
+
+	// The reader: one recvmmsg takes every queued packet message (up to
+	// nfqBatch) into batch; readerDone is closed when it returns.
+	rc         syscall.RawConn
+	batch      *mmsg.Batch
+	readerDone chan struct{}
 
 	done     chan struct{} // closed when reading stopped: Close or failure
 	doneOnce sync.Once
@@ -69,7 +77,7 @@ type NFQueue struct {
 	pendingVerdict Verdict
 	pendingN       int
 
-	packets, verdictErrs, overflow, recvDrops atomic.Uint64
+	packets, verdictErrs, overflow, recvDrops, malformed atomic.Uint64
 
 	finalMu     sync.Mutex
 	finalKernel uint64 // kernel drops read at Close
@@ -128,11 +136,7 @@ func OpenNFQueue(cfg NFQueueConfig) (*NFQueue, error) {
 		return nil, nfqueueError(what, "socket receive buffer", err)
 	}
 
-	ctx, cancel := context.WithCancel(context.Background())
-	q.cancel = cancel
-	err = nf.RegisterWithErrorFunc(ctx, q.hook, q.hookErr)
-	if err != nil {
-		cancel()
+	if err := q.bind(flags, copyRange, cfg.QueueLen); err != nil {
 		nf.Close()
 		if errors.Is(err, unix.EPERM) || errors.Is(err, unix.EBUSY) {
 			// The kernel answers EPERM to a bind, root or not, when
@@ -144,6 +148,15 @@ func OpenNFQueue(cfg NFQueueConfig) (*NFQueue, error) {
 		}
 		return nil, nfqueueError(what, "bind", err)
 	}
+	rc, err := nf.Con.SyscallConn()
+	if err != nil {
+		nf.Close()
+		return nil, nfqueueError(what, "socket", err)
+	}
+	q.rc = rc
+	q.batch = mmsg.New(nfqBatch, nfqBufSize)
+	q.readerDone = make(chan struct{})
+	go q.read()
 	return q, nil
 }
 
@@ -224,45 +237,6 @@ func setRcvbufForce(c *netlink.Conn, n int) error {
 		return err
 	}
 	return serr
-}
-
-// hook runs on go-nfqueue's reader goroutine for every queued packet.
-func (q *NFQueue) hook(a nfqueue.Attribute) int {
-	if a.PacketID == nil {
-		return 0
-	}
-	var data []byte
-	if a.Payload != nil {
-		data = *a.Payload // a fresh buffer per message: no copy needed
-	}
-	select {
-	case q.ch <- Packet{Data: data, v: q, id: *a.PacketID}:
-	default:
-		// Cannot happen while ch is as long as the kernel queue; if it
-		// does, decide now rather than stall the queue. Dropping is the
-		// safe side: a real client's TCP retransmits, a forged one's
-		// answer never leaks.
-		q.overflow.Add(1)
-		_ = q.nf.SetVerdict(*a.PacketID, nfqueue.NfDrop)
-	}
-	return 0
-}
-
-// hookErr decides whether reading goes on after an error.
-func (q *NFQueue) hookErr(err error) int {
-	if q.closing.Load() {
-		return 1
-	}
-	var oe *netlink.OpError
-	if errors.As(err, &oe) && oe.Timeout() {
-		return 0
-	}
-	if errors.Is(err, unix.ENOBUFS) {
-		q.recvDrops.Add(1)
-		return 0
-	}
-	q.fail(fmt.Errorf("nfqueue %d: receive: %w", q.queue, err))
-	return 1
 }
 
 // fail records the first error and ends Next's waiting.
@@ -375,7 +349,10 @@ func (q *NFQueue) Close() error {
 		q.finalMu.Unlock()
 	}
 	q.fail(fmt.Errorf("nfqueue %d: %w", q.queue, net.ErrClosed))
-	q.cancel()
+	// Wake the reader, wait for it, then close: the kernel unbinds the
+	// queue from a socket that goes away.
+	_ = q.nf.Con.SetReadDeadline(time.Unix(1, 0))
+	<-q.readerDone
 	err := q.nf.Close()
 	if errors.Is(err, net.ErrClosed) || errors.Is(err, os.ErrClosed) {
 		err = nil
@@ -392,6 +369,7 @@ func (q *NFQueue) Stats() SourceStats {
 	st := SourceStats{
 		Packets:       q.packets.Load(),
 		VerdictErrors: q.verdictErrs.Load(),
+		Skipped:       q.malformed.Load(),
 	}
 	q.finalMu.Lock()
 	final, set := q.finalKernel, q.finalSet

@@ -106,7 +106,8 @@ type SourceStats struct {
 	// such packets are accepted instead, unrelayed and uncounted).
 	// Capture: the socket's receive buffer was full (PACKET_STATISTICS).
 	KernelDrops uint64
-	// Skipped counts captured frames that carried no IP packet (capture).
+	// Skipped counts captured frames that carried no IP packet (capture),
+	// or NFQUEUE messages that could not be read (no packet id).
 	Skipped uint64
 	// VerdictErrors counts verdicts the kernel did not take.
 	VerdictErrors uint64

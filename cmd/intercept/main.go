@@ -24,6 +24,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/stackcopy/stackcopy/internal/cpuprof"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -93,6 +95,17 @@ func run(args []string, stdout, stderr io.Writer) int {
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if o.cpuProfile != "" {
+		stopProfile, err := cpuprof.Start(o.cpuProfile)
+		if err != nil {
+			return fail(err)
+		}
+		defer func() {
+			if err := stopProfile(); err != nil {
+				log.Warn("writing the CPU profile", "err", err)
+			}
+		}()
+	}
 	if o.metricsAddr != "" {
 		stopMetrics, err := serveMetrics(o, &log)
 		if err != nil {
@@ -108,6 +121,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 
 type options struct {
 	cfg         intercept.Config
+	cpuProfile  string
 	metricsAddr string // --metrics: serve Prometheus /metrics here
 	logFile     string
 	pidFile     string
@@ -219,6 +233,7 @@ func parseFlags(args []string, helpOut io.Writer) (*options, error) {
 	fs.Var(cliflag.Duration{D: &hold}, "hold", "keep dropping answers to a forged client this long after its stackcopy left")
 	fs.Var(cliflag.Duration{D: &statsEvery}, "stats-interval", "period of the stats log line (0: only at exit)")
 	fs.StringVar(&o.metricsAddr, "metrics", "", "serve Prometheus metrics (intercept_*) on http://ADDR/metrics, e.g. 127.0.0.1:9465")
+	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the whole run to this file (go tool pprof)")
 	fs.StringVarP(&o.logFile, "log", "l", "", "log to this file instead of stderr")
 	fs.StringVarP(&o.pidFile, "pid-file", "P", "", "write the process ID to this file")
 	fs.CountVarP(&o.verbose, "verbose", "v", "debug logging (registrations)")

@@ -16,9 +16,10 @@ import (
 	_ "net/http/pprof" // served only with --pprof
 	"os"
 	"os/signal"
-	"runtime/pprof"
 	"syscall"
 	"time"
+
+	"github.com/stackcopy/stackcopy/internal/cpuprof"
 
 	"github.com/stackcopy/stackcopy/internal/cliflag"
 	"github.com/stackcopy/stackcopy/mirror"
@@ -75,18 +76,14 @@ func run(args []string, stdout, stderr io.Writer) int {
 	defer stop()
 	mon := &mirror.Monitor{}
 	if cfg.cpuProfile != "" {
-		f, err := os.Create(cfg.cpuProfile)
-		if err == nil {
-			err = pprof.StartCPUProfile(f)
-		}
+		stopProfile, err := cpuprof.Start(cfg.cpuProfile)
 		if err != nil {
-			fmt.Fprintf(stderr, "stackcopy: --cpuprofile: %v\n", err)
+			fmt.Fprintf(stderr, "stackcopy: %v\n", err)
 			return exitUsage
 		}
 		defer func() {
-			pprof.StopCPUProfile()
-			if err := f.Close(); err != nil {
-				fmt.Fprintf(stderr, "stackcopy: --cpuprofile: %v\n", err)
+			if err := stopProfile(); err != nil {
+				fmt.Fprintf(stderr, "stackcopy: %v\n", err)
 			}
 		}()
 	}

@@ -302,7 +302,7 @@ func (b *bench) liveSetup(ctx context.Context, name string, server liveTargetSer
 	if err := ll.target.IPTables("-I", "OUTPUT", "-p", "tcp", "--sport", "80", "-j", "NFQUEUE", "--queue-num", "0"); err != nil {
 		return ll, err
 	}
-	if ll.icpt, err = ll.target.Start(b.cfg.intercept, "--key-file", ll.keyFile, "-q", "0", "--stats-interval", "1s"); err != nil {
+	if ll.icpt, err = ll.target.Start(b.cfg.intercept, "--key-file", ll.keyFile, "-q", "0", "--stats-interval", "1s", "--cpuprofile", filepath.Join(l.Dir(), "intercept.cpu.prof")); err != nil {
 		return ll, err
 	}
 	if err := poll(ctx, 15*time.Second, 50*time.Millisecond, "intercept to start", func() (bool, error) {
