@@ -69,7 +69,7 @@ const (
 
 // liveStep is one rate step.
 type liveStep struct {
-	profile string // stackcopy's --cpuprofile
+	profile   string // stackcopy's --cpuprofile
 	rate      int
 	achieved  float64
 	loadFail  int
