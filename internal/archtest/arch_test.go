@@ -18,10 +18,10 @@ const module = "github.com/stackcopy/stackcopy/"
 // (non-test files). A package missing here may not exist: adding one means
 // placing it on the map first.
 var allowed = map[string][]string{
-	"cmd/stackcopy":       {"mirror", "internal/cliflag", "transfer", "internal/doctor"},
-	"cmd/intercept":       {"intercept", "relay", "internal/cliflag", "internal/doctor"},
+	"cmd/stackcopy":       {"mirror", "internal/cliflag", "transfer", "internal/doctor", "internal/cpuprof"},
+	"cmd/intercept":       {"intercept", "relay", "internal/cliflag", "internal/doctor", "internal/cpuprof"},
 	"mirror":              {"capture", "session", "transfer", "replay", "netstack", "wire", "hostnet", "relay", "internal/cliflag", "h2frame", "respframe", "mcframe", "myframe", "pgframe", "compare", "compare/cmphttp", "compare/cmpresp", "compare/cmpmc", "compare/cmpmysql", "compare/cmppg"},
-	"intercept":           {"relay", "internal/afpacket", "internal/pcapfilter"},
+	"intercept":           {"relay", "internal/afpacket", "internal/pcapfilter", "internal/mmsg"},
 	"replay":              {"session", "transfer", "httpframe", "compare"},
 	"session":             {"capture"},
 	"capture":             {"transfer", "internal/afpacket", "internal/pcapfilter"},
@@ -40,6 +40,8 @@ var allowed = map[string][]string{
 	"internal/afpacket":   nil,
 	"internal/pcapfilter": nil,
 	"internal/cliflag":    nil,
+	"internal/cpuprof":    nil,
+	"internal/mmsg":       nil,
 	"internal/syncbuf":    nil,
 	"internal/archtest":   nil,
 	"internal/framekit":   nil,
