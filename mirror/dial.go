@@ -141,6 +141,17 @@ func (c *conn) DiscardTo(w io.Writer) (int, error) {
 	return n, replayError(err)
 }
 
+// TryDiscardTo, OnReadable and Readable let replay drain on demand (its
+// readNotifier): no goroutine waits per idle session.
+func (c *conn) TryDiscardTo(w io.Writer) (int, bool, error) {
+	n, wouldBlock, err := c.c.TryDiscardTo(w)
+	return n, wouldBlock, replayError(err)
+}
+
+func (c *conn) OnReadable(f func()) (stop func()) { return c.c.OnReadable(f) }
+
+func (c *conn) Readable() bool { return c.c.Readable() }
+
 func (c *conn) CloseWrite() error { return replayError(c.c.CloseWrite()) }
 
 func (c *conn) Close() error {

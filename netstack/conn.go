@@ -106,6 +106,37 @@ func (c *Conn) DiscardTo(w io.Writer) (int, error) {
 	}
 }
 
+// TryDiscardTo is DiscardTo without the wait: wouldBlock when the target
+// has sent nothing since.
+func (c *Conn) TryDiscardTo(w io.Writer) (n int, wouldBlock bool, err error) {
+	res, terr := c.ep.Read(w, tcpip.ReadOptions{})
+	if _, ok := terr.(*tcpip.ErrWouldBlock); ok {
+		return 0, true, nil
+	}
+	if terr != nil {
+		return 0, false, fmt.Errorf("read %v from %v: %w", c.peer, c.local, convertErr(terr))
+	}
+	c.ep.ModerateRecvBuf(res.Count)
+	return res.Count, false, nil
+}
+
+// OnReadable calls f whenever the target's bytes, its FIN or an error may
+// have arrived, until stop is called. f runs on the stack's goroutine with
+// its locks held: it must not block nor touch the connection. With
+// TryDiscardTo and Readable a reader needs no goroutine parked per idle
+// connection.
+func (c *Conn) OnReadable(f func()) (stop func()) {
+	e := waiter.NewFunctionEntry(waiter.ReadableEvents|waiter.EventHUp|waiter.EventErr, func(waiter.EventMask) { f() })
+	c.wq.EventRegister(&e)
+	return func() { c.wq.EventUnregister(&e) }
+}
+
+// Readable reports whether TryDiscardTo has something to return: bytes,
+// the FIN, or an error.
+func (c *Conn) Readable() bool {
+	return c.ep.Readiness(waiter.ReadableEvents|waiter.EventHUp|waiter.EventErr) != 0
+}
+
 // Local is the forged client address the connection is bound to.
 func (c *Conn) Local() netip.AddrPort { return c.local }
 

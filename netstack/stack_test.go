@@ -296,3 +296,75 @@ func TestBeforeConnectSeesChosenPort(t *testing.T) {
 		t.Fatalf("%d packets left although the hook refused the dial", d)
 	}
 }
+
+// TestOnReadableDrainsOnDemand: a reader woken by OnReadable, reading with
+// TryDiscardTo until it would block, gets every byte the target sends in
+// bursts with pauses between, then the FIN (io.EOF), with no goroutine
+// waiting in between; Readable says when there is something to read.
+func TestOnReadableDrainsOnDemand(t *testing.T) {
+	st, p := newPair(t)
+	l := listen(t, p, 80)
+	const bursts, size = 5, 100_000
+	go func() {
+		c, err := l.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		for range bursts {
+			c.Write(bytes.Repeat([]byte("a"), size))
+			time.Sleep(20 * time.Millisecond)
+		}
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := st.DialFrom(ctx, netip.MustParseAddrPort("198.18.1.78:40124"), netip.AddrPortFrom(targetAddr, 80))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	kicks := make(chan struct{}, 1)
+	stop := c.OnReadable(func() {
+		select {
+		case kicks <- struct{}{}:
+		default:
+		}
+	})
+	defer stop()
+	var total, wakeups int
+	var sink bytes.Buffer
+	deadline := time.After(10 * time.Second)
+	for {
+		for {
+			n, wouldBlock, err := c.TryDiscardTo(&sink)
+			if err != nil {
+				if !errors.Is(err, io.EOF) {
+					t.Fatalf("after %d bytes: %v", total, err)
+				}
+				if total != bursts*size || sink.Len() != total {
+					t.Fatalf("EOF after %d bytes (%d shown to the writer), want %d", total, sink.Len(), bursts*size)
+				}
+				if wakeups < 2 {
+					t.Errorf("%d wake-ups for %d bursts: the reader was not woken on demand", wakeups, bursts)
+				}
+				if !c.Readable() {
+					t.Error("Readable is false at EOF")
+				}
+				return
+			}
+			if wouldBlock {
+				break
+			}
+			total += n
+		}
+		if c.Readable() {
+			continue // came after the last read: no wake-up needed
+		}
+		select {
+		case <-kicks:
+			wakeups++
+		case <-deadline:
+			t.Fatalf("no wake-up after %d bytes", total)
+		}
+	}
+}

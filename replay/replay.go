@@ -47,6 +47,23 @@ type answerTap interface {
 	DiscardTo(w io.Writer) (int, error)
 }
 
+// readNotifier is implemented by connections that say when the target's
+// bytes may have arrived (the netstack's, through mirror): the player then
+// drains on demand, in a goroutine that lives while bytes come, instead
+// of one parked per session for its whole life (most of an idle
+// session's memory was two goroutine stacks).
+type readNotifier interface {
+	answerTap
+	// TryDiscardTo is DiscardTo without waiting: wouldBlock when nothing
+	// came since.
+	TryDiscardTo(w io.Writer) (n int, wouldBlock bool, err error)
+	// OnReadable calls f, which must not block, whenever bytes, the FIN
+	// or an error may have arrived, until stop.
+	OnReadable(f func()) (stop func())
+	// Readable reports whether TryDiscardTo has something to return.
+	Readable() bool
+}
+
 // DialFunc opens a connection from the forged src to dst. A zero src port
 // asks for any free port.
 type DialFunc func(ctx context.Context, src, dst netip.AddrPort) (Conn, error)
@@ -714,6 +731,12 @@ type player struct {
 	// run's first write; nil for other sessions.
 	h2 atomic.Pointer[h2flow]
 
+	// On-demand draining (startDrain): the connection's notifier, its
+	// stop, and whether a burst runs.
+	notifier   readNotifier
+	stopNotify func()
+	draining   atomic.Bool
+
 	// Written by the drain goroutine, read by run.
 	rcvd     atomic.Uint64
 	lastRcv  atomic.Int64 // unix nanos of the last answer byte
@@ -1183,7 +1206,7 @@ func (s *player) run() {
 		s.count(outInterrupted, s.r.ctx.Err())
 		return
 	}
-	go s.drain(conn)
+	s.startDrain(conn)
 	defer func() {
 		conn.Close()
 		<-s.rcvDone // the drain ends with the connection: counters are final at Wait
@@ -1398,28 +1421,88 @@ func (s *player) drain(c Conn) {
 		} else {
 			n, err = c.Discard()
 		}
-		if n > 0 {
-			// lastRcv first: awaitAnswer reads rcvd, then lastRcv.
-			s.lastRcv.Store(time.Now().UnixNano())
-			s.rcvd.Add(uint64(n))
-			s.r.s.received.Add(uint64(n))
-			if h := s.h2.Load(); h != nil {
-				h.answered() // window updates the answers call for (h2flow.go)
-			}
-			select {
-			case s.progress <- struct{}{}:
-			default:
-			}
-		}
-		if err != nil {
-			if r := s.resps.Load(); r != nil && errors.Is(err, io.EOF) {
-				r.EOF() // completes an answer whose body ran until close
-			}
-			s.rcvErr = err
-			close(s.rcvDone)
+		if s.drained(n, err) {
 			return
 		}
 	}
+}
+
+// startDrain drains the target's bytes: on demand when the connection
+// notifies (drainBurst), else in a goroutine of its own for the
+// session's life.
+func (s *player) startDrain(c Conn) {
+	rn, ok := c.(readNotifier)
+	if !ok {
+		go s.drain(c)
+		return
+	}
+	s.notifier = rn
+	// No burst until stopNotify is set (a notification may come at once);
+	// the kick after reads whatever came meanwhile.
+	s.draining.Store(true)
+	s.stopNotify = rn.OnReadable(s.kickDrain)
+	s.draining.Store(false)
+	s.kickDrain()
+}
+
+// kickDrain starts a burst unless one runs; the stack calls it, it must
+// not block.
+func (s *player) kickDrain() {
+	if s.draining.CompareAndSwap(false, true) {
+		go s.drainBurst()
+	}
+}
+
+// drainBurst reads what the target sent until nothing is left, then ends;
+// the next notification starts the next burst. Once the connection ended
+// (rcvDone) draining stays set: no burst follows.
+func (s *player) drainBurst() {
+	sink := answerSink{s}
+	for {
+		for {
+			n, wouldBlock, err := s.notifier.TryDiscardTo(sink)
+			if wouldBlock || (n == 0 && err == nil) {
+				break
+			}
+			if s.drained(n, err) {
+				s.stopNotify()
+				return
+			}
+		}
+		s.draining.Store(false)
+		// A notification between the last read and the Store found the
+		// burst still running and was dropped: look once more.
+		if !s.notifier.Readable() || !s.draining.CompareAndSwap(false, true) {
+			return
+		}
+	}
+}
+
+// drained accounts for n bytes the target sent, or the error that ended
+// the connection (then it closes rcvDone and reports true).
+func (s *player) drained(n int, err error) bool {
+	if n > 0 {
+		// lastRcv first: awaitAnswer reads rcvd, then lastRcv.
+		s.lastRcv.Store(time.Now().UnixNano())
+		s.rcvd.Add(uint64(n))
+		s.r.s.received.Add(uint64(n))
+		if h := s.h2.Load(); h != nil {
+			h.answered() // window updates the answers call for (h2flow.go)
+		}
+		select {
+		case s.progress <- struct{}{}:
+		default:
+		}
+	}
+	if err == nil {
+		return false
+	}
+	if r := s.resps.Load(); r != nil && errors.Is(err, io.EOF) {
+		r.EOF() // completes an answer whose body ran until close
+	}
+	s.rcvErr = err
+	close(s.rcvDone)
+	return true
 }
 
 // answerSink shows the target's bytes to the session's HTTP framer, if it
