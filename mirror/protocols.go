@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync/atomic"
 
 	"github.com/stackcopy/stackcopy/h2frame"
 	"github.com/stackcopy/stackcopy/mcframe"
@@ -25,7 +26,9 @@ func protocols() []replay.Protocol {
 		{Name: "redis", New: func() replay.Framer { return respframe.New() }, Detect: respframe.Detect, Ports: []uint16{6379}, Stateless: true},
 		{Name: "memcached", New: func() replay.Framer { return mcframe.New() }, Detect: mcframe.Detect, Ports: []uint16{11211}, Stateless: true},
 		{Name: "mysql", New: func() replay.Framer { return myframe.New() }, Detect: myframe.Detect, DetectServer: myframe.DetectServer, Ports: []uint16{3306},
-			Renumber: func() replay.Renumberer { return myframe.NewRenumber() }},
+			Renumber: func(renumbered, unknown *atomic.Uint64) replay.Renumberer {
+				return myframe.NewRenumber(renumbered, unknown)
+			}},
 		{Name: "postgres", New: func() replay.Framer { return pgframe.New() }, Detect: pgframe.Detect, Ports: []uint16{5432}},
 	}
 }

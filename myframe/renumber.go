@@ -1,6 +1,9 @@
 package myframe
 
-import "encoding/binary"
+import (
+	"encoding/binary"
+	"sync/atomic"
+)
 
 // Renumber rewrites a replayed session's client bytes so that its
 // prepared-statement commands name the target's statement ids where the
@@ -24,7 +27,7 @@ import "encoding/binary"
 // statement the target refused becomes 0, which no server gives, so the
 // target answers "unknown statement" as it must rather than running
 // another. The special id 0xFFFFFFFF (MariaDB: the statement prepared last)
-// is left alone, as are ids without a partner yet (counted: Unknown).
+// is left alone, as are ids without a partner yet (counted as unknown).
 //
 // Rewrite finds commands by the packet layer alone: a message's first
 // packet with sequence id 0 is a command in the command phase, and no
@@ -45,7 +48,8 @@ type Renumber struct {
 	left      int               // payload bytes of the current packet still to pass
 	held      []byte            // the start of a packet, kept back until its id is complete
 
-	renumbered, unknown uint64
+	// Counted as they happen, into the caller's counters.
+	renumbered, unknown *atomic.Uint64
 }
 
 // maxLive bounds the statements a Renumber follows at once (MySQL's
@@ -62,7 +66,12 @@ func namesStatement(c byte) bool {
 }
 
 // NewRenumber returns a rewriter for one session, before its first byte.
-func NewRenumber() *Renumber { return &Renumber{ids: map[uint32]uint32{}} }
+// It adds each command whose id it replaced to renumbered, each that named
+// an id without a partner (production's prepare not answered by the
+// target yet, or not in the capture) to unknown.
+func NewRenumber(renumbered, unknown *atomic.Uint64) *Renumber {
+	return &Renumber{ids: map[uint32]uint32{}, renumbered: renumbered, unknown: unknown}
+}
 
 // Production is told the ids production gave, in order, and whether its
 // framer lost none.
@@ -93,7 +102,8 @@ func (r *Renumber) pair() {
 	}
 	n := min(len(r.prod), len(r.tgt))
 	for i := range n {
-		if p := r.prod[i]; p != 0 && (len(r.ids) < maxLive || r.hasID(p)) {
+		p := r.prod[i]
+		if _, known := r.ids[p]; p != 0 && (known || len(r.ids) < maxLive) {
 			r.ids[p] = r.tgt[i]
 		}
 	}
@@ -101,29 +111,11 @@ func (r *Renumber) pair() {
 	r.tgt = append(r.tgt[:0], r.tgt[n:]...)
 }
 
-func (r *Renumber) hasID(p uint32) bool { _, ok := r.ids[p]; return ok }
-
-// Renumbered is the number of commands whose id was replaced; Unknown the
-// number that named an id without a partner.
-func (r *Renumber) Renumbered() uint64 { return r.renumbered }
-
-// Unknown is the number of statement commands left as captured because
-// their id had no partner: production's prepare was not answered by the
-// target (yet), or the capture did not show it.
-func (r *Renumber) Unknown() uint64 { return r.unknown }
-
 // Rewrite returns the bytes to write for the client's next chunk p: p
 // itself when nothing changes, else a copy with ids replaced; bytes of a
 // packet start kept back from the chunk before come first, and a packet
 // start this chunk ends inside is kept back.
 func (r *Renumber) Rewrite(p []byte) []byte {
-	if r.off {
-		if len(r.held) > 0 {
-			p = append(r.held, p...)
-			r.held = nil
-		}
-		return p
-	}
 	buf, owned := p, false
 	if len(r.held) > 0 {
 		buf, owned = append(r.held, p...), true
@@ -175,10 +167,7 @@ func (r *Renumber) Rewrite(p []byte) []byte {
 		r.left = plen
 		i += 4
 	}
-	if owned || len(buf) != len(p) {
-		return buf
-	}
-	return p
+	return buf
 }
 
 // keep holds buf[i:], a packet start too short to decide, for the next
@@ -201,7 +190,7 @@ func (r *Renumber) statement(buf []byte, at int, owned bool) ([]byte, bool) {
 	}
 	to, ok := r.ids[id]
 	if !ok {
-		r.unknown++
+		r.unknown.Add(1)
 		return buf, false
 	}
 	if cmd == 0x19 {
@@ -214,7 +203,7 @@ func (r *Renumber) statement(buf []byte, at int, owned bool) ([]byte, bool) {
 		buf = append([]byte(nil), buf...)
 	}
 	binary.LittleEndian.PutUint32(buf[at+1:], to)
-	r.renumbered++
+	r.renumbered.Add(1)
 	return buf, true
 }
 

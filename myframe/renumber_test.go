@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"math/rand/v2"
 	"slices"
+	"sync/atomic"
 	"testing"
 
 	"github.com/stackcopy/stackcopy/internal/pcaptest"
@@ -65,7 +66,8 @@ func TestRenumberCaptures(t *testing.T) {
 			for seed := range uint64(20) {
 				rng := rand.New(rand.NewPCG(seed, 3))
 				f := New()
-				r := NewRenumber()
+				var renumbered, unknown atomic.Uint64
+				r := NewRenumber(&renumbered, &unknown)
 				var out []byte
 				for _, tn := range turns {
 					if !tn.Client {
@@ -114,14 +116,14 @@ func TestRenumberCaptures(t *testing.T) {
 				if !bytes.Equal(rest, client) {
 					t.Fatalf("%s session %d seed %d: bytes other than ids changed", tc.file, i, seed)
 				}
-				renumbered := 0
+				wantRenumbered := 0
 				for _, id := range captured {
 					if id != 0xffffffff {
-						renumbered++
+						wantRenumbered++
 					}
 				}
-				if r.Unknown() != 0 || r.Renumbered() != uint64(renumbered) {
-					t.Fatalf("%s session %d seed %d: %d renumbered, %d unknown; want %d, 0", tc.file, i, seed, r.Renumbered(), r.Unknown(), renumbered)
+				if unknown.Load() != 0 || renumbered.Load() != uint64(wantRenumbered) {
+					t.Fatalf("%s session %d seed %d: %d renumbered, %d unknown; want %d, 0", tc.file, i, seed, renumbered.Load(), unknown.Load(), wantRenumbered)
 				}
 			}
 		}
@@ -176,15 +178,16 @@ func TestRenumberCases(t *testing.T) {
 			in: cat(hello(baseCaps), []byte{5, 0, 0, 1, 0x17, 7, 0, 0, 0}), want: cat(hello(baseCaps), []byte{5, 0, 0, 1, 0x17, 7, 0, 0, 0})},
 	} {
 		for split := range len(tc.in) + 1 {
-			r := NewRenumber()
+			var renumbered, unknown atomic.Uint64
+			r := NewRenumber(&renumbered, &unknown)
 			r.Production(tc.prod, true)
 			r.Target(tc.tgt, !tc.lost)
 			in := bytes.Clone(tc.in)
 			out := append(bytes.Clone(r.Rewrite(in[:split])), r.Rewrite(in[split:])...)
 			out = append(out, r.Flush()...)
-			if !bytes.Equal(out, tc.want) || r.Renumbered() != tc.renumbered || r.Unknown() != tc.unknow {
+			if !bytes.Equal(out, tc.want) || renumbered.Load() != tc.renumbered || unknown.Load() != tc.unknow {
 				t.Errorf("%s, split at %d: %x (%d renumbered, %d unknown), want %x (%d, %d)",
-					tc.name, split, out, r.Renumbered(), r.Unknown(), tc.want, tc.renumbered, tc.unknow)
+					tc.name, split, out, renumbered.Load(), unknown.Load(), tc.want, tc.renumbered, tc.unknow)
 			}
 			if !bytes.Equal(in, tc.in) {
 				t.Errorf("%s: the caller's bytes were changed", tc.name)
@@ -242,7 +245,7 @@ func FuzzRenumber(f *testing.F) {
 	f.Add(cat(hello(baseCaps|capSSL), packets(&seq0, cat([]byte{0x19}, u32(7)))), uint32(7), uint32(3), uint16(5))
 	f.Fuzz(func(t *testing.T, in []byte, prod, tgt uint32, cut uint16) {
 		run := func(cut int) []byte {
-			r := NewRenumber()
+			r := NewRenumber(new(atomic.Uint64), new(atomic.Uint64))
 			r.Production([]uint32{prod, prod + 1}, true)
 			r.Target([]uint32{tgt, tgt + 1}, true)
 			c := min(cut, len(in))

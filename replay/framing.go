@@ -45,8 +45,10 @@ type Protocol struct {
 	Stateless bool
 	// Renumber, when set, makes a session's rewriter of client bytes for a
 	// protocol whose server numbers what its client then names (MySQL's
-	// prepared statements). Its Framer must implement Numbering.
-	Renumber func() Renumberer
+	// prepared statements); it adds each number it replaced to renumbered,
+	// each it found no partner for to unknown. Its Framer must implement
+	// Numbering.
+	Renumber func(renumbered, unknown *atomic.Uint64) Renumberer
 }
 
 // Numbering is implemented by the Framer of a protocol whose server
@@ -70,10 +72,6 @@ type Renumberer interface {
 	// end of p back until the next call, or Flush.
 	Rewrite(p []byte) []byte
 	Flush() []byte
-	// Renumbered counts the replaced numbers, Unknown those the client
-	// named that had no partner.
-	Renumbered() uint64
-	Unknown() uint64
 }
 
 // joinable reports whether a session seen mid-stream on server port port
@@ -300,24 +298,11 @@ func (t *targetSide) framer() Framer {
 
 // renumber rewrites the client's bytes b to name the target's numbers,
 // told the ones the target gave since the last write first.
-func (s *player) renumber(f Framer, b []byte) []byte {
-	if nf, ok := f.(Numbering); ok {
-		var ok bool
-		s.numBuf, ok = nf.Numbered(s.numBuf[:0])
-		s.renum.Target(s.numBuf, ok)
-	} else {
-		s.renum.Target(nil, false)
-	}
-	b = s.renum.Rewrite(b)
-	if n := s.renum.Renumbered(); n != s.renumbered {
-		s.pc.renumbered.Add(n - s.renumbered)
-		s.renumbered = n
-	}
-	if n := s.renum.Unknown(); n != s.unknownIDs {
-		s.pc.unknownIDs.Add(n - s.unknownIDs)
-		s.unknownIDs = n
-	}
-	return b
+func (s *player) renumber(b []byte) []byte {
+	var ok bool
+	s.numBuf, ok = s.tgtNums.Numbered(s.numBuf[:0])
+	s.renum.Target(s.numBuf, ok)
+	return s.renum.Rewrite(b)
 }
 
 // flushClient writes the client bytes a renumbering kept back, before the

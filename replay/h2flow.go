@@ -86,7 +86,7 @@ func (s *player) writeClient(conn Conn, b []byte) error {
 		return h.write(b)
 	}
 	if s.renum != nil {
-		b = s.renumber(f, b)
+		b = s.renumber(b)
 		if len(b) == 0 {
 			return nil // kept back until the rest of its packet's start
 		}

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -46,24 +47,22 @@ func (f *numFramer) Numbered(dst []uint32) ([]uint32, bool) {
 
 type numRewriter struct {
 	prod, tgt        []uint32
-	renumbered, unkn uint64
+	renumbered, unkn *atomic.Uint64
 }
 
 func (r *numRewriter) Production(ids []uint32, _ bool) { r.prod = append(r.prod, ids...) }
 func (r *numRewriter) Target(ids []uint32, _ bool)     { r.tgt = append(r.tgt, ids...) }
 func (r *numRewriter) Flush() []byte                   { return nil }
-func (r *numRewriter) Renumbered() uint64              { return r.renumbered }
-func (r *numRewriter) Unknown() uint64                 { return r.unkn }
 func (r *numRewriter) Rewrite(p []byte) []byte {
 	var n uint32
 	if _, err := fmt.Sscanf(string(p), "USE %d\n", &n); err != nil {
 		return p
 	}
 	if i := slices.Index(r.prod, n); i >= 0 && i < len(r.tgt) {
-		r.renumbered++
+		r.renumbered.Add(1)
 		return fmt.Appendf(nil, "USE %d\n", r.tgt[i])
 	}
-	r.unkn++
+	r.unkn.Add(1)
 	return p
 }
 
@@ -96,10 +95,12 @@ func TestRenumbering(t *testing.T) {
 		}
 	})
 	proto := replay.Protocol{
-		Name:     "numbered",
-		New:      func() replay.Framer { return new(numFramer) },
-		Detect:   func(p []byte) bool { return bytes.HasPrefix(p, []byte("PREP")) },
-		Renumber: func() replay.Renumberer { return new(numRewriter) },
+		Name:   "numbered",
+		New:    func() replay.Framer { return new(numFramer) },
+		Detect: func(p []byte) bool { return bytes.HasPrefix(p, []byte("PREP")) },
+		Renumber: func(renumbered, unknown *atomic.Uint64) replay.Renumberer {
+			return &numRewriter{renumbered: renumbered, unkn: unknown}
+		},
 	}
 	r, _ := newReplayer(t, addr, &dialer{tap: true}, func(c *replay.Config) {
 		c.Protocols = []replay.Protocol{proto}

@@ -721,11 +721,11 @@ type player struct {
 	outcome  outcome
 
 	// renum rewrites the client's bytes of a protocol with renumbering
-	// (MySQL's statement ids), set by decide; renumbered and unknownIDs are
-	// its counts already added to pc. The player's goroutine only.
-	renum                  Renumberer
-	numBuf                 []uint32
-	renumbered, unknownIDs uint64
+	// (MySQL's statement ids), told the target's numbers by tgtNums (the
+	// target-side framer); set by decide. The player's goroutine only.
+	renum   Renumberer
+	tgtNums Numbering
+	numBuf  []uint32
 
 	// h2 is the flow control of an HTTP/2 session (h2flow.go), set by
 	// run's first write; nil for other sessions.
@@ -1643,8 +1643,8 @@ func (s *player) decide() {
 	s.tgt.decide(pr)
 	if pr != nil {
 		s.label(pr.Name)
-		if pr.Renumber != nil {
-			s.renum = pr.Renumber()
+		if nf, ok := s.tgt.framer().(Numbering); ok && pr.Renumber != nil {
+			s.renum, s.tgtNums = pr.Renumber(&s.pc.renumbered, &s.pc.unknownIDs), nf
 		}
 	}
 }
