@@ -92,17 +92,11 @@ func (c *Conn) DiscardTo(w io.Writer) (int, error) {
 	c.wq.EventRegister(&entry)
 	defer c.wq.EventUnregister(&entry)
 	for {
-		res, err := c.ep.Read(w, tcpip.ReadOptions{})
-		if _, ok := err.(*tcpip.ErrWouldBlock); ok {
-			<-ready
-			continue
+		n, wouldBlock, err := c.TryDiscardTo(w)
+		if !wouldBlock {
+			return n, err
 		}
-		if err != nil {
-			return 0, fmt.Errorf("read %v from %v: %w", c.peer, c.local, convertErr(err))
-		}
-		// Reading opens the receive window; tell auto-tuning, as gonet does.
-		c.ep.ModerateRecvBuf(res.Count)
-		return res.Count, nil
+		<-ready
 	}
 }
 
@@ -116,6 +110,7 @@ func (c *Conn) TryDiscardTo(w io.Writer) (n int, wouldBlock bool, err error) {
 	if terr != nil {
 		return 0, false, fmt.Errorf("read %v from %v: %w", c.peer, c.local, convertErr(terr))
 	}
+	// Reading opens the receive window; tell auto-tuning, as gonet does.
 	c.ep.ModerateRecvBuf(res.Count)
 	return res.Count, false, nil
 }

@@ -50,10 +50,8 @@ type answerTap interface {
 // readNotifier is implemented by connections that say when the target's
 // bytes may have arrived (the netstack's, through mirror): the player then
 // drains on demand, in a goroutine that lives while bytes come, instead
-// of one parked per session for its whole life (most of an idle
-// session's memory was two goroutine stacks).
+// of one parked per session for its whole life.
 type readNotifier interface {
-	answerTap
 	// TryDiscardTo is DiscardTo without waiting: wouldBlock when nothing
 	// came since.
 	TryDiscardTo(w io.Writer) (n int, wouldBlock bool, err error)
