@@ -490,14 +490,11 @@ func (s *LiveSource) read(r *ring) (Segment, bool) {
 	default:
 		seg, v = decode(linkEthernet, h[mac:mac+snap], snap < wire)
 	}
-	if v == verdictTCP && len(seg.Payload) > 0 {
-		// Out of the ring, which the kernel reuses; only for segments
-		// that are kept.
-		if s.ts.IsServer(seg.Dst) || s.ts.IsServer(seg.Src) {
-			seg.Payload = bytes.Clone(seg.Payload)
-		} else {
-			seg.Payload = nil
-		}
+	// Only segments of mirrored servers are kept; their payloads leave
+	// the ring, which the kernel reuses once the block is released.
+	mirrored := v == verdictTCP && (s.ts.IsServer(seg.Dst) || s.ts.IsServer(seg.Src))
+	if mirrored && len(seg.Payload) > 0 {
+		seg.Payload = bytes.Clone(seg.Payload)
 	}
 
 	if r.left--; r.left == 0 {
@@ -513,7 +510,7 @@ func (s *LiveSource) read(r *ring) (Segment, bool) {
 	s.packets.Add(1)
 	switch v {
 	case verdictTCP:
-		if !s.ts.IsServer(seg.Dst) && !s.ts.IsServer(seg.Src) {
+		if !mirrored {
 			s.notMirrored.Add(1)
 			return Segment{}, false
 		}
