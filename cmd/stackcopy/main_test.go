@@ -46,6 +46,8 @@ func TestBadUsageNamesTheFlag(t *testing.T) {
 		{[]string{"-x", "80-198.18.2.2:80", "-i", "x.pcap", "-D", "20"}, "-D: MSS 20"},
 		{[]string{"-x", "80-198.18.2.2:80", "-i", "x.pcap", "-m", "-5"}, "-m: -5 MiB"},
 		{[]string{"-x", "80-198.18.2.2:80", "-i", "lo", "--loop", "2"}, "--loop: live traffic cannot be looped"},
+		{[]string{"-x", "80-198.18.2.2:80", "-i", "lo", "--capture-buffer", "0"}, "--capture-buffer: 0 MiB, want 1 to 4096"},
+		{[]string{"-x", "80-198.18.2.2:80", "-i", "lo", "--capture-buffer", "5000"}, "--capture-buffer: 5000 MiB"},
 		{[]string{"-x", "80-198.18.2.2:80", "-i", "x.pcap", "--tun", "a/b"}, "--tun"},
 		{[]string{"-x", "80-198.18.2.2:80", "-i", "x.pcap", "extra"}, "unexpected argument"},
 		{[]string{"--no-such-flag"}, "no-such-flag"},
