@@ -14,11 +14,10 @@ import (
 	"time"
 	"unsafe"
 
-	"github.com/stackcopy/stackcopy/internal/mmsg"
-
 	"golang.org/x/sys/unix"
 
 	"github.com/stackcopy/stackcopy/internal/afpacket"
+	"github.com/stackcopy/stackcopy/internal/mmsg"
 	"github.com/stackcopy/stackcopy/internal/pcapfilter"
 )
 

@@ -18,8 +18,9 @@ import (
 
 	nfqueue "github.com/florianl/go-nfqueue/v2"
 	"github.com/mdlayher/netlink"
-	"github.com/stackcopy/stackcopy/internal/mmsg"
 	"golang.org/x/sys/unix"
+
+	"github.com/stackcopy/stackcopy/internal/mmsg"
 )
 
 // NFQueueConfig configures OpenNFQueue.

@@ -24,8 +24,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/stackcopy/stackcopy/internal/cpuprof"
-
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -33,6 +31,7 @@ import (
 
 	"github.com/stackcopy/stackcopy/intercept"
 	"github.com/stackcopy/stackcopy/internal/cliflag"
+	"github.com/stackcopy/stackcopy/internal/cpuprof"
 	"github.com/stackcopy/stackcopy/relay"
 )
 

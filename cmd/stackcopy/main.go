@@ -19,9 +19,8 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/stackcopy/stackcopy/internal/cpuprof"
-
 	"github.com/stackcopy/stackcopy/internal/cliflag"
+	"github.com/stackcopy/stackcopy/internal/cpuprof"
 	"github.com/stackcopy/stackcopy/mirror"
 )
 
