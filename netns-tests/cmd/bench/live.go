@@ -246,11 +246,7 @@ func (b *bench) live(ctx context.Context) (res result, err error) {
 	}
 	res.details = append(res.details, fmt.Sprintf("live mirroring: highest rate with 0 lost = %d req/s%s; stackcopy %.0f µs/request; intercept %.0f µs/answer (no kernel-side comparison: the kernel has no live mirroring)",
 		s.rate, bound, s.scPerReq(), s.icPerAnswer()))
-	if sp, err := splitProfile(s.profile); err == nil {
-		res.details = append(res.details, fmt.Sprintf("  stackcopy CPU by stage at %d req/s (whole run, start and drain included): %s", s.rate, sp.line(0, "")))
-	} else {
-		res.details = append(res.details, fmt.Sprintf("  stackcopy CPU by stage: %v", err))
-	}
+	res.details = append(res.details, fmt.Sprintf("  stackcopy CPU by stage at %d req/s (whole run, start and drain included): %s", s.rate, stageLine(s.profile, 0, "")))
 	res.rows = append(res.rows,
 		row{workload: "live mirroring (0-loss rate)", sc: fmt.Sprintf("%d req/s", s.rate), kernel: "n/a (none)", ratio: "-", target: fmt.Sprintf("%d/%d", s.mirrored, s.served), verdict: "ok"},
 		row{workload: "  kept up (drain ≤ 1 s) up to", sc: kept, kernel: "n/a", ratio: "-"},
@@ -315,7 +311,7 @@ func (b *bench) liveSetup(ctx context.Context, name string, server liveTargetSer
 	if err := ll.target.IPTables("-I", "OUTPUT", "-p", "tcp", "--sport", "80", "-j", "NFQUEUE", "--queue-num", "0"); err != nil {
 		return ll, err
 	}
-	if ll.icpt, err = ll.target.Start(b.cfg.intercept, "--key-file", ll.keyFile, "-q", "0", "--stats-interval", "1s", "--cpuprofile", filepath.Join(l.Dir(), "intercept.cpu.prof")); err != nil {
+	if ll.icpt, err = ll.target.Start(b.cfg.intercept, "--key-file", ll.keyFile, "-q", "0", "--stats-interval", "1s"); err != nil {
 		return ll, err
 	}
 	if err := poll(ctx, 15*time.Second, 50*time.Millisecond, "intercept to start", func() (bool, error) {

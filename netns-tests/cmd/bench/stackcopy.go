@@ -141,12 +141,3 @@ func readStats(path string, s *scStats) error {
 	}
 	return nil
 }
-
-// stageLine is the CPU split of the run's profile by stage, per unit.
-func (r *scRun) stageLine(per int64, unit string) string {
-	sp, err := splitProfile(r.profile)
-	if err != nil {
-		return fmt.Sprintf("no profile: %v", err)
-	}
-	return sp.line(per, unit)
-}

@@ -35,6 +35,15 @@ var stages = []struct {
 
 const runtimeStage = "runtime"
 
+// stageOrder is the order a split is printed in.
+var stageOrder = func() []string {
+	var names []string
+	for _, st := range stages {
+		names = append(names, st.name)
+	}
+	return append(names, runtimeStage)
+}()
+
 // stageSplit is a CPU profile's time per stage.
 type stageSplit struct {
 	total time.Duration
@@ -70,6 +79,16 @@ func splitProfile(path string) (stageSplit, error) {
 	return out, nil
 }
 
+// stageLine is the split of the profile at path as a line (see line), or
+// why there is none.
+func stageLine(path string, per int64, unit string) string {
+	sp, err := splitProfile(path)
+	if err != nil {
+		return fmt.Sprintf("no profile: %v", err)
+	}
+	return sp.line(per, unit)
+}
+
 // stageOf finds the innermost frame of a known stage (Location[0] is the
 // leaf; within a location, Line[0] is the innermost inlined call).
 func stageOf(s *profile.Sample) string {
@@ -78,16 +97,24 @@ func stageOf(s *profile.Sample) string {
 			if ln.Function == nil {
 				continue
 			}
-			for _, st := range stages {
-				for _, pre := range st.prefixes {
-					if strings.HasPrefix(ln.Function.Name, pre) {
-						return st.name
-					}
-				}
+			if name, ok := stageOfFunc(ln.Function.Name); ok {
+				return name
 			}
 		}
 	}
 	return runtimeStage
+}
+
+// stageOfFunc is the stage a function belongs to, by its package.
+func stageOfFunc(fn string) (string, bool) {
+	for _, st := range stages {
+		for _, pre := range st.prefixes {
+			if strings.HasPrefix(fn, pre) {
+				return st.name, true
+			}
+		}
+	}
+	return "", false
 }
 
 // line prints the split as shares of the total and, when per > 0, as CPU
@@ -97,7 +124,7 @@ func (s stageSplit) line(per int64, unit string) string {
 		return "no samples"
 	}
 	var parts []string
-	for _, name := range append(stageNames(), runtimeStage) {
+	for _, name := range stageOrder {
 		d := s.by[name]
 		part := fmt.Sprintf("%s %.0f%%", name, 100*float64(d)/float64(s.total))
 		if per > 0 {
@@ -106,12 +133,4 @@ func (s stageSplit) line(per int64, unit string) string {
 		parts = append(parts, part)
 	}
 	return strings.Join(parts, ", ")
-}
-
-func stageNames() []string {
-	var out []string
-	for _, st := range stages {
-		out = append(out, st.name)
-	}
-	return out
 }

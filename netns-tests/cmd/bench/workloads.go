@@ -226,7 +226,7 @@ func (b *bench) upload(ctx context.Context) (result, error) {
 		"  stackcopy runs: "+strings.Join(scLine, ", "),
 		"  kernel runs:    "+strings.Join(kLine, ", "))
 	if lastSC != nil {
-		res.details = append(res.details, fmt.Sprintf("  stackcopy CPU by stage (run %d, per MiB): %s", b.cfg.runs, lastSC.stageLine(size>>20, "MiB")))
+		res.details = append(res.details, fmt.Sprintf("  stackcopy CPU by stage (run %d, per MiB): %s", b.cfg.runs, stageLine(lastSC.profile, size>>20, "MiB")))
 	}
 	res.details = append(res.details, netLines...)
 	res.details = append(res.details, notes...)
@@ -327,7 +327,7 @@ func (b *bench) short(ctx context.Context) (result, error) {
 			if err != nil {
 				return 0, 0, 0, err
 			}
-			shortStages = fmt.Sprintf("  stackcopy CPU by stage (run %d, per session): %s", i, r.stageLine(int64(n), "session"))
+			shortStages = fmt.Sprintf("  stackcopy CPU by stage (run %d, per session): %s", i, stageLine(r.profile, int64(n), "session"))
 			if p := r.problem(uint64(n)); p != "" {
 				notes = append(notes, fmt.Sprintf("  stackcopy short run %d: %s", i, p))
 			}
