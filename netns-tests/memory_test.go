@@ -2,8 +2,6 @@ package netnstests
 
 import (
 	"bufio"
-	"context"
-	"encoding/json"
 	"fmt"
 	"net"
 	"net/netip"
@@ -89,41 +87,16 @@ type memRun struct {
 // 50 ms).
 func runStackcopyPeak(t *testing.T, h *lab.Host, within time.Duration, args ...string) memRun {
 	t.Helper()
-	statsPath := filepath.Join(h.Lab().Dir(), fmt.Sprintf("stats-%d.json", time.Now().UnixNano()))
-	ctx, cancel := context.WithTimeout(context.Background(), within)
-	defer cancel()
-	p, err := h.StartWith(lab.StartOptions{Stdout: true}, stackcopyPath(t), append([]string{"--stats-json", statsPath}, args...)...)
-	if err != nil {
-		t.Fatal(err)
-	}
 	var r memRun
-	tick := time.NewTicker(50 * time.Millisecond)
-	defer tick.Stop()
-sample:
-	for {
-		select {
-		case <-p.Done():
-			break sample
-		case <-ctx.Done():
-			break sample
-		case <-tick.C:
-			if kb, err := vmHWM(p.PID); err == nil {
-				r.peak = max(r.peak, kb<<10)
-			}
+	var statsRead bool
+	r.runResult, statsRead = runStackcopyWatching(t, h, within, func(pid int) {
+		if kb, err := vmHWM(pid); err == nil {
+			r.peak = max(r.peak, kb<<10)
 		}
-	}
-	_ = p.WaitContext(ctx, 3*time.Second)
-	r.exit, r.stdout, r.stderr = p.ExitCode(), p.Stdout(), p.Log()
-	if ctx.Err() != nil {
-		t.Fatalf("stackcopy did not finish within %v (peak RSS %d MiB)\nstdout:\n%s\nstderr:\n%s", within, r.peak>>20, r.stdout, r.stderr)
-	}
-	t.Logf("stackcopy %v: exit %d, peak RSS %.1f MiB\n%s%s", args, r.exit, float64(r.peak)/(1<<20), r.stdout, r.stderr)
-	b, err := os.ReadFile(statsPath)
-	if err != nil {
-		t.Fatalf("stats JSON: %v", err)
-	}
-	if err := json.Unmarshal(b, &r.stats); err != nil {
-		t.Fatalf("stats JSON: %v", err)
+	}, args...)
+	t.Logf("stackcopy peak RSS %.1f MiB", float64(r.peak)/(1<<20))
+	if !statsRead {
+		t.Fatal("stats JSON: stackcopy wrote none")
 	}
 	if r.peak == 0 {
 		t.Fatal("stackcopy's RSS was never sampled")

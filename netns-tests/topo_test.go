@@ -192,12 +192,36 @@ type runResult struct {
 // runStackcopy runs stackcopy on the replay host and waits for it (bounded).
 func runStackcopy(t *testing.T, h *lab.Host, within time.Duration, args ...string) runResult {
 	t.Helper()
+	res, _ := runStackcopyWatching(t, h, within, nil, args...)
+	return res
+}
+
+// runStackcopyWatching is runStackcopy that calls watch with stackcopy's
+// PID every 50 ms while it runs (nil: never), and says whether it wrote
+// its --stats-json document.
+func runStackcopyWatching(t *testing.T, h *lab.Host, within time.Duration, watch func(pid int), args ...string) (runResult, bool) {
+	t.Helper()
 	statsPath := filepath.Join(h.Lab().Dir(), fmt.Sprintf("stats-%d.json", time.Now().UnixNano()))
 	ctx, cancel := context.WithTimeout(context.Background(), within)
 	defer cancel()
 	p, err := h.StartWith(lab.StartOptions{Stdout: true}, stackcopyPath(t), append([]string{"--stats-json", statsPath}, args...)...)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if watch != nil {
+		tick := time.NewTicker(50 * time.Millisecond)
+		defer tick.Stop()
+	sample:
+		for {
+			select {
+			case <-p.Done():
+				break sample
+			case <-ctx.Done():
+				break sample
+			case <-tick.C:
+				watch(p.PID)
+			}
+		}
 	}
 	// A non-zero exit is a result the test judges; a run past within is
 	// stopped and fails the test.
@@ -207,12 +231,14 @@ func runStackcopy(t *testing.T, h *lab.Host, within time.Duration, args ...strin
 		t.Fatalf("stackcopy did not finish within %v\nstdout:\n%s\nstderr:\n%s", within, res.stdout, res.stderr)
 	}
 	t.Logf("stackcopy %v: exit %d\n%s%s", args, res.exit, res.stdout, res.stderr)
-	if b, err := os.ReadFile(statsPath); err == nil {
-		if err := json.Unmarshal(b, &res.stats); err != nil {
-			t.Fatalf("stats JSON: %v", err)
-		}
+	b, err := os.ReadFile(statsPath)
+	if err != nil {
+		return res, false
 	}
-	return res
+	if err := json.Unmarshal(b, &res.stats); err != nil {
+		t.Fatalf("stats JSON: %v", err)
+	}
+	return res, true
 }
 
 // expectedRequest is one request as the capture says the client sent it.
