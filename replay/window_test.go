@@ -62,10 +62,17 @@ func (c *memConn) CloseWrite() error { c.end(); return nil }
 func (c *memConn) Close() error      { c.end(); return nil }
 func (c *memConn) Abort()            { c.end() }
 
+// windowPeaks are the most goroutines, queued bytes and players ahead
+// seen while feeding.
+type windowPeaks struct {
+	goroutines, ahead int
+	bytes             int64
+}
+
 // windowRun feeds n sessions (open, 1 KiB, FIN) at --speed 0 as fast as
 // the replayer takes them, with dials that take 200 µs, and returns the
-// most goroutines and queued bytes seen while feeding, and the stats.
-func windowRun(t *testing.T, n int, mod func(*replay.Config)) (peakGoroutines int, peakBytes int64, st replay.Stats) {
+// peaks seen while feeding, and the stats.
+func windowRun(t *testing.T, n int, mod func(*replay.Config)) (peak windowPeaks, st replay.Stats) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -96,8 +103,10 @@ func windowRun(t *testing.T, n int, mod func(*replay.Config)) (peakGoroutines in
 		r.Event(k, session.Event{Kind: session.EvData, Time: at, Data: data})
 		r.Event(k, session.Event{Kind: session.EvFin, Time: at})
 		if i%64 == 0 {
-			peakGoroutines = max(peakGoroutines, runtime.NumGoroutine()-base)
-			peakBytes = max(peakBytes, r.Window().Bytes)
+			w := r.Window()
+			peak.goroutines = max(peak.goroutines, runtime.NumGoroutine()-base)
+			peak.bytes = max(peak.bytes, w.Bytes)
+			peak.ahead = max(peak.ahead, w.Ahead)
 		}
 	}
 	r.CloseInput()
@@ -108,27 +117,33 @@ func windowRun(t *testing.T, n int, mod func(*replay.Config)) (peakGoroutines in
 	case <-time.After(time.Minute):
 		t.Fatal("replay did not end within a minute")
 	}
-	return peakGoroutines, peakBytes, r.Stats()
+	return peak, r.Stats()
 }
 
 // TestWindowBoundsSessionsAhead: at --speed 0 the reader used to make a
 // player (and its goroutine) for every session of the capture before
 // the dials caught up: 100k sessions took 1.03 GB. With a window, at
-// most Window players exist at once (each has a session goroutine and,
-// once dialed, a drain), and every session still completes.
+// most Window players are ahead at once, and every session still
+// completes. Each player has a session goroutine and, once dialed, a
+// drain; a player leaves the window as it finishes, so the players that
+// just left still have goroutines on their way out: up to 3×Window
+// goroutines (a slack of 16 over 2×Window failed under load, with 147).
 func TestWindowBoundsSessionsAhead(t *testing.T) {
 	const n, window = 5000, 64
-	unbounded, _, _ := windowRun(t, n, func(*replay.Config) {})
-	peak, _, st := windowRun(t, n, func(c *replay.Config) { c.Window = window })
-	t.Logf("goroutines beyond the start: %d without a window, %d with Window %d", unbounded, peak, window)
+	unbounded, _ := windowRun(t, n, func(*replay.Config) {})
+	peak, st := windowRun(t, n, func(c *replay.Config) { c.Window = window })
+	t.Logf("goroutines beyond the start: %d without a window, %d with Window %d (at most %d players ahead)", unbounded.goroutines, peak.goroutines, window, peak.ahead)
 	if st.Sessions != n || st.Completed != n {
 		t.Fatalf("stats %+v: want %d sessions, all completed", st, n)
 	}
-	if peak > 2*window+16 {
-		t.Errorf("%d goroutines at once with Window %d: want at most %d", peak, window, 2*window+16)
+	if peak.ahead > window {
+		t.Errorf("%d players ahead at once with Window %d", peak.ahead, window)
 	}
-	if unbounded < 4*window {
-		t.Logf("without a window only %d goroutines piled up: the dials kept up on this machine", unbounded)
+	if peak.goroutines > 3*window {
+		t.Errorf("%d goroutines at once with Window %d: want at most %d", peak.goroutines, window, 3*window)
+	}
+	if unbounded.goroutines < 4*window {
+		t.Logf("without a window only %d goroutines piled up: the dials kept up on this machine", unbounded.goroutines)
 	}
 }
 
@@ -137,12 +152,12 @@ func TestWindowBoundsSessionsAhead(t *testing.T) {
 // event: a session's first bytes are always taken).
 func TestWindowBoundsBytes(t *testing.T) {
 	const n, window, maxBytes = 3000, 256, 32 << 10
-	_, peak, st := windowRun(t, n, func(c *replay.Config) { c.Window, c.WindowBytes = window, maxBytes })
+	peak, st := windowRun(t, n, func(c *replay.Config) { c.Window, c.WindowBytes = window, maxBytes })
 	if st.Completed != n {
 		t.Fatalf("stats %+v: want all %d completed", st, n)
 	}
-	if peak > maxBytes+1024 {
-		t.Errorf("%d bytes queued at once: want at most WindowBytes %d + one event", peak, maxBytes)
+	if peak.bytes > maxBytes+1024 {
+		t.Errorf("%d bytes queued at once: want at most WindowBytes %d + one event", peak.bytes, maxBytes)
 	}
 }
 
@@ -152,21 +167,21 @@ func TestWindowBoundsBytes(t *testing.T) {
 func TestAdmitWaits(t *testing.T) {
 	var asked atomic.Int64
 	until := time.Now().Add(100 * time.Millisecond)
-	_, _, st := windowRun(t, 500, func(c *replay.Config) {
+	_, st := windowRun(t, 500, func(c *replay.Config) {
 		c.Window, c.AdmitWaits = 64, true
 		c.Admit = func() bool { asked.Add(1); return time.Now().After(until) }
 	})
 	if st.Shed != 0 || st.Completed != 500 {
 		t.Errorf("stats %+v: want 0 shed, 500 completed", st)
 	}
-	_, _, st = windowRun(t, 50, func(c *replay.Config) {
+	_, st = windowRun(t, 50, func(c *replay.Config) {
 		c.Window, c.AdmitWaits = 64, true
 		c.Admit = func() bool { return false }
 	})
 	if st.Shed != 0 || st.Completed != 50 {
 		t.Errorf("gate never admitting: stats %+v: want 0 shed, 50 completed", st)
 	}
-	_, _, st = windowRun(t, 50, func(c *replay.Config) { c.Admit = func() bool { return false } })
+	_, st = windowRun(t, 50, func(c *replay.Config) { c.Admit = func() bool { return false } })
 	if st.Shed != 50 {
 		t.Errorf("live (no AdmitWaits): %d shed, want 50", st.Shed)
 	}
