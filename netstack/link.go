@@ -171,8 +171,8 @@ type synSeen map[[12]byte]uint32
 
 // countSYN counts pkt when it is a handshake SYN the stack sent before:
 // gVisor's TCP stats count no handshake retransmission, so a target that
-// never answers would show "0 retransmitted". A packet that is not a SYN
-// costs a protocol check and a flags load.
+// never answers would show "0 retransmitted". A data segment costs a
+// protocol and a size check, any other packet a flags load more.
 func (e *linkEndpoint) countSYN(seen synSeen, pkt *gstack.PacketBuffer) {
 	if pkt.TransportProtocolNumber != header.TCPProtocolNumber || pkt.NetworkProtocolNumber != header.IPv4ProtocolNumber ||
 		pkt.Data().Size() > 0 {
