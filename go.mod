@@ -66,3 +66,5 @@ require (
 )
 
 tool honnef.co/go/tools/cmd/staticcheck
+
+replace gvisor.dev/gvisor => ./third_party/gvisor

@@ -113,7 +113,8 @@ type Config struct {
 	RACK              bool
 	MinRTO            time.Duration
 	SendBuffer        int
-	// GSO is "coalesce", "host" or "off" (--gso).
+	// GSO is "auto", "host", "coalesce" or "off" (--gso); auto is host
+	// on a TUN and off on raw and AF_PACKET wires.
 	GSO string
 
 	// Intercepts relay the target's answers back (-s), over Channels
@@ -182,7 +183,7 @@ func DefaultConfig() Config {
 		RACK:              true,
 		MinRTO:            200 * time.Millisecond,
 		SendBuffer:        4 << 20,
-		GSO:               "coalesce",
+		GSO:               "auto",
 		CaptureBuffer:     capture.DefaultLiveBuffer,
 		Channels:          1,
 		KeyEnv:            "STACKCOPY_RELAY_KEY",
@@ -233,8 +234,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("--send-buffer: %d bytes is below 16 KiB", c.SendBuffer)
 	case len(c.TUNName) == 0 || len(c.TUNName) > 15 || strings.ContainsAny(c.TUNName, "/ "):
 		return fmt.Errorf("--tun: %q is not a valid interface name (1-15 characters)", c.TUNName)
-	case c.GSO != "coalesce" && c.GSO != "host" && c.GSO != "off":
-		return fmt.Errorf("--gso: %q, want coalesce, host or off", c.GSO)
+	case c.GSO != "auto" && c.GSO != "host" && c.GSO != "coalesce" && c.GSO != "off":
+		return fmt.Errorf("--gso: %q, want auto, host, coalesce or off", c.GSO)
 	case c.Filter != "" && !c.Live:
 		return errors.New("-F: a capture filter applies to live capture (-i IFACE), not to files")
 	case c.Device == nil && c.Output != "tun" && len(c.Intercepts) == 0:

@@ -266,10 +266,15 @@ func stackConfig(cfg *Config, eg *egress) netstack.Config {
 		sc.GSO = netstack.GSOHost
 	case cfg.GSO == "off" || !eg.kernelGSO:
 		// Wires that cut super-packets in userspace gain nothing from
-		// merging first.
+		// merging first, and auto keeps gVisor's own MSS segments there.
 		sc.GSO = netstack.GSOOff
-	default:
+	case cfg.GSO == "coalesce":
 		sc.GSO = netstack.GSOCoalesce
+	default:
+		// auto on a TUN: gVisor builds super-packets, the kernel cuts them
+		// (with third_party/gvisor's recovery fixes, host GSO recovers
+		// losses as well as MSS segments do).
+		sc.GSO = netstack.GSOHost
 	}
 	return sc
 }

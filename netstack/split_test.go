@@ -13,95 +13,107 @@ import (
 	"github.com/stackcopy/stackcopy/wire/wiretest"
 )
 
+// upload sends size random bytes from a forged client of a stack in the
+// given GSO mode to a wiretest.Target (which cuts super-packets with the
+// raw and AF_PACKET devices' splitter and checks every checksum), losing
+// the segments lose picks (nil: none). It fails the test unless the target
+// receives every byte intact and well formed, and returns both ends'
+// counters.
+func upload(t *testing.T, gso GSOMode, size int, lose func(seg []byte) bool) (Stats, wiretest.TargetStats) {
+	t.Helper()
+	const mtu = 1500
+	tg, err := wiretest.NewTarget(mtu, wiretest.Dst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tg.Lose = lose
+	cfg := DefaultConfig()
+	cfg.GSO = gso
+	cfg.MTU = mtu
+	st, err := New(cfg, tg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	read := make(chan error, 1)
+	go func() { read <- st.DeliverFrom(tg) }()
+	defer func() {
+		st.Close() // closes the target too
+		<-read
+	}()
+
+	l, err := tg.Listen(netip.AddrPortFrom(wiretest.Dst, 80))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	type result struct {
+		n   int64
+		sum [32]byte
+		err error
+	}
+	res := make(chan result, 1)
+	go func() {
+		c, err := l.Accept()
+		if err != nil {
+			res <- result{err: err}
+			return
+		}
+		defer c.Close()
+		h := sha256.New()
+		n, err := io.Copy(h, c)
+		var r result
+		r.n, r.err = n, err
+		copy(r.sum[:], h.Sum(nil))
+		res <- r
+	}()
+
+	dctx, dcancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer dcancel()
+	c, err := st.DialFrom(dctx, netip.AddrPortFrom(wiretest.Src, 40000), netip.AddrPortFrom(wiretest.Dst, 80))
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := make([]byte, size)
+	rng := rand.New(rand.NewPCG(1, 2))
+	for i := 0; i+8 <= len(data); i += 8 {
+		binary.LittleEndian.PutUint64(data[i:], rng.Uint64())
+	}
+	if _, err := c.Write(data); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	var r result
+	select {
+	case r = <-res:
+	case <-time.After(60 * time.Second):
+		t.Fatal("target did not receive the upload within 60s")
+	}
+	c.Close()
+	if r.err != nil || r.n != int64(len(data)) || r.sum != sha256.Sum256(data) {
+		t.Fatalf("target got %d bytes (err %v), want %d identical bytes", r.n, r.err, len(data))
+	}
+	ts := tg.Stats()
+	if ts.Bad > 0 {
+		t.Errorf("%d segments oversized or with bad checksums", ts.Bad)
+	}
+	if e := tg.ChecksumErrors(); e > 0 {
+		t.Errorf("target counted %d TCP checksum errors", e)
+	}
+	return st.Stats(), ts
+}
+
 // TestGSOSplitCarriesStackTraffic sends an upload from the forged-client
 // stack in each GSO mode through the splitter into a gVisor target that
-// checks every checksum (wiretest.Target cuts super-packets with the
-// raw and AF_PACKET devices' splitter).
+// checks every checksum.
 func TestGSOSplitCarriesStackTraffic(t *testing.T) {
 	for _, mode := range []struct {
 		name string
 		gso  GSOMode
 	}{{"off", GSOOff}, {"coalesce", GSOCoalesce}, {"host", GSOHost}} {
 		t.Run(mode.name, func(t *testing.T) {
-			const mtu = 1500
-			tg, err := wiretest.NewTarget(mtu, wiretest.Dst)
-			if err != nil {
-				t.Fatal(err)
-			}
-			cfg := DefaultConfig()
-			cfg.GSO = mode.gso
-			cfg.MTU = mtu
-			st, err := New(cfg, tg, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			read := make(chan error, 1)
-			go func() { read <- st.DeliverFrom(tg) }()
-			defer func() {
-				st.Close() // closes the target too
-				<-read
-			}()
-
-			l, err := tg.Listen(netip.AddrPortFrom(wiretest.Dst, 80))
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer l.Close()
-			type result struct {
-				n   int64
-				sum [32]byte
-				err error
-			}
-			res := make(chan result, 1)
-			go func() {
-				c, err := l.Accept()
-				if err != nil {
-					res <- result{err: err}
-					return
-				}
-				defer c.Close()
-				h := sha256.New()
-				n, err := io.Copy(h, c)
-				var r result
-				r.n, r.err = n, err
-				copy(r.sum[:], h.Sum(nil))
-				res <- r
-			}()
-
-			dctx, dcancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer dcancel()
-			c, err := st.DialFrom(dctx, netip.AddrPortFrom(wiretest.Src, 40000), netip.AddrPortFrom(wiretest.Dst, 80))
-			if err != nil {
-				t.Fatal(err)
-			}
-			data := make([]byte, 4<<20)
-			rng := rand.New(rand.NewPCG(1, 2))
-			for i := 0; i < len(data); i += 8 {
-				binary.LittleEndian.PutUint64(data[i:], rng.Uint64())
-			}
-			if _, err := c.Write(data); err != nil {
-				t.Fatal(err)
-			}
-			if err := c.CloseWrite(); err != nil {
-				t.Fatal(err)
-			}
-			var r result
-			select {
-			case r = <-res:
-			case <-time.After(30 * time.Second):
-				t.Fatal("target did not receive the upload within 30s")
-			}
-			c.Close()
-			if r.err != nil || r.n != int64(len(data)) || r.sum != sha256.Sum256(data) {
-				t.Fatalf("target got %d bytes (err %v), want %d identical bytes", r.n, r.err, len(data))
-			}
-			ts := tg.Stats()
-			if ts.Bad > 0 {
-				t.Errorf("%d segments oversized or with bad checksums", ts.Bad)
-			}
-			if e := tg.ChecksumErrors(); e > 0 {
-				t.Errorf("target counted %d TCP checksum errors", e)
-			}
+			_, ts := upload(t, mode.gso, 4<<20, nil)
 			// The coalescer merges only what queued up meanwhile, which may
 			// be nothing here; gVisor's host GSO always builds super-packets.
 			if mode.gso == GSOHost && ts.Supers == 0 {

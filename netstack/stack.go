@@ -95,8 +95,9 @@ const (
 	// GSOCoalesce: gVisor sends MSS-sized packets; the link merges runs of
 	// them into super-packets the wire's kernel segments (see coalescer).
 	GSOCoalesce
-	// GSOHost: gVisor builds 64 KiB super-packets itself. Fastest on a
-	// clean path, but gVisor recovers losses inside them poorly.
+	// GSOHost: gVisor builds 64 KiB super-packets itself. Fastest; it
+	// recovers losses inside them as well as GSOOff only with the sender
+	// fixes in third_party/gvisor (TestLossRecoveryWithoutTimeouts).
 	GSOHost
 )
 

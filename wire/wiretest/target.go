@@ -37,7 +37,11 @@ type Target struct {
 	// Drop, while set, makes the target lose everything written to it.
 	Drop atomic.Bool
 
-	written, supers, segments, bad atomic.Int64
+	// Lose, if set before the first Write, is asked about every segment
+	// after cutting; true loses it. Tests use it for exact loss patterns.
+	Lose func(seg []byte) bool
+
+	written, supers, segments, bad, lost atomic.Int64
 
 	ctx       context.Context // ends with Close: unblocks Read
 	cancel    context.CancelFunc
@@ -55,6 +59,7 @@ type TargetStats struct {
 	Supers   int64 // of those, GSO super-packets
 	Segments int64 // segments after cutting
 	Bad      int64 // segments over the MTU or with a wrong checksum
+	Lost     int64 // segments Lose dropped
 }
 
 // NewTarget builds a target stack owning addrs, behind a link of the given
@@ -140,6 +145,10 @@ func (t *Target) Write(pkts []wire.Packet) (int, error) {
 			return i, fmt.Errorf("wiretest: %w", err)
 		}
 		for _, s := range segs {
+			if t.Lose != nil && t.Lose(s) {
+				t.lost.Add(1)
+				continue
+			}
 			if len(s) > t.mtu || !header.IPv4(s).IsChecksumValid() || !TCPChecksumValid(s) {
 				t.bad.Add(1)
 			}
@@ -156,7 +165,7 @@ func (t *Target) Stack() *gstack.Stack { return t.s }
 
 // Stats returns the target's counters.
 func (t *Target) Stats() TargetStats {
-	return TargetStats{Packets: t.written.Load(), Supers: t.supers.Load(), Segments: t.segments.Load(), Bad: t.bad.Load()}
+	return TargetStats{Packets: t.written.Load(), Supers: t.supers.Load(), Segments: t.segments.Load(), Bad: t.bad.Load(), Lost: t.lost.Load()}
 }
 
 // ChecksumErrors is the target stack's own count of TCP segments it
