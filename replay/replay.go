@@ -441,22 +441,8 @@ func (r *Replayer) Event(k session.SessionKey, ev session.Event) {
 		r.mu.Unlock()
 		for _, s := range copies {
 			r.s.sessions.Add(1)
-			r.wg.Add(1)
-			go func() {
-				defer r.wg.Done()
-				s.run()
-				r.mu.Lock()
-				if cur := r.sessions[k]; slices.Contains(cur, s) {
-					// Still this generation of the key: forget the ended copy.
-					rest := slices.DeleteFunc(slices.Clone(cur), func(x *player) bool { return x == s })
-					if len(rest) == 0 {
-						delete(r.sessions, k)
-					} else {
-						r.sessions[k] = rest
-					}
-				}
-				r.mu.Unlock()
-			}()
+			r.wg.Add(1) // Done in end: parked sessions count too
+			go s.run()
 			s.push(ev, at, -1)
 		}
 		return
@@ -693,6 +679,18 @@ type player struct {
 	shedWhy   reason      // why it was shed (under mu, set with overflow)
 	dialed    bool        // the handshake completed (the player's goroutine only)
 
+	// Parking (park): a player with nothing queued has no goroutine; the
+	// next push, its idle timer or cancel starts one (wake). parked and
+	// idleTimer are under mu; idleSince, stopCancel, started and the loop
+	// state (play) belong to whichever goroutine runs the player, one at a
+	// time, handed over under mu.
+	parked     bool
+	idleTimer  *time.Timer
+	idleSince  time.Time // the queue ran empty here (zero: not waiting)
+	stopCancel func() bool
+	started    bool // the drain started: end closes the connection and waits for it
+	play       playState
+
 	// HTTP framing, decided on the first client bytes (sniffed). reqs is fed
 	// by run before each write; resps by the drain as answers are consumed.
 	sniffed bool
@@ -741,6 +739,17 @@ type player struct {
 	rcvErr   error        // set before rcvDone is closed
 	rcvDone  chan struct{}
 	progress chan struct{} // poked on every answer read
+}
+
+// playState is where the event loop stands between events; it outlives
+// the goroutine when the player parks.
+type playState struct {
+	conn           Conn
+	mark           turnStart // where the target's answers stood at the current turn's first write
+	wrote          bool      // the current turn has written bytes
+	pendingTurn    int       // captured answer size the next data must wait for
+	pendingAnswers int       // answers the capture shows before the next data, -1 unknown
+	waitTurn       bool
 }
 
 func (r *Replayer) newSession(k session.SessionKey, target netip.AddrPort, copy int) *player {
@@ -826,6 +835,7 @@ func (s *player) pushTurn(ev session.Event, at time.Time, answers int, numbers [
 	s.r.win.add(0, int64(n))
 	s.setAheadLocked(true)
 	s.cond.Broadcast()
+	s.wakeLocked()
 }
 
 // errSpillFull is why a session could not spill: the budget is spent.
@@ -856,6 +866,7 @@ func (s *player) spillLocked(ev session.Event, at time.Time) error {
 	s.q = append(s.q, queued{ev: ev, at: at, spillOff: off, spillLen: n})
 	s.setAheadLocked(true)
 	s.cond.Broadcast()
+	s.wakeLocked()
 	return nil
 }
 
@@ -869,6 +880,7 @@ func (s *player) shedLocked(reason string) Conn {
 	s.q = append(s.q, queued{ev: session.Event{Kind: evOverflow, Reason: reason}})
 	s.setAheadLocked(true)
 	s.cond.Broadcast()
+	s.wakeLocked()
 	return s.conn
 }
 
@@ -944,6 +956,7 @@ func (s *player) cancel() {
 	s.cancelled = true
 	c := s.conn
 	s.cond.Broadcast()
+	s.wakeLocked()
 	s.mu.Unlock()
 	if c != nil {
 		c.Abort()
@@ -1173,26 +1186,38 @@ func (s *player) waitUntil(at time.Time) {
 	}
 }
 
-// run replays the session's events and counts its outcome once.
+// run starts the session, on the goroutine Event started: its open, the
+// dial, then the event loop, which may park the player and go on later on
+// another goroutine (wake). The outcome is counted once.
 func (s *player) run() {
-	defer s.finish()
-	stop := context.AfterFunc(s.r.ctx, s.cancel)
-	defer stop()
-	cfg := &s.r.cfg
-	idle := cfg.Idle
-	if idle <= 0 {
-		idle = 24 * time.Hour
+	s.stopCancel = context.AfterFunc(s.r.ctx, s.cancel)
+	if s.open() && s.loop() {
+		return // parked
 	}
-	first, ok, _ := s.next(idle) // EvOpen carries no bytes: never spilled
+	s.end()
+}
+
+// idle is how long a session may wait for the capture's next event.
+func (s *player) idle() time.Duration {
+	if s.r.cfg.Idle <= 0 {
+		return 24 * time.Hour
+	}
+	return s.r.cfg.Idle
+}
+
+// open waits for the session's open, dials and starts the drain; false if
+// the session ended there (counted).
+func (s *player) open() bool {
+	first, ok, _ := s.next(s.idle()) // EvOpen carries no bytes: never spilled
 	if !ok || first.ev.Kind != session.EvOpen {
 		s.count(outFailed, errors.New("session without open"))
-		return
+		return false
 	}
 	s.waitUntil(first.at)
 	conn, err := s.dial()
 	if err != nil {
 		s.count(s.classify(err), err)
-		return
+		return false
 	}
 	s.dialed = true
 	s.mu.Lock()
@@ -1202,62 +1227,141 @@ func (s *player) run() {
 	if cancelled {
 		conn.Abort()
 		s.count(outInterrupted, s.r.ctx.Err())
-		return
+		return false
 	}
 	s.startDrain(conn)
-	defer func() {
-		conn.Close()
-		<-s.rcvDone // the drain ends with the connection: counters are final at Wait
-	}()
+	s.started = true
+	s.play = playState{conn: conn, pendingAnswers: -1}
+	return true
+}
 
-	var mark turnStart   // where the target's answers stood at the current turn's first write
-	wrote := false       // the current turn has written bytes
-	var pendingTurn int  // captured answer size the next data must wait for
-	pendingAnswers := -1 // answers the capture shows before the next data, -1 unknown
-	waitTurn := false
+// end closes an ended session, once: the connection (after its drain, so
+// the counters are final at Wait), the outcome to the comparison, the
+// replayer's books.
+func (s *player) end() {
+	if s.started {
+		s.play.conn.Close()
+		<-s.rcvDone
+	}
+	s.stopCancel()
+	s.finish()
+	s.r.forget(s)
+	s.r.wg.Done()
+}
 
+// forget drops an ended player from the sessions, if its key still holds
+// this generation.
+func (r *Replayer) forget(s *player) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if cur := r.sessions[s.key]; slices.Contains(cur, s) {
+		rest := slices.DeleteFunc(slices.Clone(cur), func(x *player) bool { return x == s })
+		if len(rest) == 0 {
+			delete(r.sessions, s.key)
+		} else {
+			r.sessions[s.key] = rest
+		}
+	}
+}
+
+// take returns the next queued event. With nothing queued it parks the
+// player (parked: the caller's goroutine returns and holds nothing; a
+// long-idle session costs no goroutine stack), unless the session has
+// waited idle for one or is cancelled (ok false).
+func (s *player) take(idle time.Duration) (q queued, ok, parked bool, err error) {
+	s.mu.Lock()
+	if len(s.q) == 0 {
+		// Waiting for the capture's next event: not ahead of the reader.
+		s.setAheadLocked(false)
+		now := time.Now()
+		if s.idleSince.IsZero() {
+			s.idleSince = now
+		}
+		if s.cancelled || now.Sub(s.idleSince) >= idle {
+			s.mu.Unlock()
+			return queued{}, false, false, nil
+		}
+		s.parked = true
+		s.idleTimer = time.AfterFunc(idle-now.Sub(s.idleSince), s.wake)
+		s.mu.Unlock()
+		return queued{}, false, true, nil
+	}
+	s.mu.Unlock()
+	s.idleSince = time.Time{}
+	q, ok, err = s.next(idle) // something is queued: no wait
+	return q, ok, false, err
+}
+
+// wakeLocked goes on with a parked player on a goroutine of its own: an
+// event was queued, the idle time ran out, or the replay is cancelled.
+func (s *player) wakeLocked() {
+	if !s.parked {
+		return
+	}
+	s.parked = false
+	s.idleTimer.Stop() // a no-op when the timer is what woke it
+	go s.resume()
+}
+
+func (s *player) wake() {
+	s.mu.Lock()
+	s.wakeLocked()
+	s.mu.Unlock()
+}
+
+func (s *player) resume() {
+	if !s.loop() {
+		s.end()
+	}
+}
+
+// loop replays queued events until the session ends (false, counted) or
+// nothing is queued (true: parked).
+func (s *player) loop() (parked bool) {
+	cfg := &s.r.cfg
+	idle := s.idle()
+	p := &s.play
+	conn := p.conn
 	for {
-		q, ok, err := s.next(idle)
+		q, ok, parked, err := s.take(idle)
+		if parked {
+			return true
+		}
 		if err != nil {
 			conn.Abort()
 			s.count(outFailed, err)
 			s.r.log.Error("session aborted", "client", s.key.Client, "server", s.key.Server, "err", err)
-			return
+			return false
 		}
 		if s.r.ctx.Err() != nil {
 			conn.Abort()
 			s.count(outInterrupted, s.r.ctx.Err())
-			return
+			return false
 		}
 		if !ok {
-			if s.r.ctx.Err() != nil {
-				conn.Abort()
-				s.count(outInterrupted, s.r.ctx.Err())
-				return
-			}
 			conn.Abort()
 			s.count(outTimedOut, fmt.Errorf("%w for %v", errIdle, idle))
-			return
+			return false
 		}
 		ev := q.ev
 		switch ev.Kind {
 		case session.EvTurn:
-			waitTurn, pendingTurn, pendingAnswers = true, ev.ServerBytes, q.answers
+			p.waitTurn, p.pendingTurn, p.pendingAnswers = true, ev.ServerBytes, q.answers
 			s.decide() // a server-first greeting: decided on its bytes
 			if s.renum != nil {
 				s.renum.Production(q.numbers, q.numbersOK)
 			}
 		case session.EvData:
-			if waitTurn {
-				s.awaitAnswer(mark, pendingTurn, pendingAnswers)
-				waitTurn = false
-				wrote = false
+			if p.waitTurn {
+				s.awaitAnswer(p.mark, p.pendingTurn, p.pendingAnswers)
+				p.waitTurn = false
+				p.wrote = false
 			}
 			s.waitUntil(q.at)
 			if s.r.ctx.Err() != nil {
 				conn.Abort()
 				s.count(outInterrupted, s.r.ctx.Err())
-				return
+				return false
 			}
 			if !s.sniffed {
 				s.sniffed = true
@@ -1272,9 +1376,9 @@ func (s *player) run() {
 			if !q.at.IsZero() {
 				s.pc.lagged(time.Since(q.at))
 			}
-			if !wrote {
-				mark = s.turnStart()
-				wrote = true
+			if !p.wrote {
+				p.mark = s.turnStart()
+				p.wrote = true
 			}
 			if s.reqs != nil {
 				// Before the write: the target may answer before it returns.
@@ -1282,46 +1386,46 @@ func (s *player) run() {
 			}
 			if err := s.writeClient(conn, ev.Data); err != nil { // h2flow.go
 				s.count(s.failure(err))
-				return
+				return false
 			}
 			if s.cmp != nil {
 				s.cmp.Sent(s.side, len(ev.Data), time.Now())
 			}
 		case session.EvFin:
-			if waitTurn {
+			if p.waitTurn {
 				// The client closed after it got its answer: so do we, or
 				// the target sees a client that gave up early.
-				s.awaitAnswer(mark, pendingTurn, pendingAnswers)
+				s.awaitAnswer(p.mark, p.pendingTurn, p.pendingAnswers)
 			}
 			s.waitUntil(q.at)
 			if err := s.flushClient(conn); err != nil {
 				s.count(s.failure(err))
-				return
+				return false
 			}
 			if err := conn.CloseWrite(); err != nil {
 				s.count(s.failure(err))
-				return
+				return false
 			}
 			s.count(s.awaitClose(conn, idle), nil)
-			return
+			return false
 		case session.EvRst:
-			if waitTurn {
-				s.awaitAnswer(mark, pendingTurn, pendingAnswers)
+			if p.waitTurn {
+				s.awaitAnswer(p.mark, p.pendingTurn, p.pendingAnswers)
 			}
 			s.waitUntil(q.at)
 			conn.Abort()
 			s.count(outClientReset, nil)
-			return
+			return false
 		case evOverflow:
 			conn.Abort()
 			s.count(outOverflow, errors.New(ev.Reason))
 			s.r.log.Warn("session aborted: fell behind the capture", "client", s.key.Client, "server", s.key.Server, "reason", ev.Reason)
-			return
+			return false
 		case session.EvGap:
 			conn.Abort()
 			s.count(outGap, errors.New(ev.Reason))
 			s.r.log.Warn("session aborted: capture gap", "client", s.key.Client, "server", s.key.Server, "reason", ev.Reason)
-			return
+			return false
 		case session.EvServerClose:
 			// The target's own close decides; the captured one is
 			// informational, except that after a captured server RST the
@@ -1334,25 +1438,25 @@ func (s *player) run() {
 			// The capture ended without the client closing: let the last
 			// turn be answered, then close as a polite client would.
 			switch {
-			case waitTurn:
-				s.awaitAnswer(mark, pendingTurn, pendingAnswers)
-			case wrote:
-				s.awaitAnswer(mark, 1, -1)
+			case p.waitTurn:
+				s.awaitAnswer(p.mark, p.pendingTurn, p.pendingAnswers)
+			case p.wrote:
+				s.awaitAnswer(p.mark, 1, -1)
 			}
 			if err := s.flushClient(conn); err != nil {
 				s.count(s.failure(err))
-				return
+				return false
 			}
 			conn.CloseWrite()
 			s.count(s.awaitClose(conn, min(idle, cfg.TurnWait+time.Second)), nil)
-			return
+			return false
 		}
 		select {
 		case <-s.rcvDone:
 			if s.rcvErr != nil && !errors.Is(s.rcvErr, io.EOF) {
 				// The target reset while we still had events to replay.
 				s.count(s.classify(s.rcvErr), s.rcvErr)
-				return
+				return false
 			}
 		default:
 		}

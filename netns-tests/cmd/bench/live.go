@@ -85,6 +85,9 @@ type liveStep struct {
 	lost      int
 	scCPU     time.Duration
 	icCPU     time.Duration
+	scSys     uint64        // stackcopy's system calls this step (perf), 0: not counted
+	icSys     uint64        // intercept's
+	sysErr    string        // why the system calls were not counted
 	answers   uint64        // relayed by intercept this step (its stats line)
 	drain     time.Duration // load end → last mirrored request seen
 	loadSecs  float64       // the load's duration
@@ -116,6 +119,18 @@ func (s liveStep) scPerReq() float64 {
 	return float64(s.scCPU.Microseconds()) / float64(s.mirrored)
 }
 
+// syscalls is the step's system calls per mirrored request (stackcopy)
+// and per relayed answer (intercept), or why they were not counted.
+func (s liveStep) syscalls() string {
+	if s.sysErr != "" {
+		return "syscalls not counted: " + s.sysErr
+	}
+	if s.mirrored == 0 || s.answers == 0 {
+		return "syscalls: nothing mirrored"
+	}
+	return fmt.Sprintf("syscalls %.1f/req (stackcopy), %.1f/answer (intercept)", float64(s.scSys)/float64(s.mirrored), float64(s.icSys)/float64(s.answers))
+}
+
 func (s liveStep) icPerAnswer() float64 {
 	if s.answers == 0 {
 		return 0
@@ -139,8 +154,8 @@ func (s liveStep) String() string {
 	if s.noStats != "" {
 		drops = "capture drops ? (" + s.noStats + ")"
 	}
-	return fmt.Sprintf("  %6d req/s offered  %7.0f achieved  served %6d  mirrored %6d  lost %5d  drain %4.1fs (mirror %5.0f req/s)  stackcopy %5.0f µs/req  intercept %5.0f µs/answer (%d answers)  %s, nfqueue drops %d",
-		s.rate, s.achieved, s.served, s.mirrored, s.lost, s.drain.Seconds(), s.mirrorRate(), s.scPerReq(), s.icPerAnswer(), s.answers, drops, s.icDrops)
+	return fmt.Sprintf("  %6d req/s offered  %7.0f achieved  served %6d  mirrored %6d  lost %5d  drain %4.1fs (mirror %5.0f req/s)  stackcopy %5.0f µs/req  intercept %5.0f µs/answer (%d answers)  %s, nfqueue drops %d; %s",
+		s.rate, s.achieved, s.served, s.mirrored, s.lost, s.drain.Seconds(), s.mirrorRate(), s.scPerReq(), s.icPerAnswer(), s.answers, drops, s.icDrops, s.syscalls())
 }
 
 // liveScStats is the part of stackcopy's --stats-json the workload reads.
@@ -247,6 +262,7 @@ func (b *bench) live(ctx context.Context) (res result, err error) {
 	res.details = append(res.details, fmt.Sprintf("live mirroring: highest rate with 0 lost = %d req/s%s; stackcopy %.0f µs/request; intercept %.0f µs/answer (no kernel-side comparison: the kernel has no live mirroring)",
 		s.rate, bound, s.scPerReq(), s.icPerAnswer()))
 	res.details = append(res.details, fmt.Sprintf("  stackcopy CPU by stage at %d req/s (whole run, start and drain included): %s", s.rate, stageLine(s.profile, 0, "")))
+	res.details = append(res.details, fmt.Sprintf("  at %d req/s: %s (perf stat raw_syscalls:sys_enter over the load and drain)", s.rate, s.syscalls()))
 	res.rows = append(res.rows,
 		row{workload: "live mirroring (0-loss rate)", sc: fmt.Sprintf("%d req/s", s.rate), kernel: "n/a (none)", ratio: "-", target: fmt.Sprintf("%d/%d", s.mirrored, s.served), verdict: "ok"},
 		row{workload: "  kept up (drain ≤ 1 s) up to", sc: kept, kernel: "n/a", ratio: "-"},
@@ -400,6 +416,30 @@ func (b *bench) liveStep(ctx context.Context, ll *liveLab, rate int, extra ...st
 	if err := errors.Join(err1, err2); err != nil {
 		return st, err
 	}
+	scCount, err1 := countSyscalls(sc.PID)
+	icCount, err2 := countSyscalls(ll.icpt.PID)
+	if err := errors.Join(err1, err2); err != nil {
+		st.sysErr = err.Error()
+	}
+	stopCounts := func() {
+		var errs []error
+		for _, c := range []struct {
+			count *syscallCount
+			n     *uint64
+		}{{scCount, &st.scSys}, {icCount, &st.icSys}} {
+			if c.count == nil {
+				continue
+			}
+			n, err := c.count.stop()
+			*c.n = n
+			errs = append(errs, err)
+		}
+		if err := errors.Join(errs...); err != nil && st.sysErr == "" {
+			st.sysErr = err.Error()
+		}
+		scCount, icCount = nil, nil
+	}
+	defer stopCounts() // on an early return
 
 	onlineAddr := netip.MustParsePrefix(liveOnline).Addr()
 	timeout := liveStepDur + 10*time.Second
@@ -451,6 +491,7 @@ func (b *bench) liveStep(ctx context.Context, ll *liveLab, rate int, extra ...st
 	st.drain = max(lastChange.Sub(loadEnd), 0)
 	sc1, err1 := sc.CPU()
 	icCPU1, err2 := ll.icpt.CPU()
+	stopCounts()
 	if err := errors.Join(err1, err2); err != nil {
 		return st, err
 	}
