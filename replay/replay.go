@@ -1282,6 +1282,7 @@ func (s *player) take(idle time.Duration) (q queued, ok, parked bool, err error)
 			return queued{}, false, false, nil
 		}
 		s.parked = true
+		s.q = nil // the backing array of what was queued: idle sessions keep none
 		s.idleTimer = time.AfterFunc(idle-now.Sub(s.idleSince), s.wake)
 		s.mu.Unlock()
 		return queued{}, false, true, nil
