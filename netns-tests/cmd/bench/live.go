@@ -85,7 +85,8 @@ type liveStep struct {
 	lost      int
 	scCPU     time.Duration
 	icCPU     time.Duration
-	scSys     uint64        // stackcopy's system calls this step (perf), 0: not counted
+	counted   bool          // perf counted system calls this step
+	scSys     uint64        // stackcopy's system calls this step
 	icSys     uint64        // intercept's
 	sysErr    string        // why the system calls were not counted
 	answers   uint64        // relayed by intercept this step (its stats line)
@@ -154,8 +155,12 @@ func (s liveStep) String() string {
 	if s.noStats != "" {
 		drops = "capture drops ? (" + s.noStats + ")"
 	}
-	return fmt.Sprintf("  %6d req/s offered  %7.0f achieved  served %6d  mirrored %6d  lost %5d  drain %4.1fs (mirror %5.0f req/s)  stackcopy %5.0f µs/req  intercept %5.0f µs/answer (%d answers)  %s, nfqueue drops %d; %s",
-		s.rate, s.achieved, s.served, s.mirrored, s.lost, s.drain.Seconds(), s.mirrorRate(), s.scPerReq(), s.icPerAnswer(), s.answers, drops, s.icDrops, s.syscalls())
+	line := fmt.Sprintf("  %6d req/s offered  %7.0f achieved  served %6d  mirrored %6d  lost %5d  drain %4.1fs (mirror %5.0f req/s)  stackcopy %5.0f µs/req  intercept %5.0f µs/answer (%d answers)  %s, nfqueue drops %d",
+		s.rate, s.achieved, s.served, s.mirrored, s.lost, s.drain.Seconds(), s.mirrorRate(), s.scPerReq(), s.icPerAnswer(), s.answers, drops, s.icDrops)
+	if s.counted {
+		line += "; " + s.syscalls()
+	}
+	return line
 }
 
 // liveScStats is the part of stackcopy's --stats-json the workload reads.
@@ -214,7 +219,7 @@ func (b *bench) live(ctx context.Context) (res result, err error) {
 	}
 	var steps []liveStep
 	for _, rate := range liveRates {
-		st, err := b.liveStep(ctx, ll, rate)
+		st, err := b.liveStep(ctx, ll, rate, false)
 		if err != nil {
 			return res, fmt.Errorf("%d req/s: %w", rate, err)
 		}
@@ -262,7 +267,13 @@ func (b *bench) live(ctx context.Context) (res result, err error) {
 	res.details = append(res.details, fmt.Sprintf("live mirroring: highest rate with 0 lost = %d req/s%s; stackcopy %.0f µs/request; intercept %.0f µs/answer (no kernel-side comparison: the kernel has no live mirroring)",
 		s.rate, bound, s.scPerReq(), s.icPerAnswer()))
 	res.details = append(res.details, fmt.Sprintf("  stackcopy CPU by stage at %d req/s (whole run, start and drain included): %s", s.rate, stageLine(s.profile, 0, "")))
-	res.details = append(res.details, fmt.Sprintf("  at %d req/s: %s (perf stat raw_syscalls:sys_enter over the load and drain)", s.rate, s.syscalls()))
+	// System calls: one more step at the same rate with perf counting.
+	sys, err := b.liveStep(ctx, ll, s.rate, true)
+	if err != nil {
+		return res, fmt.Errorf("%d req/s, counting system calls: %w", s.rate, err)
+	}
+	res.details = append(res.details, fmt.Sprintf("  at %d req/s, one more step with perf stat counting raw_syscalls:sys_enter over the load and drain: %s; %d of %d mirrored (CPU with the count attached: stackcopy %.0f µs/req, intercept %.0f µs/answer)",
+		s.rate, sys.syscalls(), sys.mirrored, sys.served, sys.scPerReq(), sys.icPerAnswer()))
 	res.rows = append(res.rows,
 		row{workload: "live mirroring (0-loss rate)", sc: fmt.Sprintf("%d req/s", s.rate), kernel: "n/a (none)", ratio: "-", target: fmt.Sprintf("%d/%d", s.mirrored, s.served), verdict: "ok"},
 		row{workload: "  kept up (drain ≤ 1 s) up to", sc: kept, kernel: "n/a", ratio: "-"},
@@ -376,8 +387,9 @@ func startRecorder(h *lab.Host, bin string, listen netip.AddrPort) (string, erro
 }
 
 // liveStep runs stackcopy live for one rate step; extra are more
-// stackcopy flags.
-func (b *bench) liveStep(ctx context.Context, ll *liveLab, rate int, extra ...string) (liveStep, error) {
+// stackcopy flags. With countSys, perf counts both processes' system
+// calls: a separate step, as counting costs each call a little CPU.
+func (b *bench) liveStep(ctx context.Context, ll *liveLab, rate int, countSys bool, extra ...string) (liveStep, error) {
 	st := liveStep{rate: rate}
 	statsPath := filepath.Join(ll.l.Dir(), fmt.Sprintf("live-%d-%d.json", rate, time.Now().UnixNano()))
 	st.profile = strings.TrimSuffix(statsPath, ".json") + ".cpu.prof"
@@ -416,10 +428,14 @@ func (b *bench) liveStep(ctx context.Context, ll *liveLab, rate int, extra ...st
 	if err := errors.Join(err1, err2); err != nil {
 		return st, err
 	}
-	scCount, err1 := countSyscalls(sc.PID)
-	icCount, err2 := countSyscalls(ll.icpt.PID)
-	if err := errors.Join(err1, err2); err != nil {
-		st.sysErr = err.Error()
+	var scCount, icCount *syscallCount
+	st.counted = countSys
+	if countSys {
+		scCount, err1 = countSyscalls(sc.PID)
+		icCount, err2 = countSyscalls(ll.icpt.PID)
+		if err := errors.Join(err1, err2); err != nil {
+			st.sysErr = err.Error()
+		}
 	}
 	stopCounts := func() {
 		var errs []error
@@ -533,7 +549,7 @@ const liveCompareRate = 2000
 // (the default), then intercept relaying whole answers (--full-payload)
 // and stackcopy comparing every answer with production's (--compare).
 func (b *bench) liveCompare(ctx context.Context, ll *liveLab) ([]string, []row, error) {
-	plain, err := b.liveStep(ctx, ll, liveCompareRate)
+	plain, err := b.liveStep(ctx, ll, liveCompareRate, false)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -548,7 +564,7 @@ func (b *bench) liveCompare(ctx context.Context, ll *liveLab) ([]string, []row, 
 	}); err != nil {
 		return nil, nil, err
 	}
-	cmp, err := b.liveStep(ctx, ll, liveCompareRate, "--compare")
+	cmp, err := b.liveStep(ctx, ll, liveCompareRate, false, "--compare")
 	if err != nil {
 		return nil, nil, err
 	}
