@@ -34,7 +34,7 @@ demo: build
 	$(GO) run ./netns-tests/cmd/demo -stackcopy $(BIN)/stackcopy -recorder $(BIN)/recorder
 
 bench: build
-	$(GO) run ./netns-tests/cmd/bench -stackcopy $(BIN)/stackcopy -recorder $(BIN)/recorder -intercept $(BIN)/intercept
+	$(GO) run ./netns-tests/cmd/bench -stackcopy $(BIN)/stackcopy -recorder $(BIN)/recorder -intercept $(BIN)/intercept $(if $(TCPCOPY),-tcpcopy $(TCPCOPY)/sbin/tcpcopy -tcpcopy-intercept $(TCPCOPY)/sbin/intercept)
 	$(GO) run ./netns-tests/cmd/protobench
 
 # Lab runs beyond what make test asserts: the live upload under loss with

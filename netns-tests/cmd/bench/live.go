@@ -204,7 +204,11 @@ func (b *bench) live(ctx context.Context) (res result, err error) {
 	if err := resolveBinaries(&b.cfg.intercept); err != nil {
 		return res, err
 	}
-	ctx, cancel := context.WithTimeout(ctx, 6*time.Minute)
+	budget := 6 * time.Minute
+	if b.cfg.tcpcopy != "" {
+		budget += 3 * time.Minute // the peer's steps
+	}
+	ctx, cancel := context.WithTimeout(ctx, budget)
 	defer cancel()
 	ll, err := b.liveSetup(ctx, "bench-live", liveTargetNginx)
 	if ll != nil && ll.l != nil {
@@ -283,7 +287,7 @@ func (b *bench) live(ctx context.Context) (res result, err error) {
 			target: fmt.Sprintf("<=%.1fµs*", tcpcopyPerRequest), verdict: verdict(s.scPerReq() <= tcpcopyPerRequest)},
 		row{workload: "  intercept CPU per answer", sc: fmt.Sprintf("%.0f µs", s.icPerAnswer()), kernel: "n/a", ratio: "-",
 			target: fmt.Sprintf("<=%.0fµs*", tcpcopyInterceptPerAnswer), verdict: verdict(s.icPerAnswer() <= tcpcopyInterceptPerAnswer)})
-	res.details = append(res.details, fmt.Sprintf("  * targets: tcpcopy 1.3 and its intercept in this lab, keep-alive, as recorded in the performance issue (%.1f µs per request, %.0f µs per answer); no tcpcopy peer ran in this bench",
+	res.details = append(res.details, fmt.Sprintf("  * targets: tcpcopy 1.3 and its intercept in this lab, keep-alive, as recorded in the performance issue (%.1f µs per request, %.0f µs per answer); with -tcpcopy the peer's own figures follow below",
 		tcpcopyPerRequest, tcpcopyInterceptPerAnswer))
 	details, rows, err := b.liveCompare(ctx, ll)
 	if err != nil {
@@ -291,6 +295,19 @@ func (b *bench) live(ctx context.Context) (res result, err error) {
 	}
 	res.details = append(res.details, details...)
 	res.rows = append(res.rows, rows...)
+	if b.cfg.tcpcopy == "" {
+		res.details = append(res.details, "  no tcpcopy peer: build one with netns-tests/tcpcopy-peer/build.sh DIR and run make bench TCPCOPY=DIR")
+		return res, nil
+	}
+	if err := resolveBinaries(&b.cfg.tcpcopy, &b.cfg.tcIntercept); err != nil {
+		return res, err
+	}
+	details, rows, err = b.tcpcopyPeer(ctx, steps)
+	res.details = append(res.details, details...)
+	res.rows = append(res.rows, rows...)
+	if err != nil {
+		return res, fmt.Errorf("tcpcopy peer: %w", err)
+	}
 	return res, nil
 }
 
@@ -414,14 +431,6 @@ func (b *bench) liveStep(ctx context.Context, ll *liveLab, rate int, countSys bo
 	// Let the relay channel come up before the first answer.
 	time.Sleep(500 * time.Millisecond)
 
-	served0, err := countLines(ll.access)
-	if err != nil {
-		return st, err
-	}
-	recs0, err := countLines(ll.targetAccess)
-	if err != nil {
-		return st, err
-	}
 	ic0, rel0 := interceptStats(ll.icpt.Log())
 	sc0, err1 := sc.CPU()
 	icCPU0, err2 := ll.icpt.CPU()
@@ -457,54 +466,9 @@ func (b *bench) liveStep(ctx context.Context, ll *liveLab, rate int, countSys bo
 	}
 	defer stopCounts() // on an early return
 
-	onlineAddr := netip.MustParsePrefix(liveOnline).Addr()
-	timeout := liveStepDur + 10*time.Second
-	rctx, cancel := context.WithTimeout(ctx, timeout+15*time.Second)
-	defer cancel()
-	load, err := startRole(ll.client, b.self, "-role", "liveload",
-		"-connect", netip.AddrPortFrom(onlineAddr, 80).String(), "-rate", strconv.Itoa(rate),
-		"-duration", liveStepDur.String(), "-conns", strconv.Itoa(liveConns), "-timeout", timeout.String())
-	if err != nil {
+	if err := b.loadAndDrain(ctx, ll, &st); err != nil {
 		return st, err
 	}
-	if err := load.WaitContext(rctx, roleGrace); err != nil {
-		return st, err
-	}
-	var lr benchrole.LiveLoadResult
-	if err := json.Unmarshal([]byte(load.Stdout()), &lr); err != nil {
-		return st, fmt.Errorf("%s: result %q: %w", load, load.Stdout(), err)
-	}
-	st.achieved, st.loadFail, st.loadErrs, st.loadSecs = lr.Rate, lr.Failed, lr.Errors, lr.Seconds
-
-	// nginx logs a request when it answered it; give it a moment.
-	time.Sleep(200 * time.Millisecond)
-	served1, err := countLines(ll.access)
-	if err != nil {
-		return st, err
-	}
-	st.served = served1 - served0
-	// Wait for the mirror to drain: every served request at the target, or
-	// no progress for 3 s (bounded at 20 s: what is not there by then
-	// counts as lost).
-	var recs1 int
-	loadEnd := time.Now()
-	lastChange, prev := time.Now(), -1
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		if recs1, err = countLines(ll.targetAccess); err != nil {
-			return st, err
-		}
-		if recs1-recs0 >= st.served || time.Now().After(deadline) || time.Since(lastChange) > 3*time.Second || ctx.Err() != nil {
-			break
-		}
-		if recs1 != prev {
-			prev, lastChange = recs1, time.Now()
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	st.mirrored = recs1 - recs0
-	st.lost = st.served - st.mirrored
-	st.drain = max(lastChange.Sub(loadEnd), 0)
 	sc1, err1 := sc.CPU()
 	icCPU1, err2 := ll.icpt.CPU()
 	stopCounts()
@@ -538,6 +502,70 @@ func (b *bench) liveStep(ctx context.Context, ll *liveLab, rate int, countSys bo
 	}
 	st.compare = ss.Compare
 	return st, nil
+}
+
+// loadAndDrain offers st.rate requests/s from the client over keep-alive
+// connections for liveStepDur, then waits for the mirror to drain, and
+// records the load, what the online host served and what reached the
+// target.
+func (b *bench) loadAndDrain(ctx context.Context, ll *liveLab, st *liveStep) error {
+	served0, err := countLines(ll.access)
+	if err != nil {
+		return err
+	}
+	recs0, err := countLines(ll.targetAccess)
+	if err != nil {
+		return err
+	}
+	onlineAddr := netip.MustParsePrefix(liveOnline).Addr()
+	timeout := liveStepDur + 10*time.Second
+	rctx, cancel := context.WithTimeout(ctx, timeout+15*time.Second)
+	defer cancel()
+	load, err := startRole(ll.client, b.self, "-role", "liveload",
+		"-connect", netip.AddrPortFrom(onlineAddr, 80).String(), "-rate", strconv.Itoa(st.rate),
+		"-duration", liveStepDur.String(), "-conns", strconv.Itoa(liveConns), "-timeout", timeout.String())
+	if err != nil {
+		return err
+	}
+	if err := load.WaitContext(rctx, roleGrace); err != nil {
+		return err
+	}
+	var lr benchrole.LiveLoadResult
+	if err := json.Unmarshal([]byte(load.Stdout()), &lr); err != nil {
+		return fmt.Errorf("%s: result %q: %w", load, load.Stdout(), err)
+	}
+	st.achieved, st.loadFail, st.loadErrs, st.loadSecs = lr.Rate, lr.Failed, lr.Errors, lr.Seconds
+
+	// nginx logs a request when it answered it; give it a moment.
+	time.Sleep(200 * time.Millisecond)
+	served1, err := countLines(ll.access)
+	if err != nil {
+		return err
+	}
+	st.served = served1 - served0
+	// Wait for the mirror to drain: every served request at the target, or
+	// no progress for 3 s (bounded at 20 s: what is not there by then
+	// counts as lost).
+	var recs1 int
+	loadEnd := time.Now()
+	lastChange, prev := time.Now(), -1
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		if recs1, err = countLines(ll.targetAccess); err != nil {
+			return err
+		}
+		if recs1-recs0 >= st.served || time.Now().After(deadline) || time.Since(lastChange) > 3*time.Second || ctx.Err() != nil {
+			break
+		}
+		if recs1 != prev {
+			prev, lastChange = recs1, time.Now()
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	st.mirrored = recs1 - recs0
+	st.lost = st.served - st.mirrored
+	st.drain = max(lastChange.Sub(loadEnd), 0)
+	return nil
 }
 
 // liveCompareRate is the rate the comparison's cost is measured at: well

@@ -62,10 +62,13 @@ type config struct {
 	stackcopy string
 	recorder  string
 	intercept string
-	only      map[string]bool
-	scFlags   []string // added to every stackcopy run (-stackcopy-flags), for A/B runs
-	quick     bool
-	runs      int
+	// tcpcopy and tcIntercept are TCPCopy's binaries, for the live
+	// workload's side-by-side peer; empty: no peer.
+	tcpcopy, tcIntercept string
+	only                 map[string]bool
+	scFlags              []string // added to every stackcopy run (-stackcopy-flags), for A/B runs
+	quick                bool
+	runs                 int
 
 	uploadBytes int64
 	lossyBytes  int64
@@ -100,6 +103,8 @@ func parseFlags(args []string) (*config, error) {
 	fs.StringVar(&c.stackcopy, "stackcopy", "bin/stackcopy", "stackcopy binary")
 	fs.StringVar(&c.recorder, "recorder", "bin/recorder", "recorder binary (the lossy workload's online and target servers)")
 	fs.StringVar(&c.intercept, "intercept", "bin/intercept", "intercept binary (the live and lossy workloads)")
+	fs.StringVar(&c.tcpcopy, "tcpcopy", "", "TCPCopy's tcpcopy binary: the live workload also runs TCPCopy side by side (needs -tcpcopy-intercept; see netns-tests/tcpcopy-peer/build.sh)")
+	fs.StringVar(&c.tcIntercept, "tcpcopy-intercept", "", "TCPCopy's intercept binary, for -tcpcopy")
 	only := fs.String("only", "", "run only these workloads: upload, short, idle, live, lossy, memory (comma-separated)")
 	scFlags := fs.String("stackcopy-flags", "", "flags added to every stackcopy run, space-separated (e.g. \"--gso host\"), to compare settings")
 	fs.BoolVar(&c.quick, "quick", false, "smaller sizes for a smoke run: 64 MiB upload, 300 short sessions, 1000 idle sessions, 32 MiB lossy upload")
@@ -119,6 +124,9 @@ func parseFlags(args []string) (*config, error) {
 	}
 	if c.runs < 1 || c.runs > 9 {
 		return nil, fmt.Errorf("-runs %d: want 1..9", c.runs)
+	}
+	if (c.tcpcopy == "") != (c.tcIntercept == "") {
+		return nil, errors.New("-tcpcopy and -tcpcopy-intercept go together")
 	}
 	c.scFlags = strings.Fields(*scFlags)
 	c.only = map[string]bool{}

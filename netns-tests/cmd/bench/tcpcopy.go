@@ -1,0 +1,197 @@
+package main
+
+// The tcpcopy peer: TCPCopy (NetEase's tcpcopy and its intercept, C)
+// mirrors the live workload's traffic, side by side with stackcopy in the
+// same bench run, when the bench is given their binaries (-tcpcopy and
+// -tcpcopy-intercept; `make bench TCPCOPY=DIR` after
+// netns-tests/tcpcopy-peer/build.sh DIR). In a lab of its own, set up as
+// TCPCopy's README deploys it: the target routes the answers to the forged
+// clients (tcpcopy -c) to an assistant host, whose intercept captures
+// them with pcap and relays their headers to tcpcopy; the assistant does
+// not forward, so the answers end there.
+//
+//	client 198.18.1.10 ── online 198.18.1.1 (nginx :80, tcpcopy)
+//	                      198.18.2.1 ── target 198.18.2.2 (nginx :80)
+//	                                    198.18.3.1 ── assistant 198.18.3.2 (intercept)
+//
+// The target routes the forged clients (198.19.1.0/24) to the assistant,
+// and the online host reaches the assistant's intercept through the
+// target.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"strings"
+	"time"
+
+	"github.com/stackcopy/stackcopy/netns-tests/lab"
+)
+
+const (
+	tcMirror    = "198.18.2.1/24"
+	tcTarget    = "198.18.2.2/24"
+	tcTargetAst = "198.18.3.1/24"
+	tcAssistant = "198.18.3.2/24"
+	tcForged    = "198.19.1.0/24" // tcpcopy -c 198.19.1.x
+)
+
+// tcpcopyLab is the peer's lab: the live lab's client, online host and
+// target, plus the assistant.
+type tcpcopyLab struct {
+	liveLab
+	assistant *lab.Host
+	tcIcpt    *lab.Proc
+}
+
+func (b *bench) tcpcopySetup(ctx context.Context) (*tcpcopyLab, error) {
+	l, err := lab.New("bench-tcpcopy")
+	if err != nil {
+		return nil, err
+	}
+	tl := &tcpcopyLab{liveLab: liveLab{l: l}}
+	hosts, err := l.NewHosts("client", "online", "target", "assistant")
+	if err != nil {
+		return tl, err
+	}
+	tl.client, tl.online, tl.target, tl.assistant = hosts[0], hosts[1], hosts[2], hosts[3]
+	if _, tl.onlineIf, err = l.Link(tl.client, netip.MustParsePrefix(liveClient), tl.online, netip.MustParsePrefix(liveOnline)); err != nil {
+		return tl, err
+	}
+	var fromOnline string
+	if tl.mirrorIf, fromOnline, err = l.Link(tl.online, netip.MustParsePrefix(tcMirror), tl.target, netip.MustParsePrefix(tcTarget)); err != nil {
+		return tl, err
+	}
+	toAst, astIf, err := l.Link(tl.target, netip.MustParsePrefix(tcTargetAst), tl.assistant, netip.MustParsePrefix(tcAssistant))
+	if err != nil {
+		return tl, err
+	}
+	targetAddr := netip.MustParsePrefix(tcTarget).Addr()
+	astAddr := netip.MustParsePrefix(tcAssistant).Addr()
+	for _, step := range []error{
+		tl.target.AddRoute(netip.MustParsePrefix(tcForged), astAddr),
+		tl.online.AddRoute(netip.MustParsePrefix(tcAssistant).Masked(), targetAddr),
+		tl.assistant.AddRoute(netip.MustParsePrefix(tcMirror).Masked(), netip.MustParsePrefix(tcTargetAst).Addr()),
+		tl.target.Sysctl("net.ipv4.ip_forward", "1"),
+		// The forged clients arrive from the online host but are routed
+		// to the assistant: strict reverse-path filtering would drop them
+		// (TCPCopy's README says the same of rp_filter).
+		tl.target.Sysctl("net.ipv4.conf.all.rp_filter", "0"),
+		tl.target.Sysctl("net.ipv4.conf."+fromOnline+".rp_filter", "0"),
+		tl.target.Sysctl("net.ipv4.conf."+toAst+".rp_filter", "0"),
+		tl.online.Sysctl("net.core.somaxconn", "16384"),
+		tl.target.Sysctl("net.core.somaxconn", "16384"),
+	} {
+		if step != nil {
+			return tl, step
+		}
+	}
+	if tl.tcIcpt, err = tl.assistant.Start(b.cfg.tcIntercept, "-i", astIf, "-F", "tcp and src port 80"); err != nil {
+		return tl, err
+	}
+	if err := tl.assistant.WaitListening(ctx, netip.AddrPortFrom(astAddr, 36524)); err != nil {
+		return tl, fmt.Errorf("tcpcopy's intercept did not listen on 36524: %w; log: %s", err, outputTail(tl.tcIcpt.Log()))
+	}
+	ng, err := lab.ServeFiles(tl.online, netip.AddrPortFrom(netip.MustParsePrefix(liveOnline).Addr(), 80), map[string][]byte{"a.txt": []byte(strings.Repeat("answer ", 40))})
+	if err != nil {
+		return tl, err
+	}
+	tl.access = ng.Config.AccessLog()
+	tng, err := lab.StartNginx(tl.target, netip.AddrPortFrom(targetAddr, 80), ng.Config.Root)
+	if err != nil {
+		return tl, err
+	}
+	tl.targetAccess = tng.Config.AccessLog()
+	b.logf("tcpcopy lab %s: client %s ── online %s/%s (nginx, tcpcopy) ── target %s/%s (nginx) ── assistant %s (TCPCopy's intercept, pcap on %s)",
+		l.Prefix(), liveClient, liveOnline, tcMirror, tcTarget, tcTargetAst, tcAssistant, astIf)
+	return tl, nil
+}
+
+// tcpcopyStep runs tcpcopy afresh for one rate step; intercept runs
+// throughout. Its CPU is counted per mirrored request (it has no stats of
+// relayed answers; in this keep-alive workload the target sends one
+// packet per request).
+func (b *bench) tcpcopyStep(ctx context.Context, tl *tcpcopyLab, rate int) (liveStep, error) {
+	st := liveStep{rate: rate}
+	tc, err := tl.online.Start(b.cfg.tcpcopy, "-x", "80-"+netip.MustParsePrefix(tcTarget).Addr().String()+":80",
+		"-s", netip.MustParsePrefix(tcAssistant).Addr().String(), "-c", "198.19.1.x")
+	if err != nil {
+		return st, err
+	}
+	defer tc.Stop()
+	// tcpcopy connects to intercept at start; give it that second.
+	time.Sleep(time.Second)
+	select {
+	case <-tc.Done():
+		return st, fmt.Errorf("tcpcopy exited at start: %s", outputTail(tc.Log()))
+	default:
+	}
+	tc0, err1 := tc.CPU()
+	ic0, err2 := tl.tcIcpt.CPU()
+	if err := errors.Join(err1, err2); err != nil {
+		return st, err
+	}
+	if err := b.loadAndDrain(ctx, &tl.liveLab, &st); err != nil {
+		return st, err
+	}
+	tc1, err1 := tc.CPU()
+	ic1, err2 := tl.tcIcpt.CPU()
+	if err := errors.Join(err1, err2); err != nil {
+		return st, err
+	}
+	st.scCPU, st.icCPU = tc1-tc0, ic1-ic0
+	st.answers = uint64(st.mirrored)
+	st.noStats = "tcpcopy"
+	return st, nil
+}
+
+// tcpcopyPeer runs the peer at the live workload's rates, up to the first
+// that loses requests or that the load cannot reach, and lays it beside
+// stackcopy's steps.
+func (b *bench) tcpcopyPeer(ctx context.Context, sc []liveStep) ([]string, []row, error) {
+	tl, err := b.tcpcopySetup(ctx)
+	if tl != nil && tl.l != nil {
+		defer func() {
+			if cerr := tl.l.Close(); cerr != nil {
+				b.logf("tcpcopy lab: %v", cerr)
+			}
+		}()
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("tcpcopy lab setup: %w", err)
+	}
+	byRate := map[int]liveStep{}
+	for _, st := range sc {
+		byRate[st.rate] = st
+	}
+	details := []string{"tcpcopy peer (TCPCopy's tcpcopy on the online host, its intercept with pcap on an assistant the target routes the forged clients to), same load, side by side:",
+		"     rate   tcpcopy µs/req  its intercept µs/req  lost (of served)   |  stackcopy µs/req  intercept µs/answer  lost"}
+	var rows []row
+	for _, rate := range liveRates {
+		st, err := b.tcpcopyStep(ctx, tl, rate)
+		if err != nil {
+			return details, rows, fmt.Errorf("tcpcopy at %d req/s: %w", rate, err)
+		}
+		b.logf("live tcpcopy %d req/s: achieved %.0f, served %d, mirrored %d, lost %d, tcpcopy %.0f µs/req, intercept %.0f µs/req",
+			rate, st.achieved, st.served, st.mirrored, st.lost, st.scPerReq(), st.icPerAnswer())
+		line := fmt.Sprintf("   %6d   %14.0f  %20.0f  %6d (%d)", rate, st.scPerReq(), st.icPerAnswer(), st.lost, st.served)
+		if s, ok := byRate[rate]; ok {
+			line += fmt.Sprintf("   |  %16.0f  %19.0f  %4d", s.scPerReq(), s.icPerAnswer(), s.lost)
+			// The table compares at the highest rate both ran.
+			rows = []row{
+				{workload: fmt.Sprintf("  CPU/request vs tcpcopy @%d/s", rate), sc: fmt.Sprintf("%.0f µs", s.scPerReq()), kernel: fmt.Sprintf("tcpcopy %.0f µs", st.scPerReq()),
+					ratio: ratioStr(s.scPerReq(), st.scPerReq()), target: "<=1.0x", verdict: verdict(s.scPerReq() <= st.scPerReq() && s.lost == 0)},
+				{workload: fmt.Sprintf("  intercept CPU vs tcpcopy's @%d/s", rate), sc: fmt.Sprintf("%.0f µs", s.icPerAnswer()), kernel: fmt.Sprintf("tcpcopy %.0f µs", st.icPerAnswer()),
+					ratio: ratioStr(s.icPerAnswer(), st.icPerAnswer()), target: "<=1.0x", verdict: verdict(s.icPerAnswer() <= st.icPerAnswer())},
+				{workload: fmt.Sprintf("  lost vs tcpcopy @%d/s", rate), sc: fmt.Sprintf("%d/%d", s.lost, s.served), kernel: fmt.Sprintf("tcpcopy %d/%d", st.lost, st.served),
+					ratio: "-", target: "0", verdict: verdict(s.lost == 0)},
+			}
+		}
+		details = append(details, line)
+		if st.lost != 0 || st.served == 0 || st.achieved < 0.95*float64(rate) {
+			break
+		}
+	}
+	return details, rows, nil
+}
