@@ -186,6 +186,8 @@ type liveLab struct {
 	targetLog              string // target recorder's log (liveTargetRecorder)
 	access                 string
 	icpt                   *lab.Proc
+	relayAddr              netip.Addr // where intercept listens (-s)
+	scExtra                []string   // more stackcopy flags for every step
 }
 
 // liveTargetServer is what serves liveTarget:80 in the live lab.
@@ -351,6 +353,7 @@ func (b *bench) liveSetup(ctx context.Context, name string, server liveTargetSer
 	if ll.keyFile, err = l.WriteKey("relay.key"); err != nil {
 		return ll, err
 	}
+	ll.relayAddr = targetAddr
 
 	if err := ll.target.IPTables("-I", "OUTPUT", "-p", "tcp", "--sport", "80", "-j", "NFQUEUE", "--queue-num", "0"); err != nil {
 		return ll, err
@@ -410,10 +413,10 @@ func (b *bench) liveStep(ctx context.Context, ll *liveLab, rate int, countSys bo
 	st := liveStep{rate: rate}
 	statsPath := filepath.Join(ll.l.Dir(), fmt.Sprintf("live-%d-%d.json", rate, time.Now().UnixNano()))
 	st.profile = strings.TrimSuffix(statsPath, ".json") + ".cpu.prof"
-	targetAddr := netip.MustParsePrefix(liveTarget).Addr()
-	sc, err := ll.online.Start(b.cfg.stackcopy, append([]string{"-v", "--stats-json", statsPath, "--cpuprofile", st.profile,
-		"-x", "198.18.1.1:80-198.18.2.2:80", "-i", ll.onlineIf, "-s", targetAddr.String(),
-		"--key-file", ll.keyFile, "-o", "raw"}, extra...)...)
+	args := append([]string{"-v", "--stats-json", statsPath, "--cpuprofile", st.profile,
+		"-x", "198.18.1.1:80-198.18.2.2:80", "-i", ll.onlineIf, "-s", ll.relayAddr.String(),
+		"--key-file", ll.keyFile, "-o", "raw"}, ll.scExtra...)
+	sc, err := ll.online.Start(b.cfg.stackcopy, append(args, extra...)...)
 	if err != nil {
 		return st, err
 	}

@@ -42,6 +42,7 @@ const (
 type tcpcopyLab struct {
 	liveLab
 	assistant *lab.Host
+	astIf     string // the assistant's interface towards the target
 	tcIcpt    *lab.Proc
 }
 
@@ -87,6 +88,7 @@ func (b *bench) tcpcopySetup(ctx context.Context) (*tcpcopyLab, error) {
 			return tl, step
 		}
 	}
+	tl.astIf = astIf
 	if tl.tcIcpt, err = tl.assistant.Start(b.cfg.tcIntercept, "-i", astIf, "-F", "tcp and src port 80"); err != nil {
 		return tl, err
 	}
@@ -149,7 +151,7 @@ func (b *bench) tcpcopyStep(ctx context.Context, tl *tcpcopyLab, rate int) (live
 // tcpcopyPeer runs the peer at the live workload's rates, up to the first
 // that loses requests or that the load cannot reach, and lays it beside
 // stackcopy's steps.
-func (b *bench) tcpcopyPeer(ctx context.Context, sc []liveStep) ([]string, []row, error) {
+func (b *bench) tcpcopyPeer(ctx context.Context, trad []liveStep) ([]string, []row, error) {
 	tl, err := b.tcpcopySetup(ctx)
 	if tl != nil && tl.l != nil {
 		defer func() {
@@ -161,37 +163,114 @@ func (b *bench) tcpcopyPeer(ctx context.Context, sc []liveStep) ([]string, []row
 	if err != nil {
 		return nil, nil, fmt.Errorf("tcpcopy lab setup: %w", err)
 	}
-	byRate := map[int]liveStep{}
-	for _, st := range sc {
-		byRate[st.rate] = st
-	}
-	details := []string{"tcpcopy peer (TCPCopy's tcpcopy on the online host, its intercept with pcap on an assistant the target routes the forged clients to), same load, side by side:",
-		"     rate   tcpcopy µs/req  its intercept µs/req  lost (of served)   |  stackcopy µs/req  intercept µs/answer  lost"}
-	var rows []row
+	var peer []liveStep
 	for _, rate := range liveRates {
 		st, err := b.tcpcopyStep(ctx, tl, rate)
 		if err != nil {
-			return details, rows, fmt.Errorf("tcpcopy at %d req/s: %w", rate, err)
+			return nil, nil, fmt.Errorf("tcpcopy at %d req/s: %w", rate, err)
 		}
 		b.logf("live tcpcopy %d req/s: achieved %.0f, served %d, mirrored %d, lost %d, tcpcopy %.0f µs/req, intercept %.0f µs/req",
 			rate, st.achieved, st.served, st.mirrored, st.lost, st.scPerReq(), st.icPerAnswer())
-		line := fmt.Sprintf("   %6d   %14.0f  %20.0f  %6d (%d)", rate, st.scPerReq(), st.icPerAnswer(), st.lost, st.served)
-		if s, ok := byRate[rate]; ok {
-			line += fmt.Sprintf("   |  %16.0f  %19.0f  %4d", s.scPerReq(), s.icPerAnswer(), s.lost)
-			// The table compares at the highest rate both ran.
-			rows = []row{
-				{workload: fmt.Sprintf("  CPU/request vs tcpcopy @%d/s", rate), sc: fmt.Sprintf("%.0f µs", s.scPerReq()), kernel: fmt.Sprintf("tcpcopy %.0f µs", st.scPerReq()),
-					ratio: ratioStr(s.scPerReq(), st.scPerReq()), target: "<=1.0x", verdict: verdict(s.scPerReq() <= st.scPerReq() && s.lost == 0)},
-				{workload: fmt.Sprintf("  intercept CPU vs tcpcopy's @%d/s", rate), sc: fmt.Sprintf("%.0f µs", s.icPerAnswer()), kernel: fmt.Sprintf("tcpcopy %.0f µs", st.icPerAnswer()),
-					ratio: ratioStr(s.icPerAnswer(), st.icPerAnswer()), target: "<=1.0x", verdict: verdict(s.icPerAnswer() <= st.icPerAnswer())},
-				{workload: fmt.Sprintf("  lost vs tcpcopy @%d/s", rate), sc: fmt.Sprintf("%d/%d", s.lost, s.served), kernel: fmt.Sprintf("tcpcopy %d/%d", st.lost, st.served),
-					ratio: "-", target: "0", verdict: verdict(s.lost == 0)},
-			}
-		}
-		details = append(details, line)
+		peer = append(peer, st)
 		if st.lost != 0 || st.served == 0 || st.achieved < 0.95*float64(rate) {
 			break
 		}
 	}
+	adv, err := b.advancedSteps(ctx, tl)
+	if err != nil {
+		return nil, nil, err
+	}
+	return peerTable(peer, adv, trad)
+}
+
+// peerTable lays the peer's steps beside stackcopy's in the same
+// deployment (adv) and in the traditional one (trad, NFQUEUE on the
+// target), rate by rate; the summary rows compare like for like at the
+// highest rate both ran without loss.
+func peerTable(peer, adv, trad []liveStep) ([]string, []row, error) {
+	at := func(steps []liveStep, rate int) (liveStep, bool) {
+		for _, s := range steps {
+			if s.rate == rate {
+				return s, true
+			}
+		}
+		return liveStep{}, false
+	}
+	cell := func(steps []liveStep, rate int) string {
+		s, ok := at(steps, rate)
+		if !ok {
+			return fmt.Sprintf("%7s %7s %6s", "-", "-", "-")
+		}
+		return fmt.Sprintf("%7.0f %7.0f %6d", s.scPerReq(), s.icPerAnswer(), s.lost)
+	}
+	details := []string{
+		"tcpcopy peer, same load, side by side: CPU per mirrored request (mirror) and per relayed answer (intercept, µs), requests lost",
+		"  TCPCopy: tcpcopy on the online host, its intercept with pcap on an assistant the target routes the forged clients (-c 198.19.1.x) to",
+		"  stackcopy, same deployment: its intercept with AF_PACKET (-i) on that assistant, the same -c; traditional: the live workload above (intercept on NFQUEUE on the target)",
+		"     rate |  tcpcopy  interc.   lost |  stackcopy interc.  lost | traditional interc. lost",
+	}
+	var rows []row
+	for _, rate := range liveRates {
+		p, ok := at(peer, rate)
+		if !ok {
+			break
+		}
+		details = append(details, fmt.Sprintf("   %6d | %s | %s | %s", rate, cell(peer, rate), cell(adv, rate), cell(trad, rate)))
+		s, ok := at(adv, rate)
+		if !ok || p.lost != 0 || s.lost != 0 {
+			continue
+		}
+		rows = []row{
+			{workload: fmt.Sprintf("  CPU/request vs tcpcopy @%d/s", rate), sc: fmt.Sprintf("%.0f µs", s.scPerReq()), kernel: fmt.Sprintf("tcpcopy %.0f µs", p.scPerReq()),
+				ratio: ratioStr(s.scPerReq(), p.scPerReq()), target: "<=1.0x", verdict: verdict(s.scPerReq() <= p.scPerReq())},
+			{workload: fmt.Sprintf("  intercept CPU vs tcpcopy's @%d/s", rate), sc: fmt.Sprintf("%.0f µs", s.icPerAnswer()), kernel: fmt.Sprintf("tcpcopy %.0f µs", p.icPerAnswer()),
+				ratio: ratioStr(s.icPerAnswer(), p.icPerAnswer()), target: "<=1.0x", verdict: verdict(s.icPerAnswer() <= p.icPerAnswer())},
+		}
+	}
+	for _, steps := range [][]liveStep{peer, adv} {
+		if n := len(steps); n > 0 && steps[n-1].lost != 0 {
+			details = append(details, fmt.Sprintf("  at %d req/s: %d of %d served requests not mirrored", steps[n-1].rate, steps[n-1].lost, steps[n-1].served))
+		}
+	}
+	if rows == nil {
+		return details, nil, errors.New("tcpcopy peer: no rate where both mirrored everything")
+	}
 	return details, rows, nil
+}
+
+// advancedSteps runs stackcopy in TCPCopy's own deployment: its forged
+// clients in the same range (-c), routed by the target to the assistant,
+// where stackcopy's intercept captures with AF_PACKET (-i) instead of
+// TCPCopy's with pcap; like for like with the peer's figures above.
+func (b *bench) advancedSteps(ctx context.Context, tl *tcpcopyLab) ([]liveStep, error) {
+	if err := tl.tcIcpt.Stop(); err != nil {
+		b.logf("tcpcopy's intercept stop: %v", err)
+	}
+	var err error
+	if tl.keyFile, err = tl.l.WriteKey("relay.key"); err != nil {
+		return nil, err
+	}
+	if tl.icpt, err = tl.assistant.Start(b.cfg.intercept, "--key-file", tl.keyFile, "-i", tl.astIf, "-F", "tcp and src port 80", "--stats-interval", "1s"); err != nil {
+		return nil, err
+	}
+	if err := poll(ctx, 15*time.Second, 50*time.Millisecond, "intercept to start", func() (bool, error) {
+		return strings.Contains(tl.icpt.Log(), "intercept ready"), nil
+	}); err != nil {
+		return nil, fmt.Errorf("%w; intercept log: %s", err, outputTail(tl.icpt.Log()))
+	}
+	tl.relayAddr = netip.MustParsePrefix(tcAssistant).Addr()
+	tl.scExtra = []string{"-c", "198.19.1.x"}
+	var steps []liveStep
+	for _, rate := range liveRates {
+		st, err := b.liveStep(ctx, &tl.liveLab, rate, false)
+		if err != nil {
+			return steps, fmt.Errorf("stackcopy, advanced, at %d req/s: %w", rate, err)
+		}
+		b.logf("live advanced %s", strings.TrimSpace(st.String()))
+		steps = append(steps, st)
+		if st.lost != 0 || st.served == 0 || st.achieved < 0.95*float64(rate) {
+			break
+		}
+	}
+	return steps, nil
 }
