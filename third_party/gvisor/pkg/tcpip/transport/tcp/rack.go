@@ -376,9 +376,11 @@ func (rc *rackControl) exitRecovery() {
 // See: https://tools.ietf.org/html/draft-ietf-tcpm-rack-08#section-7.2 Step 5.
 //
 // +checklocks:rc.snd.ep.mu
-func (rc *rackControl) detectLoss(rcvTime tcpip.MonotonicTime) int {
+//
+// stackcopy patch: marked reports whether this call marked segments lost,
+// so that the caller recomputes the pipe only then (see SetPipe).
+func (rc *rackControl) detectLoss(rcvTime tcpip.MonotonicTime) (numLost int, marked bool) {
 	var timeout time.Duration
-	numLost := 0
 	for seg := rc.snd.writeList.Front(); seg != nil && seg.xmitCount != 0; seg = seg.Next() {
 		if rc.snd.ep.scoreboard.IsSACKED(seg.sackBlock()) {
 			continue
@@ -402,6 +404,7 @@ func (rc *rackControl) detectLoss(rcvTime tcpip.MonotonicTime) int {
 			if timeRemaining <= 0 {
 				seg.lost = true
 				numLost++
+				marked = true
 			} else if timeRemaining > timeout {
 				timeout = timeRemaining
 			}
@@ -411,7 +414,7 @@ func (rc *rackControl) detectLoss(rcvTime tcpip.MonotonicTime) int {
 	if timeout != 0 && !rc.snd.reorderTimer.enabled() {
 		rc.snd.reorderTimer.enable(timeout)
 	}
-	return numLost
+	return numLost, marked
 }
 
 // reorderTimerExpired will retransmit the segments which have not been acked
@@ -434,7 +437,7 @@ func (rc *rackControl) reorderTimerExpired() tcpip.Error {
 	// retransmits and recovery on a path with little or no real loss
 	// (gvisor#9707/#9778). detectLoss arms the timer from rcvdTime-derived
 	// values, so evaluating it at the timer target keeps the two consistent.
-	numLost := rc.detectLoss(rc.snd.reorderTimer.target)
+	numLost, marked := rc.detectLoss(rc.snd.reorderTimer.target)
 	if numLost == 0 {
 		return nil
 	}
@@ -446,6 +449,7 @@ func (rc *rackControl) reorderTimerExpired() tcpip.Error {
 		fastRetransmit = true
 	}
 
+	rc.snd.pipeAfterMarks(marked, fastRetransmit)
 	rc.DoRecovery(nil, fastRetransmit)
 	// stackcopy patch: follow the retransmissions with new data, as an ACK
 	// would (handleRcvdSegment ends in sendData). Without it, when the
@@ -465,10 +469,6 @@ func (rc *rackControl) DoRecovery(_ *segment, fastRetransmit bool) {
 	if fastRetransmit {
 		snd.resendSegment()
 	}
-
-	// stackcopy patch: detectLoss may just have marked segments lost;
-	// take them out of the pipe before the congestion window check below.
-	snd.SetPipe()
 
 	var dataSent bool
 	// Iterate the writeList and retransmit the segments which are marked

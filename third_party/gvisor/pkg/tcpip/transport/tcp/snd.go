@@ -1263,6 +1263,21 @@ func (s *sender) SetPipe() {
 	s.Outstanding = pipe
 }
 
+// pipeAfterMarks takes segments RACK's detectLoss just marked lost out of
+// the pipe before DoRecovery checks it against the congestion window.
+// With fastRetransmit, DoRecovery's resendSegment recomputes the pipe
+// itself; without new marks it is current: no second walk of the write
+// list per ACK.
+//
+// stackcopy patch (see SetPipe).
+//
+// +checklocks:s.ep.mu
+func (s *sender) pipeAfterMarks(marked, fastRetransmit bool) {
+	if marked && !fastRetransmit {
+		s.SetPipe()
+	}
+}
+
 // shouldEnterRecovery returns true if the sender should enter fast recovery
 // based on dupAck count and sack scoreboard.
 // See RFC 6675 section 5.
@@ -1832,7 +1847,8 @@ func (s *sender) handleRcvdSegment(rcvdSeg *segment) {
 		// After the reorder window is calculated, detect any loss by checking
 		// if the time elapsed after the segments are sent is greater than the
 		// reorder window.
-		if numLost := s.rc.detectLoss(rcvdSeg.rcvdTime); numLost > 0 && !s.FastRecovery.Active {
+		numLost, marked := s.rc.detectLoss(rcvdSeg.rcvdTime)
+		if numLost > 0 && !s.FastRecovery.Active {
 			// If any segment is marked as lost by
 			// RACK, enter recovery and retransmit
 			// the lost segments.
@@ -1842,6 +1858,7 @@ func (s *sender) handleRcvdSegment(rcvdSeg *segment) {
 		}
 
 		if s.FastRecovery.Active {
+			s.pipeAfterMarks(marked, fastRetransmit)
 			s.rc.DoRecovery(nil, fastRetransmit)
 		}
 	}
