@@ -441,9 +441,9 @@ func (r *Replayer) Event(k session.SessionKey, ev session.Event) {
 		r.mu.Unlock()
 		for _, s := range copies {
 			r.s.sessions.Add(1)
-			r.wg.Add(1) // Done in end: parked sessions count too
+			r.wg.Add(1)        // Done in end: parked sessions count too
+			s.push(ev, at, -1) // before run: the open is there when it starts
 			go s.run()
-			s.push(ev, at, -1)
 		}
 		return
 	}
@@ -895,32 +895,20 @@ func (s *player) dropQueueLocked() {
 	}
 }
 
-// next returns the next queued event, waiting up to idle for one. Spilled
-// bytes are read back outside the lock, so the capture side can go on
-// queueing meanwhile.
-func (s *player) next(idle time.Duration) (queued, bool, error) {
+// next takes the next queued event; ok false when nothing is queued.
+func (s *player) next() (queued, bool, error) {
 	s.mu.Lock()
 	if len(s.q) == 0 {
-		// Waiting for the capture's next event: not ahead of the reader.
-		s.setAheadLocked(false)
-		// sync.Cond has no timeout; a timer broadcast stands in for one.
-		// The deadline is taken before the timer starts, so the timer's
-		// one wake-up can never come before it.
-		deadline := time.Now().Add(idle)
-		t := time.AfterFunc(idle, func() {
-			s.mu.Lock()
-			s.cond.Broadcast()
-			s.mu.Unlock()
-		})
-		for len(s.q) == 0 && time.Now().Before(deadline) && !s.cancelled {
-			s.cond.Wait()
-		}
-		t.Stop()
-		if len(s.q) == 0 {
-			s.mu.Unlock()
-			return queued{}, false, nil
-		}
+		s.mu.Unlock()
+		return queued{}, false, nil
 	}
+	return s.popLocked()
+}
+
+// popLocked takes the first queued event and unlocks mu. Spilled bytes are
+// read back outside the lock, so the capture side can go on queueing
+// meanwhile.
+func (s *player) popLocked() (queued, bool, error) {
 	q := s.q[0]
 	s.q[0] = queued{}
 	s.q = s.q[1:]
@@ -1208,7 +1196,7 @@ func (s *player) idle() time.Duration {
 // open waits for the session's open, dials and starts the drain; false if
 // the session ended there (counted).
 func (s *player) open() bool {
-	first, ok, _ := s.next(s.idle()) // EvOpen carries no bytes: never spilled
+	first, ok, _ := s.next() // Event queued the open first; it carries no bytes: never spilled
 	if !ok || first.ev.Kind != session.EvOpen {
 		s.count(outFailed, errors.New("session without open"))
 		return false
@@ -1287,9 +1275,8 @@ func (s *player) take(idle time.Duration) (q queued, ok, parked bool, err error)
 		s.mu.Unlock()
 		return queued{}, false, true, nil
 	}
-	s.mu.Unlock()
 	s.idleSince = time.Time{}
-	q, ok, err = s.next(idle) // something is queued: no wait
+	q, ok, err = s.popLocked()
 	return q, ok, false, err
 }
 
