@@ -45,12 +45,9 @@ func (b *Batch) SetName(i int, name unsafe.Pointer, size uintptr) {
 	b.nameLens[i] = uint32(size)
 }
 
-// Len is the number of buffers.
-func (b *Batch) Len() int { return len(b.msgs) }
-
-// Recv receives up to Len datagrams on fd with flags (MSG_DONTWAIT for a
-// socket the runtime's poller watches), retrying on EINTR: how many came,
-// or the errno (EAGAIN: none waiting).
+// Recv receives datagrams on fd, at most one per buffer, with flags
+// (MSG_DONTWAIT for a socket the runtime's poller watches), retrying on
+// EINTR: how many came, or the errno (EAGAIN: none waiting).
 func (b *Batch) Recv(fd uintptr, flags int) (int, unix.Errno) {
 	for i := range b.msgs {
 		b.msgs[i].Hdr.Namelen = b.nameLens[i]
