@@ -21,31 +21,9 @@ import (
 // counters.
 func upload(t *testing.T, gso GSOMode, size int, lose func(seg []byte) bool) (Stats, wiretest.TargetStats) {
 	t.Helper()
-	const mtu = 1500
-	tg, err := wiretest.NewTarget(mtu, wiretest.Dst)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tg.Lose = lose
-	cfg := DefaultConfig()
-	cfg.GSO = gso
-	cfg.MTU = mtu
-	st, err := New(cfg, tg, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	read := make(chan error, 1)
-	go func() { read <- st.DeliverFrom(tg) }()
-	defer func() {
-		st.Close() // closes the target too
-		<-read
-	}()
-
-	l, err := tg.Listen(netip.AddrPortFrom(wiretest.Dst, 80))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
+	st, tg := newPair(t, gso)
+	tg.Lose = lose // before the first write: the dial below
+	l := listen(t, tg, 80)
 	type result struct {
 		n   int64
 		sum [32]byte
@@ -69,7 +47,7 @@ func upload(t *testing.T, gso GSOMode, size int, lose func(seg []byte) bool) (St
 
 	dctx, dcancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer dcancel()
-	c, err := st.DialFrom(dctx, netip.AddrPortFrom(wiretest.Src, 40000), netip.AddrPortFrom(wiretest.Dst, 80))
+	c, err := st.DialFrom(dctx, netip.AddrPortFrom(wiretest.Src, 40000), netip.AddrPortFrom(targetAddr, 80))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -22,16 +22,17 @@ import (
 
 var targetAddr = netip.MustParseAddr("198.18.2.2")
 
-// newPair builds the stack under test on an in-memory device whose far end
-// is a second, ordinary gVisor stack playing the target at targetAddr.
-func newPair(t *testing.T) (*Stack, *wiretest.Target) {
+// newPair builds the stack under test, segmenting as gso says, on an
+// in-memory device whose far end is a second, ordinary gVisor stack
+// playing the target at targetAddr.
+func newPair(t *testing.T, gso GSOMode) (*Stack, *wiretest.Target) {
 	t.Helper()
 	tg, err := wiretest.NewTarget(1500, targetAddr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	cfg := DefaultConfig()
-	cfg.GSO = GSOOff
+	cfg.GSO = gso
 	st, err := New(cfg, tg, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -57,7 +58,7 @@ func listen(t *testing.T, tg *wiretest.Target, port uint16) net.Listener {
 }
 
 func TestDialFromForgedAddressCarriesBytes(t *testing.T) {
-	st, p := newPair(t)
+	st, p := newPair(t, GSOOff)
 	l := listen(t, p, 80)
 	type got struct {
 		remote string
@@ -121,7 +122,7 @@ func TestDialFromForgedAddressCarriesBytes(t *testing.T) {
 }
 
 func TestAbortSendsReset(t *testing.T) {
-	st, p := newPair(t)
+	st, p := newPair(t, GSOOff)
 	l := listen(t, p, 80)
 	errc := make(chan error, 1)
 	go func() {
@@ -150,7 +151,7 @@ func TestAbortSendsReset(t *testing.T) {
 }
 
 func TestTargetResetIsErrReset(t *testing.T) {
-	st, p := newPair(t)
+	st, p := newPair(t, GSOOff)
 	var wq waiter.Queue
 	lep, terr := p.Stack().NewEndpoint(tcp.ProtocolNumber, ipv4.ProtocolNumber, &wq)
 	if terr != nil {
@@ -194,7 +195,7 @@ func TestTargetResetIsErrReset(t *testing.T) {
 }
 
 func TestDialRefusedAndTimeout(t *testing.T) {
-	st, p := newPair(t)
+	st, p := newPair(t, GSOOff)
 	_, err := st.DialFrom(context.Background(), netip.MustParseAddrPort("198.18.1.5:1002"), netip.AddrPortFrom(targetAddr, 81))
 	if !errors.Is(err, ErrRefused) {
 		t.Fatalf("dial closed port: %v, want ErrRefused", err)
@@ -209,7 +210,7 @@ func TestDialRefusedAndTimeout(t *testing.T) {
 }
 
 func TestUnknownFlowGetsNoReset(t *testing.T) {
-	st, p := newPair(t)
+	st, p := newPair(t, GSOOff)
 	before := p.Stats().Packets
 	// A late answer from the target to a session the stack no longer has.
 	seg := make([]byte, header.IPv4MinimumSize+header.TCPMinimumSize)
@@ -231,7 +232,7 @@ func TestUnknownFlowGetsNoReset(t *testing.T) {
 }
 
 func TestSameForgedTupleTwiceIsPortInUse(t *testing.T) {
-	st, p := newPair(t)
+	st, p := newPair(t, GSOOff)
 	l := listen(t, p, 80)
 	go func() {
 		for {
@@ -265,7 +266,7 @@ func TestSameForgedTupleTwiceIsPortInUse(t *testing.T) {
 var _ net.Conn = (*Conn)(nil)
 
 func TestBeforeConnectSeesChosenPort(t *testing.T) {
-	st, p := newPair(t)
+	st, p := newPair(t, GSOOff)
 	l := listen(t, p, 80)
 	go func() {
 		for {
@@ -302,7 +303,7 @@ func TestBeforeConnectSeesChosenPort(t *testing.T) {
 // bursts with pauses between, then the FIN (io.EOF), with no goroutine
 // waiting in between; Readable says when there is something to read.
 func TestOnReadableDrainsOnDemand(t *testing.T) {
-	st, p := newPair(t)
+	st, p := newPair(t, GSOOff)
 	l := listen(t, p, 80)
 	const bursts, size = 5, 100_000
 	go func() {
