@@ -2,7 +2,6 @@ package netnstests
 
 import (
 	"bufio"
-	"fmt"
 	"net"
 	"net/netip"
 	"os"
@@ -89,9 +88,9 @@ func runStackcopyPeak(t *testing.T, h *lab.Host, within time.Duration, args ...s
 	t.Helper()
 	var r memRun
 	var statsRead bool
-	r.runResult, statsRead = runStackcopyWatching(t, h, within, func(pid int) {
-		if kb, err := vmHWM(pid); err == nil {
-			r.peak = max(r.peak, kb<<10)
+	r.runResult, statsRead = runStackcopyWatching(t, h, within, func(p *lab.Proc) {
+		if b, err := p.PeakRSS(); err == nil {
+			r.peak = max(r.peak, b)
 		}
 	}, args...)
 	t.Logf("stackcopy peak RSS %.1f MiB", float64(r.peak)/(1<<20))
@@ -102,20 +101,6 @@ func runStackcopyPeak(t *testing.T, h *lab.Host, within time.Duration, args ...s
 		t.Fatal("stackcopy's RSS was never sampled")
 	}
 	return r
-}
-
-// vmHWM reads a process's peak RSS in KiB.
-func vmHWM(pid int) (int64, error) {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
-	if err != nil {
-		return 0, err
-	}
-	for l := range strings.Lines(string(b)) {
-		if v, ok := strings.CutPrefix(l, "VmHWM:"); ok {
-			return strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
-		}
-	}
-	return 0, fmt.Errorf("pid %d: no VmHWM", pid)
 }
 
 // memoryLab is a replay lab with an HTTP recorder target and a capture of

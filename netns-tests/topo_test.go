@@ -197,9 +197,9 @@ func runStackcopy(t *testing.T, h *lab.Host, within time.Duration, args ...strin
 }
 
 // runStackcopyWatching is runStackcopy that calls watch with stackcopy's
-// PID every 50 ms while it runs (nil: never), and says whether it wrote
-// its --stats-json document.
-func runStackcopyWatching(t *testing.T, h *lab.Host, within time.Duration, watch func(pid int), args ...string) (runResult, bool) {
+// process every 50 ms while it runs (nil: never), and says whether it
+// wrote its --stats-json document.
+func runStackcopyWatching(t *testing.T, h *lab.Host, within time.Duration, watch func(*lab.Proc), args ...string) (runResult, bool) {
 	t.Helper()
 	statsPath := filepath.Join(h.Lab().Dir(), fmt.Sprintf("stats-%d.json", time.Now().UnixNano()))
 	ctx, cancel := context.WithTimeout(context.Background(), within)
@@ -209,19 +209,7 @@ func runStackcopyWatching(t *testing.T, h *lab.Host, within time.Duration, watch
 		t.Fatal(err)
 	}
 	if watch != nil {
-		tick := time.NewTicker(50 * time.Millisecond)
-		defer tick.Stop()
-	sample:
-		for {
-			select {
-			case <-p.Done():
-				break sample
-			case <-ctx.Done():
-				break sample
-			case <-tick.C:
-				watch(p.PID)
-			}
-		}
+		p.Sample(ctx, 50*time.Millisecond, func() { watch(p) })
 	}
 	// A non-zero exit is a result the test judges; a run past within is
 	// stopped and fails the test.

@@ -295,15 +295,38 @@ func (p *Proc) CPU() (time.Duration, error) {
 
 // RSS returns the resident set size (VmRSS) of the running process in
 // bytes.
-func (p *Proc) RSS() (int64, error) {
+func (p *Proc) RSS() (int64, error) { return p.statusBytes("VmRSS") }
+
+// PeakRSS returns the running process's peak resident set size so far
+// (VmHWM) in bytes.
+func (p *Proc) PeakRSS() (int64, error) { return p.statusBytes("VmHWM") }
+
+// statusBytes reads a kB field of the running process's /proc status.
+func (p *Proc) statusBytes(field string) (int64, error) {
 	if p.exited() {
-		return 0, fmt.Errorf("lab: RSS of %s: it has exited", p)
+		return 0, fmt.Errorf("lab: %s of %s: it has exited", field, p)
 	}
-	kb, err := procStatusKB(p.PID, "VmRSS")
+	kb, err := procStatusKB(p.PID, field)
 	if err != nil {
-		return 0, fmt.Errorf("lab: RSS of %s: %w", p, err)
+		return 0, fmt.Errorf("lab: %s of %s: %w", field, p, err)
 	}
 	return kb << 10, nil
+}
+
+// Sample calls f every interval until the process exits or ctx ends.
+func (p *Proc) Sample(ctx context.Context, every time.Duration, f func()) {
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	for {
+		select {
+		case <-p.Done():
+			return
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+			f()
+		}
+	}
 }
 
 // procStatusKB reads a "Name:   123 kB" field of /proc/PID/status.

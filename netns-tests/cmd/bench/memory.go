@@ -6,7 +6,6 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"time"
 )
 
@@ -91,21 +90,11 @@ func (b *bench) runStackcopyPeak(ctx context.Context, timeout time.Duration, nam
 		return nil, 0, err
 	}
 	var peak int64
-	tick := time.NewTicker(100 * time.Millisecond)
-	defer tick.Stop()
-wait:
-	for {
-		select {
-		case <-c.Done():
-			break wait
-		case <-rctx.Done():
-			break wait
-		case <-tick.C:
-			if kb, err := statusKB(c.PID, "VmHWM"); err == nil {
-				peak = max(peak, kb<<10)
-			}
+	c.Sample(rctx, 100*time.Millisecond, func() {
+		if b, err := c.PeakRSS(); err == nil {
+			peak = max(peak, b)
 		}
-	}
+	})
 	_ = c.WaitContext(rctx, roleGrace)
 	r := &scRun{exitCode: c.ExitCode(), cpu: exitCPU(c), wall: c.Wall(), stdout: c.Stdout(), stderr: c.Log()}
 	if rctx.Err() != nil {
@@ -119,20 +108,6 @@ wait:
 		return r, peak, fmt.Errorf("stackcopy %s (exit status %d): %w%s", name, r.exitCode, err, outputTail(r.stderr))
 	}
 	return r, peak, nil
-}
-
-// statusKB reads a "Name:   123 kB" field of /proc/PID/status.
-func statusKB(pid int, field string) (int64, error) {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
-	if err != nil {
-		return 0, err
-	}
-	for l := range strings.Lines(string(b)) {
-		if v, ok := strings.CutPrefix(l, field+":"); ok {
-			return strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
-		}
-	}
-	return 0, fmt.Errorf("/proc/%d/status: no %s", pid, field)
 }
 
 // writeMemoryPcap writes n short sessions, 10 µs apart, 8 packets each:
