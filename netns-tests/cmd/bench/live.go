@@ -340,7 +340,6 @@ func (b *bench) liveSetup(ctx context.Context, name string, server liveTargetSer
 	if ll.mirrorIf, _, err = l.ForwardPath(ll.online, netip.MustParsePrefix(liveMirror), ll.target, netip.MustParsePrefix(liveTarget), netip.MustParsePrefix(liveNet)); err != nil {
 		return ll, err
 	}
-	onlineAddr := netip.MustParsePrefix(liveOnline).Addr()
 	targetAddr := netip.MustParsePrefix(liveTarget).Addr()
 	for _, step := range []error{
 		ll.online.Sysctl("net.core.somaxconn", "16384"),
@@ -367,25 +366,15 @@ func (b *bench) liveSetup(ctx context.Context, name string, server liveTargetSer
 		return ll, fmt.Errorf("%w; intercept log: %s", err, outputTail(ll.icpt.Log()))
 	}
 
-	// The online host: nginx serving a 280-byte file (returns once nginx
-	// listens).
-	ng, err := lab.ServeFiles(ll.online, netip.AddrPortFrom(onlineAddr, 80), map[string][]byte{"a.txt": []byte(strings.Repeat("answer ", 40))})
-	if err != nil {
+	if err := ll.serveAnswer(server == liveTargetNginx); err != nil {
 		return ll, err
 	}
-	ll.access = ng.Config.AccessLog()
-	targetListen := netip.AddrPortFrom(targetAddr, 80)
 	serverName := "nginx"
 	switch server {
 	case liveTargetNginx:
-		tng, err := lab.StartNginx(ll.target, targetListen, ng.Config.Root)
-		if err != nil {
-			return ll, err
-		}
-		ll.targetAccess = tng.Config.AccessLog()
 	case liveTargetRecorder:
 		serverName = "recorder"
-		if ll.targetLog, err = startRecorder(ll.target, b.cfg.recorder, targetListen); err != nil {
+		if ll.targetLog, err = startRecorder(ll.target, b.cfg.recorder, netip.AddrPortFrom(targetAddr, 80)); err != nil {
 			return ll, err
 		}
 	default:
@@ -394,6 +383,27 @@ func (b *bench) liveSetup(ctx context.Context, name string, server liveTargetSer
 	b.logf("%s lab %s: client %s ── online %s/%s (%s: nginx, stackcopy live) ── target %s (%s, intercept on NFQUEUE 0)",
 		name, l.Prefix(), liveClient, liveOnline, liveMirror, ll.onlineIf, liveTarget, serverName)
 	return ll, nil
+}
+
+// serveAnswer starts the online host's nginx serving the live workload's
+// 280-byte answer and, withTarget, a target nginx serving the same file,
+// as a test instance of the same service would; it notes their access
+// logs and returns once they listen.
+func (ll *liveLab) serveAnswer(withTarget bool) error {
+	ng, err := lab.ServeFiles(ll.online, netip.AddrPortFrom(netip.MustParsePrefix(liveOnline).Addr(), 80), map[string][]byte{"a.txt": []byte(strings.Repeat("answer ", 40))})
+	if err != nil {
+		return err
+	}
+	ll.access = ng.Config.AccessLog()
+	if !withTarget {
+		return nil
+	}
+	tng, err := lab.StartNginx(ll.target, netip.AddrPortFrom(netip.MustParsePrefix(liveTarget).Addr(), 80), ng.Config.Root)
+	if err != nil {
+		return err
+	}
+	ll.targetAccess = tng.Config.AccessLog()
+	return nil
 }
 
 // startRecorder starts the recorder (-mode http) on h and returns its log

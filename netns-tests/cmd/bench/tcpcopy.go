@@ -30,11 +30,10 @@ import (
 )
 
 const (
-	tcMirror    = "198.18.2.1/24"
-	tcTarget    = "198.18.2.2/24"
 	tcTargetAst = "198.18.3.1/24"
 	tcAssistant = "198.18.3.2/24"
-	tcForged    = "198.19.1.0/24" // tcpcopy -c 198.19.1.x
+	tcForged    = "198.19.1.0/24"
+	tcPool      = "198.19.1.x" // -c, of both mirrors: tcForged
 )
 
 // tcpcopyLab is the peer's lab: the live lab's client, online host and
@@ -61,19 +60,19 @@ func (b *bench) tcpcopySetup(ctx context.Context) (*tcpcopyLab, error) {
 		return tl, err
 	}
 	var fromOnline string
-	if tl.mirrorIf, fromOnline, err = l.Link(tl.online, netip.MustParsePrefix(tcMirror), tl.target, netip.MustParsePrefix(tcTarget)); err != nil {
+	if tl.mirrorIf, fromOnline, err = l.Link(tl.online, netip.MustParsePrefix(liveMirror), tl.target, netip.MustParsePrefix(liveTarget)); err != nil {
 		return tl, err
 	}
 	toAst, astIf, err := l.Link(tl.target, netip.MustParsePrefix(tcTargetAst), tl.assistant, netip.MustParsePrefix(tcAssistant))
 	if err != nil {
 		return tl, err
 	}
-	targetAddr := netip.MustParsePrefix(tcTarget).Addr()
+	targetAddr := netip.MustParsePrefix(liveTarget).Addr()
 	astAddr := netip.MustParsePrefix(tcAssistant).Addr()
 	for _, step := range []error{
 		tl.target.AddRoute(netip.MustParsePrefix(tcForged), astAddr),
 		tl.online.AddRoute(netip.MustParsePrefix(tcAssistant).Masked(), targetAddr),
-		tl.assistant.AddRoute(netip.MustParsePrefix(tcMirror).Masked(), netip.MustParsePrefix(tcTargetAst).Addr()),
+		tl.assistant.AddRoute(netip.MustParsePrefix(liveMirror).Masked(), netip.MustParsePrefix(tcTargetAst).Addr()),
 		tl.target.Sysctl("net.ipv4.ip_forward", "1"),
 		// The forged clients arrive from the online host but are routed
 		// to the assistant: strict reverse-path filtering would drop them
@@ -95,18 +94,11 @@ func (b *bench) tcpcopySetup(ctx context.Context) (*tcpcopyLab, error) {
 	if err := tl.assistant.WaitListening(ctx, netip.AddrPortFrom(astAddr, 36524)); err != nil {
 		return tl, fmt.Errorf("tcpcopy's intercept did not listen on 36524: %w; log: %s", err, outputTail(tl.tcIcpt.Log()))
 	}
-	ng, err := lab.ServeFiles(tl.online, netip.AddrPortFrom(netip.MustParsePrefix(liveOnline).Addr(), 80), map[string][]byte{"a.txt": []byte(strings.Repeat("answer ", 40))})
-	if err != nil {
+	if err := tl.serveAnswer(true); err != nil {
 		return tl, err
 	}
-	tl.access = ng.Config.AccessLog()
-	tng, err := lab.StartNginx(tl.target, netip.AddrPortFrom(targetAddr, 80), ng.Config.Root)
-	if err != nil {
-		return tl, err
-	}
-	tl.targetAccess = tng.Config.AccessLog()
 	b.logf("tcpcopy lab %s: client %s ── online %s/%s (nginx, tcpcopy) ── target %s/%s (nginx) ── assistant %s (TCPCopy's intercept, pcap on %s)",
-		l.Prefix(), liveClient, liveOnline, tcMirror, tcTarget, tcTargetAst, tcAssistant, astIf)
+		l.Prefix(), liveClient, liveOnline, liveMirror, liveTarget, tcTargetAst, tcAssistant, astIf)
 	return tl, nil
 }
 
@@ -116,8 +108,8 @@ func (b *bench) tcpcopySetup(ctx context.Context) (*tcpcopyLab, error) {
 // packet per request).
 func (b *bench) tcpcopyStep(ctx context.Context, tl *tcpcopyLab, rate int) (liveStep, error) {
 	st := liveStep{rate: rate}
-	tc, err := tl.online.Start(b.cfg.tcpcopy, "-x", "80-"+netip.MustParsePrefix(tcTarget).Addr().String()+":80",
-		"-s", netip.MustParsePrefix(tcAssistant).Addr().String(), "-c", "198.19.1.x")
+	tc, err := tl.online.Start(b.cfg.tcpcopy, "-x", "80-"+netip.MustParsePrefix(liveTarget).Addr().String()+":80",
+		"-s", netip.MustParsePrefix(tcAssistant).Addr().String(), "-c", tcPool)
 	if err != nil {
 		return st, err
 	}
@@ -259,7 +251,7 @@ func (b *bench) advancedSteps(ctx context.Context, tl *tcpcopyLab) ([]liveStep, 
 		return nil, fmt.Errorf("%w; intercept log: %s", err, outputTail(tl.icpt.Log()))
 	}
 	tl.relayAddr = netip.MustParsePrefix(tcAssistant).Addr()
-	tl.scExtra = []string{"-c", "198.19.1.x"}
+	tl.scExtra = []string{"-c", tcPool}
 	var steps []liveStep
 	for _, rate := range liveRates {
 		st, err := b.liveStep(ctx, &tl.liveLab, rate, false)
