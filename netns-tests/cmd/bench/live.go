@@ -459,32 +459,21 @@ func (b *bench) liveStep(ctx context.Context, ll *liveLab, rate int, countSys bo
 			st.sysErr = err.Error()
 		}
 	}
-	stopCounts := func() {
-		var errs []error
-		for _, c := range []struct {
-			count *syscallCount
-			n     *uint64
-		}{{scCount, &st.scSys}, {icCount, &st.icSys}} {
-			if c.count == nil {
-				continue
-			}
-			n, err := c.count.stop()
-			*c.n = n
-			errs = append(errs, err)
-		}
-		if err := errors.Join(errs...); err != nil && st.sysErr == "" {
-			st.sysErr = err.Error()
-		}
-		scCount, icCount = nil, nil
-	}
-	defer stopCounts() // on an early return
+	// On an early return; stop is a no-op once stopped, or on nil.
+	defer scCount.stop()
+	defer icCount.stop()
 
 	if err := b.loadAndDrain(ctx, ll, &st); err != nil {
 		return st, err
 	}
 	sc1, err1 := sc.CPU()
 	icCPU1, err2 := ll.icpt.CPU()
-	stopCounts()
+	var serr1, serr2 error
+	st.scSys, serr1 = scCount.stop()
+	st.icSys, serr2 = icCount.stop()
+	if err := errors.Join(serr1, serr2); err != nil && st.sysErr == "" {
+		st.sysErr = err.Error()
+	}
 	if err := errors.Join(err1, err2); err != nil {
 		return st, err
 	}

@@ -37,12 +37,18 @@ func countSyscalls(pid int) (*syscallCount, error) {
 	return c, nil
 }
 
-// stop ends the count (perf prints it on SIGINT) and returns it.
+// stop ends the count (perf prints it on SIGINT) and returns it. On a
+// nil or already stopped count it does nothing.
 func (c *syscallCount) stop() (uint64, error) {
-	if err := c.cmd.Process.Signal(os.Interrupt); err != nil {
+	if c == nil || c.cmd == nil {
+		return 0, nil
+	}
+	cmd := c.cmd
+	c.cmd = nil
+	if err := cmd.Process.Signal(os.Interrupt); err != nil {
 		return 0, fmt.Errorf("perf stat: %w", err)
 	}
-	_ = c.cmd.Wait() // perf exits non-zero on SIGINT
+	_ = cmd.Wait() // perf exits non-zero on SIGINT
 	return parsePerfCount(c.out.String())
 }
 
