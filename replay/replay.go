@@ -681,14 +681,13 @@ type player struct {
 
 	// Parking (park): a player with nothing queued has no goroutine; the
 	// next push, its idle timer or cancel starts one (wake). parked and
-	// idleTimer are under mu; idleSince, stopCancel, started and the loop
-	// state (play) belong to whichever goroutine runs the player, one at a
-	// time, handed over under mu.
+	// idleTimer are under mu; idleSince, stopCancel and the loop state
+	// (play) belong to whichever goroutine runs the player, one at a time,
+	// handed over under mu.
 	parked     bool
 	idleTimer  *time.Timer
 	idleSince  time.Time // the queue ran empty here (zero: not waiting)
 	stopCancel func() bool
-	started    bool // the drain started: end closes the connection and waits for it
 	play       playState
 
 	// HTTP framing, decided on the first client bytes (sniffed). reqs is fed
@@ -744,7 +743,7 @@ type player struct {
 // playState is where the event loop stands between events; it outlives
 // the goroutine when the player parks.
 type playState struct {
-	conn           Conn
+	conn           Conn      // set once the drain started (s.conn is set at the dial)
 	mark           turnStart // where the target's answers stood at the current turn's first write
 	wrote          bool      // the current turn has written bytes
 	pendingTurn    int       // captured answer size the next data must wait for
@@ -1218,7 +1217,6 @@ func (s *player) open() bool {
 		return false
 	}
 	s.startDrain(conn)
-	s.started = true
 	s.play = playState{conn: conn, pendingAnswers: -1}
 	return true
 }
@@ -1227,7 +1225,7 @@ func (s *player) open() bool {
 // the counters are final at Wait), the outcome to the comparison, the
 // replayer's books.
 func (s *player) end() {
-	if s.started {
+	if s.play.conn != nil { // the drain started: it ends with the connection
 		s.play.conn.Close()
 		<-s.rcvDone
 	}
