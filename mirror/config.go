@@ -108,11 +108,13 @@ type Config struct {
 	// CongestionControl is "reno" or "cubic" (--cc); RACK turns RACK loss
 	// detection on (--rack); MinRTO floors the retransmission timeout
 	// (--min-rto); SendBuffer caps each session's send buffer
-	// (--send-buffer).
+	// (--send-buffer); QuickACK acknowledges the target's data at once
+	// instead of delaying the ACK as a Linux client does (--quick-ack).
 	CongestionControl string
 	RACK              bool
 	MinRTO            time.Duration
 	SendBuffer        int
+	QuickACK          bool
 	// GSO is "auto", "host", "coalesce" or "off" (--gso); auto is host
 	// on a TUN and off on raw and AF_PACKET wires.
 	GSO string

@@ -259,6 +259,7 @@ func stackConfig(cfg *Config, eg *egress) netstack.Config {
 	sc.CongestionControl = cfg.CongestionControl
 	sc.RACK = cfg.RACK
 	sc.MinRTO = cfg.MinRTO
+	sc.QuickACK = cfg.QuickACK
 	sc.SendBufferMax = cfg.SendBuffer
 	sc.SendBuffer = min(sc.SendBuffer, cfg.SendBuffer)
 	switch {

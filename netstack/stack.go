@@ -64,6 +64,12 @@ type Config struct {
 	// MSS, when set, is the MSS the forged clients advertise (tcpcopy -D);
 	// otherwise it follows from the MTU.
 	MSS int
+	// QuickACK makes the forged clients acknowledge every burst of the
+	// target's data at once, as upstream gVisor does. Off (the default),
+	// they delay the ACK up to 40 ms as a Linux client does, so a
+	// request/response client's next request carries it: one packet per
+	// exchange instead of two (the patch in third_party/gvisor).
+	QuickACK bool
 }
 
 // DefaultConfig is tuned for replaying many sessions, including large
@@ -288,6 +294,8 @@ func (st *Stack) DialFromWith(ctx context.Context, src, dst netip.AddrPort, opts
 			return nil, fmt.Errorf("stack: MSS %d: %w", st.cfg.MSS, convertErr(terr))
 		}
 	}
+	// TCP_QUICKACK off: the patched gVisor delays ACKs as Linux does.
+	ep.SocketOptions().SetQuickAck(st.cfg.QuickACK)
 	if opts.BeforeConnect != nil {
 		lp, terr := ep.GetLocalAddress()
 		if terr != nil {

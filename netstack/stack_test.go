@@ -27,12 +27,23 @@ var targetAddr = netip.MustParseAddr("198.18.2.2")
 // playing the target at targetAddr.
 func newPair(t *testing.T, gso GSOMode) (*Stack, *wiretest.Target) {
 	t.Helper()
+	cfg := DefaultConfig()
+	cfg.GSO = gso
+	return newPairConfig(t, cfg, nil)
+}
+
+// newPairConfig is newPair with the stack's whole configuration, and
+// observe (when not nil) shown every segment the stack sends, as the
+// target receives it.
+func newPairConfig(t *testing.T, cfg Config, observe func(seg []byte)) (*Stack, *wiretest.Target) {
+	t.Helper()
 	tg, err := wiretest.NewTarget(1500, targetAddr)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := DefaultConfig()
-	cfg.GSO = gso
+	if observe != nil {
+		tg.Lose = func(seg []byte) bool { observe(seg); return false }
+	}
 	st, err := New(cfg, tg, nil)
 	if err != nil {
 		t.Fatal(err)

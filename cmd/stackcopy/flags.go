@@ -195,6 +195,7 @@ func parseFlags(args []string, helpOut io.Writer) (*config, error) {
 	fs.BoolVar(&e.RACK, "rack", def.RACK, "RACK loss detection (--rack=false for classic dupack recovery)")
 	fs.StringVar(&e.GSO, "gso", def.GSO, "segmentation: auto (host on a TUN, off otherwise), host (stack sends 64 KiB super-packets for the kernel or the wire to cut), coalesce (stack sends MSS segments, runs merged for the kernel to cut), off")
 	fs.Var(cliflag.Duration{D: &e.MinRTO}, "min-rto", "floor of the forged clients' retransmission timeout")
+	fs.BoolVar(&e.QuickACK, "quick-ack", def.QuickACK, "acknowledge the target's data at once (default: delay the ACK up to 40 ms, as a Linux client does, so the next request carries it)")
 	fs.IntVar(&e.SendBuffer, "send-buffer", def.SendBuffer, "largest send buffer per session in bytes (memory per uploading session)")
 	fs.IntVar(&e.MaxHandshakes, "max-handshakes", def.MaxHandshakes, "handshakes in flight at once (a burst of new sessions waits its turn)")
 	fs.IntVar(&e.TxQueueLen, "txqueuelen", def.TxQueueLen, "TUN transmit queue length")

@@ -1302,7 +1302,9 @@ func (e *Endpoint) handleSegmentsLocked() tcpip.Error {
 
 	// Send an ACK for all processed packets if needed.
 	if e.rcv.RcvNxt != e.snd.MaxSentAck {
-		e.snd.sendAck()
+		// stackcopy patch: with TCP_QUICKACK off, delay the ACK as Linux
+		// does (see sender.ackNowOrDelay).
+		e.snd.ackNowOrDelay()
 	}
 
 	e.resetKeepaliveTimer(true /* receivedData */)

@@ -190,6 +190,10 @@ type sender struct {
 	// corkTimer is used to drain the segments which are held when TCP_CORK
 	// option is enabled.
 	corkTimer timer `state:"nosave"`
+
+	// delAckTimer sends an ACK that was delayed (stackcopy patch; see
+	// ackNowOrDelay).
+	delAckTimer timer `state:"nosave"`
 }
 
 // protectedWriteList wraps the write list, checking for invalid state when
@@ -304,6 +308,7 @@ func initSender(ep *Endpoint, iss, irs seqnum.Value, sndWnd seqnum.Size, mss uin
 	ep.snd.reorderTimer.init(ep.snd.ep.stack.Clock(), timerHandler(ep.snd.ep, ep.snd.rc.reorderTimerExpired))
 	ep.snd.probeTimer.init(ep.snd.ep.stack.Clock(), timerHandler(ep.snd.ep, ep.snd.probeTimerExpired))
 	ep.snd.corkTimer.init(ep.snd.ep.stack.Clock(), timerHandler(ep.snd.ep, ep.snd.corkTimerExpired))
+	ep.snd.delAckTimer.init(ep.snd.ep.stack.Clock(), timerHandler(ep.snd.ep, ep.snd.delAckTimerExpired)) // stackcopy patch
 
 	ep.snd.updateMaxPayloadSize(int(ep.snd.ep.route.MTU()), 0)
 	// Initialize SACK Scoreboard after updating max payload size as we use
@@ -435,6 +440,58 @@ func (s *sender) updateMaxPayloadSize(mtu, count int) {
 // +checklocks:s.ep.mu
 func (s *sender) sendAck() {
 	s.sendEmptySegment(header.TCPFlagAck, s.SndNxt)
+}
+
+// delAckTimeout is how long an ACK may wait for data to ride on: Linux's
+// TCP_DELACK_MIN (stackcopy patch).
+const delAckTimeout = 40 * time.Millisecond
+
+// ackNowOrDelay acknowledges what was received, now or within
+// delAckTimeout (stackcopy patch). Upstream gVisor ACKs every batch of
+// received segments at once: a request/response client then sends a pure
+// ACK for each response, where a Linux client (TCP_QUICKACK off, the
+// default) delays it and lets the next request carry it. With QuickAck
+// off, the ACK waits unless a Linux receiver would not wait either
+// (__tcp_ack_snd_check): more than one full-sized segment is
+// unacknowledged (RFC 1122 4.2.3.2 asks for an ACK at least every second
+// one; the peer's congestion window grows with ACKs), or data is out of
+// order (the peer needs the duplicate ACKs and SACK blocks).
+//
+// +checklocks:s.ep.mu
+// +checklocksexclude:s.rtt.rttMutex
+func (s *sender) ackNowOrDelay() {
+	unacked := s.MaxSentAck.Size(s.ep.rcv.RcvNxt)
+	if s.ep.ops.GetQuickAck() || s.delAckTimer.isUninitialized() ||
+		int(unacked) > s.MaxPayloadSize || s.ep.rcv.pendingRcvdSegments.Len() > 0 || s.ep.sack.NumBlocks > 0 {
+		s.sendAck()
+		return
+	}
+	if !s.delAckTimer.enabled() {
+		s.delAckTimer.enable(delAckTimeout)
+	}
+}
+
+// delAckTimerExpired sends the ACK no data carried (stackcopy patch).
+//
+// +checklocks:s.ep.mu
+// +checklocksexclude:s.rtt.rttMutex
+func (s *sender) delAckTimerExpired() tcpip.Error {
+	if s.delAckTimer.isUninitialized() {
+		return nil
+	}
+	expired := s.delAckTimer.checkExpiration()
+	if s.delAckTimer.state == timerStateDisabled {
+		// The runtime timer fired and is not re-armed: drop it, so that
+		// a session idle after its last answer holds none.
+		s.delAckTimer.timer = nil
+	}
+	if !expired {
+		return nil
+	}
+	if s.ep.EndpointState().connected() && s.ep.rcv.RcvNxt != s.MaxSentAck {
+		s.sendAck()
+	}
+	return nil
 }
 
 // updateRTO updates the retransmit timeout when a new roud-trip time is
@@ -1928,6 +1985,7 @@ func (s *sender) sendSegmentFromPacketBuffer(pkt *stack.PacketBuffer, flags head
 
 	// Remember the max sent ack.
 	s.MaxSentAck = rcvNxt
+	s.delAckTimer.disable() // stackcopy patch: this segment carries the ACK
 
 	// We need to clone the packet because sendRaw takes ownership of pkt,
 	// and pkt could be reprocessed later on (i.e retrasmission).
@@ -1949,6 +2007,7 @@ func (s *sender) sendEmptySegment(flags header.TCPFlags, seq seqnum.Value) tcpip
 
 	// Remember the max sent ack.
 	s.MaxSentAck = rcvNxt
+	s.delAckTimer.disable() // stackcopy patch: this segment carries the ACK
 
 	return s.ep.sendEmptyRaw(flags, seq, rcvNxt, rcvWnd)
 }
