@@ -35,7 +35,7 @@ func newPair(t *testing.T, gso GSOMode) (*Stack, *wiretest.Target) {
 // newPairConfig is newPair with the stack's whole configuration, and
 // observe (when not nil) shown every segment the stack sends, as the
 // target receives it.
-func newPairConfig(t *testing.T, cfg Config, observe func(seg []byte)) (*Stack, *wiretest.Target) {
+func newPairConfig(t testing.TB, cfg Config, observe func(seg []byte)) (*Stack, *wiretest.Target) {
 	t.Helper()
 	tg, err := wiretest.NewTarget(1500, targetAddr)
 	if err != nil {
@@ -58,7 +58,7 @@ func newPairConfig(t *testing.T, cfg Config, observe func(seg []byte)) (*Stack, 
 	return st, tg
 }
 
-func listen(t *testing.T, tg *wiretest.Target, port uint16) net.Listener {
+func listen(t testing.TB, tg *wiretest.Target, port uint16) net.Listener {
 	t.Helper()
 	l, err := tg.Listen(netip.AddrPortFrom(targetAddr, port))
 	if err != nil {

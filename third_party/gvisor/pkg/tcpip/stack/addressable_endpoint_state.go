@@ -47,6 +47,17 @@ type AddressableEndpointState struct {
 	endpoints map[tcpip.Address]*addressState `state:"nosave"`
 	// +checklocks:mu
 	primary []*addressState `state:"nosave"`
+	// wide counts the endpoints whose subnet holds more than one address
+	// (stackcopy patch; see AcquireAssignedAddressOrMatching).
+	//
+	// +checklocks:mu
+	wide int `state:"nosave"`
+}
+
+// isWide reports whether addr's subnet holds more than one address
+// (stackcopy patch).
+func isWide(addr tcpip.AddressWithPrefix) bool {
+	return addr.PrefixLen < addr.Address.BitLen()
 }
 
 // AddressableEndpointStateOptions contains options used to configure an
@@ -70,6 +81,7 @@ func (a *AddressableEndpointState) Init(networkEndpoint NetworkEndpoint, options
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.endpoints = make(map[tcpip.Address]*addressState)
+	a.wide = 0 // stackcopy patch
 }
 
 // OnNetworkEndpointEnabledChanged must be called every time the
@@ -152,6 +164,9 @@ func (a *AddressableEndpointState) releaseAddressStateLocked(addrState *addressS
 		}
 	}
 	delete(a.endpoints, addrState.addr.Address)
+	if isWide(addrState.addr) { // stackcopy patch
+		a.wide--
+	}
 }
 
 // AddAndAcquirePermanentAddress implements AddressableEndpoint.
@@ -275,6 +290,9 @@ func (a *AddressableEndpointState) addAndAcquireAddressLocked(addr tcpip.Address
 		}
 		addrState.refs.InitRefs()
 		a.endpoints[addr.Address] = addrState
+		if isWide(addr) { // stackcopy patch
+			a.wide++
+		}
 		// We never promote an address to temporary - it can only be added as such.
 		// If we are actually adding a permanent address, it is promoted below.
 		addrState.kind = Temporary
@@ -563,8 +581,19 @@ func (a *AddressableEndpointState) AcquireAssignedAddressOrMatching(localAddr tc
 			return addrState
 		}
 
-		if f != nil {
+		// stackcopy patch: the only matcher (IPv4's) matches by subnet
+		// broadcast, or by loopback subnet: an endpoint whose subnet is
+		// its one address (a forged client's temporary /32 under
+		// spoofing) matches no other address, and the map lookup above
+		// already found this one. Skipping them keeps a lookup of an
+		// address not held O(wide) instead of O(every address), which
+		// with a temporary endpoint per forged client cost a scan of all
+		// of them on every dial and every packet for a released address.
+		if f != nil && a.wide > 0 {
 			for _, addrState := range a.endpoints {
+				if !isWide(addrState.addr) {
+					continue
+				}
 				if addrState.IsAssigned(allowTemp) && f(addrState) {
 					if !readOnly && !addrState.TryIncRef() {
 						continue
