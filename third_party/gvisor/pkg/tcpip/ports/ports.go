@@ -18,6 +18,7 @@ package ports
 
 import (
 	"math"
+	"slices"
 
 	"gvisor.dev/gvisor/pkg/rand"
 	"gvisor.dev/gvisor/pkg/sync"
@@ -78,12 +79,35 @@ type destination struct {
 	port uint16
 }
 
-// destToCounter maps each destination to the FlagCounter that represents
-// endpoints to that destination.
+// destToCounter holds the FlagCounter that represents endpoints to each
+// destination.
 //
 // destToCounter is never empty. When it has no elements, it is removed from
 // the map that references it.
-type destToCounter map[destination]FlagCounter
+//
+// stackcopy patch: a slice, not a map. A forged client's reservation is one
+// (port, address) with one destination, and an 8-slot map of 96-byte
+// entries per reservation (with deviceToDest's, about 1 KiB) was the
+// largest part of an idle forged connection's memory after the endpoint.
+// A slice holds what is there; lookups walk it, which is as fast for the
+// one or few destinations a (port, address, NIC) has.
+type destToCounter []destCount
+
+// destCount is one destination's FlagCounter (stackcopy patch).
+type destCount struct {
+	dest    destination
+	counter FlagCounter
+}
+
+// find returns the index of dest, or -1 (stackcopy patch).
+func (dc destToCounter) find(dest destination) int {
+	for i := range dc {
+		if dc[i].dest == dest {
+			return i
+		}
+	}
+	return -1
+}
 
 // intersectionFlags calculates the intersection of flag bit values which affect
 // the specified destination.
@@ -97,7 +121,8 @@ func (dc destToCounter) intersectionFlags(res Reservation) (BitFlags, int) {
 	intersection := FlagMask
 	var count int
 
-	for dest, counter := range dc {
+	for i := range dc {
+		dest, counter := dc[i].dest, &dc[i].counter
 		if dest == res.dst() {
 			intersection &= counter.SharedFlags()
 			count++
@@ -118,7 +143,78 @@ func (dc destToCounter) intersectionFlags(res Reservation) (BitFlags, int) {
 //
 // deviceToDest is never empty. When it has no elements, it is removed from the
 // map that references it.
-type deviceToDest map[tcpip.NICID]destToCounter
+//
+// stackcopy patch: a slice, not a map (see destToCounter).
+type deviceToDest []deviceDests
+
+// deviceDests is one NIC's destinations (stackcopy patch).
+type deviceDests struct {
+	nic   tcpip.NICID
+	dests destToCounter
+}
+
+// find returns the index of nic, or -1 (stackcopy patch).
+func (dd deviceToDest) find(nic tcpip.NICID) int {
+	for i := range dd {
+		if dd[i].nic == nic {
+			return i
+		}
+	}
+	return -1
+}
+
+// get returns nic's destinations (stackcopy patch).
+func (dd deviceToDest) get(nic tcpip.NICID) (destToCounter, bool) {
+	if i := dd.find(nic); i >= 0 {
+		return dd[i].dests, true
+	}
+	return nil, false
+}
+
+// addRef counts a reservation of dst with flagBits on nic, and returns
+// the counter as it was before (stackcopy patch: one copy of what
+// reserveSpecificPortLocked and ReserveTuple did on the maps).
+func (dd *deviceToDest) addRef(nic tcpip.NICID, dst destination, flagBits BitFlags) FlagCounter {
+	i := dd.find(nic)
+	if i < 0 {
+		*dd = append(*dd, deviceDests{nic: nic})
+		i = len(*dd) - 1
+	}
+	dests := &(*dd)[i].dests
+	j := dests.find(dst)
+	if j < 0 {
+		*dests = append(*dests, destCount{dest: dst})
+		j = len(*dests) - 1
+	}
+	before := (*dests)[j].counter
+	(*dests)[j].counter.AddRef(flagBits)
+	return before
+}
+
+// dropRef undoes one addRef; it reports whether nothing is left on any NIC
+// (stackcopy patch).
+func (dd *deviceToDest) dropRef(nic tcpip.NICID, dst destination, flagBits BitFlags) (empty bool) {
+	i := dd.find(nic)
+	if i < 0 {
+		return false
+	}
+	dests := &(*dd)[i].dests
+	j := dests.find(dst)
+	if j < 0 {
+		return false
+	}
+	c := &(*dests)[j].counter
+	c.DropRef(flagBits)
+	if c.TotalRefs() > 0 {
+		return false
+	}
+	*dests = slices.Delete(*dests, j, j+1)
+	if len(*dests) > 0 {
+		return false
+	}
+	*dd = slices.Delete(*dd, i, i+1)
+	return len(*dd) == 0
+}
 
 // isAvailable checks whether binding is possible by device. If not binding to
 // a device, check against all FlagCounters. If binding to a specific device,
@@ -131,8 +227,8 @@ func (dd deviceToDest) isAvailable(res Reservation, portSpecified bool) bool {
 	flagBits := res.Flags.Bits()
 	if res.BindToDevice == 0 {
 		intersection := FlagMask
-		for _, dest := range dd {
-			flags, count := dest.intersectionFlags(res)
+		for i := range dd {
+			flags, count := dd[i].dests.intersectionFlags(res)
 			if count == 0 {
 				continue
 			}
@@ -151,7 +247,7 @@ func (dd deviceToDest) isAvailable(res Reservation, portSpecified bool) bool {
 
 	intersection := FlagMask
 
-	if dests, ok := dd[0]; ok {
+	if dests, ok := dd.get(0); ok {
 		var count int
 		intersection, count = dests.intersectionFlags(res)
 		if count > 0 {
@@ -164,7 +260,7 @@ func (dd deviceToDest) isAvailable(res Reservation, portSpecified bool) bool {
 		}
 	}
 
-	if dests, ok := dd[res.BindToDevice]; ok {
+	if dests, ok := dd.get(res.BindToDevice); ok {
 		flags, count := dests.intersectionFlags(res)
 		intersection &= flags
 		if count > 0 {
@@ -381,19 +477,9 @@ func (pm *PortManager) reserveSpecificPortLocked(res Reservation, portSpecified 
 			addrToDev = make(addrToDevice)
 			pm.allocatedPorts[desc] = addrToDev
 		}
-		devToDest, ok := addrToDev[res.Addr]
-		if !ok {
-			devToDest = make(deviceToDest)
-			addrToDev[res.Addr] = devToDest
-		}
-		destToCntr := devToDest[res.BindToDevice]
-		if destToCntr == nil {
-			destToCntr = make(destToCounter)
-		}
-		counter := destToCntr[dst]
-		counter.AddRef(flagBits)
-		destToCntr[dst] = counter
-		devToDest[res.BindToDevice] = destToCntr
+		devToDest := addrToDev[res.Addr]
+		devToDest.addRef(res.BindToDevice, dst, flagBits)
+		addrToDev[res.Addr] = devToDest
 	}
 
 	return true
@@ -421,24 +507,13 @@ func (pm *PortManager) ReserveTuple(res Reservation) bool {
 			addrToDev = make(addrToDevice)
 			pm.allocatedPorts[desc] = addrToDev
 		}
-		devToDest, ok := addrToDev[res.Addr]
-		if !ok {
-			devToDest = make(deviceToDest)
-			addrToDev[res.Addr] = devToDest
-		}
-		destToCntr := devToDest[res.BindToDevice]
-		if destToCntr == nil {
-			destToCntr = make(destToCounter)
-		}
-
-		counter := destToCntr[dst]
+		devToDest := addrToDev[res.Addr]
+		counter := devToDest.addRef(res.BindToDevice, dst, flagBits)
+		addrToDev[res.Addr] = devToDest
 		if counter.TotalRefs() != 0 && counter.SharedFlags()&flagBits == 0 {
 			// Tuple already exists.
 			undo = true
 		}
-		counter.AddRef(flagBits)
-		destToCntr[dst] = counter
-		devToDest[res.BindToDevice] = destToCntr
 	}
 
 	if undo {
@@ -478,25 +553,8 @@ func (pm *PortManager) releasePortLocked(res Reservation) {
 		if !ok {
 			continue
 		}
-		destToCounter, ok := devToDest[res.BindToDevice]
-		if !ok {
-			continue
-		}
-		counter, ok := destToCounter[dst]
-		if !ok {
-			continue
-		}
-		counter.DropRef(res.Flags.Bits())
-		if counter.TotalRefs() > 0 {
-			destToCounter[dst] = counter
-			continue
-		}
-		delete(destToCounter, dst)
-		if len(destToCounter) > 0 {
-			continue
-		}
-		delete(devToDest, res.BindToDevice)
-		if len(devToDest) > 0 {
+		if !devToDest.dropRef(res.BindToDevice, dst, res.Flags.Bits()) {
+			addrToDev[res.Addr] = devToDest
 			continue
 		}
 		delete(addrToDev, res.Addr)
