@@ -57,18 +57,25 @@ type SACKScoreboard struct {
 	ranges    *btree.BTreeG[header.SACKBlock] `state:"nosave"`
 }
 
+// sackFreeList is the node free list every scoreboard shares (stackcopy
+// patch): btree.NewG gives each tree a list of its own, 32 node pointers
+// and a mutex (about 300 bytes) held by every endpoint for the whole
+// connection, though a scoreboard holds blocks only while the peer
+// reports losses. FreeListG is safe for concurrent use.
+var sackFreeList = btree.NewFreeListG[header.SACKBlock](btree.DefaultFreeListSize)
+
 // NewSACKScoreboard returns a new SACK Scoreboard.
 func NewSACKScoreboard(smss uint16, iss seqnum.Value) *SACKScoreboard {
 	return &SACKScoreboard{
 		smss:      smss,
-		ranges:    btree.NewG[header.SACKBlock](defaultBtreeDegree, sackBlockLess),
+		ranges:    btree.NewWithFreeListG(defaultBtreeDegree, sackBlockLess, sackFreeList),
 		maxSACKED: iss,
 	}
 }
 
 // Reset erases all known range information from the SACK scoreboard.
 func (s *SACKScoreboard) Reset() {
-	s.ranges = btree.NewG[header.SACKBlock](defaultBtreeDegree, sackBlockLess)
+	s.ranges = btree.NewWithFreeListG(defaultBtreeDegree, sackBlockLess, sackFreeList) // stackcopy patch
 	s.sacked = 0
 }
 
