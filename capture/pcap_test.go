@@ -5,6 +5,7 @@ import (
 	"compress/gzip"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/netip"
@@ -577,6 +578,44 @@ func TestOpenFileLargeRecord(t *testing.T) {
 		if len(segs) != 2 || !bytes.Equal(segs[0].Payload, payload) || !bytes.Equal(segs[1].Payload, payload[:60000]) {
 			t.Errorf("ng=%v: stats %+v", ng, st)
 		}
+	}
+
+	// The same through gzip, and a file cut inside a large record, or in
+	// the record header after one, names the record's offset.
+	raw, err := os.ReadFile(writePcap(t, lkEthernet, false, []rec{{data: big}, {data: f}, {data: big}}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var gz bytes.Buffer
+	zw := gzip.NewWriter(&gz)
+	zw.Write(raw)
+	zw.Close()
+	gzPath := filepath.Join(t.TempDir(), "large.pcap.gz")
+	if err := os.WriteFile(gzPath, gz.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	segs, st, err := readAll(t, gzPath)
+	if err != nil || len(segs) != 3 || !bytes.Equal(segs[0].Payload, payload) || !bytes.Equal(segs[1].Payload, payload[:60000]) || !bytes.Equal(segs[2].Payload, payload) {
+		t.Errorf("gzip: %d segments, stats %+v, err %v", len(segs), st, err)
+	}
+	lastRec := int64(24 + 16 + len(big) + 16 + len(f))
+	cutPath := filepath.Join(t.TempDir(), "cut.pcap")
+	if err := os.WriteFile(cutPath, raw[:lastRec+16+30000], 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, _, err = readAll(t, cutPath)
+	want := fmt.Sprintf("offset %d: truncated packet record (want %d bytes, have 30000)", lastRec, len(big))
+	if !errors.Is(err, ErrTruncated) || !strings.Contains(fmt.Sprint(err), want) {
+		t.Errorf("cut inside a large record: err %v, want %q", err, want)
+	}
+	afterBig := int64(24 + 16 + len(big))
+	if err := os.WriteFile(cutPath, raw[:afterBig+5], 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, _, err = readAll(t, cutPath)
+	want = fmt.Sprintf("offset %d: truncated packet record header (want 16 bytes, have 5)", afterBig)
+	if !errors.Is(err, ErrTruncated) || !strings.Contains(fmt.Sprint(err), want) {
+		t.Errorf("cut inside the header after a large record: err %v, want %q", err, want)
 	}
 }
 
