@@ -2,7 +2,6 @@ package netstack
 
 import (
 	"context"
-	"io"
 	"net/netip"
 	"strconv"
 	"testing"
@@ -32,16 +31,7 @@ func benchDial(b *testing.B, open int) {
 	cfg := DefaultConfig()
 	cfg.GSO = GSOOff
 	st, tg := newPairConfig(b, cfg, nil)
-	l := listen(b, tg, 80)
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			go func() { io.Copy(io.Discard, c); c.Close() }()
-		}
-	}()
+	discardAll(listen(b, tg, 80))
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	dst := netip.AddrPortFrom(targetAddr, 80)

@@ -68,6 +68,23 @@ func listen(t testing.TB, tg *wiretest.Target, port uint16) net.Listener {
 	return l
 }
 
+// discardAll accepts every connection on l and reads it to the end,
+// until l closes (at the test's cleanup).
+func discardAll(l net.Listener) {
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				io.Copy(io.Discard, c)
+				c.Close()
+			}()
+		}
+	}()
+}
+
 func TestDialFromForgedAddressCarriesBytes(t *testing.T) {
 	st, p := newPair(t, GSOOff)
 	l := listen(t, p, 80)
@@ -244,16 +261,7 @@ func TestUnknownFlowGetsNoReset(t *testing.T) {
 
 func TestSameForgedTupleTwiceIsPortInUse(t *testing.T) {
 	st, p := newPair(t, GSOOff)
-	l := listen(t, p, 80)
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			go io.Copy(io.Discard, c)
-		}
-	}()
+	discardAll(listen(t, p, 80))
 	src := netip.MustParseAddrPort("198.18.1.5:1004")
 	c, err := st.DialFrom(context.Background(), src, netip.AddrPortFrom(targetAddr, 80))
 	if err != nil {
