@@ -10,6 +10,7 @@ import (
 
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
 	"gvisor.dev/gvisor/pkg/waiter"
 )
 
@@ -150,6 +151,24 @@ func (c *Conn) Read(b []byte) (int, error) {
 func (c *Conn) Write(b []byte) (int, error) {
 	n, err := c.tc.Write(b)
 	return n, c.classify(err)
+}
+
+// AwaitAcked waits until the target acknowledged every byte written, the
+// connection ended (a reset: the next call reports it), or d passed. It
+// polls (a millisecond apart): it serves the rare end of a session the
+// target closed first.
+func (c *Conn) AwaitAcked(d time.Duration) {
+	deadline := time.Now().Add(d)
+	for {
+		n, err := c.ep.GetSockOptInt(tcpip.SendQueueSizeOption)
+		if err != nil || n == 0 || !time.Now().Before(deadline) {
+			return
+		}
+		if st := tcp.EndpointState(c.ep.State()); st == tcp.StateError || st == tcp.StateClose {
+			return
+		}
+		time.Sleep(time.Millisecond)
+	}
 }
 
 // CloseWrite sends the client's FIN and keeps reading.

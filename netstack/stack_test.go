@@ -287,14 +287,18 @@ var _ net.Conn = (*Conn)(nil)
 func TestBeforeConnectSeesChosenPort(t *testing.T) {
 	st, p := newPair(t, GSOOff)
 	l := listen(t, p, 80)
+	// The target keeps the connection open and says when it has it: the
+	// handshake's last ACK has arrived, and the first connection sends
+	// nothing more while the second dial is watched.
+	accepted := make(chan struct{})
 	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
+		c, err := l.Accept()
+		if err != nil {
+			return
 		}
+		close(accepted)
+		io.Copy(io.Discard, c)
+		c.Close()
 	}()
 	var seen netip.AddrPort
 	c, err := st.DialFromWith(context.Background(), netip.MustParseAddrPort("198.18.1.5:0"), netip.AddrPortFrom(targetAddr, 80),
@@ -305,6 +309,11 @@ func TestBeforeConnectSeesChosenPort(t *testing.T) {
 	defer c.Close()
 	if seen.Port() == 0 || seen != c.Local() {
 		t.Fatalf("BeforeConnect saw %v, connection is from %v", seen, c.Local())
+	}
+	select {
+	case <-accepted:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the target never accepted the first connection")
 	}
 	before := p.Stats().Packets
 	_, err = st.DialFromWith(context.Background(), netip.MustParseAddrPort("198.18.1.5:0"), netip.AddrPortFrom(targetAddr, 80),
@@ -386,5 +395,58 @@ func TestOnReadableDrainsOnDemand(t *testing.T) {
 		case <-deadline:
 			t.Fatalf("no wake-up after %d bytes", total)
 		}
+	}
+}
+
+// TestAwaitAckedSeesRefusal: after the target closed, bytes the client
+// still sends reach a socket nobody reads and the target resets the
+// connection; AwaitAcked returns once that happened (long before its
+// bound), and the client's FIN then reports the reset. Bytes the target
+// reads are acknowledged and AwaitAcked returns at once.
+func TestAwaitAckedSeesRefusal(t *testing.T) {
+	st, p := newPair(t, GSOOff)
+	l := listen(t, p, 80)
+	go func() {
+		c, err := l.Accept()
+		if err != nil {
+			return
+		}
+		b := make([]byte, 100)
+		io.ReadFull(c, b)
+		c.Write([]byte("bye"))
+		c.Close() // refuses the rest, as a server after a fatal error
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := st.DialFrom(ctx, netip.MustParseAddrPort("198.18.1.5:1000"), netip.AddrPortFrom(targetAddr, 80))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := c.Write(make([]byte, 100)); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	c.AwaitAcked(5 * time.Second)
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("AwaitAcked took %v for bytes the target read", d)
+	}
+	if b, err := io.ReadAll(c); string(b) != "bye" || err != nil {
+		t.Fatalf("answer %q, %v; want bye and the target's FIN", b, err)
+	}
+	if _, err := c.Write([]byte("after the target closed")); err != nil {
+		t.Fatal(err)
+	}
+	start = time.Now()
+	c.AwaitAcked(5 * time.Second)
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("AwaitAcked waited %v for a refusal", d)
+	}
+	if st := tcp.EndpointState(c.ep.State()); st != tcp.StateError && st != tcp.StateClose {
+		t.Errorf("after AwaitAcked the connection is %v; want it reset by the target", st)
+	}
+	if err := c.CloseWrite(); err == nil {
+		t.Errorf("FIN after the refusal succeeded; want the reset reported")
 	}
 }

@@ -2188,6 +2188,14 @@ func (e *Endpoint) GetSockOptInt(opt tcpip.SockOptInt) (int, tcpip.Error) {
 	case tcpip.ReceiveQueueSizeOption:
 		return e.readyReceiveSize()
 
+	case tcpip.SendQueueSizeOption:
+		// stackcopy patch: the bytes written and not yet acknowledged
+		// (Linux's SIOCOUTQ): data stays in the send buffer until ACKed.
+		e.sndQueueInfo.sndQueueMu.Lock()
+		v := e.sndQueueInfo.SndBufUsed
+		e.sndQueueInfo.sndQueueMu.Unlock()
+		return v, nil
+
 	case tcpip.IPv4TTLOption:
 		e.LockUser()
 		v := int(e.ipv4TTL)
