@@ -2,9 +2,7 @@ package netstack
 
 import (
 	"bytes"
-	"context"
 	"io"
-	"net/netip"
 	"sync"
 	"testing"
 	"time"
@@ -84,13 +82,7 @@ func exchange(t *testing.T, quick bool, n, answerLen int) exchanged {
 		_, err = io.Copy(io.Discard, c) // until the client closes
 		served <- err
 	}()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	c, err := st.DialFrom(ctx, netip.MustParseAddrPort("198.18.1.5:1000"), netip.AddrPortFrom(targetAddr, 80))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := dialTarget(t, st, "198.18.1.5:1000")
 	c.SetDeadline(time.Now().Add(20 * time.Second))
 	req := bytes.Repeat([]byte{'r'}, 100)
 	answer := make([]byte, answerLen)

@@ -68,6 +68,20 @@ func listen(t testing.TB, tg *wiretest.Target, port uint16) net.Listener {
 	return l
 }
 
+// dialTarget dials port 80 of the target from src (within 10 s) and closes
+// the connection at the test's end.
+func dialTarget(t testing.TB, st *Stack, src string) *Conn {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := st.DialFrom(ctx, netip.MustParseAddrPort(src), netip.AddrPortFrom(targetAddr, 80))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
 // discardAll accepts every connection on l and reads it to the end,
 // until l closes (at the test's cleanup).
 func discardAll(l net.Listener) {
@@ -116,12 +130,7 @@ func TestDialFromForgedAddressCarriesBytes(t *testing.T) {
 	}()
 
 	src := netip.MustParseAddrPort("198.18.1.77:40123")
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	c, err := st.DialFrom(ctx, src, netip.AddrPortFrom(targetAddr, 80))
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := dialTarget(t, st, src.String())
 	payload := bytes.Repeat([]byte("stackcopy!"), 300_000) // 3 MB: several windows
 	if _, err := c.Write(payload); err != nil {
 		t.Fatal(err)
@@ -345,13 +354,7 @@ func TestOnReadableDrainsOnDemand(t *testing.T) {
 			time.Sleep(20 * time.Millisecond)
 		}
 	}()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	c, err := st.DialFrom(ctx, netip.MustParseAddrPort("198.18.1.78:40124"), netip.AddrPortFrom(targetAddr, 80))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := dialTarget(t, st, "198.18.1.78:40124")
 	kicks := make(chan struct{}, 1)
 	stop := c.OnReadable(func() {
 		select {
@@ -416,13 +419,7 @@ func TestAwaitAckedSeesRefusal(t *testing.T) {
 		c.Write([]byte("bye"))
 		c.Close() // refuses the rest, as a server after a fatal error
 	}()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	c, err := st.DialFrom(ctx, netip.MustParseAddrPort("198.18.1.5:1000"), netip.AddrPortFrom(targetAddr, 80))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := dialTarget(t, st, "198.18.1.5:1000")
 	c.SetDeadline(time.Now().Add(10 * time.Second))
 	if _, err := c.Write(make([]byte, 100)); err != nil {
 		t.Fatal(err)
