@@ -154,10 +154,6 @@ func (c *conn) Readable() bool { return c.c.Readable() }
 
 func (c *conn) CloseWrite() error { return replayError(c.c.CloseWrite()) }
 
-// AwaitAcked lets replay tell a target that refused the client's last
-// bytes from one that took them (its ackWaiter).
-func (c *conn) AwaitAcked(d time.Duration) { c.c.AwaitAcked(d) }
-
 func (c *conn) Close() error {
 	c.done()
 	return replayError(c.c.Close())

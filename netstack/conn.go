@@ -153,11 +153,29 @@ func (c *Conn) Write(b []byte) (int, error) {
 	return n, c.classify(err)
 }
 
-// AwaitAcked waits until the target acknowledged every byte written, the
-// connection ended (a reset: the next call reports it), or d passed. It
-// polls (a millisecond apart): it serves the rare end of a session the
-// target closed first.
-func (c *Conn) AwaitAcked(d time.Duration) {
+// refusalWait bounds how long CloseWrite waits for the target to
+// acknowledge, or refuse, what the client sent after the target closed.
+const refusalWait = 500 * time.Millisecond
+
+// CloseWrite sends the client's FIN and keeps reading.
+//
+// When the target closed first, what the client sent since reached a
+// socket nobody reads, and the target's kernel resets the connection.
+// CloseWrite then first waits (refusalWait at most) for that reset or for
+// the ACK, so that the reset is reported every time, not only when it
+// happened to come before the FIN.
+func (c *Conn) CloseWrite() error {
+	if tcp.EndpointState(c.ep.State()) == tcp.StateCloseWait {
+		c.awaitAcked(refusalWait)
+	}
+	return c.classify(c.tc.CloseWrite())
+}
+
+// awaitAcked waits until the target acknowledged every byte written, the
+// connection ended, or d passed. It polls a millisecond apart: gVisor
+// tells writers only when half the send buffer frees, and this serves the
+// rare end of a session the target closed first.
+func (c *Conn) awaitAcked(d time.Duration) {
 	deadline := time.Now().Add(d)
 	for {
 		n, err := c.ep.GetSockOptInt(tcpip.SendQueueSizeOption)
@@ -170,9 +188,6 @@ func (c *Conn) AwaitAcked(d time.Duration) {
 		time.Sleep(time.Millisecond)
 	}
 }
-
-// CloseWrite sends the client's FIN and keeps reading.
-func (c *Conn) CloseWrite() error { return c.classify(c.tc.CloseWrite()) }
 
 // Close implements net.Conn: an orderly close (FIN), as the captured
 // client's.

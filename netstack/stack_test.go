@@ -401,12 +401,12 @@ func TestOnReadableDrainsOnDemand(t *testing.T) {
 	}
 }
 
-// TestAwaitAckedSeesRefusal: after the target closed, bytes the client
+// TestCloseWriteReportsRefusal: after the target closed, bytes the client
 // still sends reach a socket nobody reads and the target resets the
-// connection; AwaitAcked returns once that happened (long before its
-// bound), and the client's FIN then reports the reset. Bytes the target
-// reads are acknowledged and AwaitAcked returns at once.
-func TestAwaitAckedSeesRefusal(t *testing.T) {
+// connection; the client's FIN waits for that reset (awaitAcked returns
+// once it happened, long before its bound) and reports it. Bytes the
+// target reads are acknowledged and awaitAcked returns at once.
+func TestCloseWriteReportsRefusal(t *testing.T) {
 	st, p := newPair(t, GSOOff)
 	l := listen(t, p, 80)
 	go func() {
@@ -425,9 +425,9 @@ func TestAwaitAckedSeesRefusal(t *testing.T) {
 		t.Fatal(err)
 	}
 	start := time.Now()
-	c.AwaitAcked(5 * time.Second)
+	c.awaitAcked(5 * time.Second)
 	if d := time.Since(start); d > 2*time.Second {
-		t.Errorf("AwaitAcked took %v for bytes the target read", d)
+		t.Errorf("awaitAcked took %v for bytes the target read", d)
 	}
 	if b, err := io.ReadAll(c); string(b) != "bye" || err != nil {
 		t.Fatalf("answer %q, %v; want bye and the target's FIN", b, err)
@@ -436,14 +436,14 @@ func TestAwaitAckedSeesRefusal(t *testing.T) {
 		t.Fatal(err)
 	}
 	start = time.Now()
-	c.AwaitAcked(5 * time.Second)
-	if d := time.Since(start); d > 2*time.Second {
-		t.Errorf("AwaitAcked waited %v for a refusal", d)
+	err := c.CloseWrite()
+	if d := time.Since(start); d >= refusalWait {
+		t.Errorf("the FIN waited %v, its whole bound, for a refusal", d)
 	}
 	if st := tcp.EndpointState(c.ep.State()); st != tcp.StateError && st != tcp.StateClose {
-		t.Errorf("after AwaitAcked the connection is %v; want it reset by the target", st)
+		t.Errorf("after the FIN the connection is %v; want it reset by the target", st)
 	}
-	if err := c.CloseWrite(); err == nil {
+	if err == nil {
 		t.Errorf("FIN after the refusal succeeded; want the reset reported")
 	}
 }

@@ -47,19 +47,6 @@ type answerTap interface {
 	DiscardTo(w io.Writer) (int, error)
 }
 
-// ackWaiter is implemented by connections that know whether the target
-// acknowledged what was written (the netstack's, through mirror).
-type ackWaiter interface {
-	// AwaitAcked waits until the target acknowledged every byte written,
-	// the connection ended, or d passed.
-	AwaitAcked(d time.Duration)
-}
-
-// refusalWait bounds how long a client's FIN waits for the target to
-// acknowledge, or refuse, what the client sent after the target closed
-// (see EvFin in loop).
-const refusalWait = 500 * time.Millisecond
-
 // readNotifier is implemented by connections that say when the target's
 // bytes may have arrived (the netstack's, through mirror): the player then
 // drains on demand, in a goroutine that lives while bytes come, instead
@@ -1401,14 +1388,6 @@ func (s *player) loop() (parked bool) {
 				s.count(s.failure(err))
 				return false
 			}
-			if aw, ok := conn.(ackWaiter); ok && s.targetClosed() {
-				// The target closed first, and what the client sent since
-				// reaches a socket nobody reads: the target's kernel resets
-				// the connection. Let that reset (or the ACK) come before
-				// the FIN, so the session is reported reset by the target
-				// every time, not only when the FIN happened to be later.
-				aw.AwaitAcked(refusalWait)
-			}
 			if err := conn.CloseWrite(); err != nil {
 				s.count(s.failure(err))
 				return false
@@ -1782,17 +1761,6 @@ func (s *player) unframedWhy(answers int) string {
 		return "framing the target's answers: " + f.Err().Error()
 	}
 	return fmt.Sprintf("the target gave %d of the %d answers the capture shows", f.Answers(), answers)
-}
-
-// targetClosed reports whether the target's FIN (or an error) ended the
-// drain.
-func (s *player) targetClosed() bool {
-	select {
-	case <-s.rcvDone:
-		return true
-	default:
-		return false
-	}
 }
 
 // awaitClose waits for the target to close after the client's FIN and
