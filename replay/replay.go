@@ -1135,12 +1135,8 @@ func (s *player) count(o outcome, err error) {
 // failure explains a failed write or close: when the target already reset
 // or closed the connection, that is the cause, not the local error.
 func (s *player) failure(err error) (outcome, error) {
-	select {
-	case <-s.rcvDone:
-		if s.rcvErr != nil {
-			return s.classify(s.rcvErr), s.rcvErr
-		}
-	default:
+	if s.targetClosed() && s.rcvErr != nil {
+		return s.classify(s.rcvErr), s.rcvErr
 	}
 	return s.classify(err), err
 }
@@ -1437,14 +1433,10 @@ func (s *player) loop() (parked bool) {
 			s.count(s.awaitClose(conn, min(idle, cfg.TurnWait+time.Second)), nil)
 			return false
 		}
-		select {
-		case <-s.rcvDone:
-			if s.rcvErr != nil && !errors.Is(s.rcvErr, io.EOF) {
-				// The target reset while we still had events to replay.
-				s.count(s.classify(s.rcvErr), s.rcvErr)
-				return false
-			}
-		default:
+		if s.targetClosed() && s.rcvErr != nil && !errors.Is(s.rcvErr, io.EOF) {
+			// The target reset while we still had events to replay.
+			s.count(s.classify(s.rcvErr), s.rcvErr)
+			return false
 		}
 	}
 }
@@ -1761,6 +1753,17 @@ func (s *player) unframedWhy(answers int) string {
 		return "framing the target's answers: " + f.Err().Error()
 	}
 	return fmt.Sprintf("the target gave %d of the %d answers the capture shows", f.Answers(), answers)
+}
+
+// targetClosed reports whether the target's FIN (or an error) ended the
+// drain; rcvErr is then final.
+func (s *player) targetClosed() bool {
+	select {
+	case <-s.rcvDone:
+		return true
+	default:
+		return false
+	}
 }
 
 // awaitClose waits for the target to close after the client's FIN and
