@@ -172,8 +172,7 @@ func (dd deviceToDest) get(nic tcpip.NICID) (destToCounter, bool) {
 }
 
 // addRef counts a reservation of dst with flagBits on nic, and returns
-// the counter as it was before (stackcopy patch: one copy of what
-// reserveSpecificPortLocked and ReserveTuple did on the maps).
+// the counter as it was before (stackcopy patch).
 func (dd *deviceToDest) addRef(nic tcpip.NICID, dst destination, flagBits BitFlags) FlagCounter {
 	i := dd.find(nic)
 	if i < 0 {
@@ -471,18 +470,27 @@ func (pm *PortManager) reserveSpecificPortLocked(res Reservation, portSpecified 
 	flagBits := res.Flags.Bits()
 	dst := res.dst()
 	for _, network := range res.Networks {
-		desc := portDescriptor{network, res.Transport, res.Port}
-		addrToDev, ok := pm.allocatedPorts[desc]
-		if !ok {
-			addrToDev = make(addrToDevice)
-			pm.allocatedPorts[desc] = addrToDev
-		}
-		devToDest := addrToDev[res.Addr]
-		devToDest.addRef(res.BindToDevice, dst, flagBits)
-		addrToDev[res.Addr] = devToDest
+		pm.addRefLocked(portDescriptor{network, res.Transport, res.Port}, res, dst, flagBits)
 	}
 
 	return true
+}
+
+// addRefLocked counts res's reservation of dst on desc and returns the
+// counter as it was before (stackcopy patch: one copy of what
+// reserveSpecificPortLocked and ReserveTuple did).
+//
+// +checklocks:pm.mu
+func (pm *PortManager) addRefLocked(desc portDescriptor, res Reservation, dst destination, flagBits BitFlags) FlagCounter {
+	addrToDev, ok := pm.allocatedPorts[desc]
+	if !ok {
+		addrToDev = make(addrToDevice)
+		pm.allocatedPorts[desc] = addrToDev
+	}
+	devToDest := addrToDev[res.Addr]
+	before := devToDest.addRef(res.BindToDevice, dst, flagBits)
+	addrToDev[res.Addr] = devToDest
+	return before
 }
 
 // ReserveTuple adds a port reservation for the tuple on all given protocol.
@@ -501,15 +509,7 @@ func (pm *PortManager) ReserveTuple(res Reservation) bool {
 
 	// Reserve port on all network protocols.
 	for _, network := range res.Networks {
-		desc := portDescriptor{network, res.Transport, res.Port}
-		addrToDev, ok := pm.allocatedPorts[desc]
-		if !ok {
-			addrToDev = make(addrToDevice)
-			pm.allocatedPorts[desc] = addrToDev
-		}
-		devToDest := addrToDev[res.Addr]
-		counter := devToDest.addRef(res.BindToDevice, dst, flagBits)
-		addrToDev[res.Addr] = devToDest
+		counter := pm.addRefLocked(portDescriptor{network, res.Transport, res.Port}, res, dst, flagBits)
 		if counter.TotalRefs() != 0 && counter.SharedFlags()&flagBits == 0 {
 			// Tuple already exists.
 			undo = true
