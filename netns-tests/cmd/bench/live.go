@@ -42,6 +42,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/stackcopy/stackcopy/netns-tests/benchrole"
@@ -155,8 +156,12 @@ func (s liveStep) String() string {
 	if s.noStats != "" {
 		drops = "capture drops ? (" + s.noStats + ")"
 	}
-	line := fmt.Sprintf("  %6d req/s offered  %7.0f achieved  served %6d  mirrored %6d  lost %5d  drain %4.1fs (mirror %5.0f req/s)  stackcopy %5.0f µs/req  intercept %5.0f µs/answer (%d answers)  %s, nfqueue drops %d",
-		s.rate, s.achieved, s.served, s.mirrored, s.lost, s.drain.Seconds(), s.mirrorRate(), s.scPerReq(), s.icPerAnswer(), s.answers, drops, s.icDrops)
+	offered := fmt.Sprintf("%6d req/s offered", s.rate)
+	if s.rate == 0 {
+		offered = "   unpaced run    "
+	}
+	line := fmt.Sprintf("  %s  %7.0f achieved  served %6d  mirrored %6d  lost %5d  drain %4.1fs (mirror %5.0f req/s)  stackcopy %5.0f µs/req  intercept %5.0f µs/answer (%d answers)  %s, nfqueue drops %d",
+		offered, s.achieved, s.served, s.mirrored, s.lost, s.drain.Seconds(), s.mirrorRate(), s.scPerReq(), s.icPerAnswer(), s.answers, drops, s.icDrops)
 	if s.counted {
 		line += "; " + s.syscalls()
 	}
@@ -188,6 +193,26 @@ type liveLab struct {
 	icpt                   *lab.Proc
 	relayAddr              netip.Addr // where intercept listens (-s)
 	scExtra                []string   // more stackcopy flags for every step
+	load                   loadShape  // how the client offers its requests
+}
+
+// loadShape is how the liveload role offers requests: by default at the
+// step's rate for liveStepDur over liveConns keep-alive connections.
+type loadShape struct {
+	short bool // a new connection per request (Connection: close)
+	count int  // > 0: this many requests, unpaced, by liveConns workers
+}
+
+// args are the liveload role's flags for this shape at rate.
+func (ls loadShape) args(rate int) []string {
+	a := []string{"-rate", strconv.Itoa(rate), "-duration", liveStepDur.String(), "-conns", strconv.Itoa(liveConns)}
+	if ls.count > 0 {
+		a = []string{"-count", strconv.Itoa(ls.count), "-conns", strconv.Itoa(liveConns)}
+	}
+	if ls.short {
+		a = append(a, "-short")
+	}
+	return a
 }
 
 // liveTargetServer is what serves liveTarget:80 in the live lab.
@@ -223,20 +248,9 @@ func (b *bench) live(ctx context.Context) (res result, err error) {
 	if err != nil {
 		return res, fmt.Errorf("live lab setup: %w", err)
 	}
-	var steps []liveStep
-	for _, rate := range liveRates {
-		st, err := b.liveStep(ctx, ll, rate, false)
-		if err != nil {
-			return res, fmt.Errorf("%d req/s: %w", rate, err)
-		}
-		b.logf("live %s", strings.TrimSpace(st.String()))
-		for _, e := range st.loadErrs {
-			b.logf("live   load error: %s", e)
-		}
-		steps = append(steps, st)
-		if st.lost != 0 || st.served == 0 || st.achieved < 0.95*float64(rate) {
-			break
-		}
+	steps, err := b.ladder("live", liveRates, func(rate int) (liveStep, error) { return b.liveStep(ctx, ll, rate, false) })
+	if err != nil {
+		return res, err
 	}
 	res.details = append(res.details, fmt.Sprintf("live mirroring, traditional (nginx + stackcopy live -o raw on the online host; nginx + intercept -q 0 on the target), %d keep-alive connections, %s per step:", liveConns, liveStepDur))
 	best := -1
@@ -311,6 +325,28 @@ func (b *bench) live(ctx context.Context) (res result, err error) {
 		return res, fmt.Errorf("tcpcopy peer: %w", err)
 	}
 	return res, nil
+}
+
+// ladder runs step at each of rates in turn, up to the first rate that
+// loses requests, serves none, or that the load generator cannot reach,
+// and logs each step under label.
+func (b *bench) ladder(label string, rates []int, step func(rate int) (liveStep, error)) ([]liveStep, error) {
+	var steps []liveStep
+	for _, rate := range rates {
+		st, err := step(rate)
+		if err != nil {
+			return steps, fmt.Errorf("%s at %d req/s: %w", label, rate, err)
+		}
+		b.logf("%s %s", label, strings.TrimSpace(st.String()))
+		for _, e := range st.loadErrs {
+			b.logf("%s   load error: %s", label, e)
+		}
+		steps = append(steps, st)
+		if st.lost != 0 || st.served == 0 || st.achieved < 0.95*float64(rate) {
+			break
+		}
+	}
+	return steps, nil
 }
 
 // liveSetup builds the live lab (named name) and starts intercept, nginx
@@ -506,8 +542,7 @@ func (b *bench) liveStep(ctx context.Context, ll *liveLab, rate int, countSys bo
 	return st, nil
 }
 
-// loadAndDrain offers st.rate requests/s from the client over keep-alive
-// connections for liveStepDur, then waits for the mirror to drain, and
+// loadAndDrain offers the client's load (ll.load at st.rate), then waits for the mirror to drain, and
 // records the load, what the online host served and what reached the
 // target.
 func (b *bench) loadAndDrain(ctx context.Context, ll *liveLab, st *liveStep) error {
@@ -519,22 +554,9 @@ func (b *bench) loadAndDrain(ctx context.Context, ll *liveLab, st *liveStep) err
 	if err != nil {
 		return err
 	}
-	onlineAddr := netip.MustParsePrefix(liveOnline).Addr()
-	timeout := liveStepDur + 10*time.Second
-	rctx, cancel := context.WithTimeout(ctx, timeout+15*time.Second)
-	defer cancel()
-	load, err := startRole(ll.client, b.self, "-role", "liveload",
-		"-connect", netip.AddrPortFrom(onlineAddr, 80).String(), "-rate", strconv.Itoa(st.rate),
-		"-duration", liveStepDur.String(), "-conns", strconv.Itoa(liveConns), "-timeout", timeout.String())
+	lr, err := b.runLoad(ctx, ll, st.rate)
 	if err != nil {
 		return err
-	}
-	if err := load.WaitContext(rctx, roleGrace); err != nil {
-		return err
-	}
-	var lr benchrole.LiveLoadResult
-	if err := json.Unmarshal([]byte(load.Stdout()), &lr); err != nil {
-		return fmt.Errorf("%s: result %q: %w", load, load.Stdout(), err)
 	}
 	st.achieved, st.loadFail, st.loadErrs, st.loadSecs = lr.Rate, lr.Failed, lr.Errors, lr.Seconds
 
@@ -568,6 +590,31 @@ func (b *bench) loadAndDrain(ctx context.Context, ll *liveLab, st *liveStep) err
 	st.lost = st.served - st.mirrored
 	st.drain = max(lastChange.Sub(loadEnd), 0)
 	return nil
+}
+
+// runLoad runs the liveload role in the client namespace, shaped by
+// ll.load, and returns its result.
+func (b *bench) runLoad(ctx context.Context, ll *liveLab, rate int) (benchrole.LiveLoadResult, error) {
+	var lr benchrole.LiveLoadResult
+	onlineAddr := netip.MustParsePrefix(liveOnline).Addr()
+	timeout := liveStepDur + 10*time.Second
+	if ll.load.count > 0 {
+		timeout = time.Minute
+	}
+	rctx, cancel := context.WithTimeout(ctx, timeout+15*time.Second)
+	defer cancel()
+	args := append([]string{"-role", "liveload", "-connect", netip.AddrPortFrom(onlineAddr, 80).String(), "-timeout", timeout.String()}, ll.load.args(rate)...)
+	load, err := startRole(ll.client, b.self, args...)
+	if err != nil {
+		return lr, err
+	}
+	if err := load.WaitContext(rctx, roleGrace); err != nil {
+		return lr, err
+	}
+	if err := json.Unmarshal([]byte(load.Stdout()), &lr); err != nil {
+		return lr, fmt.Errorf("%s: result %q: %w", load, load.Stdout(), err)
+	}
+	return lr, nil
 }
 
 // liveCompareRate is the rate the comparison's cost is measured at: well
@@ -620,18 +667,11 @@ func (b *bench) liveCompare(ctx context.Context, ll *liveLab) ([]string, []row, 
 	}
 	rows := []row{
 		{workload: fmt.Sprintf("live --compare at %d req/s: lost", liveCompareRate), sc: fmt.Sprintf("%d/%d", cmp.lost, cmp.served), kernel: "n/a", ratio: "-", target: fmt.Sprintf("%d identical", cs.Identical), verdict: verdict},
-		{workload: "  relay bytes per request", sc: fmt.Sprintf("%.0f", perReq(cmp)), kernel: fmt.Sprintf("%.0f header-only", perReq(plain)), ratio: ratioOf(perReq(cmp), perReq(plain)), verdict: "-"},
-		{workload: "  stackcopy CPU per request", sc: fmt.Sprintf("%.0f µs", cmp.scPerReq()), kernel: fmt.Sprintf("%.0f µs no compare", plain.scPerReq()), ratio: ratioOf(cmp.scPerReq(), plain.scPerReq()), verdict: "-"},
-		{workload: "  intercept CPU per answer", sc: fmt.Sprintf("%.0f µs", cmp.icPerAnswer()), kernel: fmt.Sprintf("%.0f µs header-only", plain.icPerAnswer()), ratio: ratioOf(cmp.icPerAnswer(), plain.icPerAnswer()), verdict: "-"},
+		{workload: "  relay bytes per request", sc: fmt.Sprintf("%.0f", perReq(cmp)), kernel: fmt.Sprintf("%.0f header-only", perReq(plain)), ratio: ratioStr(perReq(cmp), perReq(plain)), verdict: "-"},
+		{workload: "  stackcopy CPU per request", sc: fmt.Sprintf("%.0f µs", cmp.scPerReq()), kernel: fmt.Sprintf("%.0f µs no compare", plain.scPerReq()), ratio: ratioStr(cmp.scPerReq(), plain.scPerReq()), verdict: "-"},
+		{workload: "  intercept CPU per answer", sc: fmt.Sprintf("%.0f µs", cmp.icPerAnswer()), kernel: fmt.Sprintf("%.0f µs header-only", plain.icPerAnswer()), ratio: ratioStr(cmp.icPerAnswer(), plain.icPerAnswer()), verdict: "-"},
 	}
 	return details, rows, nil
-}
-
-func ratioOf(a, b float64) string {
-	if b == 0 {
-		return "-"
-	}
-	return fmt.Sprintf("%.2fx", a/b)
 }
 
 // countLines counts complete lines of a file (0 if it does not exist).
@@ -664,19 +704,24 @@ func interceptStats(log string) (kernelDrops, relayed uint64) {
 // roleLiveLoad sends GET /a.txt at -rate requests/s for -duration over
 // -conns keep-alive connections, each paced on its own schedule (a late
 // request goes out at once, no later than the end plus 2 s). It reconnects
-// when the server closes. Bounded by -timeout.
+// when the server closes. With -short each request asks the server to
+// close (a connection per request); with -count N the workers send N
+// requests in all as fast as they are answered, unpaced. Bounded by
+// -timeout.
 func roleLiveLoad(args []string) error {
 	fs := flag.NewFlagSet("liveload", flag.ContinueOnError)
 	target := fs.String("connect", "", "server address")
 	rate := fs.Int("rate", 100, "requests per second, all connections together")
 	dur := fs.Duration("duration", 5*time.Second, "send for this long")
-	conns := fs.Int("conns", 20, "keep-alive connections")
+	conns := fs.Int("conns", 20, "keep-alive connections (workers)")
+	short := fs.Bool("short", false, "a new connection per request (Connection: close)")
+	count := fs.Int("count", 0, "send this many requests unpaced instead of -rate for -duration")
 	timeout := fs.Duration("timeout", time.Minute, "give up after this long")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	if *rate < 1 || *conns < 1 || *dur <= 0 {
-		return errors.New("-rate, -conns and -duration must be positive")
+	if *count < 0 || *conns < 1 || (*count == 0 && (*rate < 1 || *dur <= 0)) {
+		return errors.New("-conns must be positive, and so must -count, or -rate and -duration")
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 	defer cancel()
@@ -684,6 +729,14 @@ func roleLiveLoad(args []string) error {
 	start := time.Now().Add(50 * time.Millisecond)
 	end := start.Add(*dur)
 	hardEnd := end.Add(2 * time.Second)
+	if *count > 0 {
+		interval, end, hardEnd = 0, start.Add(*timeout), start.Add(*timeout)
+	}
+	connHdr := ""
+	if *short {
+		connHdr = "Connection: close\r\n"
+	}
+	var issued atomic.Int64
 	var mu sync.Mutex
 	var res benchrole.LiveLoadResult
 	var lastDone time.Time
@@ -716,6 +769,9 @@ func roleLiveLoad(args []string) error {
 				if !at.Before(end) || time.Now().After(hardEnd) || ctx.Err() != nil {
 					return
 				}
+				if *count > 0 && issued.Add(1) > int64(*count) {
+					return
+				}
 				if wait := time.Until(at); wait > 0 {
 					time.Sleep(wait)
 				}
@@ -729,7 +785,7 @@ func roleLiveLoad(args []string) error {
 					br = bufio.NewReader(c)
 				}
 				_ = c.SetDeadline(time.Now().Add(5 * time.Second))
-				req := fmt.Sprintf("GET /a.txt?c=%d&i=%d HTTP/1.1\r\nHost: 198.18.1.1\r\nUser-Agent: stackcopy-bench\r\n\r\n", w, i)
+				req := fmt.Sprintf("GET /a.txt?c=%d&i=%d HTTP/1.1\r\nHost: 198.18.1.1\r\nUser-Agent: stackcopy-bench\r\n%s\r\n", w, i, connHdr)
 				if _, err := io.WriteString(c, req); err != nil {
 					fail(err)
 					continue
@@ -758,7 +814,12 @@ func roleLiveLoad(args []string) error {
 	}
 	wg.Wait()
 	took := max(lastDone.Sub(start), *dur)
+	if *count > 0 {
+		took = lastDone.Sub(start)
+	}
 	res.Seconds = took.Seconds()
-	res.Rate = float64(res.Completed) / took.Seconds()
+	if took > 0 {
+		res.Rate = float64(res.Completed) / took.Seconds()
+	}
 	return json.NewEncoder(os.Stdout).Encode(res)
 }

@@ -25,6 +25,10 @@
 //     target) at 250..16000 requests/s; the highest rate with nothing lost
 //     and the CPU per request and per relayed answer (live.go). No kernel
 //     comparison.
+//   - liveshort: the same lab with a connection per request: CPU per
+//     mirrored request at paced rates, and how much longer 10,000 short
+//     requests take the online clients with the mirror than without
+//     (liveshort.go).
 //   - lossy: a 128 MiB HTTP upload over a path with 5% random loss both
 //     ways at the target, in the live lab with the recorder as the target
 //     (lossy.go): curl on the online host straight to the target (what
@@ -103,9 +107,9 @@ func parseFlags(args []string) (*config, error) {
 	fs.StringVar(&c.stackcopy, "stackcopy", "bin/stackcopy", "stackcopy binary")
 	fs.StringVar(&c.recorder, "recorder", "bin/recorder", "recorder binary (the lossy workload's online and target servers)")
 	fs.StringVar(&c.intercept, "intercept", "bin/intercept", "intercept binary (the live and lossy workloads)")
-	fs.StringVar(&c.tcpcopy, "tcpcopy", "", "TCPCopy's tcpcopy binary: the live workload also runs TCPCopy side by side (needs -tcpcopy-intercept; see netns-tests/tcpcopy-peer/build.sh)")
+	fs.StringVar(&c.tcpcopy, "tcpcopy", "", "TCPCopy's tcpcopy binary: the live and liveshort workloads also run TCPCopy side by side (needs -tcpcopy-intercept; see netns-tests/tcpcopy-peer/build.sh)")
 	fs.StringVar(&c.tcIntercept, "tcpcopy-intercept", "", "TCPCopy's intercept binary, for -tcpcopy")
-	only := fs.String("only", "", "run only these workloads: upload, short, idle, live, lossy, memory (comma-separated)")
+	only := fs.String("only", "", "run only these workloads: upload, short, idle, live, liveshort, lossy, memory (comma-separated)")
 	scFlags := fs.String("stackcopy-flags", "", "flags added to every stackcopy run, space-separated (e.g. \"--gso host\"), to compare settings")
 	fs.BoolVar(&c.quick, "quick", false, "smaller sizes for a smoke run: 64 MiB upload, 300 short sessions, 1000 idle sessions, 32 MiB lossy upload")
 	fs.IntVar(&c.runs, "runs", 3, "runs per side for upload, short and lossy (interleaved; the median is printed)")
@@ -133,10 +137,10 @@ func parseFlags(args []string) (*config, error) {
 	if *only != "" {
 		for _, w := range strings.Split(*only, ",") {
 			switch w = strings.TrimSpace(w); w {
-			case "upload", "short", "idle", "live", "lossy", "memory":
+			case "upload", "short", "idle", "live", "liveshort", "lossy", "memory":
 				c.only[w] = true
 			default:
-				return nil, fmt.Errorf("-only %q: want upload, short, idle, live, lossy or memory", w)
+				return nil, fmt.Errorf("-only %q: want upload, short, idle, live, liveshort, lossy or memory", w)
 			}
 		}
 	}
@@ -232,7 +236,7 @@ func run(cfg *config, stdout, stderr io.Writer) error {
 	for _, w := range []struct {
 		name string
 		fn   func(context.Context) (result, error)
-	}{{"upload", b.upload}, {"short", b.short}, {"idle", b.idle}, {"live", b.live}, {"lossy", b.lossy}, {"memory", b.memory}} {
+	}{{"upload", b.upload}, {"short", b.short}, {"idle", b.idle}, {"live", b.live}, {"liveshort", b.liveShort}, {"lossy", b.lossy}, {"memory", b.memory}} {
 		if !cfg.wants(w.name) {
 			continue
 		}

@@ -155,18 +155,9 @@ func (b *bench) tcpcopyPeer(ctx context.Context, trad []liveStep) ([]string, []r
 	if err != nil {
 		return nil, nil, fmt.Errorf("tcpcopy lab setup: %w", err)
 	}
-	var peer []liveStep
-	for _, rate := range liveRates {
-		st, err := b.tcpcopyStep(ctx, tl, rate)
-		if err != nil {
-			return nil, nil, fmt.Errorf("tcpcopy at %d req/s: %w", rate, err)
-		}
-		b.logf("live tcpcopy %d req/s: achieved %.0f, served %d, mirrored %d, lost %d, tcpcopy %.0f µs/req, intercept %.0f µs/req",
-			rate, st.achieved, st.served, st.mirrored, st.lost, st.scPerReq(), st.icPerAnswer())
-		peer = append(peer, st)
-		if st.lost != 0 || st.served == 0 || st.achieved < 0.95*float64(rate) {
-			break
-		}
+	peer, err := b.ladder("live tcpcopy", liveRates, func(rate int) (liveStep, error) { return b.tcpcopyStep(ctx, tl, rate) })
+	if err != nil {
+		return nil, nil, err
 	}
 	adv, err := b.advancedSteps(ctx, tl)
 	if err != nil {
@@ -235,34 +226,31 @@ func peerTable(peer, adv, trad []liveStep) ([]string, []row, error) {
 // where stackcopy's intercept captures with AF_PACKET (-i) instead of
 // TCPCopy's with pcap; like for like with the peer's figures above.
 func (b *bench) advancedSteps(ctx context.Context, tl *tcpcopyLab) ([]liveStep, error) {
+	if err := b.advancedIntercept(ctx, tl); err != nil {
+		return nil, err
+	}
+	return b.ladder("live advanced", liveRates, func(rate int) (liveStep, error) { return b.liveStep(ctx, &tl.liveLab, rate, false) })
+}
+
+// advancedIntercept replaces TCPCopy's intercept on the assistant with
+// stackcopy's (AF_PACKET, -i) and points stackcopy's steps at it.
+func (b *bench) advancedIntercept(ctx context.Context, tl *tcpcopyLab) error {
 	if err := tl.tcIcpt.Stop(); err != nil {
 		b.logf("tcpcopy's intercept stop: %v", err)
 	}
 	var err error
 	if tl.keyFile, err = tl.l.WriteKey("relay.key"); err != nil {
-		return nil, err
+		return err
 	}
 	if tl.icpt, err = tl.assistant.Start(b.cfg.intercept, "--key-file", tl.keyFile, "-i", tl.astIf, "-F", "tcp and src port 80", "--stats-interval", "1s"); err != nil {
-		return nil, err
+		return err
 	}
 	if err := poll(ctx, 15*time.Second, 50*time.Millisecond, "intercept to start", func() (bool, error) {
 		return strings.Contains(tl.icpt.Log(), "intercept ready"), nil
 	}); err != nil {
-		return nil, fmt.Errorf("%w; intercept log: %s", err, outputTail(tl.icpt.Log()))
+		return fmt.Errorf("%w; intercept log: %s", err, outputTail(tl.icpt.Log()))
 	}
 	tl.relayAddr = netip.MustParsePrefix(tcAssistant).Addr()
 	tl.scExtra = []string{"-c", tcPool}
-	var steps []liveStep
-	for _, rate := range liveRates {
-		st, err := b.liveStep(ctx, &tl.liveLab, rate, false)
-		if err != nil {
-			return steps, fmt.Errorf("stackcopy, advanced, at %d req/s: %w", rate, err)
-		}
-		b.logf("live advanced %s", strings.TrimSpace(st.String()))
-		steps = append(steps, st)
-		if st.lost != 0 || st.served == 0 || st.achieved < 0.95*float64(rate) {
-			break
-		}
-	}
-	return steps, nil
+	return nil
 }
