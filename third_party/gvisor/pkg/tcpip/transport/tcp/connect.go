@@ -120,6 +120,10 @@ type handshake struct {
 	// retransmitTimer is used to retransmit SYN/SYN-ACK with exponential backoff
 	// till handshake is either completed or timesout.
 	retransmitTimer *backoffTimer `state:"nosave"`
+
+	// challenged is true once a challenge ACK in SYN-SENT made the SYN go
+	// out again at once (stackcopy patch).
+	challenged bool
 }
 
 // timerHandler takes a handler function for a timer and returns a function that
@@ -309,7 +313,16 @@ func (h *handshake) synSentState(s *segment) tcpip.Error {
 		h.ep.sendEmptyRaw(header.TCPFlagRst, s.ackNumber, 0, 0)
 		// Since this was a challenge ACK reschedule the retransmit timer to fire
 		// soon so that the SYN is retransmitted quickly.
-		h.retransmitTimer.reinit(tcpMinTimeout)
+		//
+		// stackcopy patch: once per handshake, and without restarting the
+		// backoff from tcpMinTimeout, as Linux's tcp_rcv_synsent_state_process
+		// does (only while icsk_retransmits is 0). Restarting it sent a SYN
+		// every 2, 4, 8... microseconds until the target's answer arrived: 14
+		// SYNs in 35 ms when that answer came through a busy relay.
+		if !h.challenged {
+			h.challenged = true
+			h.retransmitTimer.fireSoon(tcpMinTimeout)
+		}
 		return nil
 	}
 
@@ -739,6 +752,12 @@ func (bt *backoffTimer) reset() tcpip.Error {
 func (bt *backoffTimer) reinit(timeout time.Duration) {
 	bt.timeout = timeout
 	bt.t.Reset(bt.timeout)
+}
+
+// fireSoon makes the timer fire after d, once, and keeps its backoff: it
+// doubles from where it was when it fires (stackcopy patch).
+func (bt *backoffTimer) fireSoon(d time.Duration) {
+	bt.t.Reset(d)
 }
 
 func (bt *backoffTimer) stop() {
