@@ -100,6 +100,14 @@ func (b *bench) liveShort(ctx context.Context) (res result, err error) {
 		res.rows = append(res.rows, row{workload: "live short conns (0-loss rate)", sc: "none", kernel: "n/a", ratio: "-", verdict: "FAIL"})
 		return res, nil
 	}
+	ll.load = loadShape{short: true}
+	sys, err := b.liveStep(ctx, ll, best.rate, true)
+	if err != nil {
+		return res, fmt.Errorf("%d conn/s, counting system calls: %w", best.rate, err)
+	}
+	res.details = append(res.details, fmt.Sprintf("  at %d conn/s, one more step with perf stat counting raw_syscalls:sys_enter: %s; %d of %d mirrored",
+		best.rate, sys.syscalls(), sys.mirrored, sys.served))
+	res.details = append(res.details, fmt.Sprintf("  stackcopy CPU by stage at %d conn/s (whole run, start and drain included): %s", best.rate, stageLine(best.profile, int64(best.mirrored), "request")))
 	lostVerdict := "ok"
 	if run.mirror.lost != 0 {
 		lostVerdict = "FAIL"
