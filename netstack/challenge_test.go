@@ -99,14 +99,18 @@ func TestChallengeACKInSynSent(t *testing.T) {
 	if len(resets) == 0 || resets[0] != oldAck {
 		t.Errorf("client's RSTs %v, want one with the challenge's acknowledgment number %d (RFC 793: <SEQ=SEG.ACK><CTL=RST>)", resets, oldAck)
 	}
+	// One quick retransmission, then the RTO: a SYN lost within the
+	// window, and the one after the RTO (2 s: the initial RTO, doubled)
+	// that completes the handshake. On a slow machine the quick one may
+	// come after the window and complete it itself.
 	within := 0
 	for _, at := range syns[1:] {
 		if at.Sub(challenged) < slowRelay {
 			within++
 		}
 	}
-	if within != 1 {
-		t.Errorf("%d SYNs within %v of the challenge ACK, want 1 (one quick retransmission, then the RTO); all SYNs: %d", within, slowRelay, len(syns))
+	if within > 1 || len(syns) > 3 {
+		t.Errorf("%d SYNs within %v of the challenge ACK and %d in all, want at most 1 and 3 (one quick retransmission, then the RTO)", within, slowRelay, len(syns))
 	}
 }
 

@@ -158,6 +158,11 @@ func New(cfg Config, w wire.Device, log *slog.Logger) (*Stack, error) {
 	maxRTO := tcpip.TCPMaxRTOOption(cfg.MaxRTO)
 	minRTO := tcpip.TCPMinRTOOption(cfg.MinRTO)
 	delay := tcpip.TCPDelayEnabled(false)
+	// Timestamps from the wall clock keep rising across restarts: a
+	// target that still holds a forged connection of the last run in
+	// TIME_WAIT takes the next SYN on that 4-tuple (clients reuse ports)
+	// instead of challenging it (gVisor patch 0008).
+	wallTS := tcpip.TCPWallClockTimestampsOption(true)
 	opts := []struct {
 		name string
 		opt  tcpip.SettableTransportProtocolOption
@@ -169,6 +174,7 @@ func New(cfg Config, w wire.Device, log *slog.Logger) (*Stack, error) {
 		{"max RTO", &maxRTO},
 		{"min RTO", &minRTO},
 		{"Nagle", &delay},
+		{"wall-clock timestamps", &wallTS},
 		{"send buffer", &tcpip.TCPSendBufferSizeRangeOption{Min: tcp.MinBufferSize, Default: cfg.SendBuffer, Max: cfg.SendBufferMax}},
 		{"receive buffer", &tcpip.TCPReceiveBufferSizeRangeOption{Min: tcp.MinBufferSize, Default: cfg.ReceiveBuffer, Max: cfg.ReceiveBufferMax}},
 	}

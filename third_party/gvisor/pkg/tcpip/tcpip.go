@@ -1367,6 +1367,19 @@ func (*TCPMinRTOOption) isGettableTransportProtocolOption() {}
 
 func (*TCPMinRTOOption) isSettableTransportProtocolOption() {}
 
+// TCPWallClockTimestampsOption, set on the TCP protocol, makes every
+// connection's TCP timestamp (TSval) the wall clock in milliseconds,
+// instead of the stack's clock plus a random offset per address pair. The
+// timestamps then go on rising when a new stack replaces an old one (a
+// restarted program), so a peer that holds a connection of the old one in
+// TIME_WAIT takes a new SYN on the same 4-tuple (RFC 7323 PAWS) instead of
+// answering it with a challenge ACK (stackcopy patch).
+type TCPWallClockTimestampsOption bool
+
+func (*TCPWallClockTimestampsOption) isGettableTransportProtocolOption() {}
+
+func (*TCPWallClockTimestampsOption) isSettableTransportProtocolOption() {}
+
 // TCPMaxRTOOption is use by SetSockOpt/GetSockOpt to allow overriding
 // default MaxRTO used by the Stack.
 type TCPMaxRTOOption time.Duration

@@ -23,6 +23,7 @@ import (
 	"strings"
 	"time"
 
+	"gvisor.dev/gvisor/pkg/atomicbitops"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/header/parse"
@@ -137,6 +138,12 @@ type protocol struct {
 	// freshly drawn from the secure RNG on restore.
 	seqnumSecret   [16]byte `state:"nosave"`
 	tsOffsetSecret [16]byte `state:"nosave"`
+
+	// wallClockTS is TCPWallClockTimestampsOption; wallClockOffset is
+	// the wall clock's milliseconds minus the stack clock's when it was
+	// set (stackcopy patch).
+	wallClockTS     atomicbitops.Bool
+	wallClockOffset atomicbitops.Uint32
 }
 
 // Number returns the tcp protocol number.
@@ -200,6 +207,10 @@ func (p *protocol) HandleUnknownDestinationPacket(id stack.TransportEndpointID, 
 }
 
 func (p *protocol) tsOffset(src, dst tcpip.Address) tcp.TSOffset {
+	// stackcopy patch: TCPWallClockTimestampsOption.
+	if p.wallClockTS.Load() {
+		return tcp.NewTSOffset(p.wallClockOffset.Load())
+	}
 	// Initialize a random tsOffset that will be added to the recentTS
 	// everytime the timestamp is sent when the Timestamp option is enabled.
 	//
@@ -365,6 +376,15 @@ func (p *protocol) SetOption(option tcpip.SettableTransportProtocolOption) tcpip
 		p.mu.Unlock()
 		return nil
 
+	case *tcpip.TCPWallClockTimestampsOption:
+		// stackcopy patch.
+		if *v {
+			now := p.stack.Clock().NowMonotonic().Sub(tcpip.MonotonicTime{}).Milliseconds()
+			p.wallClockOffset.Store(uint32(time.Now().UnixMilli()) - uint32(now))
+		}
+		p.wallClockTS.Store(bool(*v))
+		return nil
+
 	case *tcpip.TCPMinRTOOption:
 		p.mu.Lock()
 		defer p.mu.Unlock()
@@ -484,6 +504,10 @@ func (p *protocol) Option(option tcpip.GettableTransportProtocolOption) tcpip.Er
 		p.mu.RLock()
 		*v = p.timeWaitReuse
 		p.mu.RUnlock()
+		return nil
+
+	case *tcpip.TCPWallClockTimestampsOption:
+		*v = tcpip.TCPWallClockTimestampsOption(p.wallClockTS.Load()) // stackcopy patch
 		return nil
 
 	case *tcpip.TCPMinRTOOption:
