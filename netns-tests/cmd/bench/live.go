@@ -238,12 +238,8 @@ func (b *bench) live(ctx context.Context) (res result, err error) {
 	ctx, cancel := context.WithTimeout(ctx, budget)
 	defer cancel()
 	ll, err := b.liveSetup(ctx, "bench-live", liveTargetNginx)
-	if ll != nil && ll.l != nil {
-		defer func() {
-			if cerr := ll.l.Close(); cerr != nil {
-				b.logf("live lab: %v", cerr)
-			}
-		}()
+	if ll != nil {
+		defer b.closeLab("live lab", ll.l)
 	}
 	if err != nil {
 		return res, fmt.Errorf("live lab setup: %w", err)
@@ -325,6 +321,16 @@ func (b *bench) live(ctx context.Context) (res result, err error) {
 		return res, fmt.Errorf("tcpcopy peer: %w", err)
 	}
 	return res, nil
+}
+
+// closeLab closes l (nil: nothing to close) and logs a failure.
+func (b *bench) closeLab(what string, l *lab.Lab) {
+	if l == nil {
+		return
+	}
+	if err := l.Close(); err != nil {
+		b.logf("%s: %v", what, err)
+	}
 }
 
 // ladder runs step at each of rates in turn, up to the first rate that

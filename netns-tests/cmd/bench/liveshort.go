@@ -72,12 +72,8 @@ func (b *bench) liveShort(ctx context.Context) (res result, err error) {
 	ctx, cancel := context.WithTimeout(ctx, budget)
 	defer cancel()
 	ll, err := b.liveSetup(ctx, "bench-liveshort", liveTargetNginx)
-	if ll != nil && ll.l != nil {
-		defer func() {
-			if cerr := ll.l.Close(); cerr != nil {
-				b.logf("liveshort lab: %v", cerr)
-			}
-		}()
+	if ll != nil {
+		defer b.closeLab("liveshort lab", ll.l)
 	}
 	if err != nil {
 		return res, fmt.Errorf("liveshort lab setup: %w", err)
@@ -182,12 +178,8 @@ func lossless(steps []liveStep) (liveStep, bool) {
 // them.
 func (b *bench) shortPeer(ctx context.Context) ([]string, []row, error) {
 	tl, err := b.tcpcopySetup(ctx)
-	if tl != nil && tl.l != nil {
-		defer func() {
-			if cerr := tl.l.Close(); cerr != nil {
-				b.logf("tcpcopy lab: %v", cerr)
-			}
-		}()
+	if tl != nil {
+		defer b.closeLab("tcpcopy lab", tl.l)
 	}
 	if err != nil {
 		return nil, nil, fmt.Errorf("tcpcopy lab setup: %w", err)

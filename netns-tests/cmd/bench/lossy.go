@@ -99,12 +99,8 @@ func (b *bench) lossy(ctx context.Context) (res result, err error) {
 	ctx, cancel := context.WithTimeout(ctx, lossyMax)
 	defer cancel()
 	ll, err := b.liveSetup(ctx, "bench-lossy", liveTargetRecorder)
-	if ll != nil && ll.l != nil {
-		defer func() {
-			if cerr := ll.l.Close(); cerr != nil {
-				b.logf("lossy lab: %v", cerr)
-			}
-		}()
+	if ll != nil {
+		defer b.closeLab("lossy lab", ll.l)
 	}
 	if err != nil {
 		return res, fmt.Errorf("lossy lab setup: %w", err)

@@ -145,12 +145,8 @@ func (b *bench) tcpcopyStep(ctx context.Context, tl *tcpcopyLab, rate int) (live
 // stackcopy's steps.
 func (b *bench) tcpcopyPeer(ctx context.Context, trad []liveStep) ([]string, []row, error) {
 	tl, err := b.tcpcopySetup(ctx)
-	if tl != nil && tl.l != nil {
-		defer func() {
-			if cerr := tl.l.Close(); cerr != nil {
-				b.logf("tcpcopy lab: %v", cerr)
-			}
-		}()
+	if tl != nil {
+		defer b.closeLab("tcpcopy lab", tl.l)
 	}
 	if err != nil {
 		return nil, nil, fmt.Errorf("tcpcopy lab setup: %w", err)
