@@ -242,6 +242,8 @@ func (b *bench) shortPeer(ctx context.Context) ([]string, []row, error) {
 		{workload: "  short, lost vs tcpcopy", sc: fmt.Sprintf("%d/%d", s.lost, s.served), kernel: fmt.Sprintf("tcpcopy %d/%d", p.lost, p.served), ratio: "-", target: "0", verdict: verdict(s.lost == 0)},
 		{workload: "  short intercept CPU/request", sc: fmt.Sprintf("%.0f µs", s.icPerRequest()), kernel: fmt.Sprintf("tcpcopy %.0f µs", p.icPerRequest()),
 			ratio: ratioStr(s.icPerRequest(), p.icPerRequest()), target: "<=1.0x", verdict: verdict(s.icPerRequest() <= p.icPerRequest())},
+		{workload: "  clients' run, lost vs tcpcopy", sc: fmt.Sprintf("%d/%d", advRun.mirror.lost, advRun.mirror.served), kernel: fmt.Sprintf("tcpcopy %d/%d", peerRun.mirror.lost, peerRun.mirror.served),
+			ratio: "-", target: "0", verdict: verdict(advRun.mirror.lost == 0)},
 		{workload: "  clients' run vs with tcpcopy", sc: fmt.Sprintf("%.2f s", advRun.mirror.loadSecs), kernel: fmt.Sprintf("tcpcopy %.2f s", peerRun.mirror.loadSecs),
 			ratio: ratioStr(sc, tc), target: "<=1.10x", verdict: verdict(sc > 0 && tc > 0 && sc <= 1.1*tc)},
 	}
