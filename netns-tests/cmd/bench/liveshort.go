@@ -8,9 +8,9 @@ package main
 //   - a ladder of paced rates (liveShortRates connections/s for
 //     liveStepDur), up to the first with a request lost: CPU per mirrored
 //     request of stackcopy and of its intercept;
-//   - the online clients' run: liveShortBurst short requests sent as fast
-//     as the online nginx answers them, once with no mirror and once with
-//     stackcopy mirroring. All processes share this machine's two cores,
+//   - the online clients' runs: liveShortBurst short requests sent as fast
+//     as the online nginx answers them, liveShortRuns times with no mirror
+//     and as many with stackcopy mirroring, interleaved. All processes share this machine's two cores,
 //     as the online service's do, so the run's length is what the real
 //     clients feel of the mirror's cost.
 //
@@ -21,6 +21,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 )
 
@@ -41,17 +42,57 @@ const (
 	tcpcopyShortRunSlowdown = 5.2 / 2.8
 )
 
-// shortRun is one online clients' run.
+// liveShortRuns is how many clients' runs are made with no mirror and as
+// many with it, interleaved: one run takes about a second, and a second
+// on two shared cores is noisy.
+const liveShortRuns = 3
+
+// shortRun is the online clients' runs.
 type shortRun struct {
-	bare   float64  // seconds with no mirror
-	mirror liveStep // the same run with the mirror; loadSecs is its length
+	bare     []float64  // seconds with no mirror
+	mirrored []liveStep // with the mirror; loadSecs is each run's length
 }
 
-func (r shortRun) slowdown() float64 {
-	if r.bare == 0 {
-		return 0
+func (r shortRun) bareSecs() float64 { return median(r.bare) }
+
+func (r shortRun) mirrorSecs() float64 {
+	var secs []float64
+	for _, m := range r.mirrored {
+		secs = append(secs, m.loadSecs)
 	}
-	return r.mirror.loadSecs / r.bare
+	return median(secs)
+}
+
+// slowdown is the median mirrored run against the median run with no
+// mirror.
+func (r shortRun) slowdown() float64 {
+	if b := r.bareSecs(); b > 0 {
+		return r.mirrorSecs() / b
+	}
+	return 0
+}
+
+// lost and served are the mirrored runs' totals.
+func (r shortRun) lost() (lost, served int) {
+	for _, m := range r.mirrored {
+		lost += m.lost
+		served += m.served
+	}
+	return lost, served
+}
+
+// String lists every run.
+func (r shortRun) String() string {
+	var bare, mir []string
+	for _, b := range r.bare {
+		bare = append(bare, fmt.Sprintf("%.2f", b))
+	}
+	for _, m := range r.mirrored {
+		mir = append(mir, fmt.Sprintf("%.2f", m.loadSecs))
+	}
+	lost, served := r.lost()
+	return fmt.Sprintf("%s s with no mirror, %s s mirrored (medians %.2f and %.2f s: %.2fx); %d of %d mirrored",
+		strings.Join(bare, "/"), strings.Join(mir, "/"), r.bareSecs(), r.mirrorSecs(), r.slowdown(), served-lost, served)
 }
 
 func (s liveStep) icPerRequest() float64 {
@@ -89,8 +130,8 @@ func (b *bench) liveShort(ctx context.Context) (res result, err error) {
 	for _, st := range steps {
 		res.details = append(res.details, st.String()+fmt.Sprintf("; intercept %.0f µs/request", st.icPerRequest()))
 	}
-	res.details = append(res.details, fmt.Sprintf("  online clients' run, %d short requests as fast as answered: %.2f s with no mirror, %.2f s with stackcopy (%.2fx); %d of %d mirrored",
-		liveShortBurst, run.bare, run.mirror.loadSecs, run.slowdown(), run.mirror.mirrored, run.mirror.served))
+	res.details = append(res.details, fmt.Sprintf("  online clients' runs, %d short requests each as fast as answered, %d with no mirror and %d with stackcopy, interleaved: %s",
+		liveShortBurst, liveShortRuns, liveShortRuns, run))
 	best, ok := lossless(steps)
 	if !ok {
 		res.rows = append(res.rows, row{workload: "live short conns (0-loss rate)", sc: "none", kernel: "n/a", ratio: "-", verdict: "FAIL"})
@@ -105,7 +146,8 @@ func (b *bench) liveShort(ctx context.Context) (res result, err error) {
 		best.rate, sys.syscalls(), sys.mirrored, sys.served))
 	res.details = append(res.details, fmt.Sprintf("  stackcopy CPU by stage at %d conn/s (whole run, start and drain included): %s", best.rate, stageLine(best.profile, int64(best.mirrored), "request")))
 	lostVerdict := "ok"
-	if run.mirror.lost != 0 {
+	lost, served := run.lost()
+	if lost != 0 {
 		lostVerdict = "FAIL"
 	}
 	res.rows = append(res.rows,
@@ -113,9 +155,9 @@ func (b *bench) liveShort(ctx context.Context) (res result, err error) {
 		row{workload: "  stackcopy CPU per request", sc: fmt.Sprintf("%.0f µs", best.scPerReq()), kernel: "n/a", ratio: "-",
 			target: fmt.Sprintf("<=%.0fµs*", tcpcopyShortPerRequest), verdict: verdict(best.scPerReq() <= tcpcopyShortPerRequest)},
 		row{workload: "  intercept CPU per request", sc: fmt.Sprintf("%.0f µs", best.icPerRequest()), kernel: "n/a", ratio: "-", verdict: "-"},
-		row{workload: fmt.Sprintf("  clients' run, %d requests", liveShortBurst), sc: fmt.Sprintf("%.2f s", run.mirror.loadSecs), kernel: fmt.Sprintf("%.2f s no mirror", run.bare), ratio: ratioStr(run.mirror.loadSecs, run.bare),
+		row{workload: fmt.Sprintf("  clients' run, %d requests", liveShortBurst), sc: fmt.Sprintf("%.2f s", run.mirrorSecs()), kernel: fmt.Sprintf("%.2f s no mirror", run.bareSecs()), ratio: ratioStr(run.mirrorSecs(), run.bareSecs()),
 			target: fmt.Sprintf("<=%.2fx*", tcpcopyShortRunSlowdown*1.1), verdict: verdict(run.slowdown() <= tcpcopyShortRunSlowdown*1.1)},
-		row{workload: "  clients' run mirrored, lost", sc: fmt.Sprintf("%d/%d", run.mirror.lost, run.mirror.served), kernel: "n/a", ratio: "-", target: "0", verdict: lostVerdict},
+		row{workload: "  clients' runs mirrored, lost", sc: fmt.Sprintf("%d/%d", lost, served), kernel: "n/a", ratio: "-", target: "0", verdict: lostVerdict},
 	)
 	res.details = append(res.details, fmt.Sprintf("  * targets: TCPCopy 1.3 in this lab as recorded in the performance issue (%.0f µs per short request; its clients' run 4.9–5.5 s against 2.8 s with no mirror, so ≤ 110%% of its %.2fx); with -tcpcopy the peer's own figures follow below",
 		tcpcopyShortPerRequest, tcpcopyShortRunSlowdown))
@@ -146,18 +188,22 @@ func (b *bench) shortSteps(ctx context.Context, label string, ll *liveLab, step 
 	}
 	ll.load = loadShape{short: true, count: liveShortBurst}
 	defer func() { ll.load = loadShape{} }()
-	bare, err := b.runLoad(ctx, ll, 0)
-	if err != nil {
-		return nil, run, fmt.Errorf("%s, clients' run with no mirror: %w", label, err)
+	for range liveShortRuns {
+		bare, err := b.runLoad(ctx, ll, 0)
+		if err != nil {
+			return nil, run, fmt.Errorf("%s, clients' run with no mirror: %w", label, err)
+		}
+		if bare.Completed != liveShortBurst {
+			return nil, run, fmt.Errorf("%s, clients' run with no mirror: %d of %d requests answered; %v", label, bare.Completed, liveShortBurst, bare.Errors)
+		}
+		run.bare = append(run.bare, bare.Seconds)
+		m, err := step(0)
+		if err != nil {
+			return nil, run, fmt.Errorf("%s, clients' run: %w", label, err)
+		}
+		run.mirrored = append(run.mirrored, m)
 	}
-	if bare.Completed != liveShortBurst {
-		return nil, run, fmt.Errorf("%s, clients' run with no mirror: %d of %d requests answered; %v", label, bare.Completed, liveShortBurst, bare.Errors)
-	}
-	run.bare = bare.Seconds
-	if run.mirror, err = step(0); err != nil {
-		return nil, run, fmt.Errorf("%s, clients' run: %w", label, err)
-	}
-	b.logf("%s clients' run: %.2f s with no mirror, %.2f s mirrored; %d of %d mirrored", label, run.bare, run.mirror.loadSecs, run.mirror.mirrored, run.mirror.served)
+	b.logf("%s clients' runs: %s", label, run)
 	return steps, run, nil
 }
 
@@ -213,8 +259,9 @@ func (b *bench) shortPeer(ctx context.Context) ([]string, []row, error) {
 	for _, rate := range liveShortRates {
 		details = append(details, fmt.Sprintf("   %6d | %s | %s", rate, cell(peer, rate), cell(adv, rate)))
 	}
-	details = append(details, fmt.Sprintf("  online clients' run, %d short requests: %.2f s with no mirror (this lab), %.2f s with TCPCopy (%d of %d mirrored), %.2f s with stackcopy (no mirror %.2f s; %d of %d mirrored)",
-		liveShortBurst, peerRun.bare, peerRun.mirror.loadSecs, peerRun.mirror.mirrored, peerRun.mirror.served, advRun.mirror.loadSecs, advRun.bare, advRun.mirror.mirrored, advRun.mirror.served))
+	details = append(details,
+		fmt.Sprintf("  online clients' runs, %d short requests each, with TCPCopy: %s", liveShortBurst, peerRun),
+		fmt.Sprintf("  the same with stackcopy: %s", advRun))
 	// Like for like at the highest rate stackcopy mirrored everything
 	// that the peer also ran (whether or not the peer lost requests: the
 	// target is TCPCopy's cost, with none lost).
@@ -233,20 +280,23 @@ func (b *bench) shortPeer(ctx context.Context) ([]string, []row, error) {
 		p = peer[len(peer)-1]
 		details = append(details, fmt.Sprintf("  TCPCopy stopped before %d conn/s: compared with its last step, %d conn/s", s.rate, p.rate))
 	}
-	// The clients' run: each mirror's slowdown against the run with no
-	// mirror just before it, so drift between the two labs' runs cancels.
+	// The clients' runs: each mirror's median slowdown against the runs
+	// with no mirror in its own lab, interleaved with its own, so drift
+	// between the two labs' runs cancels.
 	sc, tc := advRun.slowdown(), peerRun.slowdown()
+	scLost, scServed := advRun.lost()
+	tcLost, tcServed := peerRun.lost()
 	rows := []row{
 		{workload: fmt.Sprintf("  short CPU/request vs tcpcopy @%d/s", s.rate), sc: fmt.Sprintf("%.0f µs", s.scPerReq()), kernel: fmt.Sprintf("tcpcopy %.0f µs", p.scPerReq()),
 			ratio: ratioStr(s.scPerReq(), p.scPerReq()), target: "<=1.0x", verdict: verdict(s.scPerReq() <= p.scPerReq())},
 		{workload: "  short, lost vs tcpcopy", sc: fmt.Sprintf("%d/%d", s.lost, s.served), kernel: fmt.Sprintf("tcpcopy %d/%d", p.lost, p.served), ratio: "-", target: "0", verdict: verdict(s.lost == 0)},
 		{workload: "  short intercept CPU/request", sc: fmt.Sprintf("%.0f µs", s.icPerRequest()), kernel: fmt.Sprintf("tcpcopy %.0f µs", p.icPerRequest()),
 			ratio: ratioStr(s.icPerRequest(), p.icPerRequest()), target: "<=1.0x", verdict: verdict(s.icPerRequest() <= p.icPerRequest())},
-		{workload: "  clients' run, lost vs tcpcopy", sc: fmt.Sprintf("%d/%d", advRun.mirror.lost, advRun.mirror.served), kernel: fmt.Sprintf("tcpcopy %d/%d", peerRun.mirror.lost, peerRun.mirror.served),
-			ratio: "-", target: "0", verdict: verdict(advRun.mirror.lost == 0)},
-		{workload: "  clients' run vs with tcpcopy", sc: fmt.Sprintf("%.2f s", advRun.mirror.loadSecs), kernel: fmt.Sprintf("tcpcopy %.2f s", peerRun.mirror.loadSecs),
+		{workload: "  clients' runs, lost vs tcpcopy", sc: fmt.Sprintf("%d/%d", scLost, scServed), kernel: fmt.Sprintf("tcpcopy %d/%d", tcLost, tcServed),
+			ratio: "-", target: "0", verdict: verdict(scLost == 0)},
+		{workload: "  clients' run vs with tcpcopy", sc: fmt.Sprintf("%.2f s", advRun.mirrorSecs()), kernel: fmt.Sprintf("tcpcopy %.2f s", peerRun.mirrorSecs()),
 			ratio: ratioStr(sc, tc), target: "<=1.10x", verdict: verdict(sc > 0 && tc > 0 && sc <= 1.1*tc)},
 	}
-	details = append(details, fmt.Sprintf("  clients' run slowdown against no mirror: stackcopy %.2fx, TCPCopy %.2fx (the row's ratio is theirs)", sc, tc))
+	details = append(details, fmt.Sprintf("  clients' run slowdown against no mirror (medians): stackcopy %.2fx, TCPCopy %.2fx (the row's ratio is theirs)", sc, tc))
 	return details, rows, nil
 }
