@@ -548,9 +548,9 @@ func (b *bench) liveStep(ctx context.Context, ll *liveLab, rate int, countSys bo
 	return st, nil
 }
 
-// loadAndDrain offers the client's load (ll.load at st.rate), then waits for the mirror to drain, and
-// records the load, what the online host served and what reached the
-// target.
+// loadAndDrain offers the client's load (ll.load at st.rate), then waits
+// for the mirror to drain, and records the load, what the online host
+// served and what reached the target.
 func (b *bench) loadAndDrain(ctx context.Context, ll *liveLab, st *liveStep) error {
 	served0, err := countLines(ll.access)
 	if err != nil {
