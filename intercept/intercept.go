@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -225,7 +226,7 @@ func serve(ctx context.Context, cfg Config, key relay.Key, ln net.Listener, src 
 	case ModeCapture:
 		attrs = append(attrs, "interface", cfg.Interface, "filter", cfg.Filter)
 	}
-	log.Info("intercept ready", attrs...)
+	log.Info("intercept ready", append(attrs, "cores", runtime.GOMAXPROCS(0))...)
 
 	loopErr := loop(loopCtx, src, cl, log)
 	srcErr := src.Close()

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
+	"runtime"
 	"sync"
 	"time"
 
@@ -354,7 +355,7 @@ func mirrorLive(ctx context.Context, cfg *Config, sink session.Sink, sum *Summar
 	// The signal ends the capture: Close wakes the blocked Next.
 	stop := context.AfterFunc(ctx, func() { src.Close() })
 	defer stop()
-	log.Info("mirroring live traffic", "interfaces", cfg.Inputs, "transfers", cfg.Transfers)
+	log.Info("mirroring live traffic", "interfaces", cfg.Inputs, "transfers", cfg.Transfers, "cores", runtime.GOMAXPROCS(0))
 	ts, err := pump(ctx, src, sink, pumpConfig{
 		tracker: trackerConfig(cfg),
 		ahead:   4096,

@@ -190,3 +190,30 @@ func TestRunPIDFileAndPrefix(t *testing.T) {
 		t.Fatalf("stderr %q: want one prefix", s)
 	}
 }
+
+// TestCoresDefault: intercept runs on one core unless --cores or
+// $GOMAXPROCS says otherwise.
+func TestCoresDefault(t *testing.T) {
+	for _, tc := range []struct {
+		env  string
+		args []string
+		want int
+	}{
+		{"", nil, 1},
+		{"", []string{"--cores", "0"}, 0},
+		{"", []string{"--cores", "4"}, 4},
+		{"3", nil, 0}, // the runtime reads $GOMAXPROCS itself
+	} {
+		t.Setenv("GOMAXPROCS", tc.env)
+		o, err := parseFlags(tc.args, &bytes.Buffer{})
+		if err != nil {
+			t.Fatalf("%v: %v", tc.args, err)
+		}
+		if o.cores != tc.want {
+			t.Errorf("GOMAXPROCS=%q %v: cores %d, want %d", tc.env, tc.args, o.cores, tc.want)
+		}
+	}
+	if _, err := parseFlags([]string{"--cores", "-1"}, &bytes.Buffer{}); err == nil || !strings.Contains(err.Error(), "--cores") {
+		t.Errorf("--cores -1: %v, want an error naming --cores", err)
+	}
+}

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/stackcopy/stackcopy/internal/cliflag"
+	"github.com/stackcopy/stackcopy/internal/cores"
 	"github.com/stackcopy/stackcopy/internal/cpuprof"
 	"github.com/stackcopy/stackcopy/mirror"
 )
@@ -74,6 +75,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
 	defer stop()
 	mon := &mirror.Monitor{}
+	cores.Apply(cfg.cores)
 	if cfg.cpuProfile != "" {
 		stopProfile, err := cpuprof.Start(cfg.cpuProfile)
 		if err != nil {

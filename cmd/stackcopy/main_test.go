@@ -214,3 +214,32 @@ func TestTUNNameTakenByVeth(t *testing.T) {
 		t.Errorf("exit %d, stderr %q; want %d and %q", code, errb.String(), exitUsage, want)
 	}
 }
+
+// TestCoresDefault: live mirroring runs on one core unless --cores or
+// $GOMAXPROCS says otherwise; a capture file keeps every core.
+func TestCoresDefault(t *testing.T) {
+	for _, tc := range []struct {
+		env  string
+		args []string
+		want int
+	}{
+		{"", []string{"-i", "x.pcap"}, 0},
+		{"", []string{"-i", "lo"}, 1},
+		{"", []string{"-i", "lo", "--cores", "2"}, 2},
+		{"", []string{"-i", "lo", "--cores", "0"}, 0},
+		{"", []string{"-i", "x.pcap", "--cores", "3"}, 3},
+		{"2", []string{"-i", "lo"}, 0}, // the runtime reads $GOMAXPROCS itself
+	} {
+		t.Setenv("GOMAXPROCS", tc.env)
+		c, err := parseFlags(append([]string{"-x", "80-198.18.2.2:80"}, tc.args...), io.Discard)
+		if err != nil {
+			t.Fatalf("%v: %v", tc.args, err)
+		}
+		if c.cores != tc.want {
+			t.Errorf("GOMAXPROCS=%q %v: cores %d, want %d", tc.env, tc.args, c.cores, tc.want)
+		}
+	}
+	if _, err := parseFlags([]string{"-x", "80-198.18.2.2:80", "-i", "lo", "--cores", "-1"}, io.Discard); err == nil || !strings.Contains(err.Error(), "--cores") {
+		t.Errorf("--cores -1: %v, want an error naming --cores", err)
+	}
+}
