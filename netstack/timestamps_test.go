@@ -1,7 +1,6 @@
 package netstack
 
 import (
-	"io"
 	"sync"
 	"testing"
 	"time"
@@ -53,13 +52,7 @@ func TestTimestampsRiseAcrossStacks(t *testing.T) {
 			last = ts
 		}
 		st, tg := newPairConfig(t, DefaultConfig(), observe)
-		l := listen(t, tg, 80)
-		go func() {
-			if c, err := l.Accept(); err == nil {
-				io.Copy(io.Discard, c)
-				c.Close()
-			}
-		}()
+		discardAll(listen(t, tg, 80))
 		c := dialTarget(t, st, "198.18.1.78:40200")
 		if _, err := c.Write([]byte("GET / HTTP/1.1\r\n\r\n")); err != nil {
 			t.Fatal(err)
