@@ -148,8 +148,36 @@ func (s liveStep) mirrorRate() float64 {
 	return 0
 }
 
+// clean: nothing lost, something served, and the load reached 95% of
+// the rate offered. A ladder stops at the first step that is not.
+func (s liveStep) clean() bool {
+	return s.lost == 0 && s.served > 0 && s.achieved >= 0.95*float64(s.rate)
+}
+
 // keptUp: nothing lost and the mirror finished within 1 s of the load.
 func (s liveStep) keptUp() bool { return s.lost == 0 && s.served > 0 && s.drain <= time.Second }
+
+// lossless is the highest clean step.
+func lossless(steps []liveStep) (liveStep, bool) {
+	var best liveStep
+	ok := false
+	for _, st := range steps {
+		if st.clean() {
+			best, ok = st, true
+		}
+	}
+	return best, ok
+}
+
+// stepAt is the step run at rate.
+func stepAt(steps []liveStep, rate int) (liveStep, bool) {
+	for _, s := range steps {
+		if s.rate == rate {
+			return s, true
+		}
+	}
+	return liveStep{}, false
+}
 
 func (s liveStep) String() string {
 	drops := fmt.Sprintf("capture drops %d", s.capDrops)
@@ -249,12 +277,8 @@ func (b *bench) live(ctx context.Context) (res result, err error) {
 		return res, err
 	}
 	res.details = append(res.details, fmt.Sprintf("live mirroring, traditional (nginx + stackcopy live -o raw on the online host; nginx + intercept -q 0 on the target), %d keep-alive connections, %s per step:", liveConns, liveStepDur))
-	best := -1
-	for i, st := range steps {
+	for _, st := range steps {
 		res.details = append(res.details, st.String())
-		if st.lost == 0 && st.served > 0 && st.achieved >= 0.95*float64(st.rate) {
-			best = i
-		}
 	}
 	last := steps[len(steps)-1]
 	switch {
@@ -263,12 +287,12 @@ func (b *bench) live(ctx context.Context) (res result, err error) {
 	case last.achieved < 0.95*float64(last.rate):
 		res.details = append(res.details, fmt.Sprintf("  stopped at %d req/s: the load generator reached only %.0f req/s", last.rate, last.achieved))
 	}
-	if best < 0 {
+	s, ok := lossless(steps)
+	if !ok {
 		res.details = append(res.details, "live mirroring: no rate with 0 lost (no kernel-side comparison: the kernel has no live mirroring)")
 		res.rows = append(res.rows, row{workload: "live mirroring (0-loss rate)", sc: "none", kernel: "n/a", ratio: "-", verdict: "FAIL"})
 		return res, nil
 	}
-	s := steps[best]
 	kept := "none"
 	for _, st := range steps {
 		if st.keptUp() {
@@ -277,7 +301,7 @@ func (b *bench) live(ctx context.Context) (res result, err error) {
 	}
 	res.details = append(res.details, fmt.Sprintf("  the mirror kept up (nothing lost, drained within 1 s of the load) up to %s", kept))
 	bound := ""
-	if best == len(liveRates)-1 {
+	if s.rate == liveRates[len(liveRates)-1] {
 		bound = " (the highest rate tried: no loss seen)"
 	}
 	res.details = append(res.details, fmt.Sprintf("live mirroring: highest rate with 0 lost = %d req/s%s; stackcopy %.0f µs/request; intercept %.0f µs/answer (no kernel-side comparison: the kernel has no live mirroring)",
@@ -348,7 +372,7 @@ func (b *bench) ladder(label string, rates []int, step func(rate int) (liveStep,
 			b.logf("%s   load error: %s", label, e)
 		}
 		steps = append(steps, st)
-		if st.lost != 0 || st.served == 0 || st.achieved < 0.95*float64(rate) {
+		if !st.clean() {
 			break
 		}
 	}

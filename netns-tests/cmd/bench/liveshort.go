@@ -207,18 +207,6 @@ func (b *bench) shortSteps(ctx context.Context, label string, ll *liveLab, step 
 	return steps, run, nil
 }
 
-// lossless is the highest step that lost nothing and reached its rate.
-func lossless(steps []liveStep) (liveStep, bool) {
-	var best liveStep
-	ok := false
-	for _, st := range steps {
-		if st.lost == 0 && st.served > 0 && st.achieved >= 0.95*float64(st.rate) {
-			best, ok = st, true
-		}
-	}
-	return best, ok
-}
-
 // shortPeer runs the short-connection ladder and the clients' run with
 // TCPCopy and then with stackcopy in TCPCopy's deployment, and compares
 // them.
@@ -249,12 +237,11 @@ func (b *bench) shortPeer(ctx context.Context) ([]string, []row, error) {
 		"     rate |  tcpcopy  interc.   lost |  stackcopy interc.  lost",
 	}
 	cell := func(steps []liveStep, rate int) string {
-		for _, s := range steps {
-			if s.rate == rate {
-				return fmt.Sprintf("%7.0f %7.0f %6d", s.scPerReq(), s.icPerRequest(), s.lost)
-			}
+		s, ok := stepAt(steps, rate)
+		if !ok {
+			return fmt.Sprintf("%7s %7s %6s", "-", "-", "-")
 		}
-		return fmt.Sprintf("%7s %7s %6s", "-", "-", "-")
+		return fmt.Sprintf("%7.0f %7.0f %6d", s.scPerReq(), s.icPerRequest(), s.lost)
 	}
 	for _, rate := range liveShortRates {
 		details = append(details, fmt.Sprintf("   %6d | %s | %s", rate, cell(peer, rate), cell(adv, rate)))
@@ -269,13 +256,7 @@ func (b *bench) shortPeer(ctx context.Context) ([]string, []row, error) {
 	if !ok {
 		return details, nil, fmt.Errorf("stackcopy lost requests at every rate in TCPCopy's deployment")
 	}
-	var p liveStep
-	found := false
-	for _, st := range peer {
-		if st.rate == s.rate {
-			p, found = st, true
-		}
-	}
+	p, found := stepAt(peer, s.rate)
 	if !found {
 		p = peer[len(peer)-1]
 		details = append(details, fmt.Sprintf("  TCPCopy stopped before %d conn/s: compared with its last step, %d conn/s", s.rate, p.rate))

@@ -167,16 +167,8 @@ func (b *bench) tcpcopyPeer(ctx context.Context, trad []liveStep) ([]string, []r
 // target), rate by rate; the summary rows compare like for like at the
 // highest rate both ran without loss.
 func peerTable(peer, adv, trad []liveStep) ([]string, []row, error) {
-	at := func(steps []liveStep, rate int) (liveStep, bool) {
-		for _, s := range steps {
-			if s.rate == rate {
-				return s, true
-			}
-		}
-		return liveStep{}, false
-	}
 	cell := func(steps []liveStep, rate int) string {
-		s, ok := at(steps, rate)
+		s, ok := stepAt(steps, rate)
 		if !ok {
 			return fmt.Sprintf("%7s %7s %6s", "-", "-", "-")
 		}
@@ -190,12 +182,12 @@ func peerTable(peer, adv, trad []liveStep) ([]string, []row, error) {
 	}
 	var rows []row
 	for _, rate := range liveRates {
-		p, ok := at(peer, rate)
+		p, ok := stepAt(peer, rate)
 		if !ok {
 			break
 		}
 		details = append(details, fmt.Sprintf("   %6d | %s | %s | %s", rate, cell(peer, rate), cell(adv, rate), cell(trad, rate)))
-		s, ok := at(adv, rate)
+		s, ok := stepAt(adv, rate)
 		if !ok || p.lost != 0 || s.lost != 0 {
 			continue
 		}
