@@ -19,15 +19,11 @@ import (
 	"runtime"
 )
 
-// Env is the variable that sets GOMAXPROCS for any Go program; an
-// operator who set it chose, and the defaults give way to it.
-const Env = "GOMAXPROCS"
-
 // Default is the core count a command uses when --cores is not given:
-// liveDefault when the environment does not set GOMAXPROCS, else 0
-// (the runtime's own choice, which reads the variable).
+// liveDefault, unless the environment sets GOMAXPROCS: an operator who set
+// it chose, and 0 leaves it to the runtime, which reads the variable.
 func Default(liveDefault int) int {
-	if os.Getenv(Env) != "" {
+	if os.Getenv("GOMAXPROCS") != "" {
 		return 0
 	}
 	return liveDefault
@@ -41,11 +37,10 @@ func Check(n int) error {
 	return nil
 }
 
-// Apply runs goroutines on n cores at once (0: leave the runtime's
-// choice) and returns the number in effect.
-func Apply(n int) int {
+// Apply runs goroutines on n cores at once; 0 leaves the runtime's
+// choice. The startup logs say what is in effect.
+func Apply(n int) {
 	if n > 0 {
 		runtime.GOMAXPROCS(n)
 	}
-	return runtime.GOMAXPROCS(0)
 }
