@@ -749,13 +749,9 @@ func (bt *backoffTimer) reset() tcpip.Error {
 	return nil
 }
 
-func (bt *backoffTimer) reinit(timeout time.Duration) {
-	bt.timeout = timeout
-	bt.t.Reset(bt.timeout)
-}
-
 // fireSoon makes the timer fire after d, once, and keeps its backoff: it
-// doubles from where it was when it fires (stackcopy patch).
+// doubles from where it was when it fires (stackcopy patch: it replaces
+// reinit, which restarted the backoff at d and had no other caller).
 func (bt *backoffTimer) fireSoon(d time.Duration) {
 	bt.t.Reset(d)
 }
