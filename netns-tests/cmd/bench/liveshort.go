@@ -137,7 +137,6 @@ func (b *bench) liveShort(ctx context.Context) (res result, err error) {
 		res.rows = append(res.rows, row{workload: "live short conns (0-loss rate)", sc: "none", kernel: "n/a", ratio: "-", verdict: "FAIL"})
 		return res, nil
 	}
-	ll.load = loadShape{short: true}
 	sys, err := b.liveStep(ctx, ll, best.rate, true)
 	if err != nil {
 		return res, fmt.Errorf("%d conn/s, counting system calls: %w", best.rate, err)
@@ -178,7 +177,8 @@ func (b *bench) liveShort(ctx context.Context) (res result, err error) {
 }
 
 // shortSteps runs the short-connection ladder and the online clients'
-// run (with no mirror, then with the mirror step runs) in ll.
+// runs (with no mirror, then with the mirror step runs) in ll, and leaves
+// ll's load at paced short connections.
 func (b *bench) shortSteps(ctx context.Context, label string, ll *liveLab, step func(rate int) (liveStep, error)) ([]liveStep, shortRun, error) {
 	var run shortRun
 	ll.load = loadShape{short: true}
@@ -186,8 +186,8 @@ func (b *bench) shortSteps(ctx context.Context, label string, ll *liveLab, step 
 	if err != nil {
 		return nil, run, err
 	}
-	ll.load = loadShape{short: true, count: liveShortBurst}
-	defer func() { ll.load = loadShape{} }()
+	ll.load.count = liveShortBurst
+	defer func() { ll.load.count = 0 }()
 	for range liveShortRuns {
 		bare, err := b.runLoad(ctx, ll, 0)
 		if err != nil {
