@@ -6,9 +6,10 @@
 // single thread does, and it costs less per packet: with one core the
 // runtime hands work from goroutine to goroutine on the same thread,
 // without waking another one (futex) or stealing across cores. In the
-// live bench on two cores it cut stackcopy's CPU per mirrored request by
-// about a third (42–51 to 30–32 µs at 16,000 requests/s), intercept's per
-// answer by a quarter, and one core still kept up at every rate. Replay
+// live bench on two cores it cut stackcopy's CPU per mirrored request
+// (42–51 to 30–42 µs at 16,000 requests/s, 109–117 to 60–83 at 2,000),
+// intercept's per answer by a quarter, and one core still kept up at every
+// rate. Replay
 // of a capture file keeps every core: there the wire's writer overlaps
 // its system calls with gVisor's work on another.
 package cores
