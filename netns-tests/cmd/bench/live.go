@@ -266,12 +266,10 @@ func (b *bench) live(ctx context.Context) (res result, err error) {
 	ctx, cancel := context.WithTimeout(ctx, budget)
 	defer cancel()
 	ll, err := b.liveSetup(ctx, "bench-live", liveTargetNginx)
-	if ll != nil {
-		defer b.closeLab("live lab", ll.l)
-	}
 	if err != nil {
 		return res, fmt.Errorf("live lab setup: %w", err)
 	}
+	defer b.closeLab("live lab", ll.l)
 	steps, err := b.ladder("live", liveRates, func(rate int) (liveStep, error) { return b.liveStep(ctx, ll, rate, false) })
 	if err != nil {
 		return res, err
@@ -347,11 +345,8 @@ func (b *bench) live(ctx context.Context) (res result, err error) {
 	return res, nil
 }
 
-// closeLab closes l (nil: nothing to close) and logs a failure.
+// closeLab closes l and logs a failure.
 func (b *bench) closeLab(what string, l *lab.Lab) {
-	if l == nil {
-		return
-	}
 	if err := l.Close(); err != nil {
 		b.logf("%s: %v", what, err)
 	}
@@ -380,15 +375,20 @@ func (b *bench) ladder(label string, rates []int, step func(rate int) (liveStep,
 }
 
 // liveSetup builds the live lab (named name) and starts intercept, nginx
-// on the online host and the given server on the target. The returned
-// liveLab holds the lab as soon as it exists, so the caller can close it
-// on error.
-func (b *bench) liveSetup(ctx context.Context, name string, server liveTargetServer) (*liveLab, error) {
+// on the online host and the given server on the target. On an error it
+// closes what it built.
+func (b *bench) liveSetup(ctx context.Context, name string, server liveTargetServer) (ll *liveLab, err error) {
 	l, err := lab.New(name)
 	if err != nil {
 		return nil, err
 	}
-	ll := &liveLab{l: l}
+	defer func() {
+		if err != nil {
+			b.closeLab(name, l)
+			ll = nil
+		}
+	}()
+	ll = &liveLab{l: l}
 	if ll.client, err = l.Host("client"); err != nil {
 		return ll, err
 	}

@@ -113,12 +113,10 @@ func (b *bench) liveShort(ctx context.Context) (res result, err error) {
 	ctx, cancel := context.WithTimeout(ctx, budget)
 	defer cancel()
 	ll, err := b.liveSetup(ctx, "bench-liveshort", liveTargetNginx)
-	if ll != nil {
-		defer b.closeLab("liveshort lab", ll.l)
-	}
 	if err != nil {
 		return res, fmt.Errorf("liveshort lab setup: %w", err)
 	}
+	defer b.closeLab("liveshort lab", ll.l)
 	if err := ll.client.Sysctl("net.ipv4.ip_local_port_range", "1024 65000"); err != nil {
 		return res, err
 	}
@@ -212,12 +210,10 @@ func (b *bench) shortSteps(ctx context.Context, label string, ll *liveLab, step 
 // them.
 func (b *bench) shortPeer(ctx context.Context) ([]string, []row, error) {
 	tl, err := b.tcpcopySetup(ctx)
-	if tl != nil {
-		defer b.closeLab("tcpcopy lab", tl.l)
-	}
 	if err != nil {
 		return nil, nil, fmt.Errorf("tcpcopy lab setup: %w", err)
 	}
+	defer b.closeLab("tcpcopy lab", tl.l)
 	if err := tl.client.Sysctl("net.ipv4.ip_local_port_range", "1024 65000"); err != nil {
 		return nil, nil, err
 	}

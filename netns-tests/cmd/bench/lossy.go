@@ -99,12 +99,10 @@ func (b *bench) lossy(ctx context.Context) (res result, err error) {
 	ctx, cancel := context.WithTimeout(ctx, lossyMax)
 	defer cancel()
 	ll, err := b.liveSetup(ctx, "bench-lossy", liveTargetRecorder)
-	if ll != nil {
-		defer b.closeLab("lossy lab", ll.l)
-	}
 	if err != nil {
 		return res, fmt.Errorf("lossy lab setup: %w", err)
 	}
+	defer b.closeLab("lossy lab", ll.l)
 	onlineLog, err := startRecorder(ll.online, b.cfg.recorder, lossyOnlineRecorder)
 	if err != nil {
 		return res, err

@@ -45,12 +45,20 @@ type tcpcopyLab struct {
 	tcIcpt    *lab.Proc
 }
 
-func (b *bench) tcpcopySetup(ctx context.Context) (*tcpcopyLab, error) {
+// tcpcopySetup builds the peer's lab and starts TCPCopy's intercept and
+// both nginx. On an error it closes what it built.
+func (b *bench) tcpcopySetup(ctx context.Context) (tl *tcpcopyLab, err error) {
 	l, err := lab.New("bench-tcpcopy")
 	if err != nil {
 		return nil, err
 	}
-	tl := &tcpcopyLab{liveLab: liveLab{l: l}}
+	defer func() {
+		if err != nil {
+			b.closeLab("tcpcopy lab", l)
+			tl = nil
+		}
+	}()
+	tl = &tcpcopyLab{liveLab: liveLab{l: l}}
 	hosts, err := l.NewHosts("client", "online", "target", "assistant")
 	if err != nil {
 		return tl, err
@@ -145,12 +153,10 @@ func (b *bench) tcpcopyStep(ctx context.Context, tl *tcpcopyLab, rate int) (live
 // stackcopy's steps.
 func (b *bench) tcpcopyPeer(ctx context.Context, trad []liveStep) ([]string, []row, error) {
 	tl, err := b.tcpcopySetup(ctx)
-	if tl != nil {
-		defer b.closeLab("tcpcopy lab", tl.l)
-	}
 	if err != nil {
 		return nil, nil, fmt.Errorf("tcpcopy lab setup: %w", err)
 	}
+	defer b.closeLab("tcpcopy lab", tl.l)
 	peer, err := b.ladder("live tcpcopy", liveRates, func(rate int) (liveStep, error) { return b.tcpcopyStep(ctx, tl, rate) })
 	if err != nil {
 		return nil, nil, err
