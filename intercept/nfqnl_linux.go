@@ -6,22 +6,30 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"unsafe"
 
-	nfqueue "github.com/florianl/go-nfqueue/v2"
 	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
 )
 
 // The nfnetlink_queue protocol (linux/netfilter/nfnetlink_queue.h) as far
-// as NFQueue speaks it itself: binding the queue and reading packets.
-// go-nfqueue opens the socket and sends the verdicts; its reader is not
-// used: it peeks at each message before reading it (two recvmsg per packet,
+// as NFQueue speaks it itself: binding the queue, reading packets and
+// sending verdicts. go-nfqueue opens the socket. Its reader is not used:
+// it peeks at each message before reading it (two recvmsg per packet,
 // half of intercept's CPU under load), where one recvmmsg here takes
-// every packet message queued, up to nfqBatch.
+// every packet message queued, up to nfqBatch. Nor are its verdicts: each
+// built its message in fresh allocations and set a write deadline, where
+// one fixed 32-byte message is written here without telling the
+// scheduler (see package quietio).
 const (
 	nfnlSubsysQueue = 3
 	nfqnlMsgPacket  = nfnlSubsysQueue << 8 // NFQNL_MSG_PACKET is 0
 	nfqnlMsgConfig  = nfnlSubsysQueue<<8 | 2
+
+	nfqnlMsgVerdict      = nfnlSubsysQueue<<8 | 1
+	nfqnlMsgVerdictBatch = nfnlSubsysQueue<<8 | 3
+	nfqaVerdictHdr       = 2
+	nfDrop, nfAccept     = 0, 1
 
 	nfqaPacketHdr = 1
 	nfqaPayload   = 10
@@ -195,8 +203,51 @@ func (q *NFQueue) packet(b []byte) {
 		// safe side: a real client's TCP retransmits, a forged one's
 		// answer never leaks.
 		q.overflow.Add(1)
-		_ = q.nf.SetVerdict(id, nfqueue.NfDrop)
+		var buf [verdictMsgLen]byte
+		_ = q.sendVerdict(&buf, id, true, false)
 	}
+}
+
+// verdictMsgLen is a verdict message's length: netlink header, nfgenmsg,
+// and the one attribute, struct nfqnl_msg_verdict_hdr.
+const verdictMsgLen = unix.NLMSG_HDRLEN + 4 + 4 + 8
+
+// sendVerdict decides packet id (with batch, every queued packet up to
+// it), building the message in buf.
+func (q *NFQueue) sendVerdict(buf *[verdictMsgLen]byte, id uint32, drop, batch bool) error {
+	typ := uint16(nfqnlMsgVerdict)
+	if batch {
+		typ = nfqnlMsgVerdictBatch
+	}
+	v := uint32(nfAccept)
+	if drop {
+		v = nfDrop
+	}
+	b := buf[:0]
+	b = binary.NativeEndian.AppendUint32(b, verdictMsgLen)
+	b = binary.NativeEndian.AppendUint16(b, typ)
+	b = binary.NativeEndian.AppendUint16(b, unix.NLM_F_REQUEST)
+	b = binary.NativeEndian.AppendUint32(b, 0) // sequence
+	b = binary.NativeEndian.AppendUint32(b, 0) // port id: the kernel fills it
+	b = append(b, unix.AF_UNSPEC, unix.NFNETLINK_V0, byte(q.queue>>8), byte(q.queue))
+	b = binary.NativeEndian.AppendUint16(b, 4+8)
+	b = binary.NativeEndian.AppendUint16(b, nfqaVerdictHdr)
+	b = binary.BigEndian.AppendUint32(b, v)
+	b = binary.BigEndian.AppendUint32(b, id)
+	var errno unix.Errno
+	err := q.rc.Write(func(fd uintptr) bool {
+		// To the kernel, which handles it before the call returns: the
+		// call never waits.
+		_, _, errno = unix.RawSyscall(unix.SYS_WRITE, fd, uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)))
+		return errno != unix.EAGAIN
+	})
+	if err != nil {
+		return err
+	}
+	if errno != 0 {
+		return os.NewSyscallError("write", errno)
+	}
+	return nil
 }
 
 func nlmsgAlign(n int) int { return (n + unix.NLMSG_ALIGNTO - 1) &^ (unix.NLMSG_ALIGNTO - 1) }

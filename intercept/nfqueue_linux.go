@@ -77,6 +77,7 @@ type NFQueue struct {
 	pendingID      uint32
 	pendingVerdict Verdict
 	pendingN       int
+	vbuf           [verdictMsgLen]byte
 
 	packets, verdictErrs, overflow, recvDrops, malformed atomic.Uint64
 
@@ -318,16 +319,7 @@ func (q *NFQueue) flushLocked() error {
 	if q.pendingN == 0 {
 		return nil
 	}
-	nv := nfqueue.NfAccept
-	if q.pendingVerdict == Drop {
-		nv = nfqueue.NfDrop
-	}
-	var err error
-	if q.pendingN == 1 {
-		err = q.nf.SetVerdict(q.pendingID, nv)
-	} else {
-		err = q.nf.SetVerdictBatch(q.pendingID, nv)
-	}
+	err := q.sendVerdict(&q.vbuf, q.pendingID, q.pendingVerdict == Drop, q.pendingN > 1)
 	n := q.pendingN
 	q.pendingN = 0
 	if err != nil {

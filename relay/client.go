@@ -20,6 +20,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/stackcopy/stackcopy/internal/quietio"
 )
 
 // ClientConfig configures the mirror's side.
@@ -594,7 +596,7 @@ func (ch *channel) serve(ctx context.Context, conn net.Conn) error {
 
 func (ch *channel) readLoop(conn net.Conn) error {
 	c := ch.c
-	br := bufio.NewReaderSize(conn, 256<<10)
+	br := bufio.NewReaderSize(quietio.New(conn), 256<<10)
 	fr := frameReader{r: br}
 	b := packetBatch{deliver: c.cfg.OnPackets, packets: &c.packets, headerOnly: &c.headerOnly}
 	// Packets already decoded go out before anything can block or fail.
@@ -714,9 +716,10 @@ func (ch *channel) writeLoop(conn net.Conn, done <-chan struct{}) error {
 	var regs []registration
 	var unregs []netip.AddrPort
 	var sent, pinged uint64 // largest fence written, and pinged for
+	qc := quietio.New(conn)
 	write := func(b []byte) error {
 		conn.SetWriteDeadline(time.Now().Add(c.cfg.IdleTimeout))
-		_, err := conn.Write(b)
+		_, err := qc.Write(b)
 		return err
 	}
 	for {

@@ -14,6 +14,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/stackcopy/stackcopy/internal/quietio"
 )
 
 // ServerConfig configures intercept's side. Only Key is required.
@@ -407,7 +409,7 @@ func (m *mirror) setErr(err error) {
 }
 
 func (s *Server) readLoop(m *mirror) error {
-	fr := frameReader{r: bufio.NewReaderSize(m.conn, 64<<10)}
+	fr := frameReader{r: bufio.NewReaderSize(quietio.New(m.conn), 64<<10)}
 	var regs []registration
 	var clients []netip.AddrPort
 	for {
@@ -466,7 +468,8 @@ func (s *Server) writeLoop(m *mirror) error {
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 	armed := false
-	var backing net.Buffers // reused; WriteTo consumes the slice header it is called on
+	qc := quietio.New(m.conn)
+	var backing net.Buffers // reused; WriteBuffers consumes the slice header it is called with
 	var frames []queuedFrame
 	var notices []HeldNotice
 	flush := func() error {
@@ -482,8 +485,7 @@ func (s *Server) writeLoop(m *mirror) error {
 			size += len(f.b)
 		}
 		m.conn.SetWriteDeadline(time.Now().Add(s.cfg.IdleTimeout))
-		bufs := backing
-		_, err := bufs.WriteTo(m.conn)
+		_, err := qc.WriteBuffers(backing)
 		m.q.recycle(frames)
 		if err != nil {
 			s.dropped.Add(uint64(n))
@@ -503,7 +505,7 @@ func (s *Server) writeLoop(m *mirror) error {
 				continue
 			}
 			m.conn.SetWriteDeadline(time.Now().Add(s.cfg.IdleTimeout))
-			n, err := m.conn.Write(appendHeldFrames(nil, notices))
+			n, err := qc.Write(appendHeldFrames(nil, notices))
 			s.bytes.Add(uint64(n))
 			if err != nil {
 				return fmt.Errorf("writing held notices: %w", err)
@@ -512,7 +514,7 @@ func (s *Server) writeLoop(m *mirror) error {
 			var p [pingLen]byte
 			binary.BigEndian.PutUint64(p[:], m.pongTok.Load())
 			m.conn.SetWriteDeadline(time.Now().Add(s.cfg.IdleTimeout))
-			n, err := m.conn.Write(appendFrame(nil, typePong, p[:]))
+			n, err := qc.Write(appendFrame(nil, typePong, p[:]))
 			s.bytes.Add(uint64(n))
 			if err != nil {
 				return fmt.Errorf("writing pong: %w", err)

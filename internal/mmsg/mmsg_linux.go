@@ -48,13 +48,21 @@ func (b *Batch) SetName(i int, name unsafe.Pointer, size uintptr) {
 // Recv receives datagrams on fd, at most one per buffer, with flags
 // (MSG_DONTWAIT for a socket the runtime's poller watches), retrying on
 // EINTR: how many came, or the errno (EAGAIN: none waiting).
+//
+// With MSG_DONTWAIT the call cannot wait in the kernel, so it is made
+// without telling the scheduler, which would wake its monitor thread
+// (see package quietio).
 func (b *Batch) Recv(fd uintptr, flags int) (int, unix.Errno) {
 	for i := range b.msgs {
 		b.msgs[i].Hdr.Namelen = b.nameLens[i]
 		b.msgs[i].Len = 0
 	}
+	call := unix.Syscall6
+	if flags&unix.MSG_DONTWAIT != 0 {
+		call = unix.RawSyscall6
+	}
 	for {
-		r, _, e := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&b.msgs[0])), uintptr(len(b.msgs)), uintptr(flags), 0, 0)
+		r, _, e := call(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&b.msgs[0])), uintptr(len(b.msgs)), uintptr(flags), 0, 0)
 		if e == unix.EINTR {
 			continue
 		}
