@@ -7,6 +7,7 @@ import (
 	"os"
 	"sync/atomic"
 	"syscall"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -37,7 +38,7 @@ type TUN struct {
 	file *os.File
 	raw  syscall.RawConn
 	hdr  [virtioNetHdrLen]byte
-	iov  [][]byte
+	iov  []unix.Iovec
 	// closed makes I/O after Close fail with os.ErrClosed: the raw
 	// connection reports the poller's own "use of closed file" instead.
 	closed atomic.Bool
@@ -124,11 +125,24 @@ func (t *TUN) write(p Packet) error {
 		binary.LittleEndian.PutUint16(h[6:], gso.CsumStart)
 		binary.LittleEndian.PutUint16(h[8:], gso.CsumOffset)
 	}
-	t.iov = append(append(t.iov[:0], h), p.Bufs...)
+	t.iov = append(t.iov[:0], iovec(h))
+	for _, b := range p.Bufs {
+		if len(b) > 0 {
+			t.iov = append(t.iov, iovec(b))
+		}
+	}
 	var werr error
 	err := t.raw.Write(func(fd uintptr) bool {
-		_, werr = unix.Writev(int(fd), t.iov)
-		return werr != unix.EAGAIN
+		// Raw: the device never blocks, and telling the scheduler about
+		// the call wakes its monitor thread (see package quietio).
+		_, _, e := unix.RawSyscall(unix.SYS_WRITEV, fd, uintptr(unsafe.Pointer(&t.iov[0])), uintptr(len(t.iov)))
+		if e == unix.EAGAIN {
+			return false
+		}
+		if e != 0 {
+			werr = e
+		}
+		return true
 	})
 	clear(t.iov)
 	if err != nil {
@@ -143,6 +157,13 @@ func (t *TUN) write(p Packet) error {
 	return nil
 }
 
+// iovec points at b, which must not be empty.
+func iovec(b []byte) unix.Iovec {
+	v := unix.Iovec{Base: &b[0]}
+	v.SetLen(len(b))
+	return v
+}
+
 // Read implements Reader. It waits for the first packet, then takes what
 // else the kernel has queued without waiting again. A GSO super-packet is
 // returned whole, without its virtio header: gVisor's TCP takes segments
@@ -153,16 +174,17 @@ func (t *TUN) Read(bufs, pkts [][]byte) (int, error) {
 	var rerr error
 	err := t.raw.Read(func(fd uintptr) bool {
 		for n < min(len(bufs), len(pkts)) {
-			m, err := unix.Read(int(fd), bufs[n])
-			if err == unix.EINTR {
+			r, _, e := unix.RawSyscall(unix.SYS_READ, fd, uintptr(unsafe.Pointer(&bufs[n][0])), uintptr(len(bufs[n])))
+			if e == unix.EINTR {
 				continue
 			}
-			if err != nil {
-				if err != unix.EAGAIN {
-					rerr = err
+			if e != 0 {
+				if e != unix.EAGAIN {
+					rerr = e
 				}
 				break
 			}
+			m := int(r)
 			if m <= virtioNetHdrLen {
 				continue // nothing behind the header: not a packet
 			}
