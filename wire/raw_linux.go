@@ -178,8 +178,8 @@ func (b *mmsgBatch) send(rc syscall.RawConn, pkts [][]byte, name *byte, namelen 
 		var errno unix.Errno
 		err := rc.Write(func(fd uintptr) bool {
 			// Raw: the socket never blocks, and telling the scheduler
-			// about the call would wake its monitor thread (see
-			// capture.LiveSource), which costs more than the call.
+			// about the call would wake its monitor thread (see package
+			// quietio), which costs more than the call.
 			n, _, e := unix.RawSyscall6(unix.SYS_SENDMMSG, fd, uintptr(unsafe.Pointer(&b.hdrs[done])), uintptr(len(pkts)-done), 0, 0, 0)
 			if e == unix.EAGAIN {
 				return false // wait until the send buffer drains
