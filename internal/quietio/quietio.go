@@ -53,25 +53,11 @@ func (c *Conn) Read(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
-	for {
-		var n uintptr
-		var errno unix.Errno
-		err := c.rc.Read(func(fd uintptr) bool {
-			n, _, errno = unix.RawSyscall(unix.SYS_READ, fd, uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
-			return errno != unix.EAGAIN
-		})
-		switch {
-		case err != nil:
-			return 0, err
-		case errno == unix.EINTR:
-			continue
-		case errno != 0:
-			return 0, os.NewSyscallError("read", errno)
-		case n == 0:
-			return 0, io.EOF
-		}
-		return int(n), nil
+	n, err := c.call(c.rc.Read, "read", unix.SYS_READ, unsafe.Pointer(&p[0]), len(p))
+	if err == nil && n == 0 {
+		return 0, io.EOF
 	}
+	return n, err
 }
 
 // Write writes all of p, waiting while the socket's buffer is full.
@@ -81,21 +67,11 @@ func (c *Conn) Write(p []byte) (int, error) {
 	}
 	done := 0
 	for done < len(p) {
-		var n uintptr
-		var errno unix.Errno
-		err := c.rc.Write(func(fd uintptr) bool {
-			n, _, errno = unix.RawSyscall(unix.SYS_WRITE, fd, uintptr(unsafe.Pointer(&p[done])), uintptr(len(p)-done))
-			return errno != unix.EAGAIN
-		})
-		switch {
-		case err != nil:
+		n, err := c.call(c.rc.Write, "write", unix.SYS_WRITE, unsafe.Pointer(&p[done]), len(p)-done)
+		if err != nil {
 			return done, err
-		case errno == unix.EINTR:
-			continue
-		case errno != 0:
-			return done, os.NewSyscallError("write", errno)
 		}
-		done += int(n)
+		done += n
 	}
 	return done, nil
 }
@@ -129,24 +105,14 @@ func (c *Conn) WriteBuffers(bufs net.Buffers) (int64, error) {
 		if len(iovs) == 0 {
 			break
 		}
-		var n uintptr
-		var errno unix.Errno
-		err := c.rc.Write(func(fd uintptr) bool {
-			n, _, errno = unix.RawSyscall(unix.SYS_WRITEV, fd, uintptr(unsafe.Pointer(&iovs[0])), uintptr(len(iovs)))
-			return errno != unix.EAGAIN
-		})
+		n, err := c.call(c.rc.Write, "writev", unix.SYS_WRITEV, unsafe.Pointer(&iovs[0]), len(iovs))
 		clear(iovs) // the buffers are the caller's
-		switch {
-		case err != nil:
+		if err != nil {
 			return total, err
-		case errno == unix.EINTR:
-			continue
-		case errno != 0:
-			return total, os.NewSyscallError("writev", errno)
 		}
 		total += int64(n)
 		// Drop what was written: whole buffers, then the front of one.
-		for left := int(n); left > 0; {
+		for left := n; left > 0; {
 			k := min(left, len(bufs[0]))
 			bufs[0] = bufs[0][k:]
 			left -= k
@@ -156,4 +122,27 @@ func (c *Conn) WriteBuffers(bufs net.Buffers) (int64, error) {
 		}
 	}
 	return total, nil
+}
+
+// call makes one system call trap(fd, buf, n) on the socket, raw,
+// waiting in the netpoller (through wait: the RawConn's Read or Write)
+// while it would block, and again after EINTR.
+func (c *Conn) call(wait func(func(uintptr) bool) error, name string, trap uintptr, buf unsafe.Pointer, n int) (int, error) {
+	for {
+		var r uintptr
+		var errno unix.Errno
+		err := wait(func(fd uintptr) bool {
+			r, _, errno = unix.RawSyscall(trap, fd, uintptr(buf), uintptr(n))
+			return errno != unix.EAGAIN
+		})
+		switch {
+		case err != nil:
+			return 0, err
+		case errno == unix.EINTR:
+			continue
+		case errno != 0:
+			return 0, os.NewSyscallError(name, errno)
+		}
+		return int(r), nil
+	}
 }

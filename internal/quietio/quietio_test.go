@@ -3,6 +3,7 @@ package quietio
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"os"
@@ -49,6 +50,31 @@ func pattern(n, seed int) []byte {
 	return b
 }
 
+// transfer runs write on a's side (then closes a for writing) while r
+// reads b to the end, and checks that r read want.
+func transfer(t *testing.T, a net.Conn, r io.Reader, write func() (int64, error), want []byte) {
+	t.Helper()
+	errc := make(chan error, 1)
+	go func() {
+		n, err := write()
+		if err == nil && n != int64(len(want)) {
+			err = fmt.Errorf("wrote %d of %d bytes without an error", n, len(want))
+		}
+		a.(*net.TCPConn).CloseWrite()
+		errc <- err
+	}()
+	got, err := io.ReadAll(r)
+	if err != nil {
+		t.Fatalf("ReadAll: %v", err)
+	}
+	if err := <-errc; err != nil {
+		t.Fatalf("write: %v", err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Fatalf("read %d bytes, not the %d written, in order", len(got), len(want))
+	}
+}
+
 func TestReadWriteAndEOF(t *testing.T) {
 	a, b := tcpPair(t)
 	qa, qb := New(a), New(b)
@@ -57,25 +83,10 @@ func TestReadWriteAndEOF(t *testing.T) {
 	}
 	// More than the socket buffers hold, so Write must wait for the reader.
 	want := pattern(8<<20, 1)
-	errc := make(chan error, 1)
-	go func() {
+	transfer(t, a, qb, func() (int64, error) {
 		n, err := qa.Write(want)
-		if err == nil && n != len(want) {
-			err = errors.New("short write without an error")
-		}
-		a.(*net.TCPConn).CloseWrite()
-		errc <- err
-	}()
-	got, err := io.ReadAll(qb)
-	if err != nil {
-		t.Fatalf("ReadAll: %v", err)
-	}
-	if err := <-errc; err != nil {
-		t.Fatalf("Write: %v", err)
-	}
-	if !bytes.Equal(got, want) {
-		t.Fatalf("read %d bytes, not the %d written", len(got), len(want))
-	}
+		return int64(n), err
+	}, want)
 	if n, err := qb.Read(make([]byte, 10)); n != 0 || err != io.EOF {
 		t.Fatalf("Read after the peer's FIN: %d, %v; want 0, io.EOF", n, err)
 	}
@@ -93,25 +104,7 @@ func TestWriteBuffers(t *testing.T) {
 		bufs = append(bufs, p)
 		want = append(want, p...)
 	}
-	errc := make(chan error, 1)
-	go func() {
-		n, err := qa.WriteBuffers(bufs)
-		if err == nil && n != int64(len(want)) {
-			err = errors.New("short write without an error")
-		}
-		a.(*net.TCPConn).CloseWrite()
-		errc <- err
-	}()
-	got, err := io.ReadAll(b)
-	if err != nil {
-		t.Fatalf("ReadAll: %v", err)
-	}
-	if err := <-errc; err != nil {
-		t.Fatalf("WriteBuffers: %v", err)
-	}
-	if !bytes.Equal(got, want) {
-		t.Fatalf("read %d bytes, not the %d written, in order", len(got), len(want))
-	}
+	transfer(t, a, b, func() (int64, error) { return qa.WriteBuffers(bufs) }, want)
 }
 
 func TestDeadlineAndClose(t *testing.T) {
