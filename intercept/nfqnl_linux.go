@@ -215,25 +215,7 @@ const verdictMsgLen = unix.NLMSG_HDRLEN + 4 + 4 + 8
 // sendVerdict decides packet id (with batch, every queued packet up to
 // it), building the message in buf.
 func (q *NFQueue) sendVerdict(buf *[verdictMsgLen]byte, id uint32, drop, batch bool) error {
-	typ := uint16(nfqnlMsgVerdict)
-	if batch {
-		typ = nfqnlMsgVerdictBatch
-	}
-	v := uint32(nfAccept)
-	if drop {
-		v = nfDrop
-	}
-	b := buf[:0]
-	b = binary.NativeEndian.AppendUint32(b, verdictMsgLen)
-	b = binary.NativeEndian.AppendUint16(b, typ)
-	b = binary.NativeEndian.AppendUint16(b, unix.NLM_F_REQUEST)
-	b = binary.NativeEndian.AppendUint32(b, 0) // sequence
-	b = binary.NativeEndian.AppendUint32(b, 0) // port id: the kernel fills it
-	b = append(b, unix.AF_UNSPEC, unix.NFNETLINK_V0, byte(q.queue>>8), byte(q.queue))
-	b = binary.NativeEndian.AppendUint16(b, 4+8)
-	b = binary.NativeEndian.AppendUint16(b, nfqaVerdictHdr)
-	b = binary.BigEndian.AppendUint32(b, v)
-	b = binary.BigEndian.AppendUint32(b, id)
+	b := appendVerdict(buf[:0], q.queue, id, drop, batch)
 	var errno unix.Errno
 	err := q.rc.Write(func(fd uintptr) bool {
 		// To the kernel, which handles it before the call returns: the
@@ -248,6 +230,28 @@ func (q *NFQueue) sendVerdict(buf *[verdictMsgLen]byte, id uint32, drop, batch b
 		return os.NewSyscallError("write", errno)
 	}
 	return nil
+}
+
+// appendVerdict appends the verdict message for packet id of queue.
+func appendVerdict(b []byte, queue uint16, id uint32, drop, batch bool) []byte {
+	typ := uint16(nfqnlMsgVerdict)
+	if batch {
+		typ = nfqnlMsgVerdictBatch
+	}
+	v := uint32(nfAccept)
+	if drop {
+		v = nfDrop
+	}
+	b = binary.NativeEndian.AppendUint32(b, verdictMsgLen)
+	b = binary.NativeEndian.AppendUint16(b, typ)
+	b = binary.NativeEndian.AppendUint16(b, unix.NLM_F_REQUEST)
+	b = binary.NativeEndian.AppendUint32(b, 0) // sequence
+	b = binary.NativeEndian.AppendUint32(b, 0) // port id: the kernel fills it
+	b = append(b, unix.AF_UNSPEC, unix.NFNETLINK_V0, byte(queue>>8), byte(queue))
+	b = binary.NativeEndian.AppendUint16(b, 4+8)
+	b = binary.NativeEndian.AppendUint16(b, nfqaVerdictHdr)
+	b = binary.BigEndian.AppendUint32(b, v)
+	return binary.BigEndian.AppendUint32(b, id)
 }
 
 func nlmsgAlign(n int) int { return (n + unix.NLMSG_ALIGNTO - 1) &^ (unix.NLMSG_ALIGNTO - 1) }

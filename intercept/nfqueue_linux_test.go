@@ -1,8 +1,13 @@
 package intercept
 
 import (
+	"bytes"
+	"encoding/binary"
 	"strings"
 	"testing"
+
+	"github.com/mdlayher/netlink"
+	"golang.org/x/sys/unix"
 )
 
 func TestParseQueueDrops(t *testing.T) {
@@ -42,5 +47,44 @@ func TestParseQueueOwner(t *testing.T) {
 	}
 	if _, free, _ := parseQueueOwner(strings.NewReader(""), 0); free != 0 {
 		t.Fatalf("nothing bound: free %d, want 0", free)
+	}
+}
+
+// TestVerdictMessage checks the hand-built verdict against the same
+// message encoded by the netlink library, with the kernel's numbers
+// (linux/netfilter/nfnetlink_queue.h) written out here.
+func TestVerdictMessage(t *testing.T) {
+	for _, tc := range []struct {
+		queue        uint16
+		id           uint32
+		drop, batch  bool
+		typ, verdict uint32
+	}{
+		{queue: 0, id: 1, typ: 3<<8 | 1, verdict: 1},                           // NFQNL_MSG_VERDICT, NF_ACCEPT
+		{queue: 7, id: 0x01020304, drop: true, typ: 3<<8 | 1, verdict: 0},      // NF_DROP
+		{queue: 0x1234, id: 99, batch: true, typ: 3<<8 | 3, verdict: 1},        // NFQNL_MSG_VERDICT_BATCH
+		{queue: 65535, id: 0xffffffff, drop: true, batch: true, typ: 3<<8 | 3}, // verdict 0
+	} {
+		hdr := binary.BigEndian.AppendUint32(nil, tc.verdict)
+		hdr = binary.BigEndian.AppendUint32(hdr, tc.id)
+		attrs, err := netlink.MarshalAttributes([]netlink.Attribute{{Type: 2, Data: hdr}}) // NFQA_VERDICT_HDR
+		if err != nil {
+			t.Fatal(err)
+		}
+		data := append([]byte{unix.AF_UNSPEC, unix.NFNETLINK_V0, byte(tc.queue >> 8), byte(tc.queue)}, attrs...)
+		want, err := netlink.Message{
+			Header: netlink.Header{Length: uint32(16 + len(data)), Type: netlink.HeaderType(tc.typ), Flags: netlink.Request},
+			Data:   data,
+		}.MarshalBinary()
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := appendVerdict(nil, tc.queue, tc.id, tc.drop, tc.batch)
+		if !bytes.Equal(got, want) {
+			t.Errorf("queue %d id %d drop %v batch %v:\n got %x\nwant %x", tc.queue, tc.id, tc.drop, tc.batch, got, want)
+		}
+		if len(got) != verdictMsgLen {
+			t.Errorf("message of %d bytes, verdictMsgLen says %d", len(got), verdictMsgLen)
+		}
 	}
 }
