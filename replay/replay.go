@@ -1292,6 +1292,7 @@ func (s *player) wake() {
 }
 
 func (s *player) resume() {
+	growStack()
 	if !s.loop() {
 		s.end()
 	}
@@ -1537,6 +1538,7 @@ func (s *player) kickDrain() {
 // the next notification starts the next burst. Once the connection ended
 // (rcvDone) draining stays set: no burst follows.
 func (s *player) drainBurst() {
+	growStack()
 	sink := answerSink{s}
 	for {
 		for {
