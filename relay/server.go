@@ -328,8 +328,10 @@ func (s *Server) serveConn(ctx context.Context, conn net.Conn, src netip.Addr, r
 
 	conn.SetDeadline(time.Now().Add(s.cfg.HandshakeTimeout))
 	features, err := serverHandshake(conn, s.cfg.Key, rand.Reader)
-	s.adm.release(src)
 	if err != nil {
+		// The slot is freed once the failure is counted and logged, so
+		// no handshake is in progress (Stats) with its outcome untold.
+		defer s.adm.release(src)
 		if ctx.Err() != nil {
 			return
 		}
@@ -340,6 +342,7 @@ func (s *Server) serveConn(ctx context.Context, conn net.Conn, src netip.Addr, r
 		rejects.note(src, remote, rejectHandshake, err)
 		return
 	}
+	s.adm.release(src)
 	conn.SetDeadline(time.Time{})
 
 	m := &mirror{
