@@ -13,7 +13,9 @@ import (
 // sample belongs to the stage of the innermost stackcopy or gVisor
 // function on its stack (so an allocation, a copy or a system call counts
 // for the stage that asked for it); samples with none (the garbage
-// collector's workers, the scheduler) are "runtime".
+// collector's workers, the scheduler) are "runtime". Shared helpers under
+// internal/ (quietio's socket calls, framekit) are no stage of their own:
+// their time counts for the stage that called them.
 var stages = []struct {
 	name     string
 	prefixes []string
@@ -26,7 +28,6 @@ var stages = []struct {
 		"github.com/stackcopy/stackcopy/httpframe.", "github.com/stackcopy/stackcopy/h2frame.",
 		"github.com/stackcopy/stackcopy/respframe.", "github.com/stackcopy/stackcopy/mcframe.",
 		"github.com/stackcopy/stackcopy/myframe.", "github.com/stackcopy/stackcopy/pgframe.",
-		"github.com/stackcopy/stackcopy/internal/",
 	}},
 	{"stack", []string{"github.com/stackcopy/stackcopy/netstack.", "gvisor.dev/gvisor/"}},
 	{"wire", []string{"github.com/stackcopy/stackcopy/wire.", "github.com/stackcopy/stackcopy/hostnet."}},

@@ -26,6 +26,8 @@ func TestStageOf(t *testing.T) {
 		{sample("runtime.gcBgMarkWorker"), "runtime"},
 		{sample("github.com/stackcopy/stackcopy/relay.(*Conn).read"), "relay"},
 		{sample("github.com/stackcopy/stackcopy/myframe.(*Framer).write", "github.com/stackcopy/stackcopy/replay.(*Replayer).Event"), "replay"},
+		{sample("internal/runtime/syscall/linux.Syscall6", "github.com/stackcopy/stackcopy/internal/quietio.(*Conn).call", "github.com/stackcopy/stackcopy/internal/quietio.(*Conn).Read", "bufio.(*Reader).Read", "github.com/stackcopy/stackcopy/relay.(*channel).readLoop"), "relay"},
+		{sample("github.com/stackcopy/stackcopy/internal/framekit.(*Block).Feed", "github.com/stackcopy/stackcopy/respframe.(*Framer).Feed"), "replay"},
 	} {
 		if got := stageOf(tc.s); got != tc.want {
 			t.Errorf("%s: %s, want %s", tc.s.Location[0].Line[0].Function.Name, got, tc.want)
