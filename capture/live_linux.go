@@ -587,7 +587,6 @@ func (s *LiveSource) wait() error {
 	var werr error
 	err := s.epc.Read(func(fd uintptr) bool {
 		if s.closed.Load() || s.pick() != nil {
-			n = 0
 			return true
 		}
 		// The rings' own readiness, at once: the epoll instance reports
@@ -606,7 +605,7 @@ func (s *LiveSource) wait() error {
 	case werr != nil:
 		return fmt.Errorf("live capture on %s: epoll: %w", s.name, werr)
 	}
-	for _, ev := range s.events[:max(n, 0)] {
+	for _, ev := range s.events[:n] {
 		r := s.rings[ev.Fd]
 		if ev.Events&unix.EPOLLERR == 0 {
 			continue
