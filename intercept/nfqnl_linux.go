@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"unsafe"
 
 	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
@@ -213,23 +212,11 @@ func (q *NFQueue) packet(b []byte) {
 const verdictMsgLen = unix.NLMSG_HDRLEN + 4 + 4 + 8
 
 // sendVerdict decides packet id (with batch, every queued packet up to
-// it), building the message in buf.
+// it), building the message in buf. The kernel handles it before the
+// write returns, so the write never waits.
 func (q *NFQueue) sendVerdict(buf *[verdictMsgLen]byte, id uint32, drop, batch bool) error {
-	b := appendVerdict(buf[:0], q.queue, id, drop, batch)
-	var errno unix.Errno
-	err := q.rc.Write(func(fd uintptr) bool {
-		// To the kernel, which handles it before the call returns: the
-		// call never waits.
-		_, _, errno = unix.RawSyscall(unix.SYS_WRITE, fd, uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)))
-		return errno != unix.EAGAIN
-	})
-	if err != nil {
-		return err
-	}
-	if errno != 0 {
-		return os.NewSyscallError("write", errno)
-	}
-	return nil
+	_, err := q.w.Write(appendVerdict(buf[:0], q.queue, id, drop, batch))
+	return err
 }
 
 // appendVerdict appends the verdict message for packet id of queue.

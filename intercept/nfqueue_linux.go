@@ -21,6 +21,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/stackcopy/stackcopy/internal/mmsg"
+	"github.com/stackcopy/stackcopy/internal/quietio"
 )
 
 // NFQueueConfig configures OpenNFQueue.
@@ -61,6 +62,7 @@ type NFQueue struct {
 	// The reader: one recvmmsg takes every queued packet message (up to
 	// nfqBatch) into batch; readerDone is closed when it returns.
 	rc         syscall.RawConn
+	w          *quietio.Conn // the verdicts, on rc
 	batch      *mmsg.Batch
 	readerDone chan struct{}
 
@@ -156,6 +158,7 @@ func OpenNFQueue(cfg NFQueueConfig) (*NFQueue, error) {
 		return nil, nfqueueError(what, "socket", err)
 	}
 	q.rc = rc
+	q.w = quietio.NewRaw(rc)
 	q.batch = mmsg.New(nfqBatch, nfqBufSize)
 	q.readerDone = make(chan struct{})
 	go q.read()

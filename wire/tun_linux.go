@@ -4,11 +4,13 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"sync/atomic"
 	"syscall"
 	"unsafe"
 
+	"github.com/stackcopy/stackcopy/internal/quietio"
 	"golang.org/x/sys/unix"
 )
 
@@ -38,7 +40,8 @@ type TUN struct {
 	file *os.File
 	raw  syscall.RawConn
 	hdr  [virtioNetHdrLen]byte
-	iov  []unix.Iovec
+	q    *quietio.Conn // writes, on raw: see package quietio
+	bufs net.Buffers   // write's scratch
 	// closed makes I/O after Close fail with os.ErrClosed: the raw
 	// connection reports the poller's own "use of closed file" instead.
 	closed atomic.Bool
@@ -74,7 +77,7 @@ func OpenTUN(name string) (*TUN, error) {
 		f.Close()
 		return nil, fmt.Errorf("tun %q: %w", name, err)
 	}
-	return &TUN{name: ifr.Name(), file: f, raw: raw}, nil
+	return &TUN{name: ifr.Name(), file: f, raw: raw, q: quietio.NewRaw(raw)}, nil
 }
 
 // Name is the kernel's name of the device.
@@ -125,43 +128,16 @@ func (t *TUN) write(p Packet) error {
 		binary.LittleEndian.PutUint16(h[6:], gso.CsumStart)
 		binary.LittleEndian.PutUint16(h[8:], gso.CsumOffset)
 	}
-	t.iov = append(t.iov[:0], iovec(h))
-	for _, b := range p.Bufs {
-		if len(b) > 0 {
-			t.iov = append(t.iov, iovec(b))
-		}
-	}
-	var werr error
-	err := t.raw.Write(func(fd uintptr) bool {
-		// Raw: the device never blocks, and telling the scheduler about
-		// the call wakes its monitor thread (see package quietio).
-		_, _, e := unix.RawSyscall(unix.SYS_WRITEV, fd, uintptr(unsafe.Pointer(&t.iov[0])), uintptr(len(t.iov)))
-		if e == unix.EAGAIN {
-			return false
-		}
-		if e != 0 {
-			werr = e
-		}
-		return true
-	})
-	clear(t.iov)
+	t.bufs = append(append(t.bufs[:0], h), p.Bufs...)
+	_, err := t.q.WriteBuffers(t.bufs)
+	clear(t.bufs)
 	if err != nil {
 		if t.closed.Load() {
 			err = os.ErrClosed
 		}
 		return fmt.Errorf("tun %s: write: %w", t.name, err)
 	}
-	if werr != nil {
-		return fmt.Errorf("tun %s: write: %w", t.name, werr)
-	}
 	return nil
-}
-
-// iovec points at b, which must not be empty.
-func iovec(b []byte) unix.Iovec {
-	v := unix.Iovec{Base: &b[0]}
-	v.SetLen(len(b))
-	return v
 }
 
 // Read implements Reader. It waits for the first packet, then takes what

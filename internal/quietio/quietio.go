@@ -25,13 +25,18 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Conn reads and writes one connection's socket. Reads are for one
-// goroutine, Write and WriteBuffers for one (maybe another).
+// Conn reads and writes one connection's socket, or any non-blocking
+// descriptor (NewRaw). Read and Write keep no state of their own;
+// WriteBuffers is for one goroutine at a time.
 type Conn struct {
 	c    net.Conn
 	rc   syscall.RawConn // nil: c has no socket (net.Pipe): use c
 	iovs []unix.Iovec    // WriteBuffers' scratch
 }
+
+// NewRaw returns a Conn on the non-blocking descriptor behind rc (a
+// TUN device, a netlink socket).
+func NewRaw(rc syscall.RawConn) *Conn { return &Conn{rc: rc} }
 
 // New returns a Conn on c's socket; a c without one (net.Pipe in tests)
 // is read and written as it is.
