@@ -107,12 +107,14 @@ type Config struct {
 	MSS int
 	// CongestionControl is "reno" or "cubic" (--cc); RACK turns RACK loss
 	// detection on (--rack); MinRTO floors the retransmission timeout
-	// (--min-rto); SendBuffer caps each session's send buffer
+	// (--min-rto), FlightMinRTO floors it while more than one full-sized
+	// segment is unacknowledged (--flight-min-rto); SendBuffer caps each session's send buffer
 	// (--send-buffer); QuickACK acknowledges the target's data at once
 	// instead of delaying the ACK as a Linux client does (--quick-ack).
 	CongestionControl string
 	RACK              bool
 	MinRTO            time.Duration
+	FlightMinRTO      time.Duration
 	SendBuffer        int
 	QuickACK          bool
 	// GSO is "auto", "host", "coalesce" or "off" (--gso); auto is host
@@ -184,6 +186,7 @@ func DefaultConfig() Config {
 		CongestionControl: "reno",
 		RACK:              true,
 		MinRTO:            200 * time.Millisecond,
+		FlightMinRTO:      20 * time.Millisecond,
 		SendBuffer:        4 << 20,
 		GSO:               "auto",
 		CaptureBuffer:     capture.DefaultLiveBuffer,

@@ -260,6 +260,7 @@ func stackConfig(cfg *Config, eg *egress) netstack.Config {
 	sc.CongestionControl = cfg.CongestionControl
 	sc.RACK = cfg.RACK
 	sc.MinRTO = cfg.MinRTO
+	sc.FlightMinRTO = cfg.FlightMinRTO
 	sc.QuickACK = cfg.QuickACK
 	sc.SendBufferMax = cfg.SendBuffer
 	sc.SendBuffer = min(sc.SendBuffer, cfg.SendBuffer)

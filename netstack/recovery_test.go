@@ -1,8 +1,10 @@
 package netstack
 
 import (
+	"io"
 	"sync"
 	"testing"
+	"time"
 
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 )
@@ -64,13 +66,129 @@ func TestLossRecoveryWithoutTimeouts(t *testing.T) {
 	}{{"coalesce", GSOCoalesce}, {"host", GSOHost}} {
 		t.Run(mode.name, func(t *testing.T) {
 			p := &lossPattern{seen: make(map[uint32]int)}
-			st, ts := upload(t, mode.gso, 16<<20, p.lose)
+			cfg := DefaultConfig()
+			cfg.GSO = mode.gso
+			// The timeouts counted here are recovery's failures. With
+			// FlightMinRTO's 20 ms, a loaded machine's scheduling stall
+			// (-race, parallel packages) also times out, which says
+			// nothing about recovery; TestFlightRTOFloor covers the floor.
+			cfg.FlightMinRTO = 0
+			st, ts := uploadConfig(t, cfg, 16<<20, p.lose)
 			t.Logf("%d segments lost, %d retransmitted, %d fast retransmits, %d RTOs", ts.Lost, st.Retransmits, st.FastRetransmits, st.Timeouts)
 			if ts.Lost < 500 {
 				t.Fatalf("the pattern lost only %d segments: the test did not exercise recovery", ts.Lost)
 			}
 			if st.Timeouts > 1 {
 				t.Errorf("%d retransmission timeouts for %d lost segments; want at most 1", st.Timeouts, ts.Lost)
+			}
+		})
+	}
+}
+
+// TestFlightRTOFloor pins gVisor patch 0009: while more than one
+// full-sized segment is unacknowledged, the retransmission timeout is
+// floored by FlightMinRTO, not MinRTO. A message of ten segments loses
+// its last two, and the tail loss probe (a resend of the last) is lost
+// too, so only the timeout can repair them, with two segments
+// outstanding. The timeout's resend of the first of them must come
+// FlightMinRTO after the last transmission before it, not MinRTO (1 s
+// here, so the bounds stay far apart on a loaded machine); with
+// FlightMinRTO 0 it waits MinRTO, as before the patch.
+func TestFlightRTOFloor(t *testing.T) {
+	const segs, mss = 10, 1448
+	for _, tc := range []struct {
+		name   string
+		flight time.Duration
+	}{{"flight floor", 20 * time.Millisecond}, {"off", 0}} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := DefaultConfig()
+			cfg.GSO = GSOOff
+			cfg.MinRTO = time.Second
+			cfg.FlightMinRTO = tc.flight
+			var (
+				mu    sync.Mutex
+				base  uint32
+				based bool
+				sends []struct {
+					at    time.Time
+					place uint32
+				}
+				seen = map[uint32]int{}
+			)
+			st, tg := newPairConfig(t, cfg, nil)
+			tg.Lose = func(seg []byte) bool {
+				ip := header.IPv4(seg)
+				tcp := header.TCP(seg[ip.HeaderLength():])
+				if len(tcp.Payload()) == 0 {
+					return false
+				}
+				mu.Lock()
+				defer mu.Unlock()
+				if !based {
+					base, based = tcp.SequenceNumber(), true
+				}
+				k := (tcp.SequenceNumber() - base) / mss
+				sends = append(sends, struct {
+					at    time.Time
+					place uint32
+				}{time.Now(), k})
+				n := seen[k]
+				seen[k] = n + 1
+				// The last two places once each, and the last once more:
+				// the tail loss probe resends it.
+				return (k == segs-2 && n == 0) || (k == segs-1 && n < 2)
+			}
+			l := listen(t, tg, 80)
+			got := make(chan int64, 1)
+			go func() {
+				c, err := l.Accept()
+				if err != nil {
+					got <- -1
+					return
+				}
+				defer c.Close()
+				n, _ := io.CopyN(io.Discard, c, segs*mss)
+				got <- n
+			}()
+			c := dialTarget(t, st, "198.18.1.10:40000")
+			if _, err := c.Write(make([]byte, segs*mss)); err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case n := <-got:
+				if n != segs*mss {
+					t.Fatalf("target read %d bytes, want %d", n, segs*mss)
+				}
+			case <-time.After(20 * time.Second):
+				t.Fatal("the target did not get the message within 20 s")
+			}
+
+			mu.Lock()
+			defer mu.Unlock()
+			// The timeout's resend of place segs-2: its second transmission.
+			var rto, before time.Time
+			n := 0
+			for i, s := range sends {
+				if s.place == segs-2 {
+					if n++; n == 2 {
+						rto, before = s.at, sends[i-1].at
+						break
+					}
+				}
+			}
+			if rto.IsZero() {
+				t.Fatalf("place %d was never resent: %d transmissions seen", segs-2, len(sends))
+			}
+			if st := st.Stats(); st.Timeouts == 0 {
+				t.Fatalf("no retransmission timeout counted: the pattern did not force one")
+			}
+			wait := rto.Sub(before)
+			t.Logf("the timeout resent place %d %v after the last transmission", segs-2, wait)
+			switch {
+			case tc.flight > 0 && (wait < tc.flight || wait >= cfg.MinRTO/2):
+				t.Errorf("timeout after %v; want at least FlightMinRTO (%v) and well below MinRTO (%v)", wait, tc.flight, cfg.MinRTO)
+			case tc.flight == 0 && wait < cfg.MinRTO:
+				t.Errorf("timeout after %v with FlightMinRTO off; want at least MinRTO (%v)", wait, cfg.MinRTO)
 			}
 		})
 	}

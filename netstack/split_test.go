@@ -21,7 +21,15 @@ import (
 // counters.
 func upload(t *testing.T, gso GSOMode, size int, lose func(seg []byte) bool) (Stats, wiretest.TargetStats) {
 	t.Helper()
-	st, tg := newPair(t, gso)
+	cfg := DefaultConfig()
+	cfg.GSO = gso
+	return uploadConfig(t, cfg, size, lose)
+}
+
+// uploadConfig is upload with the stack's whole configuration.
+func uploadConfig(t *testing.T, cfg Config, size int, lose func(seg []byte) bool) (Stats, wiretest.TargetStats) {
+	t.Helper()
+	st, tg := newPairConfig(t, cfg, nil)
 	tg.Lose = lose // before the first write: the dial below
 	l := listen(t, tg, 80)
 	type result struct {

@@ -61,6 +61,11 @@ type Config struct {
 	MaxRTO time.Duration
 	// MinRTO floors the retransmission timeout (Linux: 200 ms).
 	MinRTO time.Duration
+	// FlightMinRTO floors it instead while more than one full-sized
+	// segment is unacknowledged: the target ACKs such a flight at once, so
+	// only a lone segment can wait for a delayed ACK, which is what MinRTO
+	// waits out. 0 keeps MinRTO everywhere (gVisor patch 0009).
+	FlightMinRTO time.Duration
 	// MSS, when set, is the MSS the forged clients advertise (tcpcopy -D);
 	// otherwise it follows from the MTU.
 	MSS int
@@ -89,6 +94,7 @@ func DefaultConfig() Config {
 		MaxRetries:        10,
 		MaxRTO:            10 * time.Second,
 		MinRTO:            200 * time.Millisecond,
+		FlightMinRTO:      20 * time.Millisecond,
 	}
 }
 
@@ -157,6 +163,7 @@ func New(cfg Config, w wire.Device, log *slog.Logger) (*Stack, error) {
 	retries := tcpip.TCPMaxRetriesOption(cfg.MaxRetries)
 	maxRTO := tcpip.TCPMaxRTOOption(cfg.MaxRTO)
 	minRTO := tcpip.TCPMinRTOOption(cfg.MinRTO)
+	flightMinRTO := tcpip.TCPFlightMinRTOOption(cfg.FlightMinRTO)
 	delay := tcpip.TCPDelayEnabled(false)
 	// Timestamps from the wall clock keep rising across restarts: a
 	// target that still holds a forged connection of the last run in
@@ -173,6 +180,7 @@ func New(cfg Config, w wire.Device, log *slog.Logger) (*Stack, error) {
 		{"max retries", &retries},
 		{"max RTO", &maxRTO},
 		{"min RTO", &minRTO},
+		{"flight min RTO", &flightMinRTO},
 		{"Nagle", &delay},
 		{"wall-clock timestamps", &wallTS},
 		{"send buffer", &tcpip.TCPSendBufferSizeRangeOption{Min: tcp.MinBufferSize, Default: cfg.SendBuffer, Max: cfg.SendBufferMax}},

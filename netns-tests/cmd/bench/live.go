@@ -492,6 +492,7 @@ func (b *bench) liveStep(ctx context.Context, ll *liveLab, rate int, countSys bo
 	args := append([]string{"-v", "--stats-json", statsPath, "--cpuprofile", st.profile,
 		"-x", "198.18.1.1:80-198.18.2.2:80", "-i", ll.onlineIf, "-s", ll.relayAddr.String(),
 		"--key-file", ll.keyFile, "-o", "raw"}, ll.scExtra...)
+	args = append(args, b.cfg.scFlags...)
 	sc, err := ll.online.Start(b.cfg.stackcopy, append(args, extra...)...)
 	if err != nil {
 		return st, err

@@ -236,9 +236,10 @@ func (b *bench) lossyStackcopy(ctx context.Context, ll *liveLab, onlineLog, file
 	var r lossyRun
 	statsPath := filepath.Join(ll.l.Dir(), fmt.Sprintf("lossy-%d.json", i))
 	targetAddr := netip.MustParsePrefix(liveTarget).Addr()
-	sc, err := ll.online.Start(b.cfg.stackcopy, "-v", "--stats-json", statsPath,
+	args := append([]string{"-v", "--stats-json", statsPath,
 		"-x", fmt.Sprintf("%s-%s", lossyOnlineRecorder, netip.AddrPortFrom(targetAddr, 80)), "-i", ll.onlineIf,
-		"-s", targetAddr.String(), "--key-file", ll.keyFile, "-o", "raw")
+		"-s", targetAddr.String(), "--key-file", ll.keyFile, "-o", "raw"}, b.cfg.scFlags...)
+	sc, err := ll.online.Start(b.cfg.stackcopy, args...)
 	if err != nil {
 		return r, err
 	}

@@ -1380,6 +1380,20 @@ func (*TCPWallClockTimestampsOption) isGettableTransportProtocolOption() {}
 
 func (*TCPWallClockTimestampsOption) isSettableTransportProtocolOption() {}
 
+// TCPFlightMinRTOOption, set on the TCP protocol, floors the
+// retransmission timeout while more than one full-sized segment is
+// unacknowledged, in place of TCPMinRTOOption's floor. A receiver
+// acknowledges such a flight at once (RFC 5681 section 4.2: at least every
+// second full-sized segment; out-of-order data at once), so a silence
+// longer than the round trip means a loss. Only a lone segment may wait for
+// a delayed ACK (40-200 ms), which is what the larger floor is for. 0 (the
+// default) leaves TCPMinRTOOption's floor everywhere (stackcopy patch).
+type TCPFlightMinRTOOption time.Duration
+
+func (*TCPFlightMinRTOOption) isGettableTransportProtocolOption() {}
+
+func (*TCPFlightMinRTOOption) isSettableTransportProtocolOption() {}
+
 // TCPMaxRTOOption is use by SetSockOpt/GetSockOpt to allow overriding
 // default MaxRTO used by the Stack.
 type TCPMaxRTOOption time.Duration

@@ -119,6 +119,8 @@ type protocol struct {
 	// +checklocks:mu
 	minRTO time.Duration
 	// +checklocks:mu
+	flightMinRTO time.Duration // TCPFlightMinRTOOption (stackcopy patch)
+	// +checklocks:mu
 	maxRTO time.Duration
 	// +checklocks:mu
 	maxRetries uint32
@@ -397,6 +399,16 @@ func (p *protocol) SetOption(option tcpip.SettableTransportProtocolOption) tcpip
 		}
 		return nil
 
+	case *tcpip.TCPFlightMinRTOOption:
+		// stackcopy patch.
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		if flight := time.Duration(*v); flight >= 0 && flight <= p.maxRTO {
+			p.flightMinRTO = flight
+			return nil
+		}
+		return &tcpip.ErrInvalidOptionValue{}
+
 	case *tcpip.TCPMaxRTOOption:
 		p.mu.Lock()
 		defer p.mu.Unlock()
@@ -513,6 +525,12 @@ func (p *protocol) Option(option tcpip.GettableTransportProtocolOption) tcpip.Er
 	case *tcpip.TCPMinRTOOption:
 		p.mu.RLock()
 		*v = tcpip.TCPMinRTOOption(p.minRTO)
+		p.mu.RUnlock()
+		return nil
+
+	case *tcpip.TCPFlightMinRTOOption:
+		p.mu.RLock()
+		*v = tcpip.TCPFlightMinRTOOption(p.flightMinRTO) // stackcopy patch
 		p.mu.RUnlock()
 		return nil
 
