@@ -150,9 +150,9 @@ type sender struct {
 	minRTO time.Duration
 
 	// flightMinRTO is TCPFlightMinRTOOption, 0 when off; flightRTO is the
-	// retransmission timeout with that floor, kept beside RTO (backed off
-	// with it) and armed while more than one full-sized segment is
-	// unacknowledged (stackcopy patch).
+	// retransmission timeout with that floor instead of minRTO (RTO when
+	// off; never above RTO), backed off with RTO and armed while more than
+	// one full-sized segment is unacknowledged (stackcopy patch).
 	flightMinRTO time.Duration
 	flightRTO    time.Duration
 
@@ -336,6 +336,7 @@ func initSender(ep *Endpoint, iss, irs seqnum.Value, sndWnd seqnum.Size, mss uin
 		panic(fmt.Sprintf("unable to get flightMinRTO from stack: %s", err))
 	}
 	ep.snd.flightMinRTO = time.Duration(flightMinRTO)
+	ep.snd.flightRTO = ep.snd.RTO
 
 	var maxRTO tcpip.TCPMaxRTOOption
 	if err := ep.snd.ep.stack.TransportProtocolOption(ProtocolNumber, &maxRTO); err != nil {
@@ -571,18 +572,22 @@ func (s *sender) updateRTO(rtt time.Duration) {
 	s.RTO = s.rtt.TCPRTTState.SRTT + 4*s.rtt.TCPRTTState.RTTVar
 	s.RTTState = s.rtt.TCPRTTState
 	s.rtt.Unlock()
-	s.flightRTO = min(max(s.RTO, s.flightMinRTO), s.maxRTO) // stackcopy patch
+	estimate := s.RTO
 	if s.RTO < s.minRTO {
 		s.RTO = s.minRTO
 	}
 	if s.RTO > s.maxRTO {
 		s.RTO = s.maxRTO
 	}
+	// stackcopy patch: TCPFlightMinRTOOption.
+	s.flightRTO = s.RTO
+	if s.flightMinRTO > 0 {
+		s.flightRTO = min(max(estimate, s.flightMinRTO), s.RTO)
+	}
 }
 
 // armedRTO is the timeout the resend timer is armed with for data: RTO,
-// or flightRTO while more than one full-sized segment is unacknowledged
-// and TCPFlightMinRTOOption is set.
+// or flightRTO while more than one full-sized segment is unacknowledged.
 //
 // stackcopy patch: a receiver acknowledges such a flight at once, so the
 // floor that waits out a delayed ACK (200 ms, as Linux's) only stalls the
@@ -595,8 +600,7 @@ func (s *sender) updateRTO(rtt time.Duration) {
 //
 // +checklocks:s.ep.mu
 func (s *sender) armedRTO() time.Duration {
-	if s.flightMinRTO > 0 && s.flightRTO > 0 && s.flightRTO < s.RTO &&
-		s.SndUna.Size(s.SndNxt) > seqnum.Size(s.MaxPayloadSize) {
+	if s.SndUna.Size(s.SndNxt) > seqnum.Size(s.MaxPayloadSize) {
 		return s.flightRTO
 	}
 	return s.RTO
