@@ -2,6 +2,7 @@ package netstack
 
 import (
 	"io"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -9,21 +10,31 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 )
 
-// lossPattern loses data segments by their place in the stream, the same
-// places in every run: 1 in 20 scattered segments once, a burst of 12
-// consecutive segments once, and 1 in 211 segments twice (its first
-// retransmission is lost too). Place k is the payload offset from the first
-// data byte in 1448-byte units (the segment size at MTU 1500 with
-// timestamps), so a retransmission cut at other boundaries still maps to
-// the place it repairs.
-type lossPattern struct {
+// placedLoss loses data segments by their place in the stream, as rule
+// says, and records every transmission. Place k is the payload offset from
+// the first data byte in 1448-byte units (the segment size at MTU 1500
+// with timestamps), so a retransmission cut at other boundaries still maps
+// to the place it repairs; n is how often place k was sent before.
+type placedLoss struct {
+	rule  func(k uint32, n int) bool
 	mu    sync.Mutex
 	base  uint32
 	based bool
 	seen  map[uint32]int
+	sends []transmission
 }
 
-func (p *lossPattern) lose(seg []byte) bool {
+// transmission is one data segment as the target saw it.
+type transmission struct {
+	at    time.Time
+	place uint32
+}
+
+func newPlacedLoss(rule func(k uint32, n int) bool) *placedLoss {
+	return &placedLoss{rule: rule, seen: make(map[uint32]int)}
+}
+
+func (p *placedLoss) lose(seg []byte) bool {
 	ip := header.IPv4(seg)
 	tcp := header.TCP(seg[ip.HeaderLength():])
 	if len(tcp.Payload()) == 0 {
@@ -37,6 +48,21 @@ func (p *lossPattern) lose(seg []byte) bool {
 	k := (tcp.SequenceNumber() - p.base) / 1448
 	n := p.seen[k]
 	p.seen[k] = n + 1
+	p.sends = append(p.sends, transmission{time.Now(), k})
+	return p.rule(k, n)
+}
+
+// transmissions returns what the target saw so far, in order.
+func (p *placedLoss) transmissions() []transmission {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return slices.Clone(p.sends)
+}
+
+// lossPattern loses the same places in every run: 1 in 20 scattered
+// segments once, a burst of 12 consecutive segments once, and 1 in 211
+// segments twice (its first retransmission is lost too).
+func lossPattern(k uint32, n int) bool {
 	switch {
 	case k >= 3000 && k < 3012:
 		return n == 0
@@ -65,7 +91,7 @@ func TestLossRecoveryWithoutTimeouts(t *testing.T) {
 		gso  GSOMode
 	}{{"coalesce", GSOCoalesce}, {"host", GSOHost}} {
 		t.Run(mode.name, func(t *testing.T) {
-			p := &lossPattern{seen: make(map[uint32]int)}
+			p := newPlacedLoss(lossPattern)
 			cfg := DefaultConfig()
 			cfg.GSO = mode.gso
 			// The timeouts counted here are recovery's failures. With
@@ -95,7 +121,7 @@ func TestLossRecoveryWithoutTimeouts(t *testing.T) {
 // here, so the bounds stay far apart on a loaded machine); with
 // FlightMinRTO 0 it waits MinRTO, as before the patch.
 func TestFlightRTOFloor(t *testing.T) {
-	const segs, mss = 10, 1448
+	const segs, mss = 10, 1448 // mss: placedLoss's place size
 	for _, tc := range []struct {
 		name   string
 		flight time.Duration
@@ -105,39 +131,13 @@ func TestFlightRTOFloor(t *testing.T) {
 			cfg.GSO = GSOOff
 			cfg.MinRTO = time.Second
 			cfg.FlightMinRTO = tc.flight
-			var (
-				mu    sync.Mutex
-				base  uint32
-				based bool
-				sends []struct {
-					at    time.Time
-					place uint32
-				}
-				seen = map[uint32]int{}
-			)
-			st, tg := newPairConfig(t, cfg, nil)
-			tg.Lose = func(seg []byte) bool {
-				ip := header.IPv4(seg)
-				tcp := header.TCP(seg[ip.HeaderLength():])
-				if len(tcp.Payload()) == 0 {
-					return false
-				}
-				mu.Lock()
-				defer mu.Unlock()
-				if !based {
-					base, based = tcp.SequenceNumber(), true
-				}
-				k := (tcp.SequenceNumber() - base) / mss
-				sends = append(sends, struct {
-					at    time.Time
-					place uint32
-				}{time.Now(), k})
-				n := seen[k]
-				seen[k] = n + 1
-				// The last two places once each, and the last once more:
-				// the tail loss probe resends it.
+			// The last two places once each, and the last once more: the
+			// tail loss probe resends it.
+			p := newPlacedLoss(func(k uint32, n int) bool {
 				return (k == segs-2 && n == 0) || (k == segs-1 && n < 2)
-			}
+			})
+			st, tg := newPairConfig(t, cfg, nil)
+			tg.Lose = p.lose
 			l := listen(t, tg, 80)
 			got := make(chan int64, 1)
 			go func() {
@@ -163,9 +163,8 @@ func TestFlightRTOFloor(t *testing.T) {
 				t.Fatal("the target did not get the message within 20 s")
 			}
 
-			mu.Lock()
-			defer mu.Unlock()
 			// The timeout's resend of place segs-2: its second transmission.
+			sends := p.transmissions()
 			var rto, before time.Time
 			n := 0
 			for i, s := range sends {
