@@ -5,10 +5,10 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"syscall"
 	"unsafe"
 
 	"github.com/stackcopy/stackcopy/internal/afpacket"
+	"github.com/stackcopy/stackcopy/internal/quietio"
 	"golang.org/x/sys/unix"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 )
@@ -28,7 +28,7 @@ type AFPacket struct {
 	ifname string
 	mtu    int
 	file   *os.File
-	rc     syscall.RawConn
+	q      *quietio.Conn // sends, on the socket: see package quietio
 	split  *Splitter
 	batch  mmsgBatch
 	addr   unix.RawSockaddrLinklayer
@@ -86,7 +86,7 @@ func OpenAFPacket(ifname string, nextHop net.HardwareAddr) (*AFPacket, error) {
 		ifname: ifi.Name,
 		mtu:    ifi.MTU,
 		file:   f,
-		rc:     rc,
+		q:      quietio.NewRaw(rc),
 		split:  NewSplitter(eth),
 		addr: unix.RawSockaddrLinklayer{
 			Family:   unix.AF_PACKET,
@@ -121,7 +121,7 @@ func (a *AFPacket) write(bufs [][]byte, gso GSO) error {
 	if err != nil {
 		return fmt.Errorf("afpacket %s: %w", a.ifname, err)
 	}
-	if i, err := a.batch.send(a.rc, frames, (*byte)(unsafe.Pointer(&a.addr)), unix.SizeofSockaddrLinklayer); err != nil {
+	if i, err := a.batch.send(a.q, frames, (*byte)(unsafe.Pointer(&a.addr)), unix.SizeofSockaddrLinklayer); err != nil {
 		var dst netip.Addr
 		if f := frames[i]; len(f) >= ethHdrLen+header.IPv4MinimumSize {
 			dst = netip.AddrFrom4(header.IPv4(f[ethHdrLen:]).DestinationAddress().As4())

@@ -6,10 +6,10 @@ import (
 	"net/netip"
 	"os"
 	"slices"
-	"syscall"
 	"time"
 	"unsafe"
 
+	"github.com/stackcopy/stackcopy/internal/quietio"
 	"golang.org/x/sys/unix"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 )
@@ -46,7 +46,7 @@ const sendBatch = 64
 // on.
 type Raw struct {
 	file  *os.File
-	rc    syscall.RawConn
+	q     *quietio.Conn // sends, on the socket: see package quietio
 	split *Splitter
 	batch mmsgBatch
 	dst   unix.RawSockaddrInet4
@@ -70,7 +70,7 @@ func OpenRaw() (*Raw, error) {
 		f.Close()
 		return nil, fmt.Errorf("raw: %w", err)
 	}
-	return &Raw{file: f, rc: rc, split: NewSplitter(nil), dst: unix.RawSockaddrInet4{Family: unix.AF_INET}}, nil
+	return &Raw{file: f, q: quietio.NewRaw(rc), split: NewSplitter(nil), dst: unix.RawSockaddrInet4{Family: unix.AF_INET}}, nil
 }
 
 // BatchSize implements Device.
@@ -100,7 +100,7 @@ func (r *Raw) write(bufs [][]byte, gso GSO) error {
 		return fmt.Errorf("raw: %w: %d-byte IPv4 packet", ErrMalformed, len(pkts[0]))
 	}
 	r.dst.Addr = header.IPv4(pkts[0]).DestinationAddress().As4()
-	if i, err := r.batch.send(r.rc, pkts, (*byte)(unsafe.Pointer(&r.dst)), unix.SizeofSockaddrInet4); err != nil {
+	if i, err := r.batch.send(r.q, pkts, (*byte)(unsafe.Pointer(&r.dst)), unix.SizeofSockaddrInet4); err != nil {
 		return sendError("raw", netip.AddrFrom4(r.dst.Addr), len(pkts[i]), err)
 	}
 	return nil
@@ -157,7 +157,7 @@ const (
 // bytes), waiting while the socket's send buffer is full. On failure it
 // returns the index of the packet that failed; the packets before it were
 // sent.
-func (b *mmsgBatch) send(rc syscall.RawConn, pkts [][]byte, name *byte, namelen uint32) (int, error) {
+func (b *mmsgBatch) send(q *quietio.Conn, pkts [][]byte, name *byte, namelen uint32) (int, error) {
 	b.hdrs = slices.Grow(b.hdrs[:0], len(pkts))[:len(pkts)]
 	b.iovs = slices.Grow(b.iovs[:0], len(pkts))[:len(pkts)]
 	// Drop the references to the packets (which may be the caller's
@@ -175,34 +175,16 @@ func (b *mmsgBatch) send(rc syscall.RawConn, pkts [][]byte, name *byte, namelen 
 	}
 	done, retries := 0, 0
 	for done < len(pkts) {
-		var errno unix.Errno
-		err := rc.Write(func(fd uintptr) bool {
-			// Raw: the socket never blocks, and telling the scheduler
-			// about the call would wake its monitor thread (see package
-			// quietio), which costs more than the call.
-			n, _, e := unix.RawSyscall6(unix.SYS_SENDMMSG, fd, uintptr(unsafe.Pointer(&b.hdrs[done])), uintptr(len(pkts)-done), 0, 0, 0)
-			if e == unix.EAGAIN {
-				return false // wait until the send buffer drains
-			}
-			if errno = e; e == 0 {
-				done += int(n)
-			}
-			return true
-		})
-		if err != nil {
-			return done, err
-		}
-		switch errno {
-		case 0:
+		n, err := q.WriteCall("sendmmsg", unix.SYS_SENDMMSG, unsafe.Pointer(&b.hdrs[done]), len(pkts)-done)
+		switch {
+		case err == nil:
+			done += n
 			retries = 0
-		case unix.EINTR:
-		case unix.ENOBUFS:
-			if retries++; retries > enobufsRetries {
-				return done, os.NewSyscallError("sendmmsg", errno)
-			}
+		case errors.Is(err, unix.ENOBUFS) && retries < enobufsRetries:
+			retries++
 			time.Sleep(enobufsWait)
 		default:
-			return done, os.NewSyscallError("sendmmsg", errno)
+			return done, err
 		}
 	}
 	return done, nil

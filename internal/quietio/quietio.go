@@ -129,6 +129,14 @@ func (c *Conn) WriteBuffers(bufs net.Buffers) (int64, error) {
 	return total, nil
 }
 
+// WriteCall makes one system call trap(fd, buf, n) that sends on the
+// descriptor (sendmmsg, say), as Write makes its write: raw, waiting in
+// the netpoller while it would block, again after EINTR. It returns the
+// call's result; other errors come as an *os.SyscallError named name.
+func (c *Conn) WriteCall(name string, trap uintptr, buf unsafe.Pointer, n int) (int, error) {
+	return c.call(c.rc.Write, name, trap, buf, n)
+}
+
 // call makes one system call trap(fd, buf, n) on the socket, raw,
 // waiting in the netpoller (through wait: the RawConn's Read or Write)
 // while it would block, and again after EINTR.
