@@ -108,9 +108,10 @@ type Config struct {
 	// CongestionControl is "reno" or "cubic" (--cc); RACK turns RACK loss
 	// detection on (--rack); MinRTO floors the retransmission timeout
 	// (--min-rto), FlightMinRTO floors it while more than one full-sized
-	// segment is unacknowledged (--flight-min-rto); SendBuffer caps each session's send buffer
-	// (--send-buffer); QuickACK acknowledges the target's data at once
-	// instead of delaying the ACK as a Linux client does (--quick-ack).
+	// segment is unacknowledged (--flight-min-rto); SendBuffer caps each
+	// session's send buffer (--send-buffer); QuickACK acknowledges the
+	// target's data at once instead of delaying the ACK as a Linux client
+	// does (--quick-ack).
 	CongestionControl string
 	RACK              bool
 	MinRTO            time.Duration
