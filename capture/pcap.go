@@ -11,6 +11,7 @@ import (
 	"math/bits"
 	"net/netip"
 	"os"
+	"runtime/debug"
 	"slices"
 	"time"
 )
@@ -87,8 +88,11 @@ func (s *SourceStats) Add(o SourceStats) {
 
 // FileSource reads TCP segments from a pcap or pcapng file.
 type FileSource struct {
-	path  string
-	f     *os.File
+	path string
+	f    *os.File
+	// m maps a regular file for LengthsOnly (filemap_linux.go); nil:
+	// read through r.
+	m     *fileMap
 	gz    *gzip.Reader
 	r     *bufio.Reader
 	off   int64 // offset of the next unread byte
@@ -144,8 +148,17 @@ const (
 // LengthsOnly makes Next hand out payloads that have the captured length
 // but read as zeros and are shared between segments, for a pass that only
 // counts (stackcopy's progress pre-pass): it costs no copy and no
-// allocation per packet. Call it before the first Next.
-func (s *FileSource) LengthsOnly() { s.lengthsOnly = true }
+// allocation per packet, and a regular file is mapped rather than read,
+// so payloads are skipped without being copied (see fileMap). Call it
+// before the first Next.
+func (s *FileSource) LengthsOnly() {
+	s.lengthsOnly = true
+	if s.gz == nil && s.m == nil {
+		if m := mapFile(s.f); m != nil {
+			s.m, s.r = m, nil // s.off is the file offset of what is next
+		}
+	}
+}
 
 // own makes a decoded payload (borrowed from the read buffer) the
 // segment's: a copy, or shared zeros of its length.
@@ -211,9 +224,13 @@ func (s *FileSource) open() error {
 // Next returns the next IPv4 TCP segment, skipping (and counting) everything
 // else. It returns io.EOF at the end of the file, and a *FormatError when the
 // file is damaged; after an error it keeps returning that error.
-func (s *FileSource) Next() (Segment, error) {
+func (s *FileSource) Next() (_ Segment, err error) {
 	if s.err != nil {
 		return Segment{}, s.err
+	}
+	if s.m != nil {
+		defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+		defer s.faulted(&err)
 	}
 	for {
 		var (
@@ -255,6 +272,22 @@ func (s *FileSource) Next() (Segment, error) {
 	}
 }
 
+// faulted, deferred where the mapping is read under SetPanicOnFault,
+// turns the fault of a file that shrank while mapped into an error (and
+// the source's sticky one). Other panics go on.
+func (s *FileSource) faulted(err *error) {
+	r := recover()
+	if r == nil {
+		return
+	}
+	if _, ok := r.(interface{ Addr() uintptr }); !ok || s.m == nil {
+		panic(r)
+	}
+	s.m.unmap()
+	s.err = s.errorf(s.off, ErrTruncated, io.ErrUnexpectedEOF, "file shrank while being read")
+	*err = s.err
+}
+
 // Stats returns the counters so far.
 func (s *FileSource) Stats() SourceStats { return s.stats }
 
@@ -265,6 +298,9 @@ func (s *FileSource) Close() error {
 	}
 	if s.gz != nil {
 		s.gz.Close()
+	}
+	if s.m != nil {
+		s.m.unmap()
 	}
 	err := s.f.Close()
 	s.f = nil
@@ -287,9 +323,18 @@ func (s *FileSource) ioError(off int64, err error) error {
 // err is io.ErrUnexpectedEOF, or io.EOF if there were none at all).
 func (s *FileSource) take(n int) (b []byte, short int, err error) {
 	if s.skip > 0 {
-		s.r.Discard(s.skip) // cannot fail: those bytes were peeked
+		if s.m == nil {
+			s.r.Discard(s.skip) // cannot fail: those bytes were peeked
+		}
 		s.off += int64(s.skip)
 		s.skip = 0
+	}
+	if s.m != nil {
+		b, short, err = s.m.at(s.off, n)
+		if err == nil {
+			s.skip = n
+		}
+		return b, short, err
 	}
 	if n <= s.r.Size() {
 		b, err = s.r.Peek(n)
@@ -326,9 +371,18 @@ func (s *FileSource) take(n int) (b []byte, short int, err error) {
 // discard skips n bytes, returning how many there were if fewer.
 func (s *FileSource) discard(n int64) (short int64, err error) {
 	if s.skip > 0 {
-		s.r.Discard(s.skip)
+		if s.m == nil {
+			s.r.Discard(s.skip)
+		}
 		s.off += int64(s.skip)
 		s.skip = 0
+	}
+	if s.m != nil {
+		short, err = s.m.skip(s.off, n)
+		if err == nil {
+			s.off += n
+		}
+		return short, err
 	}
 	var done int64
 	for done < n {
