@@ -1097,3 +1097,43 @@ func BenchmarkTrackerAdd(b *testing.B) {
 		tr.Add(capture.Segment{Time: t0, Src: k, Dst: srv, Seq: 1 + round*1448, Ack: 1, Flags: capture.FlagACK, Payload: payload})
 	}
 }
+
+// TestTombsFamilies: IPv4 keys are packed apart from IPv6 ones; both are
+// remembered, found, refreshed from the previous generation and forgotten.
+func TestTombsFamilies(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	k4 := SessionKey{Client: netip.MustParseAddrPort("198.18.0.1:40000"), Server: netip.MustParseAddrPort("198.18.1.1:80")}
+	k6 := SessionKey{Client: netip.MustParseAddrPort("[2001:2::1]:40000"), Server: netip.MustParseAddrPort("[2001:2::2]:80")}
+	k4in6 := SessionKey{Client: netip.MustParseAddrPort("[::ffff:198.18.0.1]:40000"), Server: netip.MustParseAddrPort("[::ffff:198.18.1.1]:80")}
+	var tb tombs
+	tb.add(k4, 4, t0)
+	tb.add(k6, 6, t0)
+	if isn, ok := tb.find(k4, t0); !ok || isn != 4 {
+		t.Errorf("v4: %d %v", isn, ok)
+	}
+	if isn, ok := tb.find(k6, t0); !ok || isn != 6 {
+		t.Errorf("v6: %d %v", isn, ok)
+	}
+	if _, ok := tb.find(k4in6, t0); ok {
+		t.Error("a v4-mapped IPv6 key found the IPv4 session")
+	}
+	// One generation later both are in the previous one; finding moves
+	// them back, so they survive the next turnover too.
+	t1 := t0.Add(tombTTL)
+	tb.age(t1)
+	if _, ok := tb.find(k4, t1); !ok {
+		t.Error("v4 lost after one generation")
+	}
+	t2 := t1.Add(tombTTL)
+	tb.age(t2)
+	if _, ok := tb.find(k4, t2); !ok {
+		t.Error("v4 refreshed, then lost")
+	}
+	if _, ok := tb.find(k6, t2); ok {
+		t.Error("v6 not refreshed, still found after two generations")
+	}
+	tb.forget(k4)
+	if tb.len() != 0 {
+		t.Errorf("%d keys left", tb.len())
+	}
+}
