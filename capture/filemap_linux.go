@@ -12,7 +12,7 @@ import (
 // at most maxPacket (+ a pcapng block's framing), so a window always holds
 // a whole one; the window is what a counting pass adds to the resident
 // set while it runs.
-const mapWindow = 8 << 20
+const mapWindow = 4 << 20
 
 // fileMap reads a regular file through a sliding read-only mapping. It
 // serves the counting pass (FileSource.LengthsOnly), which looks only at

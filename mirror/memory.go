@@ -1,8 +1,10 @@
 package mirror
 
 import (
+	"context"
 	"os"
 	"runtime/debug"
+	"runtime/metrics"
 	"strconv"
 	"strings"
 	"sync"
@@ -144,4 +146,68 @@ func rssBytes() uint64 {
 	}
 	pages, _ := strconv.ParseUint(f[1], 10, 64)
 	return pages * uint64(os.Getpagesize())
+}
+
+// Giving memory back once the replay is quiet (trimWhenQuiet).
+const (
+	trimTick = 500 * time.Millisecond
+	// trimQuiet is how many ticks without a segment sent or received
+	// make the replay quiet.
+	trimQuiet = 2
+	// trimMin: below this much memory held, a trim is not worth its full
+	// GC.
+	trimMin = 64 << 20
+)
+
+// trimmer decides when to give memory back: once the replay has been
+// quiet for trimQuiet ticks, and the memory the runtime holds grew by
+// half since the last trim.
+//
+// Why: setting sessions up leaves garbage (timers, contexts, buffers,
+// the stacks of goroutines that have ended), and a process that then
+// goes quiet runs no more collections to free it. Go's GC percent lets
+// the heap reach twice what was live at the last collection, and the
+// scavenger gives back only what exceeds that goal, so ten thousand idle
+// sessions held about twice their live heap, indefinitely. One full
+// collection and scavenge on going quiet gives it back; it costs a GC of
+// the live heap, once per burst, and never while traffic flows.
+type trimmer struct {
+	activity uint64 // at the last tick
+	quiet    int    // ticks since activity last moved
+	floor    uint64 // held after the last trim
+}
+
+// tick reports whether to trim now, given the activity counter and the
+// memory held.
+func (t *trimmer) tick(activity, held uint64) bool {
+	if activity != t.activity {
+		t.activity, t.quiet = activity, 0
+		return false
+	}
+	t.quiet++
+	return t.quiet >= trimQuiet && held >= trimMin && held >= t.floor+t.floor/2
+}
+
+// trimWhenQuiet runs a trimmer until ctx ends. activity is a counter
+// that moves with any traffic (the stack's segments).
+func trimWhenQuiet(ctx context.Context, activity func() uint64) {
+	tk := time.NewTicker(trimTick)
+	defer tk.Stop()
+	var t trimmer
+	sample := []metrics.Sample{{Name: "/memory/classes/total:bytes"}, {Name: "/memory/classes/heap/released:bytes"}}
+	held := func() uint64 {
+		metrics.Read(sample)
+		return sample[0].Value.Uint64() - sample[1].Value.Uint64()
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tk.C:
+		}
+		if t.tick(activity(), held()) {
+			debug.FreeOSMemory()
+			t.floor = held()
+		}
+	}
 }

@@ -47,3 +47,35 @@ func TestMemoryGateOverLimit(t *testing.T) {
 		t.Error("admitted over the limit")
 	}
 }
+
+func TestTrimmer(t *testing.T) {
+	var tr trimmer
+	const big = trimMin + 10<<20
+	steps := []struct {
+		activity, held uint64
+		want           bool
+		why            string
+	}{
+		{1, big, false, "traffic moved"},
+		{1, big, false, "quiet for one tick only"},
+		{1, big, true, "quiet for two ticks, much held"},
+		{1, big, false, "no new memory since the trim"}, // floor is set below
+		{2, 2 * big, false, "traffic again"},
+		{2, 2 * big, false, "one quiet tick"},
+		{2, 2 * big, true, "quiet again, held grew by half"},
+		{3, trimMin - 1, false, "traffic"},
+		{3, trimMin - 1, false, "one quiet tick"},
+		{3, trimMin - 1, false, "quiet, but too little held to be worth a GC"},
+	}
+	for i, s := range steps {
+		if got := tr.tick(s.activity, s.held); got != s.want {
+			t.Fatalf("step %d (%s): trim %v, want %v", i, s.why, got, s.want)
+		}
+		if s.want {
+			tr.floor = s.held
+		}
+	}
+	if tr.floor != 2*big {
+		t.Errorf("floor %d", tr.floor)
+	}
+}

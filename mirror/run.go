@@ -162,6 +162,19 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, mon *Monitor) (*Summ
 		w.cmp = cmp.col
 	}
 	var sink session.Sink = rp
+	// Idle sessions' memory: given back once traffic stops (trimmer).
+	trimCtx, stopTrim := context.WithCancel(rctx)
+	var trimwg sync.WaitGroup
+	trimwg.Go(func() {
+		trimWhenQuiet(trimCtx, func() uint64 {
+			s := st.Stats()
+			return s.SegmentsSent + s.SegmentsReceived
+		})
+	})
+	defer func() {
+		stopTrim()
+		trimwg.Wait()
+	}()
 	var prewg sync.WaitGroup
 	if !cfg.Live {
 		// Count the files' sessions beside the replay (progress total,
