@@ -59,6 +59,15 @@ type Capture struct {
 	batch *mmsg.Batch
 	addrs []unix.RawSockaddrLinklayer
 	n, i  int // packets in the batch, next one to return
+	// The context whose end wakes a waiting read (watch), owned by Next.
+	watched context.Context
+	unwatch func() bool
+	woken   chan struct{} // closed once watched's end set the deadline
+	// try and wait are the raw read functions fill hands the poller
+	// (made once: a closure per read allocated), with their results.
+	try, wait func(fd uintptr) bool
+	got       int
+	errno     syscall.Errno
 
 	packets, skipped atomic.Uint64
 	closing          atomic.Bool
@@ -137,6 +146,8 @@ func OpenCapture(cfg CaptureConfig) (*Capture, error) {
 	for i := range c.addrs {
 		c.batch.SetName(i, unsafe.Pointer(&c.addrs[i]), unsafe.Sizeof(c.addrs[i]))
 	}
+	c.try = func(fd uintptr) bool { c.recv(fd); return true }
+	c.wait = func(fd uintptr) bool { c.recv(fd); return c.errno != unix.EAGAIN }
 	return c, nil
 }
 
@@ -199,34 +210,19 @@ func (c *Capture) fill(ctx context.Context) error {
 		return c.closedError()
 	}
 	c.i, c.n = 0, 0
-	var n int
-	var errno syscall.Errno
-	recv := func(fd uintptr) bool {
-		n, errno = c.batch.Recv(fd, unix.MSG_DONTWAIT|unix.MSG_TRUNC)
-		return errno != unix.EAGAIN
+	c.watch(ctx)
+	// One attempt without waiting (under load the batch is there), then
+	// wait.
+	err := c.rc.Read(c.try)
+	if err == nil && c.errno == unix.EAGAIN && ctx.Err() == nil {
+		err = c.rc.Read(c.wait)
 	}
-	// One attempt without waiting: under load the batch is there, and no
-	// context watcher is needed.
-	if err := c.rc.Read(func(fd uintptr) bool { recv(fd); return true }); err != nil {
+	n, errno := c.got, c.errno
+	if err != nil {
+		if ctx.Err() != nil && errors.Is(err, os.ErrDeadlineExceeded) {
+			return ctx.Err()
+		}
 		return c.readError(err)
-	}
-	if errno == unix.EAGAIN && ctx.Err() == nil {
-		fired := make(chan struct{})
-		stop := context.AfterFunc(ctx, func() {
-			c.f.SetReadDeadline(time.Unix(1, 0))
-			close(fired)
-		})
-		err := c.rc.Read(recv)
-		if !stop() {
-			<-fired
-			c.f.SetReadDeadline(time.Time{})
-		}
-		if err != nil {
-			if ctx.Err() != nil && errors.Is(err, os.ErrDeadlineExceeded) {
-				return ctx.Err()
-			}
-			return c.readError(err)
-		}
 	}
 	if ctx.Err() != nil && errno == unix.EAGAIN {
 		return ctx.Err()
@@ -247,6 +243,31 @@ func (c *Capture) fill(ctx context.Context) error {
 		return fmt.Errorf("capture on %s: the interface disappeared", c.name)
 	}
 	return fmt.Errorf("capture on %s: recvmmsg: %w", c.name, errno)
+}
+
+// watch makes ctx's end wake a read waiting for packets. It registers
+// once per context, not once per wait: under load the capture waits
+// thousands of times a second, and a registration each time was an
+// allocation and a lock on the context.
+func (c *Capture) watch(ctx context.Context) {
+	if c.watched == ctx {
+		return
+	}
+	if c.unwatch != nil && !c.unwatch() {
+		<-c.woken // the last context ended: its deadline is set
+		c.f.SetReadDeadline(time.Time{})
+	}
+	woken := make(chan struct{})
+	c.watched, c.woken = ctx, woken
+	c.unwatch = context.AfterFunc(ctx, func() {
+		c.f.SetReadDeadline(time.Unix(1, 0))
+		close(woken)
+	})
+}
+
+// recv receives a batch without waiting, into c.got and c.errno.
+func (c *Capture) recv(fd uintptr) {
+	c.got, c.errno = c.batch.Recv(fd, unix.MSG_DONTWAIT|unix.MSG_TRUNC)
 }
 
 func (c *Capture) readError(err error) error {

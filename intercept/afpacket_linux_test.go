@@ -92,3 +92,78 @@ func TestCaptureLoopback(t *testing.T) {
 		t.Fatalf("Next after Close: %v", err)
 	}
 }
+
+// TestCaptureContexts: a context's end wakes a waiting Next, and a later
+// Next with a new context waits and captures again.
+func TestCaptureContexts(t *testing.T) {
+	c, send := loopbackCapture(t)
+	for i := range 3 {
+		ctx, cancel := context.WithCancel(context.Background())
+		time.AfterFunc(50*time.Millisecond, cancel)
+		if _, err := c.Next(ctx); !errors.Is(err, context.Canceled) {
+			t.Fatalf("round %d: Next with nothing to capture: %v, want the context's end", i, err)
+		}
+		if _, err := c.Next(ctx); !errors.Is(err, context.Canceled) {
+			t.Fatalf("round %d: Next with an ended context: %v", i, err)
+		}
+		ctx2, cancel2 := context.WithTimeout(context.Background(), 5*time.Second)
+		time.AfterFunc(50*time.Millisecond, send)
+		if _, err := c.Next(ctx2); err != nil {
+			t.Fatalf("round %d: Next after a context ended: %v", i, err)
+		}
+		cancel2()
+	}
+}
+
+// BenchmarkCaptureWait: every Next waits for its packet (the UDP
+// ping-pong sends the next one only once it is captured), as at light
+// load.
+func BenchmarkCaptureWait(b *testing.B) {
+	c, send := loopbackCapture(b)
+	ctx := context.Background()
+	next := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for range next {
+			send()
+		}
+	}()
+	b.ReportAllocs()
+	for b.Loop() {
+		next <- struct{}{}
+		if _, err := c.Next(ctx); err != nil {
+			b.Fatal(err)
+		}
+	}
+	close(next)
+	<-done
+}
+
+// loopbackCapture captures UDP to port 9 on lo, and a function sending
+// there (from an unconnected socket, which the ICMP port unreachable of
+// one datagram does not fail the next).
+func loopbackCapture(tb testing.TB) (*Capture, func()) {
+	if os.Geteuid() != 0 {
+		tb.Skip("needs root (CAP_NET_RAW)")
+	}
+	if _, err := exec.LookPath("tcpdump"); err != nil {
+		tb.Skip("tcpdump not installed")
+	}
+	c, err := OpenCapture(CaptureConfig{Interface: "lo", Filter: "udp and dst port 9", Snaplen: headerSnaplen})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { c.Close() })
+	conn, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { conn.Close() })
+	dst := &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 9}
+	return c, func() {
+		if _, err := conn.WriteToUDP([]byte("answer"), dst); err != nil {
+			panic(err) // not on the test's goroutine
+		}
+	}
+}

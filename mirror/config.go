@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/stackcopy/stackcopy/capture"
+	"github.com/stackcopy/stackcopy/netstack"
 	"github.com/stackcopy/stackcopy/transfer"
 	"github.com/stackcopy/stackcopy/wire"
 )
@@ -111,11 +112,13 @@ type Config struct {
 	// segment is unacknowledged (--flight-min-rto); SendBuffer caps each
 	// session's send buffer (--send-buffer); QuickACK acknowledges the
 	// target's data at once instead of delaying the ACK as a Linux client
-	// does (--quick-ack).
+	// does (--quick-ack); TimeWait is how long a forged client that closed
+	// first keeps its 4-tuple (--time-wait).
 	CongestionControl string
 	RACK              bool
 	MinRTO            time.Duration
 	FlightMinRTO      time.Duration
+	TimeWait          time.Duration
 	SendBuffer        int
 	QuickACK          bool
 	// GSO is "auto", "host", "coalesce" or "off" (--gso); auto is host
@@ -188,6 +191,7 @@ func DefaultConfig() Config {
 		RACK:              true,
 		MinRTO:            200 * time.Millisecond,
 		FlightMinRTO:      20 * time.Millisecond,
+		TimeWait:          netstack.DefaultConfig().TimeWait,
 		SendBuffer:        4 << 20,
 		GSO:               "auto",
 		CaptureBuffer:     capture.DefaultLiveBuffer,
@@ -260,6 +264,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("-D: MSS %d, want 88..%d (MTU - 40)", c.MSS, c.MTU-40)
 	case c.Live && c.Loops != 1:
 		return errors.New("--loop: live traffic cannot be looped")
+	case c.TimeWait < 0:
+		return fmt.Errorf("--time-wait: %v is negative", c.TimeWait)
 	case c.CompareSamples < 0:
 		return fmt.Errorf("--compare-samples: %d is negative", c.CompareSamples)
 	case c.CompareBody < 0:

@@ -274,6 +274,7 @@ func stackConfig(cfg *Config, eg *egress) netstack.Config {
 	sc.RACK = cfg.RACK
 	sc.MinRTO = cfg.MinRTO
 	sc.FlightMinRTO = cfg.FlightMinRTO
+	sc.TimeWait = cfg.TimeWait
 	sc.QuickACK = cfg.QuickACK
 	sc.SendBufferMax = cfg.SendBuffer
 	sc.SendBuffer = min(sc.SendBuffer, cfg.SendBuffer)

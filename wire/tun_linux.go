@@ -45,6 +45,18 @@ type TUN struct {
 	// closed makes I/O after Close fail with os.ErrClosed: the raw
 	// connection reports the poller's own "use of closed file" instead.
 	closed atomic.Bool
+	// rd is Read's state and readFn its raw function, bound once (a
+	// closure per Read escaped: three allocations a call). Read is for
+	// one goroutine at a time.
+	rd     tunRead
+	readFn func(fd uintptr) bool
+}
+
+// tunRead is one Read's buffers and outcome.
+type tunRead struct {
+	bufs, pkts [][]byte
+	n          int
+	err        error
 }
 
 // OpenTUN creates (or attaches to) the TUN device name. The caller brings it
@@ -77,7 +89,9 @@ func OpenTUN(name string) (*TUN, error) {
 		f.Close()
 		return nil, fmt.Errorf("tun %q: %w", name, err)
 	}
-	return &TUN{name: ifr.Name(), file: f, raw: raw, q: quietio.NewRaw(raw)}, nil
+	t := &TUN{name: ifr.Name(), file: f, raw: raw, q: quietio.NewRaw(raw)}
+	t.readFn = t.rd.read
+	return t, nil
 }
 
 // Name is the kernel's name of the device.
@@ -144,32 +158,13 @@ func (t *TUN) write(p Packet) error {
 // else the kernel has queued without waiting again. A GSO super-packet is
 // returned whole, without its virtio header: gVisor's TCP takes segments
 // larger than the MSS, and the partial checksum is covered by RX checksum
-// offload.
+// offload. One goroutine reads at a time.
 func (t *TUN) Read(bufs, pkts [][]byte) (int, error) {
-	n := 0
-	var rerr error
-	err := t.raw.Read(func(fd uintptr) bool {
-		for n < min(len(bufs), len(pkts)) {
-			r, _, e := unix.RawSyscall(unix.SYS_READ, fd, uintptr(unsafe.Pointer(&bufs[n][0])), uintptr(len(bufs[n])))
-			if e == unix.EINTR {
-				continue
-			}
-			if e != 0 {
-				if e != unix.EAGAIN {
-					rerr = e
-				}
-				break
-			}
-			m := int(r)
-			if m <= virtioNetHdrLen {
-				continue // nothing behind the header: not a packet
-			}
-			pkts[n] = bufs[n][virtioNetHdrLen:m]
-			n++
-		}
-		// Done once something was read or reading failed; else wait.
-		return n > 0 || rerr != nil
-	})
+	r := &t.rd
+	r.bufs, r.pkts, r.n, r.err = bufs, pkts, 0, nil
+	err := t.raw.Read(t.readFn)
+	n, rerr := r.n, r.err
+	r.bufs, r.pkts = nil, nil // the caller's
 	if n > 0 {
 		return n, nil
 	}
@@ -180,6 +175,31 @@ func (t *TUN) Read(bufs, pkts [][]byte) (int, error) {
 		err = os.ErrClosed
 	}
 	return 0, fmt.Errorf("tun %s: read: %w", t.name, err)
+}
+
+// read is Read's raw function: it reads until the device has no more
+// packets or the buffers are full, and is done once something was read
+// or reading failed; else the poller waits.
+func (r *tunRead) read(fd uintptr) bool {
+	for r.n < min(len(r.bufs), len(r.pkts)) {
+		b := r.bufs[r.n]
+		m, _, e := unix.RawSyscall(unix.SYS_READ, fd, uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)))
+		if e == unix.EINTR {
+			continue
+		}
+		if e != 0 {
+			if e != unix.EAGAIN {
+				r.err = e
+			}
+			break
+		}
+		if int(m) <= virtioNetHdrLen {
+			continue // nothing behind the header: not a packet
+		}
+		r.pkts[r.n] = b[virtioNetHdrLen:m]
+		r.n++
+	}
+	return r.n > 0 || r.err != nil
 }
 
 // Close implements Device. It unblocks a pending Read.

@@ -19,6 +19,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"sync"
 	"syscall"
 	"unsafe"
 
@@ -32,6 +33,27 @@ type Conn struct {
 	c    net.Conn
 	rc   syscall.RawConn // nil: c has no socket (net.Pipe): use c
 	iovs []unix.Iovec    // WriteBuffers' scratch
+	// ops are calls' argument blocks, reused: the function a RawConn is
+	// handed escapes, so a closure over a call's arguments and results
+	// was three allocations per system call. A pool keeps Read and
+	// Write free of shared state.
+	ops sync.Pool
+}
+
+// op is one raw system call, its arguments and its result; fn is do,
+// bound once.
+type op struct {
+	trap  uintptr
+	buf   unsafe.Pointer
+	n     int
+	r     uintptr
+	errno unix.Errno
+	fn    func(fd uintptr) bool
+}
+
+func (o *op) do(fd uintptr) bool {
+	o.r, _, o.errno = unix.RawSyscall(o.trap, fd, uintptr(o.buf), uintptr(o.n))
+	return o.errno != unix.EAGAIN
 }
 
 // NewRaw returns a Conn on the non-blocking descriptor behind rc (a
@@ -141,13 +163,19 @@ func (c *Conn) WriteCall(name string, trap uintptr, buf unsafe.Pointer, n int) (
 // waiting in the netpoller (through wait: the RawConn's Read or Write)
 // while it would block, and again after EINTR.
 func (c *Conn) call(wait func(func(uintptr) bool) error, name string, trap uintptr, buf unsafe.Pointer, n int) (int, error) {
+	o, _ := c.ops.Get().(*op)
+	if o == nil {
+		o = new(op)
+		o.fn = o.do
+	}
+	o.trap, o.buf, o.n = trap, buf, n
+	defer func() {
+		o.buf = nil // the caller's memory
+		c.ops.Put(o)
+	}()
 	for {
-		var r uintptr
-		var errno unix.Errno
-		err := wait(func(fd uintptr) bool {
-			r, _, errno = unix.RawSyscall(trap, fd, uintptr(buf), uintptr(n))
-			return errno != unix.EAGAIN
-		})
+		err := wait(o.fn)
+		r, errno := o.r, o.errno
 		switch {
 		case err != nil:
 			return 0, err

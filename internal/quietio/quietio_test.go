@@ -12,7 +12,7 @@ import (
 )
 
 // tcpPair returns both ends of a loopback TCP connection.
-func tcpPair(t *testing.T) (a, b net.Conn) {
+func tcpPair(t testing.TB) (a, b net.Conn) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -169,5 +169,23 @@ func TestWithoutSocket(t *testing.T) {
 	got, err := io.ReadAll(qb)
 	if err != nil || string(got) != "abcde" {
 		t.Fatalf("read %q, %v; want \"abcde\", nil", got, err)
+	}
+}
+
+// BenchmarkWriteRead: one small write and one read, as a relay channel
+// makes them. No allocation per call.
+func BenchmarkWriteRead(b *testing.B) {
+	a, c := tcpPair(b)
+	qa, qc := New(a), New(c)
+	msg := make([]byte, 64)
+	buf := make([]byte, 64)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := qa.Write(msg); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := io.ReadFull(qc, buf); err != nil {
+			b.Fatal(err)
+		}
 	}
 }
