@@ -190,25 +190,7 @@ func BenchmarkFileSourceLarge(b *testing.B) {
 			const size = 65000
 			path := writePcap(b, lkEthernet, false, records(b, 2000, size))
 			b.SetBytes(size)
-			b.ReportAllocs()
-			b.ResetTimer()
-			n := 0
-			for n < b.N {
-				src, err := OpenFile(path)
-				if err != nil {
-					b.Fatal(err)
-				}
-				if lengths {
-					src.LengthsOnly()
-				}
-				for n < b.N {
-					if _, err := src.Next(); err != nil {
-						break
-					}
-					n++
-				}
-				src.Close()
-			}
+			benchRead(b, path, lengths)
 		})
 	}
 }

@@ -709,6 +709,12 @@ func BenchmarkFileSource(b *testing.B) {
 		recs = append(recs, rec{data: p.frame(b, lkEthernet), ts: t0})
 	}
 	path := writePcap(b, lkEthernet, false, recs)
+	benchRead(b, path, false)
+}
+
+// benchRead reads path over and over until b.N segments were read;
+// lengths: with LengthsOnly.
+func benchRead(b *testing.B, path string, lengths bool) {
 	b.ReportAllocs()
 	b.ResetTimer()
 	n := 0
@@ -716,6 +722,9 @@ func BenchmarkFileSource(b *testing.B) {
 		src, err := OpenFile(path)
 		if err != nil {
 			b.Fatal(err)
+		}
+		if lengths {
+			src.LengthsOnly()
 		}
 		for n < b.N {
 			if _, err := src.Next(); err != nil {

@@ -54,27 +54,10 @@ func TestOpenCaptureErrors(t *testing.T) {
 // TestCaptureLoopback captures on lo as root: the filter is compiled and
 // attached, the Ethernet header stripped, the kernel counters read.
 func TestCaptureLoopback(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root (CAP_NET_RAW)")
-	}
-	if _, err := exec.LookPath("tcpdump"); err != nil {
-		t.Skip("tcpdump not installed")
-	}
-	c, err := OpenCapture(CaptureConfig{Interface: "lo", Filter: "udp and dst port 9", Snaplen: headerSnaplen})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	conn, err := net.Dial("udp4", "127.0.0.1:9")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	c, send := loopbackCapture(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if _, err := conn.Write([]byte("answer")); err != nil {
-		t.Fatal(err)
-	}
+	send()
 	p, err := c.Next(ctx)
 	if err != nil {
 		t.Fatal(err)
