@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -123,9 +124,10 @@ func BenchmarkCaptureWait(b *testing.B) {
 	<-done
 }
 
-// loopbackCapture captures UDP to port 9 on lo, and a function sending
-// there (from an unconnected socket, which the ICMP port unreachable of
-// one datagram does not fail the next).
+// loopbackCapture captures UDP on lo to a port of its own, and a
+// function sending there. The port is held by a bound socket: other
+// packages' tests run beside these and send to fixed ports on lo (the
+// discard port 9), which a capture of its own port never sees.
 func loopbackCapture(tb testing.TB) (*Capture, func()) {
 	if os.Geteuid() != 0 {
 		tb.Skip("needs root (CAP_NET_RAW)")
@@ -133,17 +135,23 @@ func loopbackCapture(tb testing.TB) (*Capture, func()) {
 	if _, err := exec.LookPath("tcpdump"); err != nil {
 		tb.Skip("tcpdump not installed")
 	}
-	c, err := OpenCapture(CaptureConfig{Interface: "lo", Filter: "udp and dst port 9", Snaplen: headerSnaplen})
+	lo := net.IPv4(127, 0, 0, 1)
+	sink, err := net.ListenUDP("udp4", &net.UDPAddr{IP: lo})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { sink.Close() })
+	dst := sink.LocalAddr().(*net.UDPAddr)
+	c, err := OpenCapture(CaptureConfig{Interface: "lo", Filter: fmt.Sprintf("udp and dst port %d", dst.Port), Snaplen: headerSnaplen})
 	if err != nil {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() { c.Close() })
-	conn, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	conn, err := net.ListenUDP("udp4", &net.UDPAddr{IP: lo})
 	if err != nil {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() { conn.Close() })
-	dst := &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 9}
 	return c, func() {
 		if _, err := conn.WriteToUDP([]byte("answer"), dst); err != nil {
 			panic(err) // not on the test's goroutine
