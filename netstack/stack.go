@@ -56,11 +56,13 @@ type Config struct {
 	// 4-tuple, acknowledging the target's retransmitted FIN should its
 	// last ACK be lost. Linux holds 60 s, against old duplicates on long
 	// paths; replays re-use captured 4-tuples and run thousands of
-	// sessions a second, and each endpoint held costs about 4 KiB of
-	// heap (twice that in RSS): a --speed 0 replay closing 12,000
-	// sessions a second held 170 MiB with 1 s. 500 ms still covers a
-	// Linux target's first FIN retransmission (its 200 ms floor plus the
-	// round trip) up to a 150 ms round trip.
+	// sessions a second, and each endpoint held costs about 4 KiB of heap
+	// (twice that in RSS). Shorter is not free: captured clients re-use
+	// ports within a second (a MariaDB client's 25 sessions in 2.4 s did),
+	// and while the forged 4-tuple is held the replayer moves such a
+	// session to another port; with 500 ms the re-used 4-tuple went to
+	// the target still in use there, and TestReplayMySQL saw a target
+	// reset in 2 of 6 runs (0 of 6 with 1 s).
 	TimeWait time.Duration
 	// MaxRetries bounds data retransmissions before a connection gives up.
 	MaxRetries int
@@ -97,7 +99,7 @@ func DefaultConfig() Config {
 		ReceiveBufferMax:  4 << 20,
 		RACK:              true,
 		CongestionControl: "reno",
-		TimeWait:          500 * time.Millisecond,
+		TimeWait:          time.Second,
 		MaxRetries:        10,
 		MaxRTO:            10 * time.Second,
 		MinRTO:            200 * time.Millisecond,
