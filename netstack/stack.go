@@ -57,12 +57,10 @@ type Config struct {
 	// last ACK be lost. Linux holds 60 s, against old duplicates on long
 	// paths; replays re-use captured 4-tuples and run thousands of
 	// sessions a second, and each endpoint held costs about 4 KiB of heap
-	// (twice that in RSS). Shorter is not free: captured clients re-use
-	// ports within a second (a MariaDB client's 25 sessions in 2.4 s did),
-	// and while the forged 4-tuple is held the replayer moves such a
-	// session to another port; with 500 ms the re-used 4-tuple went to
-	// the target still in use there, and TestReplayMySQL saw a target
-	// reset in 2 of 6 runs (0 of 6 with 1 s).
+	// (twice that in RSS). Shorter was not free: with 500 ms
+	// TestReplayMySQL saw target resets at the sessions' ends in 3 of 7
+	// runs, with 1 s in 2 of 27 (its 25 sessions use 25 ports, so it is
+	// not a re-used 4-tuple; not understood yet).
 	TimeWait time.Duration
 	// MaxRetries bounds data retransmissions before a connection gives up.
 	MaxRetries int

@@ -203,7 +203,7 @@ func parseFlags(args []string, helpOut io.Writer) (*config, error) {
 	fs.StringVar(&e.GSO, "gso", def.GSO, "segmentation: auto (host on a TUN, off otherwise), host (stack sends 64 KiB super-packets for the kernel or the wire to cut), coalesce (stack sends MSS segments, runs merged for the kernel to cut), off")
 	fs.Var(cliflag.Duration{D: &e.MinRTO}, "min-rto", "floor of the forged clients' retransmission timeout (what a lone segment waits, as a target may delay its ACK)")
 	fs.Var(cliflag.Duration{D: &e.FlightMinRTO}, "flight-min-rto", "floor of that timeout while more than one full-sized segment is unacknowledged (the target ACKs those at once); 0: --min-rto everywhere")
-	fs.Var(cliflag.Duration{D: &e.TimeWait}, "time-wait", "how long a forged client that closed first keeps its 4-tuple, answering the target's retransmitted FIN (memory: about 8 KiB per session closed in that time; shorter lets a captured client's re-used port reach the target while the target still holds it)")
+	fs.Var(cliflag.Duration{D: &e.TimeWait}, "time-wait", "how long a forged client that closed first keeps its 4-tuple, answering the target's retransmitted FIN (memory: about 8 KiB per session closed in that time)")
 	fs.BoolVar(&e.QuickACK, "quick-ack", def.QuickACK, "acknowledge the target's data at once (default: delay the ACK up to 40 ms, as a Linux client does, so the next request carries it)")
 	fs.IntVar(&e.SendBuffer, "send-buffer", def.SendBuffer, "largest send buffer per session in bytes (memory per uploading session)")
 	fs.IntVar(&e.MaxHandshakes, "max-handshakes", def.MaxHandshakes, "handshakes in flight at once (a burst of new sessions waits its turn)")
