@@ -4,7 +4,6 @@ import (
 	"context"
 	"os"
 	"runtime/debug"
-	"runtime/metrics"
 	"strconv"
 	"strings"
 	"sync"
@@ -154,8 +153,8 @@ const (
 	// trimQuiet is how many ticks without a segment sent or received
 	// make the replay quiet.
 	trimQuiet = 2
-	// trimMin: below this much memory held, a trim is not worth its full
-	// GC.
+	// trimMin: below this much resident memory, a trim is not worth its
+	// full GC.
 	trimMin = 64 << 20
 )
 
@@ -188,26 +187,22 @@ func (t *trimmer) tick(activity, held uint64) bool {
 	return t.quiet >= trimQuiet && held >= trimMin && held >= t.floor+t.floor/2
 }
 
-// trimWhenQuiet runs a trimmer until ctx ends. activity is a counter
-// that moves with any traffic (the stack's segments).
+// trimWhenQuiet runs a trimmer until ctx ends, on the process's RSS
+// (rssBytes, as the -m gate reads it). activity is a counter that moves
+// with any traffic (the stack's segments).
 func trimWhenQuiet(ctx context.Context, activity func() uint64) {
 	tk := time.NewTicker(trimTick)
 	defer tk.Stop()
 	var t trimmer
-	sample := []metrics.Sample{{Name: "/memory/classes/total:bytes"}, {Name: "/memory/classes/heap/released:bytes"}}
-	held := func() uint64 {
-		metrics.Read(sample)
-		return sample[0].Value.Uint64() - sample[1].Value.Uint64()
-	}
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-tk.C:
 		}
-		if t.tick(activity(), held()) {
+		if t.tick(activity(), rssBytes()) {
 			debug.FreeOSMemory()
-			t.floor = held()
+			t.floor = rssBytes()
 		}
 	}
 }
