@@ -64,6 +64,10 @@ type Config struct {
 	TurnWait time.Duration
 	// NoWait sends turns without waiting for answers (-W).
 	NoWait bool
+	// NoOrder opens sessions at their captured time even when the target
+	// has not yet answered requests production answered before their SYN
+	// (--no-order; replay.Config.NoOrder).
+	NoOrder bool
 	// HTTPTurns ends HTTP/1.x turns when the response is complete (--http-turns).
 	HTTPTurns bool
 	// Protocol forces the protocol turns are framed by (--protocol): "" or

@@ -45,6 +45,8 @@ func NewCollector(m *Monitor) *Collector {
 	add("stackcopy_turns_total", "Turns that waited for the target's answer.")
 	add("stackcopy_turns_framed_total", "Turns whose answer protocol framing found complete.")
 	add("stackcopy_turns_unanswered_total", "Turns sent after --turn-wait without an answer.")
+	add("stackcopy_opens_held_total", "Sessions whose dial waited for the target's answers to requests production answered before their SYN.")
+	add("stackcopy_opens_unordered_total", "Sessions that opened after --turn-wait without those answers (--no-order turns the wait off).")
 	add("stackcopy_turn_latency_seconds", "Answered turns: time from the turn's first client byte written to the end of the target's answer.")
 	add("stackcopy_replay_lag_max_seconds", "Largest lag of a client write behind the captured schedule, by protocol.", "protocol")
 	add("stackcopy_replay_lag_p50_seconds", "Typical (median, to a power of two of ms) lag behind the captured schedule, by protocol.", "protocol")
@@ -128,6 +130,8 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	counter("stackcopy_turns_total", r.Turns)
 	counter("stackcopy_turns_framed_total", r.TurnsFramed)
 	counter("stackcopy_turns_unanswered_total", r.TurnsUnanswered)
+	counter("stackcopy_opens_held_total", r.OpensHeld)
+	counter("stackcopy_opens_unordered_total", r.OpensUnordered)
 	if h := r.TurnLatency; len(h.Bounds) > 0 {
 		buckets := make(map[float64]uint64, len(h.Bounds))
 		var cum uint64

@@ -306,6 +306,7 @@ func replayConfig(cfg *Config, sampler *transfer.Sampler) replay.Config {
 		rc.Speed = 0 // events arrive at the captured pace already
 	}
 	rc.NoWait = cfg.NoWait
+	rc.NoOrder = cfg.NoOrder
 	rc.NoHTTPFraming = !cfg.HTTPTurns
 	rc.Protocols = protocols()
 	if cfg.Protocol != "auto" {

@@ -118,6 +118,9 @@ func (s *Summary) WriteText(w io.Writer) {
 		fmt.Fprintf(w, "  spill     %d client bytes went through spill files (at most %d at once)\n", r.SpilledBytes, r.SpillPeak)
 	}
 	fmt.Fprintf(w, "  turns     %d waited for the target's answer (%d ended by protocol framing), %d sent unanswered after --turn-wait\n", r.Turns, r.TurnsFramed, r.TurnsUnanswered)
+	if r.OpensHeld > 0 {
+		fmt.Fprintf(w, "  order     %d sessions waited to open for the target's answers to requests production answered before their SYN; %d opened after --turn-wait without them\n", r.OpensHeld, r.OpensUnordered)
+	}
 	names := slices.Sorted(maps.Keys(r.Protocols))
 	for _, name := range names {
 		p := r.Protocols[name]

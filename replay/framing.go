@@ -118,6 +118,9 @@ type captured struct {
 	// told the protocol.
 	cmp        *compare.Conn
 	cmpDecided bool
+	// asking is the client's request production has not begun to answer
+	// (order.go); nil when not ordering or none is pending.
+	asking *orderRef
 }
 
 type heldTurn struct {

@@ -99,6 +99,13 @@ type Config struct {
 	// NoWait sends the next turn without waiting for the target's answer
 	// (tcpcopy -W).
 	NoWait bool
+	// NoOrder opens each session at its captured time even when requests
+	// production answered before its SYN are still unanswered by the
+	// target. By default, when pacing (Speed > 0) and waiting for answers,
+	// a session's dial waits for those answers (their first bytes), for at
+	// most TurnWait (order.go). It needs the captured server's bytes
+	// (session.TrackerConfig.ServerData); without them nothing waits.
+	NoOrder bool
 	// TurnWait bounds how long a turn waits for the target's answer before
 	// it is sent anyway (counted in Stats.TurnsUnanswered).
 	TurnWait time.Duration
@@ -232,9 +239,14 @@ type Stats struct {
 	Turns           uint64 // turns that waited for the target's answer
 	TurnsUnanswered uint64 // turns sent after TurnWait without an answer
 	TurnsFramed     uint64 // turns whose answer protocol framing (HTTP/1 or another) found complete
-	PortsRemapped   uint64 // captured client port busy: the stack chose another
-	SpilledBytes    uint64 // client bytes that went through a spill file
-	SpillPeak       int64  // most bytes held in spill files at once
+	// OpensHeld counts sessions whose dial waited for the target's answers
+	// to requests production answered before the session's SYN (order.go);
+	// OpensUnordered those of them that gave up after TurnWait.
+	OpensHeld      uint64
+	OpensUnordered uint64
+	PortsRemapped  uint64 // captured client port busy: the stack chose another
+	SpilledBytes   uint64 // client bytes that went through a spill file
+	SpillPeak      int64  // most bytes held in spill files at once
 	// Unjoinable counts sessions seen mid-stream whose protocol cannot be
 	// joined (HTTP/2): skipped, not replayed.
 	Unjoinable uint64
@@ -265,6 +277,7 @@ type Replayer struct {
 	dialing  chan struct{}         // a token per handshake in flight
 	spill    *spillBudget          // nil: spilling off
 	win      *window               // how far the reader may run ahead
+	order    *order                // nil: sessions open at their captured time (NoOrder)
 	copyPort map[netip.Addr]uint16 // next -n copy port per client address (under mu)
 
 	// Pacing: capture time base and wall-clock base (see due).
@@ -276,6 +289,7 @@ type Replayer struct {
 	s struct {
 		unjoinable                                                                              atomic.Uint64
 		sessions, unmatched, sampled, shed, sent, received, turns, unanswered, framed, remapped atomic.Uint64
+		opensHeld, opensUnordered                                                               atomic.Uint64
 		outcomes                                                                                [numOutcomes]atomic.Uint64 // indexed by outcome
 		reasons                                                                                 [numReasons]atomic.Uint64  // indexed by reason
 		turnLatency                                                                             latencyHist
@@ -312,6 +326,9 @@ func New(ctx context.Context, cfg Config, dial DialFunc, log *slog.Logger) *Repl
 		r.spill = &spillBudget{dir: cfg.SpillDir, max: cfg.SpillMax}
 	}
 	r.win = newWindow(max(cfg.Window, 0), max(cfg.WindowBytes, 0))
+	if cfg.Speed > 0 && !cfg.NoWait && !cfg.NoOrder {
+		r.order = newOrder()
+	}
 	return r
 }
 
@@ -418,9 +435,14 @@ func (r *Replayer) Event(k session.SessionKey, ev session.Event) {
 			cap.off = true
 			cap.decided.Store(true)
 		}
+		var after uint64
+		if r.order != nil {
+			after = r.order.last()
+		}
 		for i := range copies {
 			copies[i] = r.newSession(k, target, i)
 			copies[i].cap = cap
+			copies[i].after = after
 		}
 		if r.cfg.Compare != nil {
 			cap.cmp = r.cfg.Compare.Open(k.Client, k.Server)
@@ -430,7 +452,7 @@ func (r *Replayer) Event(k session.SessionKey, ev session.Event) {
 				// differs only in the target, which an intercept's
 				// registration does not tell apart.
 				b := r.newSession(k, bt, max(r.cfg.Copies, 1))
-				b.cap, b.baseline = cap, true
+				b.cap, b.baseline, b.after = cap, true, after
 				b.side, b.cmp = compare.Baseline, cap.cmp
 				copies = append(copies, b)
 			} else {
@@ -454,6 +476,7 @@ func (r *Replayer) Event(k session.SessionKey, ev session.Event) {
 	// The capture side of framing runs here, on the capture reader's
 	// goroutine, in capture order; copies share it.
 	answers := -1
+	var ref *orderRef
 	c := copies[0].cap
 	if c.held != nil {
 		// The turn before the client's first bytes: once those bytes
@@ -475,6 +498,11 @@ func (r *Replayer) Event(k session.SessionKey, ev session.Event) {
 		r.detect(c, k.Server.Port(), ev.Data, false)
 		if c.f != nil {
 			c.f.Client(ev.Data)
+		}
+		if r.order != nil && c.asking == nil {
+			// A request begins: numbered when production answers it.
+			ref = r.order.request(len(copies))
+			c.asking = ref
 		}
 		if c.cmp != nil {
 			r.decideCompare(c, ev.Data)
@@ -511,7 +539,7 @@ func (r *Replayer) Event(k session.SessionKey, ev session.Event) {
 		return
 	}
 	for _, s := range copies {
-		s.push(ev, at, answers)
+		s.pushRef(ev, at, answers, ref)
 	}
 }
 
@@ -525,6 +553,10 @@ func (r *Replayer) serverData(k session.SessionKey, ev session.Event) {
 		return // unmatched, or already ended
 	}
 	c := copies[0].cap
+	if c.asking != nil {
+		r.order.answered(c.asking)
+		c.asking = nil
+	}
 	if ev.Reason != "" {
 		c.holed = true // production's answers can no longer be counted
 	}
@@ -603,6 +635,7 @@ func (r *Replayer) Stats() Stats {
 		Overflowed: o[outOverflow].Load(), Failed: o[outFailed].Load(), Interrupted: o[outInterrupted].Load(),
 		BytesSent: r.s.sent.Load(), BytesReceived: r.s.received.Load(), Turns: r.s.turns.Load(),
 		TurnsUnanswered: r.s.unanswered.Load(), TurnsFramed: r.s.framed.Load(), PortsRemapped: r.s.remapped.Load(),
+		OpensHeld: r.s.opensHeld.Load(), OpensUnordered: r.s.opensUnordered.Load(),
 		SpilledBytes: r.spill.spilled(), SpillPeak: r.spill.highest(),
 		Protocols: r.protos.stats(), Unjoinable: r.s.unjoinable.Load(),
 		Reasons: r.reasonCounts(), TurnLatency: r.s.turnLatency.snapshot(),
@@ -657,6 +690,9 @@ type queued struct {
 	// spillLen > 0: ev.Data is in the spill file at spillOff.
 	spillOff int64
 	spillLen int
+	// ref: EvData that begins a captured request (order.go); the player
+	// completes it once.
+	ref *orderRef
 }
 
 type player struct {
@@ -678,6 +714,12 @@ type player struct {
 	ahead     bool        // holds work the reader gave it (window.go)
 	shedWhy   reason      // why it was shed (under mu, set with overflow)
 	dialed    bool        // the handshake completed (the player's goroutine only)
+	// after: the dial waits until every request production answered before
+	// the SYN, numbered up to after, is done (order.go).
+	after uint64
+	// asked is the request written last whose answer has not begun: the
+	// drain completes it on the target's next bytes.
+	asked atomic.Pointer[orderRef]
 
 	// Parking (park): a player with nothing queued has no goroutine; the
 	// next push, its idle timer or cancel starts one (wake). parked and
@@ -749,6 +791,7 @@ type playState struct {
 	pendingTurn    int       // captured answer size the next data must wait for
 	pendingAnswers int       // answers the capture shows before the next data, -1 unknown
 	waitTurn       bool
+	ref            *orderRef // taken from the queue, not yet written (asked)
 }
 
 func (r *Replayer) newSession(k session.SessionKey, target netip.AddrPort, copy int) *player {
@@ -779,13 +822,27 @@ func (r *Replayer) newSession(k session.SessionKey, target netip.AddrPort, copy 
 // answers (EvTurn) is the count of answers the capture shows before the
 // turn, -1 when unknown.
 func (s *player) push(ev session.Event, at time.Time, answers int) {
-	s.pushTurn(ev, at, answers, nil, true)
+	s.pushItem(queued{ev: ev, at: at, answers: answers, numbersOK: true})
+}
+
+// pushRef is push with the captured request an EvData begins (nil: none).
+func (s *player) pushRef(ev session.Event, at time.Time, answers int, ref *orderRef) {
+	s.pushItem(queued{ev: ev, at: at, answers: answers, numbersOK: true, ref: ref})
 }
 
 // pushTurn is push with the numbers production gave before an EvTurn.
 func (s *player) pushTurn(ev session.Event, at time.Time, answers int, numbers []uint32, numbersOK bool) {
+	s.pushItem(queued{ev: ev, at: at, answers: answers, numbers: numbers, numbersOK: numbersOK})
+}
+
+func (s *player) pushItem(item queued) {
+	ev := item.ev
 	var abort Conn
+	kept := false
 	defer func() {
+		if !kept {
+			s.r.order.complete(item.ref) // this copy will never write it
+		}
 		if abort != nil {
 			abort.Abort() // outside the lock, as cancel does
 		}
@@ -798,8 +855,9 @@ func (s *player) pushTurn(ev session.Event, at time.Time, answers int, numbers [
 	n := len(ev.Data)
 	full := n > 0 && s.bytes > 0 && s.bytes+n > s.r.cfg.QueueBytes
 	if full && s.r.spill != nil {
-		err := s.spillLocked(ev, at)
+		err := s.spillLocked(item)
 		if err == nil {
+			kept = true
 			return
 		}
 		if s.r.cfg.ShedWhenFull {
@@ -829,7 +887,8 @@ func (s *player) pushTurn(ev session.Event, at time.Time, answers int, numbers [
 	if s.closed {
 		return
 	}
-	s.q = append(s.q, queued{ev: ev, at: at, answers: answers, numbers: numbers, numbersOK: numbersOK})
+	s.q = append(s.q, item)
+	kept = true
 	s.bytes += n
 	s.r.win.add(0, int64(n))
 	s.setAheadLocked(true)
@@ -842,7 +901,8 @@ var errSpillFull = errors.New("spill space spent")
 
 // spillLocked writes the event's bytes to the spill file and queues a
 // reference to them.
-func (s *player) spillLocked(ev session.Event, at time.Time) error {
+func (s *player) spillLocked(item queued) error {
+	ev := item.ev
 	b := s.r.spill
 	if !b.take(len(ev.Data)) {
 		return fmt.Errorf("%d bytes queued and %w (--spill-max %d)", s.bytes, errSpillFull, b.max)
@@ -861,8 +921,9 @@ func (s *player) spillLocked(ev session.Event, at time.Time) error {
 		return err
 	}
 	n := len(ev.Data)
-	ev.Data = nil
-	s.q = append(s.q, queued{ev: ev, at: at, spillOff: off, spillLen: n})
+	item.ev.Data = nil
+	item.spillOff, item.spillLen = off, n
+	s.q = append(s.q, item)
 	s.setAheadLocked(true)
 	s.cond.Broadcast()
 	s.wakeLocked()
@@ -885,6 +946,9 @@ func (s *player) shedLocked(reason string) Conn {
 
 // dropQueueLocked empties the queue and gives its spill space back.
 func (s *player) dropQueueLocked() {
+	for _, q := range s.q {
+		s.r.order.complete(q.ref)
+	}
 	s.q = nil
 	s.r.win.add(0, -int64(s.bytes))
 	s.bytes = 0
@@ -1197,6 +1261,17 @@ func (s *player) open() bool {
 		return false
 	}
 	s.waitUntil(first.at)
+	if o := s.r.order; o != nil && s.after > 0 {
+		held, expired := o.await(s.r.ctx, s.after, s.r.cfg.TurnWait)
+		if held {
+			s.r.s.opensHeld.Add(1)
+		}
+		if expired {
+			s.r.s.opensUnordered.Add(1)
+			s.r.log.Debug("session opened before the target answered what production had answered before its SYN",
+				"client", s.key.Client, "server", s.key.Server, "waited", s.r.cfg.TurnWait)
+		}
+	}
 	conn, err := s.dial()
 	if err != nil {
 		s.count(s.classify(err), err)
@@ -1225,6 +1300,9 @@ func (s *player) end() {
 		s.play.conn.Close()
 		<-s.rcvDone
 	}
+	s.r.order.complete(s.play.ref)
+	s.play.ref = nil
+	s.r.order.complete(s.asked.Swap(nil))
 	s.stopCancel()
 	s.finish()
 	s.r.forget(s)
@@ -1327,6 +1405,9 @@ func (s *player) loop() (parked bool) {
 			return false
 		}
 		ev := q.ev
+		if q.ref != nil {
+			p.ref = q.ref // completed by the drain once written, or by end
+		}
 		switch ev.Kind {
 		case session.EvTurn:
 			p.waitTurn, p.pendingTurn, p.pendingAnswers = true, ev.ServerBytes, q.answers
@@ -1341,6 +1422,11 @@ func (s *player) loop() (parked bool) {
 				p.wrote = false
 			}
 			s.waitUntil(q.at)
+			if p.ref != nil {
+				// This session's request before no longer holds anyone
+				// back: its turn was answered, or waited enough.
+				s.r.order.complete(s.asked.Swap(nil))
+			}
 			if s.r.ctx.Err() != nil {
 				conn.Abort()
 				s.count(outInterrupted, s.r.ctx.Err())
@@ -1366,6 +1452,12 @@ func (s *player) loop() (parked bool) {
 			if s.reqs != nil {
 				// Before the write: the target may answer before it returns.
 				s.reqs.Write(ev.Data)
+			}
+			if p.ref != nil {
+				// Before the write, as the framer: the answer may come
+				// before it returns.
+				s.asked.Store(p.ref)
+				p.ref = nil
 			}
 			if err := s.writeClient(conn, ev.Data); err != nil { // h2flow.go
 				s.count(s.failure(err))
@@ -1564,6 +1656,9 @@ func (s *player) drainBurst() {
 // the connection (then it closes rcvDone and reports true).
 func (s *player) drained(n int, err error) bool {
 	if n > 0 {
+		if ref := s.asked.Swap(nil); ref != nil {
+			s.r.order.complete(ref) // the target began to answer it
+		}
 		// lastRcv first: awaitAnswer reads rcvd, then lastRcv.
 		s.lastRcv.Store(time.Now().UnixNano())
 		s.rcvd.Add(uint64(n))

@@ -195,6 +195,7 @@ func parseFlags(args []string, helpOut io.Writer) (*config, error) {
 	fs.VarP(cliflag.Duration{D: &e.Idle}, "timeout", "t", "end a session with no progress for this long (seconds or 90s, 2m)")
 	fs.Var(cliflag.Duration{D: &e.TurnWait}, "turn-wait", "longest wait for the target's answer before the next turn is sent anyway")
 	fs.BoolVarP(&e.NoWait, "no-wait", "W", def.NoWait, "send each turn without waiting for the target's answer")
+	fs.BoolVar(&e.NoOrder, "no-order", def.NoOrder, "open each session at its captured time; by default, when pacing, a session opens once the target began to answer what production had answered before its SYN (at most --turn-wait)")
 	fs.BoolVar(&e.HTTPTurns, "http-turns", def.HTTPTurns, "HTTP/1.x sessions: a turn is answered when the target's response is complete (parsed), not by size and silence")
 	fs.StringVar(&e.Protocol, "protocol", def.Protocol, "protocol turns are framed by: "+strings.Join(mirror.ProtocolNames(), ", ")+" (auto: per session, from its first bytes and port)")
 	fs.IntVarP(&e.MTU, "mtu", "M", def.MTU, "MTU towards the target (the MSS follows)")
