@@ -17,6 +17,7 @@ import (
 	"io"
 	"log/slog"
 	"net/netip"
+	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -274,11 +275,16 @@ type Replayer struct {
 	mu       sync.Mutex
 	sessions map[session.SessionKey][]*player // the copies (-n) of each live session
 	wg       sync.WaitGroup
-	dialing  chan struct{}         // a token per handshake in flight
-	spill    *spillBudget          // nil: spilling off
-	win      *window               // how far the reader may run ahead
-	order    *order                // nil: sessions open at their captured time (NoOrder)
-	copyPort map[netip.Addr]uint16 // next -n copy port per client address (under mu)
+	dialing  chan struct{} // a token per handshake in flight
+	spill    *spillBudget  // nil: spilling off
+	win      *window       // how far the reader may run ahead
+	order    *order        // nil: sessions open at their captured time (NoOrder)
+	// Drain bursts for the drainers (drainer); closed, under drainMu, when
+	// ctx ends.
+	drainMu     sync.RWMutex
+	drainq      chan *player
+	drainClosed bool
+	copyPort    map[netip.Addr]uint16 // next -n copy port per client address (under mu)
 
 	// Pacing: capture time base and wall-clock base (see due).
 	base0 time.Time
@@ -329,7 +335,32 @@ func New(ctx context.Context, cfg Config, dial DialFunc, log *slog.Logger) *Repl
 	if cfg.Speed > 0 && !cfg.NoWait && !cfg.NoOrder {
 		r.order = newOrder()
 	}
+	r.drainq = make(chan *player)
+	for range runtime.GOMAXPROCS(0) {
+		go r.drainer()
+	}
+	context.AfterFunc(ctx, func() {
+		// The drainers run what is queued, then end; later bursts get
+		// goroutines of their own (kickDrain).
+		r.drainMu.Lock()
+		r.drainClosed = true
+		close(r.drainq)
+		r.drainMu.Unlock()
+	})
 	return r
+}
+
+// drainer runs drain bursts until ctx ends: a few long-lived goroutines,
+// each with a stack grown once, serve the sessions' bursts, instead of a
+// goroutine (and a grown stack) per answer. A burst is handed only to a
+// drainer that waits for one; when none does, it gets a goroutine of its
+// own, so no burst queues behind another (an HTTP/2 burst may write a
+// window update and wait for room).
+func (r *Replayer) drainer() {
+	growStack()
+	for s := range r.drainq {
+		s.drainBurst()
+	}
 }
 
 // Rebase restarts the pacing clock: the next event is due now. Call it at
@@ -1621,16 +1652,29 @@ func (s *player) startDrain(c Conn) {
 // kickDrain starts a burst unless one runs; the stack calls it, it must
 // not block.
 func (s *player) kickDrain() {
-	if s.draining.CompareAndSwap(false, true) {
-		go s.drainBurst()
+	if !s.draining.CompareAndSwap(false, true) {
+		return
 	}
+	r := s.r
+	r.drainMu.RLock()
+	defer r.drainMu.RUnlock()
+	if !r.drainClosed {
+		select {
+		case r.drainq <- s:
+			return
+		default: // every drainer busy
+		}
+	}
+	go func() {
+		growStack()
+		s.drainBurst()
+	}()
 }
 
 // drainBurst reads what the target sent until nothing is left, then ends;
 // the next notification starts the next burst. Once the connection ended
 // (rcvDone) draining stays set: no burst follows.
 func (s *player) drainBurst() {
-	growStack()
 	sink := answerSink{s}
 	for {
 		for {
