@@ -83,10 +83,12 @@ func TestIdleSessionsHoldNoGoroutine(t *testing.T) {
 	cfg.Idle = time.Minute
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	before := runtime.NumGoroutine()
 	r := replay.New(ctx, cfg, func(context.Context, netip.AddrPort, netip.AddrPort) (replay.Conn, error) {
 		return &quietConn{}, nil
 	}, nil)
+	// After New: its workers (workers.go) are the replayer's, not the
+	// sessions'.
+	before := runtime.NumGoroutine()
 	for i := range n {
 		feed(r, key(i), open(), data("GET / HTTP/1.1\r\nHost: a\r\n\r\n"))
 	}

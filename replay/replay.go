@@ -279,12 +279,9 @@ type Replayer struct {
 	spill    *spillBudget  // nil: spilling off
 	win      *window       // how far the reader may run ahead
 	order    *order        // nil: sessions open at their captured time (NoOrder)
-	// Drain bursts for the drainers (drainer); closed, under drainMu, when
-	// ctx ends.
-	drainMu     sync.RWMutex
-	drainq      chan *player
-	drainClosed bool
-	copyPort    map[netip.Addr]uint16 // next -n copy port per client address (under mu)
+	// drains runs the sessions' drain bursts (workers.go).
+	drains   *workers
+	copyPort map[netip.Addr]uint16 // next -n copy port per client address (under mu)
 
 	// Pacing: capture time base and wall-clock base (see due).
 	base0 time.Time
@@ -335,32 +332,8 @@ func New(ctx context.Context, cfg Config, dial DialFunc, log *slog.Logger) *Repl
 	if cfg.Speed > 0 && !cfg.NoWait && !cfg.NoOrder {
 		r.order = newOrder()
 	}
-	r.drainq = make(chan *player)
-	for range runtime.GOMAXPROCS(0) {
-		go r.drainer()
-	}
-	context.AfterFunc(ctx, func() {
-		// The drainers run what is queued, then end; later bursts get
-		// goroutines of their own (kickDrain).
-		r.drainMu.Lock()
-		r.drainClosed = true
-		close(r.drainq)
-		r.drainMu.Unlock()
-	})
+	r.drains = startWorkers(ctx, runtime.GOMAXPROCS(0), (*player).drainBurst)
 	return r
-}
-
-// drainer runs drain bursts until ctx ends: a few long-lived goroutines,
-// each with a stack grown once, serve the sessions' bursts, instead of a
-// goroutine (and a grown stack) per answer. A burst is handed only to a
-// drainer that waits for one; when none does, it gets a goroutine of its
-// own, so no burst queues behind another (an HTTP/2 burst may write a
-// window update and wait for room).
-func (r *Replayer) drainer() {
-	growStack()
-	for s := range r.drainq {
-		s.drainBurst()
-	}
 }
 
 // Rebase restarts the pacing clock: the next event is due now. Call it at
@@ -1652,23 +1625,9 @@ func (s *player) startDrain(c Conn) {
 // kickDrain starts a burst unless one runs; the stack calls it, it must
 // not block.
 func (s *player) kickDrain() {
-	if !s.draining.CompareAndSwap(false, true) {
-		return
+	if s.draining.CompareAndSwap(false, true) {
+		s.r.drains.do(s)
 	}
-	r := s.r
-	r.drainMu.RLock()
-	defer r.drainMu.RUnlock()
-	if !r.drainClosed {
-		select {
-		case r.drainq <- s:
-			return
-		default: // every drainer busy
-		}
-	}
-	go func() {
-		growStack()
-		s.drainBurst()
-	}()
 }
 
 // drainBurst reads what the target sent until nothing is left, then ends;
