@@ -33,24 +33,8 @@ func TestOpenOrder(t *testing.T) {
 				c.NoOrder = tc.noOrder
 				c.TurnWait = tc.turnWait
 			})
-			a, b := key(1), key(2)
-			h.r.Event(a, at(open(), 0))
-			h.r.Event(a, at(data("a\n"), 0))
-			h.r.Event(a, at(srvData("0123456789"), 5*time.Millisecond))
-			h.r.Event(b, at(open(), 50*time.Millisecond))
-			h.r.Event(b, at(data("b\n"), 50*time.Millisecond))
-			h.r.Event(b, at(turn(10), 60*time.Millisecond))
-			h.r.Event(b, at(fin(), 60*time.Millisecond))
-			h.r.Event(a, at(turn(10), 900*time.Millisecond))
-			h.r.Event(a, at(fin(), 900*time.Millisecond))
-			recs := h.srv.waitConns(t, 2)
-			h.r.CloseInput()
-			st := h.wait(t)
+			ra, rb, st := replayAB(t, h, false)
 			expectStats(t, st, map[string]uint64{"Sessions": 2, "Completed": 2, "OpensHeld": tc.held, "OpensUnordered": tc.unordered})
-			ra, rb := recs[0], recs[1]
-			if string(ra.data) != "a\n" || string(rb.data) != "b\n" || len(ra.answers) != 1 {
-				t.Fatalf("server saw %q (%d answers) then %q", ra.data, len(ra.answers), rb.data)
-			}
 			// B's first byte follows its dial at once (its turn is due).
 			opened := rb.arrival(t, 0).Sub(ra.arrival(t, 0))
 			if tc.ordered && rb.arrival(t, 0).Before(ra.answers[0]) {
@@ -72,11 +56,28 @@ func TestRequestsNotHeld(t *testing.T) {
 	t.Parallel()
 	const late = 400 * time.Millisecond
 	h := newHarness(t, serverOpts{answer: 10, delay: late}, nil, func(c *replay.Config) { c.Speed = 1 })
+	ra, rb, st := replayAB(t, h, true)
+	expectStats(t, st, map[string]uint64{"Sessions": 2, "Completed": 2, "OpensHeld": 0, "OpensUnordered": 0})
+	if got := rb.arrival(t, 0).Sub(ra.arrival(t, 0)); got >= late {
+		t.Errorf("B's request arrived %v after A's: held for the target's answer to A", got)
+	}
+}
+
+// replayAB replays two sessions: A's request, which production answered
+// at 5 ms; B's, at 50 ms, in a session B opened at 50 ms or (bFirst)
+// before A. It returns what the server saw of A and of B, and the stats.
+func replayAB(t *testing.T, h *harness, bFirst bool) (ra, rb record, st replay.Stats) {
+	t.Helper()
 	a, b := key(1), key(2)
-	h.r.Event(b, at(open(), 0))
+	if bFirst {
+		h.r.Event(b, at(open(), 0))
+	}
 	h.r.Event(a, at(open(), 0))
 	h.r.Event(a, at(data("a\n"), 0))
 	h.r.Event(a, at(srvData("0123456789"), 5*time.Millisecond))
+	if !bFirst {
+		h.r.Event(b, at(open(), 50*time.Millisecond))
+	}
 	h.r.Event(b, at(data("b\n"), 50*time.Millisecond))
 	h.r.Event(b, at(turn(10), 60*time.Millisecond))
 	h.r.Event(b, at(fin(), 60*time.Millisecond))
@@ -84,16 +85,13 @@ func TestRequestsNotHeld(t *testing.T) {
 	h.r.Event(a, at(fin(), 900*time.Millisecond))
 	recs := h.srv.waitConns(t, 2)
 	h.r.CloseInput()
-	st := h.wait(t)
-	expectStats(t, st, map[string]uint64{"Sessions": 2, "Completed": 2, "OpensHeld": 0, "OpensUnordered": 0})
-	ra, rb := recs[0], recs[1]
+	st = h.wait(t)
+	ra, rb = recs[0], recs[1]
 	if string(ra.data) != "a\n" {
 		ra, rb = rb, ra
 	}
 	if string(ra.data) != "a\n" || string(rb.data) != "b\n" || len(ra.answers) != 1 {
 		t.Fatalf("server saw %q (%d answers) and %q", ra.data, len(ra.answers), rb.data)
 	}
-	if got := rb.arrival(t, 0).Sub(ra.arrival(t, 0)); got >= late {
-		t.Errorf("B's request arrived %v after A's: held for the target's answer to A", got)
-	}
+	return ra, rb, st
 }
