@@ -120,9 +120,9 @@ func memoryLab(t *testing.T, n int) (*replayLab, string) {
 // with it, 130 MiB, and -m 80 sheds none and peaks at 71 MiB.
 //
 // What a bounded replay still holds grows with its rate, not with the
-// capture: forged clients in TIME_WAIT, a second's worth of sessions
+// capture: forged clients in TIME_WAIT, --time-wait's worth of sessions
 // (about 8 KiB of RSS each). On a machine twice as fast the same 20k
-// sessions peaked at 167–176 MiB. So the test checks what the window
+// sessions peaked at 167–176 MiB with TIME_WAIT at 1 s. So the test checks what the window
 // is for, that twice the sessions take no more memory, and keeps an
 // absolute bound for what no machine should need (the bench's).
 const (

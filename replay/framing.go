@@ -119,8 +119,11 @@ type captured struct {
 	cmp        *compare.Conn
 	cmpDecided bool
 	// asking is the client's request production has not begun to answer
-	// (order.go); nil when not ordering or none is pending.
+	// (order.go); nil when not ordering or none is pending. after: the
+	// players' dials wait until every request numbered up to it, all that
+	// production answered before the SYN, is done.
 	asking *orderRef
+	after  uint64
 }
 
 type heldTurn struct {

@@ -47,9 +47,8 @@ const orderDoneCap = 1 << 16
 
 // orderRef is one captured request, shared by its session's copies.
 type orderRef struct {
-	left     atomic.Int32 // copies not done with it
-	seq      uint64       // under order.mu: 0 until production answered it
-	finished bool         // under order.mu: every copy is done
+	left atomic.Int32 // copies not done with it
+	seq  uint64       // under order.mu: 0 until production answered it
 }
 
 func newOrder() *order { return &order{done: make(map[uint64]struct{})} }
@@ -68,7 +67,9 @@ func (o *order) answered(r *orderRef) {
 	defer o.mu.Unlock()
 	o.assigned++
 	r.seq = o.assigned
-	if r.finished {
+	if r.left.Load() == 0 {
+		// Every copy was done before production answered. complete may
+		// mark it too, once it has the lock: marking twice is harmless.
 		o.doneLocked(r.seq)
 	}
 }
@@ -88,41 +89,53 @@ func (o *order) complete(r *orderRef) {
 	}
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	r.finished = true
 	if r.seq != 0 {
 		o.doneLocked(r.seq)
 	}
 }
 
+// doneLocked marks seq done. In order (the usual case) it moves low
+// without looking at the others.
 func (o *order) doneLocked(seq uint64) {
-	if seq <= o.low {
-		return // skipped by a wait that gave up
-	}
-	if seq != o.low+1 {
+	switch {
+	case seq <= o.low:
+		return // skipped by a wait that gave up, or marked already
+	case seq == o.low+1:
+		o.low = seq
+	default:
 		o.done[seq] = struct{}{}
-		if len(o.done) > orderDoneCap {
-			oldest := seq
-			for k := range o.done {
-				oldest = min(oldest, k)
-			}
-			o.advanceLocked(oldest - 1)
+		if len(o.done) <= orderDoneCap {
+			return
 		}
-		return
+		// Past the cap: what holds low back is skipped, up to the oldest
+		// number done.
+		oldest := seq
+		for k := range o.done {
+			oldest = min(oldest, k)
+		}
+		o.low = oldest - 1
 	}
-	o.advanceLocked(seq)
+	o.walkLocked()
 }
 
-// advanceLocked moves low to at least to, and on over the done numbers
-// that follow.
-func (o *order) advanceLocked(to uint64) {
-	if to > o.low {
-		o.low = to
-		for k := range o.done {
-			if k <= to {
-				delete(o.done, k)
-			}
+// skipLocked counts every number up to to as done: a wait gave up on
+// them.
+func (o *order) skipLocked(to uint64) {
+	if to <= o.low {
+		return
+	}
+	o.low = to
+	for k := range o.done {
+		if k <= to {
+			delete(o.done, k)
 		}
 	}
+	o.walkLocked()
+}
+
+// walkLocked moves low on over the done numbers that follow it, and wakes
+// the waiters.
+func (o *order) walkLocked() {
 	for {
 		if _, ok := o.done[o.low+1]; !ok {
 			break
@@ -163,7 +176,7 @@ func (o *order) await(ctx context.Context, seq uint64, bound time.Duration) (hel
 		case <-w:
 		case <-timer.C:
 			o.mu.Lock()
-			o.advanceLocked(seq)
+			o.skipLocked(seq)
 			o.mu.Unlock()
 			return true, true
 		case <-ctx.Done():

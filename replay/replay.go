@@ -439,14 +439,12 @@ func (r *Replayer) Event(k session.SessionKey, ev session.Event) {
 			cap.off = true
 			cap.decided.Store(true)
 		}
-		var after uint64
 		if r.order != nil {
-			after = r.order.last()
+			cap.after = r.order.last()
 		}
 		for i := range copies {
 			copies[i] = r.newSession(k, target, i)
 			copies[i].cap = cap
-			copies[i].after = after
 		}
 		if r.cfg.Compare != nil {
 			cap.cmp = r.cfg.Compare.Open(k.Client, k.Server)
@@ -456,7 +454,7 @@ func (r *Replayer) Event(k session.SessionKey, ev session.Event) {
 				// differs only in the target, which an intercept's
 				// registration does not tell apart.
 				b := r.newSession(k, bt, max(r.cfg.Copies, 1))
-				b.cap, b.baseline, b.after = cap, true, after
+				b.cap, b.baseline = cap, true
 				b.side, b.cmp = compare.Baseline, cap.cmp
 				copies = append(copies, b)
 			} else {
@@ -543,7 +541,7 @@ func (r *Replayer) Event(k session.SessionKey, ev session.Event) {
 		return
 	}
 	for _, s := range copies {
-		s.pushRef(ev, at, answers, ref)
+		s.pushItem(queued{ev: ev, at: at, answers: answers, numbersOK: true, ref: ref})
 	}
 }
 
@@ -718,9 +716,6 @@ type player struct {
 	ahead     bool        // holds work the reader gave it (window.go)
 	shedWhy   reason      // why it was shed (under mu, set with overflow)
 	dialed    bool        // the handshake completed (the player's goroutine only)
-	// after: the dial waits until every request production answered before
-	// the SYN, numbered up to after, is done (order.go).
-	after uint64
 	// asked is the request written last whose answer has not begun: the
 	// drain completes it on the target's next bytes.
 	asked atomic.Pointer[orderRef]
@@ -827,11 +822,6 @@ func (r *Replayer) newSession(k session.SessionKey, target netip.AddrPort, copy 
 // turn, -1 when unknown.
 func (s *player) push(ev session.Event, at time.Time, answers int) {
 	s.pushItem(queued{ev: ev, at: at, answers: answers, numbersOK: true})
-}
-
-// pushRef is push with the captured request an EvData begins (nil: none).
-func (s *player) pushRef(ev session.Event, at time.Time, answers int, ref *orderRef) {
-	s.pushItem(queued{ev: ev, at: at, answers: answers, numbersOK: true, ref: ref})
 }
 
 // pushTurn is push with the numbers production gave before an EvTurn.
@@ -1265,8 +1255,8 @@ func (s *player) open() bool {
 		return false
 	}
 	s.waitUntil(first.at)
-	if o := s.r.order; o != nil && s.after > 0 {
-		held, expired := o.await(s.r.ctx, s.after, s.r.cfg.TurnWait)
+	if o := s.r.order; o != nil && s.cap.after > 0 {
+		held, expired := o.await(s.r.ctx, s.cap.after, s.r.cfg.TurnWait)
 		if held {
 			s.r.s.opensHeld.Add(1)
 		}
@@ -1409,9 +1399,6 @@ func (s *player) loop() (parked bool) {
 			return false
 		}
 		ev := q.ev
-		if q.ref != nil {
-			p.ref = q.ref // completed by the drain once written, or by end
-		}
 		switch ev.Kind {
 		case session.EvTurn:
 			p.waitTurn, p.pendingTurn, p.pendingAnswers = true, ev.ServerBytes, q.answers
@@ -1420,17 +1407,13 @@ func (s *player) loop() (parked bool) {
 				s.renum.Production(q.numbers, q.numbersOK)
 			}
 		case session.EvData:
+			p.ref = q.ref // completed by the drain once written, or by end
 			if p.waitTurn {
 				s.awaitAnswer(p.mark, p.pendingTurn, p.pendingAnswers)
 				p.waitTurn = false
 				p.wrote = false
 			}
 			s.waitUntil(q.at)
-			if p.ref != nil {
-				// This session's request before no longer holds anyone
-				// back: its turn was answered, or waited enough.
-				s.r.order.complete(s.asked.Swap(nil))
-			}
 			if s.r.ctx.Err() != nil {
 				conn.Abort()
 				s.count(outInterrupted, s.r.ctx.Err())
@@ -1459,8 +1442,10 @@ func (s *player) loop() (parked bool) {
 			}
 			if p.ref != nil {
 				// Before the write, as the framer: the answer may come
-				// before it returns.
-				s.asked.Store(p.ref)
+				// before it returns. The request before, if the target
+				// has not begun to answer it, holds no one back any more:
+				// its turn was answered, or waited enough.
+				s.r.order.complete(s.asked.Swap(p.ref))
 				p.ref = nil
 			}
 			if err := s.writeClient(conn, ev.Data); err != nil { // h2flow.go
@@ -1659,8 +1644,10 @@ func (s *player) drainBurst() {
 // the connection (then it closes rcvDone and reports true).
 func (s *player) drained(n int, err error) bool {
 	if n > 0 {
-		if ref := s.asked.Swap(nil); ref != nil {
-			s.r.order.complete(ref) // the target began to answer it
+		// Load first: a swap is a locked instruction on every read, and
+		// asked is nil unless ordering (paced replays).
+		if s.asked.Load() != nil {
+			s.r.order.complete(s.asked.Swap(nil)) // the target began to answer it
 		}
 		// lastRcv first: awaitAnswer reads rcvd, then lastRcv.
 		s.lastRcv.Store(time.Now().UnixNano())
