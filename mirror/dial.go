@@ -130,6 +130,8 @@ func (c *conn) Write(b []byte) (int, error) {
 	return n, replayError(err)
 }
 
+func (c *conn) SetCork(on bool) { c.c.SetCork(on) }
+
 func (c *conn) Discard() (int, error) {
 	n, err := c.c.Discard()
 	return n, replayError(err)

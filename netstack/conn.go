@@ -153,6 +153,12 @@ func (c *Conn) Write(b []byte) (int, error) {
 	return n, c.classify(err)
 }
 
+// SetCork holds back a segment shorter than the MSS while on (TCP_CORK);
+// turning it off sends what it held. The replay corks a run of writes
+// already due, so that each write's remainder goes out with the next
+// write's front instead of as a runt of its own.
+func (c *Conn) SetCork(on bool) { c.ep.SocketOptions().SetCorkOption(on) }
+
 // refusalWait bounds how long CloseWrite waits for the target to
 // acknowledge, or refuse, what the client sent after the target closed.
 const refusalWait = 500 * time.Millisecond

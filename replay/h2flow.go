@@ -75,6 +75,15 @@ func (s *player) flow(conn Conn, f Framer) *h2flow {
 	return h
 }
 
+// flowControlled reports whether the session's writes go through HTTP/2
+// flow control, which may wait for the target's application (a window
+// update): the player does not cork those, so nothing it holds back can be
+// what the target waits for.
+func (s *player) flowControlled() bool {
+	_, ok := s.tgt.framer().(FlowControl)
+	return ok
+}
+
 // writeClient shows the client's bytes b to the target-side framer and
 // writes them: through the session's flow control when it has one.
 func (s *player) writeClient(conn Conn, b []byte) error {

@@ -63,6 +63,17 @@ type readNotifier interface {
 	Readable() bool
 }
 
+// corker is implemented by connections that can hold back a segment
+// shorter than the MSS (the netstack's, TCP_CORK): the player corks a run
+// of large writes that are already due (corkMin).
+type corker interface{ SetCork(on bool) }
+
+// corkMin is the smallest write the player corks: more than one
+// full-sized segment, so a record the capture merged (GRO, a pcap written
+// from a host with offloads), whose production segment boundaries are
+// gone anyway. Smaller writes keep their own segments.
+const corkMin = 2048
+
 // DialFunc opens a connection from the forged src to dst. A zero src port
 // asks for any free port.
 type DialFunc func(ctx context.Context, src, dst netip.AddrPort) (Conn, error)
@@ -790,6 +801,7 @@ type playState struct {
 	pendingTurn    int       // captured answer size the next data must wait for
 	pendingAnswers int       // answers the capture shows before the next data, -1 unknown
 	waitTurn       bool
+	corked         bool      // a run of due writes is corked (corkMin)
 	ref            *orderRef // taken from the queue, not yet written (asked)
 }
 
@@ -991,6 +1003,18 @@ func (s *player) popLocked() (queued, bool, error) {
 	}
 	q.ev.Data = data
 	return q, true, nil
+}
+
+// nextDue reports whether the next queued event is client data whose time
+// has come: the write now is one of a run written back to back.
+func (s *player) nextDue() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.q) == 0 {
+		return false
+	}
+	q := &s.q[0]
+	return q.ev.Kind == session.EvData && (q.at.IsZero() || !q.at.After(time.Now()))
 }
 
 // cancel runs when the replayer's context ends: it wakes the session
@@ -1448,9 +1472,21 @@ func (s *player) loop() (parked bool) {
 				s.r.order.complete(s.asked.Swap(p.ref))
 				p.ref = nil
 			}
+			ck, _ := conn.(corker)
+			run := ck != nil && len(ev.Data) >= corkMin && !s.flowControlled() && s.nextDue()
+			if run && !p.corked {
+				ck.SetCork(true)
+				p.corked = true
+			}
 			if err := s.writeClient(conn, ev.Data); err != nil { // h2flow.go
 				s.count(s.failure(err))
 				return false
+			}
+			if p.corked && !(run && s.nextDue()) {
+				// The run ends: what the cork held goes now, before the
+				// player waits for anything.
+				ck.SetCork(false)
+				p.corked = false
 			}
 			if s.cmp != nil {
 				s.cmp.Sent(s.side, len(ev.Data), time.Now())

@@ -808,6 +808,15 @@ func (s *sender) splitSeg(seg *segment, size int) {
 	// GSO segment to one SMSS, resends only its first SMSS per ACK and the
 	// rest waits for the next ACK or, at the end of a burst, for an RTO.
 	nSeg.lost = seg.lost
+	if seg.xmitCount == 0 {
+		// stackcopy patch: the rest of a segment about to be sent for the
+		// first time is new data, not yet given its sequence number and
+		// flags. Upstream's clone copies the flags, which marks the rest
+		// as assigned: no later write merges into it and neither Nagle
+		// nor TCP_CORK holds it back, so each write's remainder went out
+		// as a runt of its own.
+		nSeg.flags = 0
+	}
 	nSeg.pkt.Data().TrimFront(size)
 	nSeg.sequenceNumber.UpdateForward(seqnum.Size(size))
 	s.writeList.InsertAfter(seg, nSeg)
@@ -973,6 +982,37 @@ func (s *sender) maybeSendSegment(seg *segment, limit int, end seqnum.Value) (se
 				s.writeList.Remove(nSeg)
 				nSeg.DecRef()
 			}
+			// stackcopy patch: fill the segment with the front of the next
+			// write, as Linux appends a write to the tail skb up to its size
+			// goal. Without it a bulk sender whose writes are not multiples
+			// of the segment size sends each write's remainder as a runt of
+			// its own (a 65,495-byte write: 65,160 bytes and 335). The
+			// forged clients' writes are captured segments, not messages
+			// whose boundaries a peer could depend on (the DNS case above).
+			// Filled to whole segments, as the cut below.
+			fill := available
+			if fill > s.MaxPayloadSize {
+				fill -= fill % s.MaxPayloadSize
+			}
+			if nextTooBig && seg.payloadSize() < fill {
+				if fill < s.MaxPayloadSize && s.SndUna != s.SndNxt {
+					// The receiver's window has room for less than a
+					// segment and data is in flight: wait for the ACK
+					// that opens it, as Linux's tcp_snd_wnd_test, rather
+					// than send a runt.
+					return false
+				}
+				nSeg := seg.Next()
+				room := fill - seg.payloadSize()
+				rest := nSeg.clone()
+				rest.pkt.Data().TrimFront(room)
+				rest.dataMemSize = rest.pkt.MemSize()
+				s.writeList.InsertAfter(nSeg, rest)
+				nSeg.pkt.Data().CapLength(room)
+				seg.merge(nSeg)
+				s.writeList.Remove(nSeg)
+				nSeg.DecRef()
+			}
 			if !nextTooBig && seg.payloadSize() < available {
 				// Segment is not full.
 				if s.Outstanding > 0 && s.ep.ops.GetDelayOption() {
@@ -1002,6 +1042,13 @@ func (s *sender) maybeSendSegment(seg *segment, limit int, end seqnum.Value) (se
 							s.corkTimer.enable(MinRTO)
 						}
 						return false
+					}
+					// stackcopy patch: send the whole segments and
+					// hold the rest, as Linux's tcp_mss_split_point
+					// under TCP_CORK; the rest is unassigned (splitSeg)
+					// and held on the next pass.
+					if r := seg.payloadSize() % s.MaxPayloadSize; r != 0 {
+						limit = seg.payloadSize() - r
 					}
 					// Disable the TCP_CORK timer.
 					s.startCork = false
@@ -1033,12 +1080,12 @@ func (s *sender) maybeSendSegment(seg *segment, limit int, end seqnum.Value) (se
 		}
 
 		if !seg.sequenceNumber.LessThan(end) {
-			return false
+			return s.notSent(seg)
 		}
 
 		available := int(seg.sequenceNumber.Size(end))
 		if available == 0 {
-			return false
+			return s.notSent(seg)
 		}
 
 		// If the whole segment or at least 1MSS sized segment cannot
@@ -1066,7 +1113,7 @@ func (s *sender) maybeSendSegment(seg *segment, limit int, end seqnum.Value) (se
 				// OK to send, at least 1 MSS sized segment fits
 				// in the receiver's advertised window.
 			default:
-				return false
+				return s.notSent(seg)
 			}
 		}
 
@@ -1084,6 +1131,19 @@ func (s *sender) maybeSendSegment(seg *segment, limit int, end seqnum.Value) (se
 		// the host GSO logic will cap the segment to the correct size.
 		if s.ep.gso.Type == stack.GSONone && available > s.MaxPayloadSize {
 			available = s.MaxPayloadSize
+		}
+
+		// stackcopy patch: a cut for the window or the GSO limit keeps
+		// whole segments, and so does new data with more data behind it,
+		// as Linux's tcp_mss_split_point: the rest goes out with what
+		// follows instead of as a runt.
+		if seg.xmitCount == 0 && seg.payloadSize() < available {
+			if next := seg.Next(); next != nil && next.payloadSize() != 0 {
+				available = seg.payloadSize()
+			}
+		}
+		if seg.payloadSize() >= available && available > s.MaxPayloadSize {
+			available -= available % s.MaxPayloadSize
 		}
 
 		if seg.payloadSize() > available {
@@ -1111,6 +1171,20 @@ func (s *sender) maybeSendSegment(seg *segment, limit int, end seqnum.Value) (se
 	}
 
 	return true
+}
+
+// notSent undoes the sequence number's assignment of a segment the window
+// kept back before its first transmission, and returns false.
+//
+// stackcopy patch: upstream keeps it assigned, so that when the window
+// opens it goes out as it was, and no later write merges into it: a
+// window-limited bulk sender sent a short segment each time the window
+// stopped it.
+func (s *sender) notSent(seg *segment) bool {
+	if seg.xmitCount == 0 {
+		seg.flags = 0
+	}
+	return false
 }
 
 // zeroProbeJunk is data sent during zero window probes. Its value is
@@ -1199,6 +1273,11 @@ func (s *sender) sendData() {
 	limit := s.MaxPayloadSize
 	if s.gso {
 		limit = int(s.ep.gso.MaxSize - header.TCPTotalHeaderMaximumSize - 1)
+		// stackcopy patch: a whole number of segments, as Linux's TSO size
+		// goal, so that cutting a super-packet leaves no runt at its end.
+		if limit > s.MaxPayloadSize {
+			limit -= limit % s.MaxPayloadSize
+		}
 	}
 	end := s.SndUna.Add(s.SndWnd)
 
