@@ -1255,6 +1255,7 @@ func (s *player) waitUntil(at time.Time) {
 // dial, then the event loop, which may park the player and go on later on
 // another goroutine (wake). The outcome is counted once.
 func (s *player) run() {
+	growStack() // the dial goes into gVisor's connect path, as deep as a send
 	s.stopCancel = context.AfterFunc(s.r.ctx, s.cancel)
 	if s.open() && s.loop() {
 		return // parked
