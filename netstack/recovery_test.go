@@ -200,3 +200,88 @@ func TestFlightRTOFloor(t *testing.T) {
 		})
 	}
 }
+
+// TestTailLossProbeFloor: while more than one segment is outstanding, the
+// tail loss probe waits twice the smoothed round trip plus TLPMinTimeout
+// (2 ms by default, as Linux's TCP_TIMEOUT_MIN in tcp_schedule_loss_probe;
+// gVisor patch 0011), and twice the round trip alone with it at 0, as
+// upstream. With round trips of a few hundred microseconds, upstream's
+// probe fired whenever a busy replay host left the target's ACK unread
+// that long: a spurious retransmission, and a congestion window cut when
+// its ACK carried no DSACK. The message's last two places are lost once
+// each; only the probe may resend within the timeouts (1 s). The floor is
+// set to 100 ms here so that it stands far above the round trip of two
+// stacks in memory on a loaded machine.
+func TestTailLossProbeFloor(t *testing.T) {
+	const floor = 100 * time.Millisecond
+	for _, tc := range []struct {
+		name  string
+		floor time.Duration
+	}{{"floor", floor}, {"off", 0}} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := DefaultConfig()
+			cfg.GSO = GSOOff
+			cfg.MinRTO = time.Second
+			cfg.FlightMinRTO = time.Second // only the probe may resend within it
+			cfg.TLPMinTimeout = tc.floor
+			wait := tailProbeWait(t, cfg)
+			t.Logf("the tail was resent %v after it was first sent", wait)
+			switch {
+			case wait >= cfg.MinRTO/2:
+				t.Errorf("the tail was resent after %v: by the timeout (%v), not the probe", wait, cfg.MinRTO)
+			case tc.floor > 0 && wait < tc.floor:
+				t.Errorf("probe after %v; want at least the floor (%v)", wait, tc.floor)
+			case tc.floor == 0 && wait >= floor:
+				t.Errorf("probe after %v with the floor off; want twice the round trip, well below %v", wait, floor)
+			}
+		})
+	}
+}
+
+// tailProbeWait sends a 10-segment message with its last two places lost
+// once each and returns how long after its first transmission the last
+// place was sent again.
+func tailProbeWait(t *testing.T, cfg Config) time.Duration {
+	t.Helper()
+	const segs, mss = 10, 1448 // mss: placedLoss's place size
+	p := newPlacedLoss(func(k uint32, n int) bool { return k >= segs-2 && n == 0 })
+	st, tg := newPairConfig(t, cfg, nil)
+	tg.Lose = p.lose
+	l := listen(t, tg, 80)
+	got := make(chan int64, 1)
+	go func() {
+		c, err := l.Accept()
+		if err != nil {
+			got <- -1
+			return
+		}
+		defer c.Close()
+		n, _ := io.CopyN(io.Discard, c, segs*mss)
+		got <- n
+	}()
+	c := dialTarget(t, st, "198.18.1.10:40000")
+	if _, err := c.Write(make([]byte, segs*mss)); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case n := <-got:
+		if n != segs*mss {
+			t.Fatalf("target read %d bytes, want %d", n, segs*mss)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("the target did not get the message within 20 s")
+	}
+	var first time.Time
+	for _, s := range p.transmissions() {
+		if s.place != segs-1 {
+			continue
+		}
+		if first.IsZero() {
+			first = s.at
+			continue
+		}
+		return s.at.Sub(first)
+	}
+	t.Fatalf("place %d was never resent", segs-1)
+	return 0
+}

@@ -73,6 +73,12 @@ type Config struct {
 	// only a lone segment can wait for a delayed ACK, which is what MinRTO
 	// waits out. 0 keeps MinRTO everywhere (gVisor patch 0009).
 	FlightMinRTO time.Duration
+	// TLPMinTimeout is added to the tail loss probe's timeout (twice the
+	// smoothed round trip) while more than one segment is outstanding, as
+	// Linux does (2 ms): with round trips of a few hundred microseconds, a
+	// replay host busy for that long fired spurious probes (gVisor patch
+	// 0011). 0 probes after twice the round trip alone.
+	TLPMinTimeout time.Duration
 	// MSS, when set, is the MSS the forged clients advertise (tcpcopy -D);
 	// otherwise it follows from the MTU.
 	MSS int
@@ -102,6 +108,7 @@ func DefaultConfig() Config {
 		MaxRTO:            10 * time.Second,
 		MinRTO:            200 * time.Millisecond,
 		FlightMinRTO:      20 * time.Millisecond,
+		TLPMinTimeout:     2 * time.Millisecond,
 	}
 }
 
@@ -171,6 +178,7 @@ func New(cfg Config, w wire.Device, log *slog.Logger) (*Stack, error) {
 	maxRTO := tcpip.TCPMaxRTOOption(cfg.MaxRTO)
 	minRTO := tcpip.TCPMinRTOOption(cfg.MinRTO)
 	flightMinRTO := tcpip.TCPFlightMinRTOOption(cfg.FlightMinRTO)
+	tlpMin := tcpip.TCPTLPMinTimeoutOption(cfg.TLPMinTimeout)
 	delay := tcpip.TCPDelayEnabled(false)
 	// Timestamps from the wall clock keep rising across restarts: a
 	// target that still holds a forged connection of the last run in
@@ -188,6 +196,7 @@ func New(cfg Config, w wire.Device, log *slog.Logger) (*Stack, error) {
 		{"max RTO", &maxRTO},
 		{"min RTO", &minRTO},
 		{"flight min RTO", &flightMinRTO},
+		{"tail loss probe floor", &tlpMin},
 		{"Nagle", &delay},
 		{"wall-clock timestamps", &wallTS},
 		{"send buffer", &tcpip.TCPSendBufferSizeRangeOption{Min: tcp.MinBufferSize, Default: cfg.SendBuffer, Max: cfg.SendBufferMax}},

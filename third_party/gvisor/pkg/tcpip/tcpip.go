@@ -1394,6 +1394,17 @@ func (*TCPFlightMinRTOOption) isGettableTransportProtocolOption() {}
 
 func (*TCPFlightMinRTOOption) isSettableTransportProtocolOption() {}
 
+// TCPTLPMinTimeoutOption, set on the TCP protocol, is added to the tail
+// loss probe's timeout (twice the smoothed round trip) while more than one
+// segment is outstanding, as Linux adds TCP_TIMEOUT_MIN (2 ms) in
+// tcp_schedule_loss_probe. 0 (the default) probes after twice the round
+// trip alone (stackcopy patch).
+type TCPTLPMinTimeoutOption time.Duration
+
+func (*TCPTLPMinTimeoutOption) isGettableTransportProtocolOption() {}
+
+func (*TCPTLPMinTimeoutOption) isSettableTransportProtocolOption() {}
+
 // TCPMaxRTOOption is use by SetSockOpt/GetSockOpt to allow overriding
 // default MaxRTO used by the Stack.
 type TCPMaxRTOOption time.Duration

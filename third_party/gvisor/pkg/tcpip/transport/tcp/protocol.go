@@ -121,6 +121,8 @@ type protocol struct {
 	// +checklocks:mu
 	flightMinRTO time.Duration // TCPFlightMinRTOOption (stackcopy patch)
 	// +checklocks:mu
+	tlpMinTimeout time.Duration // TCPTLPMinTimeoutOption (stackcopy patch)
+	// +checklocks:mu
 	maxRTO time.Duration
 	// +checklocks:mu
 	maxRetries uint32
@@ -409,6 +411,16 @@ func (p *protocol) SetOption(option tcpip.SettableTransportProtocolOption) tcpip
 		}
 		return &tcpip.ErrInvalidOptionValue{}
 
+	case *tcpip.TCPTLPMinTimeoutOption:
+		// stackcopy patch.
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		if d := time.Duration(*v); d >= 0 && d <= p.maxRTO {
+			p.tlpMinTimeout = d
+			return nil
+		}
+		return &tcpip.ErrInvalidOptionValue{}
+
 	case *tcpip.TCPMaxRTOOption:
 		p.mu.Lock()
 		defer p.mu.Unlock()
@@ -531,6 +543,12 @@ func (p *protocol) Option(option tcpip.GettableTransportProtocolOption) tcpip.Er
 	case *tcpip.TCPFlightMinRTOOption:
 		p.mu.RLock()
 		*v = tcpip.TCPFlightMinRTOOption(p.flightMinRTO) // stackcopy patch
+		p.mu.RUnlock()
+		return nil
+
+	case *tcpip.TCPTLPMinTimeoutOption:
+		p.mu.RLock()
+		*v = tcpip.TCPTLPMinTimeoutOption(p.tlpMinTimeout) // stackcopy patch
 		p.mu.RUnlock()
 		return nil
 

@@ -184,6 +184,8 @@ func (s *sender) schedulePTO() {
 		pto = s.rtt.TCPRTTState.SRTT * 2
 		if s.Outstanding == 1 {
 			pto += wcDelayedACKTimeout
+		} else {
+			pto += s.tlpMinTimeout // stackcopy patch: TCPTLPMinTimeoutOption
 		}
 	}
 	s.rtt.Unlock()

@@ -156,6 +156,9 @@ type sender struct {
 	flightMinRTO time.Duration
 	flightRTO    time.Duration
 
+	// tlpMinTimeout is TCPTLPMinTimeoutOption (stackcopy patch).
+	tlpMinTimeout time.Duration
+
 	// maxRTO is the maximum permitted value for sender.rto.
 	maxRTO time.Duration
 
@@ -336,6 +339,13 @@ func initSender(ep *Endpoint, iss, irs seqnum.Value, sndWnd seqnum.Size, mss uin
 		panic(fmt.Sprintf("unable to get flightMinRTO from stack: %s", err))
 	}
 	ep.snd.flightMinRTO = time.Duration(flightMinRTO)
+
+	// stackcopy patch: TCPTLPMinTimeoutOption.
+	var tlpMin tcpip.TCPTLPMinTimeoutOption
+	if err := ep.snd.ep.stack.TransportProtocolOption(ProtocolNumber, &tlpMin); err != nil {
+		panic(fmt.Sprintf("unable to get tlpMinTimeout from stack: %s", err))
+	}
+	ep.snd.tlpMinTimeout = time.Duration(tlpMin)
 	ep.snd.flightRTO = ep.snd.RTO
 
 	var maxRTO tcpip.TCPMaxRTOOption
