@@ -1,11 +1,9 @@
 package netstack
 
 import (
-	"io"
 	"net/netip"
 	"sync"
 	"testing"
-	"time"
 
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
@@ -47,17 +45,7 @@ func TestCorkedWritesLeaveNoRunts(t *testing.T) {
 		t.Fatal(err)
 	}
 	l := listen(t, tg, 80)
-	got := make(chan int64, 1)
-	go func() {
-		c, err := l.Accept()
-		if err != nil {
-			got <- -1
-			return
-		}
-		defer c.Close()
-		n, _ := io.Copy(io.Discard, c)
-		got <- n
-	}()
+	got := readOne(l, -1)
 	c := dialTarget(t, st, netip.AddrPortFrom(wiretest.Src, 40001).String())
 	c.SetCork(true)
 	data := make([]byte, size)
@@ -70,14 +58,7 @@ func TestCorkedWritesLeaveNoRunts(t *testing.T) {
 	if err := c.CloseWrite(); err != nil {
 		t.Fatal(err)
 	}
-	select {
-	case n := <-got:
-		if n != writes*size {
-			t.Fatalf("target received %d bytes, want %d", n, writes*size)
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("target did not receive the writes within 30s")
-	}
+	awaitRead(t, got, writes*size)
 
 	mu.Lock()
 	defer mu.Unlock()

@@ -1,7 +1,6 @@
 package netstack
 
 import (
-	"io"
 	"slices"
 	"sync"
 	"testing"
@@ -50,6 +49,24 @@ func (p *placedLoss) lose(seg []byte) bool {
 	p.seen[k] = n + 1
 	p.sends = append(p.sends, transmission{time.Now(), k})
 	return p.rule(k, n)
+}
+
+// sendPlaced sends a message of segs places (1448 bytes each) from a
+// forged client of a stack configured by cfg, losing what lose says, and
+// fails the test unless the target reads all of it within 20 s.
+func sendPlaced(t *testing.T, cfg Config, segs int, lose func(k uint32, n int) bool) (*Stack, *placedLoss) {
+	t.Helper()
+	const mss = 1448 // placedLoss's place size
+	p := newPlacedLoss(lose)
+	st, tg := newPairConfig(t, cfg, nil)
+	tg.Lose = p.lose
+	got := readOne(listen(t, tg, 80), int64(segs*mss))
+	c := dialTarget(t, st, "198.18.1.10:40000")
+	if _, err := c.Write(make([]byte, segs*mss)); err != nil {
+		t.Fatal(err)
+	}
+	awaitRead(t, got, int64(segs*mss))
+	return st, p
 }
 
 // transmissions returns what the target saw so far, in order.
@@ -121,7 +138,7 @@ func TestLossRecoveryWithoutTimeouts(t *testing.T) {
 // bounds stay far apart on a loaded machine); with FlightMinRTO 0 it
 // waits MinRTO, as before the patch.
 func TestFlightRTOFloor(t *testing.T) {
-	const segs, mss = 10, 1448 // mss: placedLoss's place size
+	const segs = 10
 	for _, tc := range []struct {
 		name   string
 		flight time.Duration
@@ -133,35 +150,9 @@ func TestFlightRTOFloor(t *testing.T) {
 			cfg.FlightMinRTO = tc.flight
 			// The last two places once each, and the last once more: the
 			// tail loss probe resends it.
-			p := newPlacedLoss(func(k uint32, n int) bool {
+			st, p := sendPlaced(t, cfg, segs, func(k uint32, n int) bool {
 				return (k == segs-2 && n == 0) || (k == segs-1 && n < 2)
 			})
-			st, tg := newPairConfig(t, cfg, nil)
-			tg.Lose = p.lose
-			l := listen(t, tg, 80)
-			got := make(chan int64, 1)
-			go func() {
-				c, err := l.Accept()
-				if err != nil {
-					got <- -1
-					return
-				}
-				defer c.Close()
-				n, _ := io.CopyN(io.Discard, c, segs*mss)
-				got <- n
-			}()
-			c := dialTarget(t, st, "198.18.1.10:40000")
-			if _, err := c.Write(make([]byte, segs*mss)); err != nil {
-				t.Fatal(err)
-			}
-			select {
-			case n := <-got:
-				if n != segs*mss {
-					t.Fatalf("target read %d bytes, want %d", n, segs*mss)
-				}
-			case <-time.After(20 * time.Second):
-				t.Fatal("the target did not get the message within 20 s")
-			}
 
 			// The timeout's resend of place segs-2: its second
 			// transmission, timed from the message's last first
@@ -243,34 +234,8 @@ func TestTailLossProbeFloor(t *testing.T) {
 // place was sent again.
 func tailProbeWait(t *testing.T, cfg Config) time.Duration {
 	t.Helper()
-	const segs, mss = 10, 1448 // mss: placedLoss's place size
-	p := newPlacedLoss(func(k uint32, n int) bool { return k >= segs-2 && n == 0 })
-	st, tg := newPairConfig(t, cfg, nil)
-	tg.Lose = p.lose
-	l := listen(t, tg, 80)
-	got := make(chan int64, 1)
-	go func() {
-		c, err := l.Accept()
-		if err != nil {
-			got <- -1
-			return
-		}
-		defer c.Close()
-		n, _ := io.CopyN(io.Discard, c, segs*mss)
-		got <- n
-	}()
-	c := dialTarget(t, st, "198.18.1.10:40000")
-	if _, err := c.Write(make([]byte, segs*mss)); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case n := <-got:
-		if n != segs*mss {
-			t.Fatalf("target read %d bytes, want %d", n, segs*mss)
-		}
-	case <-time.After(20 * time.Second):
-		t.Fatal("the target did not get the message within 20 s")
-	}
+	const segs = 10
+	_, p := sendPlaced(t, cfg, segs, func(k uint32, n int) bool { return k >= segs-2 && n == 0 })
 	var first time.Time
 	for _, s := range p.transmissions() {
 		if s.place != segs-1 {

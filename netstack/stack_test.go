@@ -82,6 +82,42 @@ func dialTarget(t testing.TB, st *Stack, src string) *Conn {
 	return c
 }
 
+// readOne accepts one connection on l and reads n bytes from it (to its
+// end when n is negative); the channel gets how many it read, -1 if the
+// accept failed.
+func readOne(l net.Listener, n int64) <-chan int64 {
+	got := make(chan int64, 1)
+	go func() {
+		c, err := l.Accept()
+		if err != nil {
+			got <- -1
+			return
+		}
+		defer c.Close()
+		var r int64
+		if n < 0 {
+			r, _ = io.Copy(io.Discard, c)
+		} else {
+			r, _ = io.CopyN(io.Discard, c, n)
+		}
+		got <- r
+	}()
+	return got
+}
+
+// awaitRead fails the test unless got reports want bytes within 20 s.
+func awaitRead(t testing.TB, got <-chan int64, want int64) {
+	t.Helper()
+	select {
+	case n := <-got:
+		if n != want {
+			t.Fatalf("target read %d bytes, want %d", n, want)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("the target did not get the bytes within 20 s")
+	}
+}
+
 // discardAll accepts every connection on l and reads it to the end,
 // until l closes (at the test's cleanup).
 func discardAll(l net.Listener) {
