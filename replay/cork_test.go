@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/stackcopy/stackcopy/replay"
-	"github.com/stackcopy/stackcopy/session"
 	"github.com/stackcopy/stackcopy/transfer"
 )
 
@@ -52,7 +51,7 @@ func corkRun(t *testing.T, speed float64, gap time.Duration, sizes ...int) []str
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	tr, err := transfer.ParseTransfers("80-127.0.0.1:80")
+	tr, err := transfer.ParseTransfers("80-127.0.0.1:80") // capturedServer's port
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -70,25 +69,18 @@ func corkRun(t *testing.T, speed float64, gap time.Duration, sizes ...int) []str
 		return c, ctx.Err()
 	}
 	r := replay.New(ctx, cfg, dial, nil)
-	k := session.SessionKey{
-		Client: netip.MustParseAddrPort("198.18.1.10:40000"),
-		Server: netip.MustParseAddrPort("198.18.1.1:80"),
-	}
-	at := time.Unix(1700000000, 0)
-	r.Event(k, session.Event{Kind: session.EvOpen, Time: at})
+	k := key(0)
+	feed(r, k, open())
+	var d time.Duration
 	for _, n := range sizes {
-		r.Event(k, session.Event{Kind: session.EvData, Time: at, Data: make([]byte, n)})
-		at = at.Add(gap)
+		feed(r, k, at(dataB(make([]byte, n)), d))
+		d += gap
 	}
-	r.Event(k, session.Event{Kind: session.EvFin, Time: at})
+	feed(r, k, at(fin(), d))
 	close(fed)
 	r.CloseInput()
-	done := make(chan struct{})
-	go func() { r.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(30 * time.Second):
-		t.Fatal("replay did not end within 30s")
+	if !waitReplay(r, bound) {
+		t.Fatalf("replay did not end within %v; stats %+v", bound, r.Stats())
 	}
 	if st := r.Stats(); st.Completed != 1 {
 		t.Fatalf("stats %+v: want the session completed", st)

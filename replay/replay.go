@@ -735,9 +735,9 @@ func (p *queueArrays) get() []queued {
 	}
 }
 
-// put gives a's array back, cleared; past the bound it is dropped.
+// put gives back a (an empty queue's head), cleared; past the bound it is
+// dropped.
 func (p *queueArrays) put(a []queued) {
-	a = a[:0:cap(a)]
 	clear(a[:cap(a)])
 	select {
 	case p.free <- a:
@@ -1466,6 +1466,7 @@ func (s *player) loop() (parked bool) {
 	idle := s.idle()
 	p := &s.play
 	conn := p.conn
+	ck, _ := conn.(corker)
 	for {
 		q, ok, parked, err := s.take(idle)
 		if parked {
@@ -1537,9 +1538,10 @@ func (s *player) loop() (parked bool) {
 				s.r.order.complete(s.asked.Swap(p.ref))
 				p.ref = nil
 			}
-			ck, _ := conn.(corker)
-			run := ck != nil && len(ev.Data) >= corkMin && !s.flowControlled() && s.nextDue()
-			if run && !p.corked {
+			// A run: large writes due back to back (corkMin); what is due
+			// next is looked at once per write while corked.
+			run := ck != nil && len(ev.Data) >= corkMin && !s.flowControlled()
+			if run && !p.corked && s.nextDue() {
 				ck.SetCork(true)
 				p.corked = true
 			}

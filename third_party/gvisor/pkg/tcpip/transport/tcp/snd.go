@@ -1000,10 +1000,7 @@ func (s *sender) maybeSendSegment(seg *segment, limit int, end seqnum.Value) (se
 			// forged clients' writes are captured segments, not messages
 			// whose boundaries a peer could depend on (the DNS case above).
 			// Filled to whole segments, as the cut below.
-			fill := available
-			if fill > s.MaxPayloadSize {
-				fill -= fill % s.MaxPayloadSize
-			}
+			fill := s.wholeSegments(available)
 			if nextTooBig && seg.payloadSize() < fill {
 				if fill < s.MaxPayloadSize && s.SndUna != s.SndNxt {
 					// The receiver's window has room for less than a
@@ -1057,9 +1054,7 @@ func (s *sender) maybeSendSegment(seg *segment, limit int, end seqnum.Value) (se
 					// hold the rest, as Linux's tcp_mss_split_point
 					// under TCP_CORK; the rest is unassigned (splitSeg)
 					// and held on the next pass.
-					if r := seg.payloadSize() % s.MaxPayloadSize; r != 0 {
-						limit = seg.payloadSize() - r
-					}
+					limit = s.wholeSegments(seg.payloadSize())
 					// Disable the TCP_CORK timer.
 					s.startCork = false
 					s.corkTimer.disable()
@@ -1152,8 +1147,8 @@ func (s *sender) maybeSendSegment(seg *segment, limit int, end seqnum.Value) (se
 				available = seg.payloadSize()
 			}
 		}
-		if seg.payloadSize() >= available && available > s.MaxPayloadSize {
-			available -= available % s.MaxPayloadSize
+		if seg.payloadSize() >= available {
+			available = s.wholeSegments(available)
 		}
 
 		if seg.payloadSize() > available {
@@ -1181,6 +1176,16 @@ func (s *sender) maybeSendSegment(seg *segment, limit int, end seqnum.Value) (se
 	}
 
 	return true
+}
+
+// wholeSegments rounds n down to a whole number of segments when it spans
+// more than one (stackcopy patch), as Linux's TSO size goal and
+// tcp_mss_split_point do: a super-packet cut by MSS then ends in no runt.
+func (s *sender) wholeSegments(n int) int {
+	if n > s.MaxPayloadSize {
+		n -= n % s.MaxPayloadSize
+	}
+	return n
 }
 
 // notSent undoes the sequence number's assignment of a segment the window
@@ -1285,9 +1290,7 @@ func (s *sender) sendData() {
 		limit = int(s.ep.gso.MaxSize - header.TCPTotalHeaderMaximumSize - 1)
 		// stackcopy patch: a whole number of segments, as Linux's TSO size
 		// goal, so that cutting a super-packet leaves no runt at its end.
-		if limit > s.MaxPayloadSize {
-			limit -= limit % s.MaxPayloadSize
-		}
+		limit = s.wholeSegments(limit)
 	}
 	end := s.SndUna.Add(s.SndWnd)
 
