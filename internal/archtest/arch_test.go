@@ -18,7 +18,7 @@ const module = "github.com/stackcopy/stackcopy/"
 // (non-test files). A package missing here may not exist: adding one means
 // placing it on the map first.
 var allowed = map[string][]string{
-	"cmd/stackcopy":       {"mirror", "internal/cliflag", "transfer", "internal/doctor", "internal/cpuprof", "internal/cores"},
+	"cmd/stackcopy":       {"mirror", "internal/cliflag", "transfer", "internal/doctor", "internal/cpuprof", "internal/cores", "internal/heapfloor"},
 	"cmd/intercept":       {"intercept", "relay", "internal/cliflag", "internal/doctor", "internal/cpuprof", "internal/cores"},
 	"mirror":              {"capture", "session", "transfer", "replay", "netstack", "wire", "hostnet", "relay", "internal/cliflag", "h2frame", "respframe", "mcframe", "myframe", "pgframe", "compare", "compare/cmphttp", "compare/cmpresp", "compare/cmpmc", "compare/cmpmysql", "compare/cmppg"},
 	"intercept":           {"relay", "internal/afpacket", "internal/pcapfilter", "internal/mmsg", "internal/quietio"},
@@ -42,6 +42,7 @@ var allowed = map[string][]string{
 	"internal/cliflag":    nil,
 	"internal/cpuprof":    nil,
 	"internal/cores":      nil,
+	"internal/heapfloor":  nil,
 	"internal/mmsg":       nil,
 	"internal/syncbuf":    nil,
 	"internal/quietio":    nil,
