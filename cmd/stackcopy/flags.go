@@ -108,10 +108,12 @@ on one core unless --cores (or $GOMAXPROCS) says otherwise: that bounds
 what mirroring takes from the online service, and on one core Go hands
 packets between goroutines more cheaply (a third less CPU per request in
 make bench, keeping up at 16,000 requests/s); raise it when one core is
-saturated (capture drops, sessions shed). While its live heap is under 32
-MiB, stackcopy's garbage collector waits for 32 MiB of new allocations
-(Go's default is the live heap's size, at least 4 MiB); $GOGC, or -m,
-keeps Go's default.
+saturated (capture drops, sessions shed).
+
+Replaying capture files, while its live heap is under 32 MiB, stackcopy's
+garbage collector waits for 32 MiB of new allocations (Go's default is the
+live heap's size, at least 4 MiB); $GOGC, or -m, keeps Go's default, as
+live mirroring does.
 
 Sessions seen mid-stream: by default (-O, as in tcpcopy) only sessions
 whose SYN was captured are replayed; the others are skipped and counted.

@@ -34,11 +34,20 @@ const (
 	exitPartial = 3 // work was lost: sessions did not complete, were shed (-m) or never started (a signal)
 )
 
-// gcHeadroom is the garbage collector's least headroom (heapfloor): up
-// to this much garbage may wait for a collection while the live heap is
-// smaller. Short sessions in `make bench`: 136 to 120 µs of CPU each at
-// GOGC 400, which this approximates while the heap is small.
+// gcHeadroom is the garbage collector's least headroom (heapfloor) when
+// replaying capture files: up to this much garbage may wait for a
+// collection while the live heap is smaller (docs/memory.md).
 const gcHeadroom = 32 << 20
+
+// floorsHeap reports whether the run gets the GC headroom floor: replay
+// of capture files only. Live, stackcopy shares the online host with the
+// real service: its footprint stays Go's default (live mirroring's CPU
+// did not change with the floor). With -m the gate reads RSS: garbage
+// the floor lets grow would count against the limit. ($GOGC is
+// heapfloor's own check.)
+func floorsHeap(cfg *config) bool {
+	return !cfg.engine.Live && cfg.engine.MemoryLimit == 0
+}
 
 func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
@@ -83,9 +92,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	defer stop()
 	mon := &mirror.Monitor{}
 	cores.Apply(cfg.cores)
-	if cfg.engine.MemoryLimit == 0 {
-		// With -m the gate reads RSS: garbage the floor lets grow would
-		// count against the limit, so it keeps Go's default.
+	if floorsHeap(cfg) {
 		defer heapfloor.Start(gcHeadroom).Stop()
 	}
 	if cfg.cpuProfile != "" {

@@ -215,6 +215,28 @@ func TestTUNNameTakenByVeth(t *testing.T) {
 	}
 }
 
+// TestHeapFloorOnlyForFiles: the GC headroom floor is for replaying
+// capture files; live mirroring and -m keep Go's default.
+func TestHeapFloorOnlyForFiles(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want bool
+	}{
+		{[]string{"-i", "x.pcap"}, true},
+		{[]string{"-i", "x.pcap", "-m", "300"}, false},
+		{[]string{"-i", "lo"}, false},
+		{[]string{"-i", "lo", "-m", "300"}, false},
+	} {
+		c, err := parseFlags(append([]string{"-x", "80-198.18.2.2:80"}, tc.args...), io.Discard)
+		if err != nil {
+			t.Fatalf("%v: %v", tc.args, err)
+		}
+		if got := floorsHeap(c); got != tc.want {
+			t.Errorf("%v: floorsHeap %v, want %v", tc.args, got, tc.want)
+		}
+	}
+}
+
 // TestCoresDefault: live mirroring runs on one core unless --cores or
 // $GOMAXPROCS says otherwise; a capture file keeps every core.
 func TestCoresDefault(t *testing.T) {
