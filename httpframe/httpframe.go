@@ -109,8 +109,8 @@ type Requests struct {
 
 	// Shared with the paired Responses, which may run on another goroutine.
 	mu       sync.Mutex
-	started  int                 // request lines seen
-	special  [maxSpecial]pending // HEAD/CONNECT requests not yet answered, a ring
+	started  int       // request lines seen
+	special  []pending // HEAD/CONNECT requests not yet answered, a ring of maxSpecial made at the first
 	head, n  int
 	overflow bool // a HEAD/CONNECT request did not fit in special
 	lostFrom int  // with overflow: the first request whose method was lost
@@ -182,6 +182,11 @@ func (r *Requests) push(kind method) {
 				r.overflow, r.lostFrom = true, seq
 			}
 		} else {
+			if r.special == nil {
+				// Most sessions never send one: the ring is made on
+				// demand (0.5 KiB a session, idle ones included).
+				r.special = make([]pending, maxSpecial)
+			}
 			r.special[(r.head+r.n)%maxSpecial] = pending{seq, kind}
 			r.n++
 		}

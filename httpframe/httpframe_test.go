@@ -294,6 +294,27 @@ func TestUnpaired(t *testing.T) {
 	}
 }
 
+// TestHeadRingOnDemand: the ring remembering HEAD and CONNECT requests
+// is made by the first of them; sessions that send none (most, and the
+// idle ones kept by the thousand) do not carry it.
+func TestHeadRingOnDemand(t *testing.T) {
+	r := &Requests{}
+	s := NewResponses(r)
+	r.Write([]byte("GET / HTTP/1.1\r\n\r\nPOST / HTTP/1.1\r\nContent-Length: 1\r\n\r\nx"))
+	if r.special != nil {
+		t.Fatalf("GET and POST made the ring (%d entries)", len(r.special))
+	}
+	r.Write([]byte("HEAD / HTTP/1.1\r\n\r\n"))
+	if len(r.special) != maxSpecial {
+		t.Fatalf("after a HEAD the ring has %d entries, want %d", len(r.special), maxSpecial)
+	}
+	// The HEAD's answer still frames without a body.
+	s.Write([]byte("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n"))
+	if s.Final() != 3 || s.Err() != nil {
+		t.Fatalf("%v", respSnap(s))
+	}
+}
+
 func TestZerosFailAtOnce(t *testing.T) {
 	r := &Requests{}
 	r.Write([]byte{0})
