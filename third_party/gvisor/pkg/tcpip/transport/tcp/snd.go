@@ -1009,13 +1009,10 @@ func (s *sender) maybeSendSegment(seg *segment, limit int, end seqnum.Value) (se
 					// than send a runt.
 					return false
 				}
+				// The rest of the next write stays behind,
+				// unassigned (splitSeg).
 				nSeg := seg.Next()
-				room := fill - seg.payloadSize()
-				rest := nSeg.clone()
-				rest.pkt.Data().TrimFront(room)
-				rest.dataMemSize = rest.pkt.MemSize()
-				s.writeList.InsertAfter(nSeg, rest)
-				nSeg.pkt.Data().CapLength(room)
+				s.splitSeg(nSeg, fill-seg.payloadSize())
 				seg.merge(nSeg)
 				s.writeList.Remove(nSeg)
 				nSeg.DecRef()
