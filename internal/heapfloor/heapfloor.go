@@ -52,9 +52,8 @@ func Start(headroom uint64) *Floor {
 		headroom: headroom,
 		sample:   []metrics.Sample{{Name: "/gc/heap/live:bytes"}},
 	}
-	// Before the first collection nothing is live yet: the runtime's
-	// minimum, scaled, is the floor.
-	f.percent = int(100 * headroom / runtimeMinimum)
+	// Before the first collection nothing is live yet.
+	f.percent = percentFor(0, headroom, 0)
 	f.base = debug.SetGCPercent(f.percent)
 	if f.base < 0 {
 		// GC off (debug.SetGCPercent(-1) by an embedder): leave it so.
